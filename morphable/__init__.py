@@ -1,0 +1,29 @@
+"""morphable: 3D morphable face models, a batched torch renderer, and the MorphableSource.
+
+Public API::
+
+    from morphable import MorphableSource, MorphableModel, load_default_model, load_model
+    src = MorphableSource(preset="wild", size=112)
+    ids = src.sample_identities(100, seed=0)
+    batch = src.render(ids, rows, variations, seed=0)
+"""
+from .camera import ARCFACE_TEMPLATE, Camera, euler_to_matrix, similarity_transform, template
+from .default_model import load_default_model
+from .model import LANDMARK_NAMES, MorphableModel
+from .raster import Fragments, interpolate, rasterize
+from .source import EXPRESSIONS, MorphableSource
+from .variation import PRESETS, RenderConfig, apply_overrides, preset
+
+
+def load_model(path, kind=None, **kw):
+    """Load an external 3DMM (ICT-FaceKit, BFM 2009/2017, FLAME) or a saved ``.npz`` model."""
+    from .loaders import load_model as _load
+
+    return _load(path, kind=kind, **kw)
+
+
+__all__ = [
+    "ARCFACE_TEMPLATE", "Camera", "EXPRESSIONS", "Fragments", "LANDMARK_NAMES", "MorphableModel", "MorphableSource",
+    "PRESETS", "RenderConfig", "apply_overrides", "euler_to_matrix", "interpolate", "load_default_model", "load_model",
+    "preset", "rasterize", "similarity_transform", "template",
+]

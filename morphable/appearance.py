@@ -1,0 +1,239 @@
+"""Procedural appearance: skin albedo, lips, eyes, brows, hair and beard, evaluated per pixel.
+
+Skin colour follows a two-pigment (melanin / hemoglobin) Beer-Lambert model in linear RGB,
+``albedo = base * exp(-(melanin * k_mel + hemoglobin * k_hem))``, which spans very light to very dark
+skin with one parameter and gives redness with another. Everything else is a function of the *rest
+position* of the surface point (its position on the mean head, carried through the rasterizer as a
+vertex attribute) so patterns stick to anatomy and never cross UV seams: low-frequency blotches,
+freckles, cheek/nose redness, eyebrows (a parametric band above each eye with hair-strand noise),
+scalp hair and beard (hairline functions with strand noise), and analytic eyes (pupil, iris with
+radial streaks and a limbal ring, sclera).
+
+Identity appearance is a vector of named scalars (:data:`APPEARANCE_PARAMS`) plus a noise offset.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .default_model import REGION_IDS
+
+#: Per-identity appearance parameters (each a column of ``params["appearance"]``), all in [0, 1]
+#: except where noted.
+APPEARANCE_PARAMS = (
+    "melanin", "hemoglobin", "redness", "blotches", "freckles", "lip_tint",
+    "brow_color", "brow_thickness", "brow_height", "brow_arch", "brow_density",
+    "iris_melanin", "iris_hue", "hair_melanin", "hair_red", "hair_grey", "hairline", "bald", "hair_density",
+    "beard", "beard_stubble",
+)
+_P = {n: i for i, n in enumerate(APPEARANCE_PARAMS)}
+
+_K_MEL = torch.tensor([2.51, 3.06, 3.49])
+_K_HEM = torch.tensor([0.05, 0.50, 0.40])
+_BASE = torch.tensor([0.988, 0.808, 0.567])
+
+# Shared random Fourier features for the noise fields (fixed constants, not per-run state).
+_g = torch.Generator().manual_seed(12345)
+_DIRS = torch.nn.functional.normalize(torch.randn(24, 3, generator=_g), dim=-1)
+_PHASE = 2 * math.pi * torch.rand(24, generator=_g)
+del _g
+
+
+def sample_appearance(semantic: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """(N, len(APPEARANCE_PARAMS)) appearance parameters.
+
+    Args:
+        semantic: (N, 5) predicted [gender (0 female .. 1 male), age (anny units), african, asian,
+            caucasian] of each identity's shape, used as priors (darker skin for african-weighted
+            shapes, beards only on male-leaning faces, greying with age).
+        g: generator.
+    """
+    n = semantic.shape[0]
+    gender = semantic[:, 0].clamp(0, 1)
+    age = semantic[:, 1]
+    afr, asi, cau = (semantic[:, 2:5].clamp_min(0) + 1e-3).unbind(1)
+    s = afr + asi + cau
+    afr, asi, cau = afr / s, asi / s, cau / s
+    u = lambda: torch.rand(n, generator=g)  # noqa: E731
+    nrm = lambda: torch.randn(n, generator=g)  # noqa: E731
+    mel_mean = 0.08 * cau + 0.30 * asi + 0.72 * afr
+    melanin = (mel_mean + 0.10 * nrm() + 0.05 * (u() - 0.5)).clamp(0.02, 0.95)
+    hemoglobin = (0.55 + 0.2 * nrm()).clamp(0.15, 1.1)
+    redness = (u() ** 1.5) * (1 - melanin)
+    blotches = u()
+    freckles = torch.where(u() < 0.25 * (1 - melanin) ** 2 * 2, u(), torch.zeros(n))
+    lip_tint = u()
+    hair_mel = (0.55 + 0.6 * melanin + 0.25 * nrm()).clamp(0.0, 1.0)
+    hair_red = torch.where(u() < 0.08 * cau, u(), 0.15 * u())
+    old = ((age - 0.6) / 0.35).clamp(0, 1)
+    hair_grey = (old * u() * 1.2).clamp(0, 1)
+    brow_color = (hair_mel + 0.1 * nrm()).clamp(0, 1)
+    brow_thickness = (0.35 + 0.3 * gender + 0.25 * u()).clamp(0, 1)
+    brow_height, brow_arch, brow_density = u(), (u() * (1.2 - 0.5 * gender)).clamp(0, 1), (0.5 + 0.5 * u())
+    iris_mel = torch.where(u() < 0.35 * cau * (1 - melanin), 0.35 * u(), (0.55 + 0.5 * u()).clamp(0, 1))
+    iris_hue = u()
+    hairline = u()
+    bald = torch.where(u() < 0.3 * gender * old.clamp_min(0.3), u(), torch.zeros(n))
+    hair_density = 0.7 + 0.3 * u()
+    beard = torch.where((u() < 0.45) & (gender > 0.6), u(), torch.zeros(n))
+    stubble = u()
+    cols = [melanin, hemoglobin, redness, blotches, freckles, lip_tint, brow_color, brow_thickness, brow_height,
+            brow_arch, brow_density, iris_mel, iris_hue, hair_mel, hair_red, hair_grey, hairline, bald,
+            hair_density, beard, stubble]
+    return torch.stack(cols, 1)
+
+
+def _smoothstep(e0: float, e1: float, x: torch.Tensor) -> torch.Tensor:
+    t = ((x - e0) / (e1 - e0)).clamp(0, 1)
+    return t * t * (3 - 2 * t)
+
+
+def _noise(p: torch.Tensor, wavelength: float, k: slice) -> torch.Tensor:
+    """Sum-of-sinusoids noise in about [-1, 1] at a given wavelength (metres); p (P, 3)."""
+    d = _DIRS[k].to(p)
+    ph = _PHASE[k].to(p)
+    x = (p @ d.T) * (2 * math.pi / wavelength) + ph
+    return torch.sin(x).sum(-1) * (1.6 / math.sqrt(d.shape[0]) / 1.4)
+
+
+def skin_base(melanin: torch.Tensor, hemoglobin: torch.Tensor) -> torch.Tensor:
+    """(..., 3) linear skin albedo for melanin/hemoglobin (...)."""
+    dev = melanin.device
+    return _BASE.to(dev) * torch.exp(-(melanin[..., None] * _K_MEL.to(dev) + hemoglobin[..., None] * _K_HEM.to(dev)))
+
+
+def hair_colour(mel: torch.Tensor, red: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
+    """(..., 3) linear hair albedo from eumelanin, pheomelanin (red) and grey fractions."""
+    dev = mel.device
+    blond = torch.tensor([0.55, 0.40, 0.22], device=dev)
+    dark = torch.tensor([0.012, 0.008, 0.006], device=dev)
+    ginger = torch.tensor([0.45, 0.13, 0.04], device=dev)
+    m = mel[..., None] ** 0.5
+    c = blond * (dark / blond) ** m
+    c = c * (1 - red[..., None] * 0.8) + ginger * red[..., None] * 0.8 * (1 - m)
+    greyc = torch.tensor([0.55, 0.55, 0.55], device=dev)
+    return c * (1 - grey[..., None]) + greyc * grey[..., None]
+
+
+def shade_albedo(
+    p: torch.Tensor,
+    region: torch.Tensor,
+    app: torch.Tensor,
+    offset: torch.Tensor,
+    eye_centres: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Albedo and specular weight of ``P`` visible surface points.
+
+    Args:
+        p: (P, 3) rest positions (metres, mean-head frame, eye midpoint at the origin).
+        region: (P,) int64 region id (:data:`~morphable.default_model.REGION_IDS`).
+        app: (P, A) appearance parameters of each point's identity.
+        offset: (P, 3) per-identity noise offsets (decorrelate noise between identities).
+        eye_centres: (2, 3) rest positions of the left/right eye centres.
+
+    Returns:
+        albedo (P, 3) linear RGB in [0, 1], specular weight (P,) in [0, 1].
+    """
+    a = lambda name: app[:, _P[name]]  # noqa: E731
+    q = p + offset
+    x, y, z = p.unbind(-1)
+    ax = x.abs()
+    # ---- skin
+    blot = _noise(q, 0.045, slice(0, 6)) * 0.5 + _noise(q, 0.015, slice(6, 12)) * 0.5
+    mel = a("melanin") * (1 + 0.12 * a("blotches") * blot)
+    freck = _smoothstep(0.45, 0.85, _noise(q, 0.004, slice(12, 18)) * 0.7 + _noise(q, 0.0025, slice(18, 24)) * 0.5)
+    freck_zone = _smoothstep(-0.06, -0.03, y) * (1 - _smoothstep(0.02, 0.05, y)) * _smoothstep(-0.02, 0.01, z)
+    mel = mel + a("freckles") * freck * freck_zone * 0.35
+    cheek = torch.exp(-(((ax - 0.045) / 0.018) ** 2 + ((y + 0.035) / 0.02) ** 2))
+    nose = torch.exp(-((x / 0.012) ** 2 + ((y + 0.035) / 0.012) ** 2)) * _smoothstep(0.01, 0.03, z)
+    hem = a("hemoglobin") * (1 + 0.25 * blot) + a("redness") * (0.8 * cheek + 0.6 * nose)
+    # slightly paler, redder ears and darker around the eyes
+    socket = torch.exp(-(((ax - 0.032) / 0.016) ** 2 + ((y + 0.006) / 0.009) ** 2))
+    mel = mel * (1 + 0.15 * socket)
+    alb = skin_base(mel, hem)
+    spec = torch.full_like(x, 0.5)
+
+    # ---- lips
+    lips = region == REGION_IDS["lips"]
+    lip_col = skin_base(a("melanin") * (1.15 + 0.1 * a("lip_tint")), a("hemoglobin") + 0.6 + 0.6 * a("lip_tint"))
+    alb = torch.where(lips[:, None], lip_col, alb)
+    spec = torch.where(lips, 0.8, spec)
+
+    # ---- eyebrows: a band above each eye, x in [x_in, x_out], tapering outwards
+    ex = eye_centres[1, 0].abs()
+    x_in, x_out = 0.35 * ex, 1.75 * ex
+    uu = (ax - x_in) / (x_out - x_in)
+    yc = 0.014 + 0.006 * a("brow_height") + 0.004 * a("brow_arch") * torch.sin(math.pi * uu.clamp(0, 1) ** 0.8)
+    th = (0.0035 + 0.0045 * a("brow_thickness")) * (1.15 - 0.65 * uu.clamp(0, 1))
+    dy = (y - yc).abs() / th.clamp_min(1e-4)
+    strands = _noise(q * torch.tensor([1.0, 0.25, 1.0], device=q.device), 0.0016, slice(0, 12)) * 0.5 + 0.5
+    brow = (1 - _smoothstep(0.6, 1.0, dy)) * _smoothstep(-0.1, 0.05, uu) * (1 - _smoothstep(0.9, 1.05, uu))
+    brow = brow * _smoothstep(-0.035, -0.02, z) * (region == REGION_IDS["skin"])
+    brow = brow * (0.55 + 0.45 * strands) * a("brow_density")
+    bcol = hair_colour(a("brow_color"), a("hair_red"), a("hair_grey") * 0.5)
+    alb = alb * (1 - brow[:, None]) + bcol * brow[:, None]
+
+    # ---- scalp hair: hairline as a function of the azimuth around the vertical axis
+    phi = torch.atan2(x, z - (-0.09)).abs()  # 0 at the front, pi at the back (axis behind the eyes)
+    front = 0.055 + 0.03 * a("hairline") + 0.06 * a("bald")
+    temple = front - 0.015
+    side = 0.02 + 0.03 * a("bald")
+    back = -0.06 + 0.08 * a("bald")
+    hl = torch.where(phi < 0.6, front - 0.02 * (phi / 0.6) ** 2,
+                     torch.where(phi < 1.25, temple + (side - temple) * (phi - 0.6) / 0.65,
+                                 side + (back - side) * ((phi - 1.25) / (math.pi - 1.25)).clamp(0, 1)))
+    hn = _noise(q * torch.tensor([1.0, 0.3, 1.0], device=q.device), 0.0025, slice(6, 18))
+    hair = _smoothstep(-0.004, 0.004, y - hl + 0.003 * hn) * (region == REGION_IDS["skin"])
+    hair = hair * (1 - 0.95 * a("bald") * _smoothstep(front.mean().item() - 0.05, front.mean().item(), y))
+    # sideburns stop before the ear: keep skin where the ear is (|x| large, y around the eye line)
+    ear = _smoothstep(0.068, 0.075, ax) * (1 - _smoothstep(0.01, 0.03, y))
+    hair = hair * (1 - ear) * a("hair_density")
+    hcol = hair_colour(a("hair_melanin"), a("hair_red"), a("hair_grey")) * (0.75 + 0.25 * (hn * 0.5 + 0.5))[:, None]
+    alb = alb * (1 - hair[:, None]) + hcol * hair[:, None]
+    spec = spec * (1 - hair) + 0.3 * hair
+
+    # ---- beard: below the nose, in front, excluding lips
+    chin_zone = (1 - _smoothstep(-0.05, -0.042, y)) * _smoothstep(-0.055, -0.03, z) * (1 - _smoothstep(0.055, 0.07, ax))
+    moustache = _smoothstep(-0.058, -0.054, y) * (1 - _smoothstep(-0.05, -0.046, y)) * (1 - _smoothstep(0.02, 0.03, ax))
+    bz = torch.maximum(chin_zone * _smoothstep(-0.16, -0.14, y), moustache) * (region == REGION_IDS["skin"])
+    bn = _noise(q, 0.0018, slice(12, 24)) * 0.5 + 0.5
+    dens = a("beard") * torch.where(a("beard_stubble") > 0.5, 0.35 + 0.25 * bn, 0.6 + 0.4 * bn)
+    beard = bz * dens
+    alb = alb * (1 - beard[:, None]) + hcol * beard[:, None]
+
+    # ---- eyes
+    eye = (region == REGION_IDS["eye"]) | (region == REGION_IDS["eye_back"])
+    if bool(eye.any()):
+        ec = torch.where((x < 0)[:, None], eye_centres[0], eye_centres[1])
+        r = ((p[:, :2] - ec[:, :2]) ** 2).sum(-1).sqrt()
+        ang = torch.atan2(p[:, 1] - ec[:, 1], p[:, 0] - ec[:, 0])
+        iris_r, pupil_r = 0.0058, 0.0022
+        brown = torch.tensor([0.10, 0.045, 0.015], device=p.device)
+        blue = torch.tensor([0.10, 0.20, 0.32], device=p.device)
+        green = torch.tensor([0.10, 0.15, 0.06], device=p.device)
+        im = a("iris_melanin")[:, None]
+        light = blue * (1 - a("iris_hue"))[:, None] + green * a("iris_hue")[:, None]
+        iris_c = light * (1 - im) + brown * im
+        streak = 0.75 + 0.25 * torch.sin(ang * 23 + 40 * r + offset[:, 0]) * torch.sin(ang * 9 - offset[:, 1])
+        iris_c = iris_c * streak[:, None] * (0.6 + 0.6 * (r / iris_r).clamp(0, 1))[:, None]
+        limbal = _smoothstep(0.75, 1.0, r / iris_r)
+        iris_c = iris_c * (1 - 0.6 * limbal)[:, None]
+        sclera = torch.tensor([0.72, 0.66, 0.62], device=p.device) * (1 - 0.25 * _smoothstep(0.008, 0.016, r))[:, None]
+        sclera = sclera + torch.tensor([0.05, -0.02, -0.02], device=p.device) * _smoothstep(0.01, 0.016, r)[:, None]
+        pupil = torch.tensor([0.01, 0.01, 0.01], device=p.device).expand_as(sclera)
+        t_i = _smoothstep(iris_r + 0.0003, iris_r - 0.0003, r)[:, None]
+        t_p = _smoothstep(pupil_r + 0.0003, pupil_r - 0.0003, r)[:, None]
+        ecol = sclera * (1 - t_i) + iris_c * t_i
+        ecol = ecol * (1 - t_p) + pupil * t_p
+        alb = torch.where(eye[:, None], ecol, alb)
+        spec = torch.where(eye, 1.0, spec)
+
+    # ---- inside the mouth and the eye sockets
+    cav = region == REGION_IDS["mouth_cavity"]
+    alb = torch.where(cav[:, None], torch.tensor([0.08, 0.015, 0.015], device=p.device).expand_as(alb), alb)
+    tongue = region == REGION_IDS["tongue"]
+    alb = torch.where(tongue[:, None], torch.tensor([0.45, 0.12, 0.12], device=p.device).expand_as(alb), alb)
+    sock = region == REGION_IDS["eye_cavity"]
+    alb = torch.where(sock[:, None], alb * torch.tensor([0.55, 0.4, 0.4], device=p.device), alb)
+    return alb.clamp(0, 1), spec.clamp(0, 1)

@@ -1,0 +1,64 @@
+"""Per-image photometric degradations (blur, noise, JPEG, low resolution, colour jitter, gray).
+
+Parameters are sampled by the caller, one row per image, so each image depends only on its own
+parameters; the ops are batched kornia/torch calls.
+"""
+from __future__ import annotations
+
+import kornia
+import torch
+import torch.nn.functional as F
+
+
+def apply_degradations(img: torch.Tensor, p: dict[str, torch.Tensor], noise: torch.Tensor) -> torch.Tensor:
+    """Degrade sRGB images.
+
+    Args:
+        img: (B, 3, H, W) sRGB in [0, 1].
+        p: per-image parameters, each (B,): ``blur`` (sigma px at this size, 0 = off), ``lowres``
+            (scale, 1 = off), ``brightness``, ``contrast``, ``saturation``, ``hue`` (identity values
+            0, 1, 1, 0 = off), ``gray`` (0/1), ``noise`` (std), ``jpeg`` (quality, 0 = off).
+        noise: (B, 3, H, W) standard-normal noise drawn from each image's generator.
+
+    Returns:
+        (B, 3, H, W) degraded images in [0, 1].
+    """
+    B, _, H, W = img.shape
+    out = img
+    blur = p["blur"]
+    on = blur > 0
+    if bool(on.any()):
+        k = int(2 * torch.ceil(3 * blur.max()).item() + 1)
+        sig = blur[on].clamp_min(1e-3)[:, None].expand(-1, 2).to(img)
+        out = out.clone()
+        out[on] = kornia.filters.gaussian_blur2d(out[on], (k, k), sig)
+    low = p["lowres"] < 1.0
+    if bool(low.any()):
+        out = out.clone()
+        for i in torch.nonzero(low).flatten().tolist():
+            s = float(p["lowres"][i])
+            h, w = max(4, round(H * s)), max(4, round(W * s))
+            small = F.interpolate(out[i : i + 1], size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+            out[i : i + 1] = F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)
+    # colour jitter
+    out = out + p["brightness"].to(img)[:, None, None, None]
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    out = (out - mean) * p["contrast"].to(img)[:, None, None, None] + mean
+    gray = (out * torch.tensor([0.299, 0.587, 0.114], device=img.device)[None, :, None, None]).sum(1, keepdim=True)
+    out = gray + (out - gray) * p["saturation"].to(img)[:, None, None, None]
+    hue = p["hue"].to(img)
+    if bool((hue != 0).any()):
+        hsv = kornia.color.rgb_to_hsv(out.clamp(0, 1))
+        hsv = torch.cat([(hsv[:, :1] + hue[:, None, None, None]) % (2 * torch.pi), hsv[:, 1:]], 1)
+        out = kornia.color.hsv_to_rgb(hsv)
+    g = p["gray"].to(img)[:, None, None, None]
+    gray = (out * torch.tensor([0.299, 0.587, 0.114], device=img.device)[None, :, None, None]).sum(1, keepdim=True)
+    out = out * (1 - g) + gray * g
+    out = out + noise * p["noise"].to(img)[:, None, None, None]
+    out = out.clamp(0, 1)
+    q = p["jpeg"]
+    jon = q > 0
+    if bool(jon.any()):
+        out = out.clone()
+        out[jon] = kornia.enhance.jpeg_codec_differentiable(out[jon], q[jon].to(img)).clamp(0, 1)
+    return out

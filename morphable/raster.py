@@ -1,0 +1,182 @@
+"""A batched triangle rasterizer in pure torch (CPU and CUDA, same code, no system GL).
+
+Z-buffering is a ``scatter_reduce(amin)`` over packed int64 keys ``(quantised depth << 20) | face``,
+so the nearest face wins deterministically (ties broken by face index). Candidate pixels are
+enumerated per triangle over its bounding box; triangles are bucketed by bounding-box size so that a
+few large triangles do not force a large candidate grid on the many small ones.
+
+Conventions: pixel ``(x, y)`` has its centre at ``(x + 0.5, y + 0.5)``; ``x`` to the right, ``y``
+down. Depth is the positive distance along the camera axis.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+_FACE_BITS = 20
+_FACE_MASK = (1 << _FACE_BITS) - 1
+_DEPTH_SCALE = 2.0**20  # depth quantum ~1e-6 scene units
+_EMPTY = torch.iinfo(torch.int64).max
+
+
+@dataclass
+class Fragments:
+    """Per-pixel rasterization result for a batch of ``B`` images of ``H x W`` pixels.
+
+    Attributes:
+        face: (B, H, W) int64 index of the visible face, -1 where nothing is visible.
+        bary: (B, H, W, 3) float perspective-correct barycentric weights of that face's corners
+            (zeros where ``face`` is -1).
+        depth: (B, H, W) float depth of the visible surface (0 where nothing is visible).
+    """
+
+    face: torch.Tensor
+    bary: torch.Tensor
+    depth: torch.Tensor
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(B, H, W) bool: True where a face is visible."""
+        return self.face >= 0
+
+
+def _edge(ax, ay, bx, by, px, py):
+    return (bx - ax) * (py - ay) - (by - ay) * (px - ax)
+
+
+def rasterize(
+    verts: torch.Tensor,
+    faces: torch.Tensor,
+    height: int,
+    width: int,
+    cull_backfaces: bool = True,
+    near: float = 1e-3,
+    max_candidates: int = 8_000_000,
+) -> Fragments:
+    """Rasterize ``B`` meshes sharing one topology.
+
+    Args:
+        verts: (B, V, 3) screen-space vertices: pixel ``x``, pixel ``y`` (down), depth ``z > 0``.
+        faces: (F, 3) int64 triangles; front faces are counter-clockwise as seen by the camera
+            (i.e. clockwise in the y-down pixel frame).
+        height, width: output size in pixels.
+        cull_backfaces: drop triangles facing away from the camera.
+        near: triangles with a corner closer than this are dropped.
+        max_candidates: bound on (triangle, pixel) candidates processed at once (memory).
+
+    Returns:
+        :class:`Fragments` with (B, H, W) face ids, perspective-correct barycentrics and depth.
+    """
+    if verts.ndim != 3 or verts.shape[-1] != 3:
+        raise ValueError(f"verts must be (B, V, 3), got {tuple(verts.shape)}")
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"faces must be (F, 3), got {tuple(faces.shape)}")
+    if faces.shape[0] > _FACE_MASK:
+        raise ValueError(f"at most {_FACE_MASK} faces are supported, got {faces.shape[0]}")
+    B, device = verts.shape[0], verts.device
+    faces = faces.to(device)
+    tri = verts[:, faces]  # (B, F, 3, 3)
+    x, y, z = tri[..., 0], tri[..., 1], tri[..., 2]
+    # Signed area in the y-down pixel frame: counter-clockwise in a y-up frame is negative here.
+    area = _edge(x[..., 0], y[..., 0], x[..., 1], y[..., 1], x[..., 2], y[..., 2])
+    keep = (z.min(-1).values > near) & (area.abs() > 1e-12)
+    if cull_backfaces:
+        keep &= area < 0
+    xmin = torch.floor(x.min(-1).values - 0.5).clamp(0, width - 1)
+    xmax = torch.ceil(x.max(-1).values - 0.5).clamp(0, width - 1)
+    ymin = torch.floor(y.min(-1).values - 0.5).clamp(0, height - 1)
+    ymax = torch.ceil(y.max(-1).values - 0.5).clamp(0, height - 1)
+    keep &= (x.max(-1).values >= 0) & (x.min(-1).values <= width)
+    keep &= (y.max(-1).values >= 0) & (y.min(-1).values <= height)
+    size = torch.maximum(xmax - xmin, ymax - ymin) + 1
+
+    zbuf = torch.full((B * height * width,), _EMPTY, dtype=torch.int64, device=device)
+    bidx_all, fidx_all = torch.nonzero(keep, as_tuple=True)
+    sizes = size[bidx_all, fidx_all]
+    lo = 0
+    k = 2
+    while lo < max(height, width):
+        sel = (sizes > lo) & (sizes <= k)
+        if bool(sel.any()):
+            _raster_bucket(
+                tri, bidx_all[sel], fidx_all[sel], xmin, ymin, xmax, ymax, k, zbuf, height, width, max_candidates
+            )
+        lo, k = k, k * 2
+
+    zbuf = zbuf.view(B, height, width)
+    hit = zbuf != _EMPTY
+    face = torch.where(hit, zbuf & _FACE_MASK, torch.full_like(zbuf, -1))
+    # Exact perspective-correct barycentrics for the winning faces.
+    fsafe = face.clamp_min(0)
+    bi = torch.arange(B, device=device)[:, None, None].expand_as(fsafe)
+    t = tri[bi, fsafe]  # (B, H, W, 3, 3)
+    py = torch.arange(height, device=device, dtype=verts.dtype)[None, :, None] + 0.5
+    px = torch.arange(width, device=device, dtype=verts.dtype)[None, None, :] + 0.5
+    w0 = _edge(t[..., 1, 0], t[..., 1, 1], t[..., 2, 0], t[..., 2, 1], px, py)
+    w1 = _edge(t[..., 2, 0], t[..., 2, 1], t[..., 0, 0], t[..., 0, 1], px, py)
+    w2 = _edge(t[..., 0, 0], t[..., 0, 1], t[..., 1, 0], t[..., 1, 1], px, py)
+    ws = torch.stack([w0, w1, w2], -1)
+    ws = ws / ws.sum(-1, keepdim=True).where(hit[..., None], torch.ones_like(ws[..., :1]))
+    persp = ws / t[..., 2].clamp_min(near)
+    denom = persp.sum(-1, keepdim=True)
+    bary = torch.where(hit[..., None], persp / denom.where(hit[..., None], torch.ones_like(denom)), torch.zeros_like(persp))
+    depth = torch.where(hit, 1.0 / denom.squeeze(-1).where(hit, torch.ones_like(denom.squeeze(-1))), torch.zeros_like(denom.squeeze(-1)))
+    return Fragments(face=face, bary=bary, depth=depth)
+
+
+def _raster_bucket(tri, bidx, fidx, xmin, ymin, xmax, ymax, k, zbuf, H, W, max_candidates):
+    device, dtype = tri.device, tri.dtype
+    oy, ox = torch.meshgrid(torch.arange(k, device=device), torch.arange(k, device=device), indexing="ij")
+    ox = ox.reshape(1, -1).to(dtype)
+    oy = oy.reshape(1, -1).to(dtype)
+    step = max(1, max_candidates // (k * k))
+    for s in range(0, bidx.numel(), step):
+        b, f = bidx[s : s + step], fidx[s : s + step]
+        t = tri[b, f]  # (n, 3, 3)
+        x0, y0 = xmin[b, f][:, None], ymin[b, f][:, None]
+        px = x0 + ox
+        py = y0 + oy
+        valid = (px <= xmax[b, f][:, None]) & (py <= ymax[b, f][:, None])
+        pcx, pcy = px + 0.5, py + 0.5
+        ax, ay, az = t[:, 0, 0:1], t[:, 0, 1:2], t[:, 0, 2:3]
+        bx, by, bz = t[:, 1, 0:1], t[:, 1, 1:2], t[:, 1, 2:3]
+        cx, cy, cz = t[:, 2, 0:1], t[:, 2, 1:2], t[:, 2, 2:3]
+        w0 = _edge(bx, by, cx, cy, pcx, pcy)
+        w1 = _edge(cx, cy, ax, ay, pcx, pcy)
+        w2 = _edge(ax, ay, bx, by, pcx, pcy)
+        area = w0 + w1 + w2
+        sgn = torch.sign(area)
+        inside = valid & (w0 * sgn >= 0) & (w1 * sgn >= 0) & (w2 * sgn >= 0)
+        inv_z = (w0 / az + w1 / bz + w2 / cz) / area
+        depth = 1.0 / inv_z.clamp_min(1e-12)
+        n_i, p_i = torch.nonzero(inside, as_tuple=True)
+        if n_i.numel() == 0:
+            continue
+        key = (depth[n_i, p_i] * _DEPTH_SCALE).to(torch.int64).clamp(0, (1 << 42) - 1) << _FACE_BITS
+        key = key | f[n_i]
+        pix = (b[n_i] * H + py[n_i, p_i].to(torch.int64)) * W + px[n_i, p_i].to(torch.int64)
+        zbuf.scatter_reduce_(0, pix, key, reduce="amin")
+
+
+def interpolate(fragments: Fragments, faces: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
+    """Interpolate per-vertex attributes at every pixel.
+
+    Args:
+        fragments: output of :func:`rasterize` for ``B`` images.
+        faces: (F, 3) corner indices into ``attrs`` (vertex faces, or texture-coordinate faces).
+        attrs: (B, N, C) batched or (N, C) shared attributes.
+
+    Returns:
+        (B, H, W, C) interpolated attributes (zeros where nothing is visible).
+    """
+    face = fragments.face.clamp_min(0)
+    B, H, W = face.shape
+    corners = faces.to(face.device)[face]  # (B, H, W, 3)
+    if attrs.ndim == 2:
+        vals = attrs[corners]  # (B, H, W, 3, C)
+    else:
+        bi = torch.arange(B, device=face.device)[:, None, None, None].expand_as(corners)
+        vals = attrs[bi, corners]
+    out = (vals * fragments.bary[..., None].to(vals.dtype)).sum(-2)
+    return out * fragments.mask[..., None]

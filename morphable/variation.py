@@ -1,0 +1,257 @@
+"""Typed configuration of what varies between identities and between images of one identity.
+
+Every knob is a distribution (:class:`Uniform`, :class:`Normal`, :class:`Bernoulli`) sampled per
+image from a ``torch.Generator`` derived from ``(seed, identity, variation)``, and every sampled value
+is logged as a per-image factor. Presets: ``frontal`` (passport-like, mild variation) and ``wild``
+(DigiFace-like strong variation: poses up to profile, hard light, expressions, degradations).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Uniform:
+    """Uniform on ``[lo, hi]``."""
+
+    lo: float
+    hi: float
+
+    def sample(self, n: int, g: torch.Generator) -> torch.Tensor:
+        if self.hi < self.lo:
+            raise ValueError(f"Uniform needs lo <= hi, got lo={self.lo}, hi={self.hi}")
+        return self.lo + (self.hi - self.lo) * torch.rand(n, generator=g)
+
+
+@dataclass
+class Normal:
+    """Normal(mean, std) clamped to ``[lo, hi]``."""
+
+    mean: float
+    std: float
+    lo: float = -float("inf")
+    hi: float = float("inf")
+
+    def sample(self, n: int, g: torch.Generator) -> torch.Tensor:
+        if self.std < 0 or self.hi < self.lo:
+            raise ValueError(f"Normal needs std >= 0 and lo <= hi, got {self}")
+        return (self.mean + self.std * torch.randn(n, generator=g)).clamp(self.lo, self.hi)
+
+
+@dataclass
+class Bernoulli:
+    """1.0 with probability ``p`` else 0.0."""
+
+    p: float
+
+    def sample(self, n: int, g: torch.Generator) -> torch.Tensor:
+        if not 0.0 <= self.p <= 1.0:
+            raise ValueError(f"Bernoulli probability must be in [0, 1], got {self.p}")
+        return (torch.rand(n, generator=g) < self.p).float()
+
+
+Dist = Uniform | Normal | Bernoulli
+
+
+@dataclass
+class PoseConfig:
+    """Head rotation in degrees: yaw (left/right, +: the face turns to image-left), pitch (+: up), roll."""
+
+    yaw: Dist = field(default_factory=lambda: Normal(0, 30, -80, 80))
+    pitch: Dist = field(default_factory=lambda: Normal(0, 12, -40, 40))
+    roll: Dist = field(default_factory=lambda: Normal(0, 8, -30, 30))
+
+
+@dataclass
+class ExpressionConfig:
+    """Facial expression: with probability ``prob`` a random mix of ``max_units`` units (ARKit names,
+    ``units: all`` or a list), each with intensity from ``intensity``; eye blinks and gaze too."""
+
+    prob: float = 0.7
+    units: list[str] | str = "all"
+    max_units: int = 4
+    intensity: Dist = field(default_factory=lambda: Uniform(0.2, 1.0))
+    presets: bool = True  # also draw named expressions (smile, surprise, ...) half of the time
+
+
+@dataclass
+class LightConfig:
+    """Illumination: ambient spherical-harmonics environment plus one directional light.
+
+    ``azimuth``/``elevation`` in degrees around the head (0, 0 = from the camera), ``intensity``
+    of the directional light relative to ambient, ``temperature`` in kelvin for both, ``sh_detail``
+    the strength of the random order-1/2 SH terms, ``white_balance`` how much of the light colour the camera's white balance removes (1 = all),
+    ``specular`` skin shininess, ``shadows`` the
+    probability of hard cast shadows (shadow map), ``exposure`` final brightness.
+    """
+
+    ambient: Dist = field(default_factory=lambda: Uniform(0.3, 0.8))
+    sh_detail: Dist = field(default_factory=lambda: Uniform(0.0, 0.4))
+    azimuth: Dist = field(default_factory=lambda: Normal(0, 60, -150, 150))
+    elevation: Dist = field(default_factory=lambda: Normal(20, 25, -40, 80))
+    intensity: Dist = field(default_factory=lambda: Uniform(0.3, 2.0))
+    temperature: Dist = field(default_factory=lambda: Uniform(3000, 8000))
+    white_balance: Dist = field(default_factory=lambda: Uniform(0.6, 1.0))
+    tint: Dist = field(default_factory=lambda: Normal(0, 0.04, -0.12, 0.12))
+    specular: Dist = field(default_factory=lambda: Uniform(0.02, 0.25))
+    shadows: float = 0.5
+    exposure: Dist = field(default_factory=lambda: Normal(0.0, 0.25, -0.8, 0.6))
+
+
+@dataclass
+class CameraConfig:
+    """Camera: ``distance`` from the head in metres, ``focal_mm`` 35 mm-equivalent focal length,
+    ``jitter`` of the head position in the unaligned view (fraction of the image)."""
+
+    distance: Dist = field(default_factory=lambda: Uniform(0.45, 2.0))
+    focal_mm: Dist = field(default_factory=lambda: Uniform(28, 85))
+    jitter: float = 0.05
+
+
+@dataclass
+class BackgroundConfig:
+    """Background: procedural (smooth colour fields, multi-scale noise, stripes/blocks), or images
+    from ``folder`` (used with probability ``image_prob``), blurred with ``blur`` (pixels sigma),
+    procedural colours scaled to ``saturation``."""
+
+    folder: str | None = None
+    image_prob: float = 0.5
+    saturation: Dist = field(default_factory=lambda: Uniform(0.15, 0.7))
+    blur: Dist = field(default_factory=lambda: Uniform(0.0, 2.0))
+
+
+@dataclass
+class DegradationConfig:
+    """Image degradations (kornia), each applied with its probability: gaussian ``blur`` (sigma px
+    at 112), sensor ``noise`` (std), ``jpeg`` quality, ``lowres`` scale (downsample then upsample),
+    colour jitter (``brightness``, ``contrast``, ``saturation``, ``hue`` in radians), ``gray``."""
+
+    blur_prob: float = 0.3
+    blur: Dist = field(default_factory=lambda: Uniform(0.3, 1.5))
+    noise_prob: float = 0.3
+    noise: Dist = field(default_factory=lambda: Uniform(0.005, 0.04))
+    jpeg_prob: float = 0.3
+    jpeg: Dist = field(default_factory=lambda: Uniform(30, 90))
+    lowres_prob: float = 0.2
+    lowres: Dist = field(default_factory=lambda: Uniform(0.25, 0.7))
+    jitter_prob: float = 0.5
+    brightness: Dist = field(default_factory=lambda: Normal(0, 0.08, -0.25, 0.25))
+    contrast: Dist = field(default_factory=lambda: Normal(1, 0.12, 0.6, 1.4))
+    saturation: Dist = field(default_factory=lambda: Normal(1, 0.15, 0.5, 1.5))
+    hue: Dist = field(default_factory=lambda: Normal(0, 0.03, -0.1, 0.1))
+    gray_prob: float = 0.03
+
+
+@dataclass
+class IdentityConfig:
+    """How identities are drawn.
+
+    ``shape_scale`` multiplies the standard-normal shape coefficients (1 = the model's prior);
+    ``min_distance`` is the separability threshold (see ``MorphableSource.sample_identities``) in the
+    identity embedding space: whitened shape coefficients concatenated with appearance parameters,
+    divided by sqrt(dimension) so that two independent draws are ~sqrt(2) apart.
+    """
+
+    shape_scale: float = 1.0
+    num_shape: int = 80
+    min_distance: float = 0.9
+    max_tries: int = 50
+
+
+@dataclass
+class RenderConfig:
+    """Everything one :class:`~morphable.source.MorphableSource` needs."""
+
+    size: int = 112
+    aligned: bool = True
+    supersample: int = 2
+    texture_res: int = 0  # baked albedo texture side; 0 = automatic (256 up to 256 px renders, else 512)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    expression: ExpressionConfig = field(default_factory=ExpressionConfig)
+    light: LightConfig = field(default_factory=LightConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    background: BackgroundConfig = field(default_factory=BackgroundConfig)
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+
+
+def _frontal() -> RenderConfig:
+    c = RenderConfig()
+    c.pose = PoseConfig(yaw=Uniform(-8, 8), pitch=Uniform(-6, 6), roll=Uniform(-4, 4))
+    c.expression = ExpressionConfig(prob=0.3, max_units=2, intensity=Uniform(0.1, 0.5), presets=True)
+    c.light = LightConfig(ambient=Uniform(0.6, 0.9), sh_detail=Uniform(0.0, 0.15), azimuth=Normal(0, 25, -45, 45),
+                          elevation=Uniform(10, 40), intensity=Uniform(0.3, 0.8), temperature=Uniform(4500, 6500),
+                          tint=Normal(0, 0.01, -0.03, 0.03), specular=Uniform(0.02, 0.12), shadows=0.0,
+                          white_balance=Uniform(0.9, 1.0),
+                          exposure=Normal(0, 0.08, -0.2, 0.2))
+    c.camera = CameraConfig(distance=Uniform(0.8, 1.5), focal_mm=Uniform(50, 85), jitter=0.0)
+    c.background = BackgroundConfig(blur=Uniform(1.0, 3.0))
+    c.degradation = DegradationConfig(blur_prob=0.0, noise_prob=0.1, noise=Uniform(0.003, 0.01), jpeg_prob=0.0,
+                                      lowres_prob=0.0, jitter_prob=0.0, gray_prob=0.0)
+    return c
+
+
+def _wild() -> RenderConfig:
+    c = RenderConfig()
+    c.pose = PoseConfig(yaw=Normal(0, 35, -80, 80), pitch=Normal(0, 14, -40, 40), roll=Normal(0, 10, -30, 30))
+    return c
+
+
+PRESETS = {"frontal": _frontal, "wild": _wild}
+
+
+def preset(name: str) -> RenderConfig:
+    """A fresh :class:`RenderConfig` for preset ``name`` (``frontal`` or ``wild``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()
+
+
+def _dist_from(value: Any, where: str) -> Any:
+    if isinstance(value, dict):
+        keys = set(value)
+        if keys == {"lo", "hi"}:
+            return Uniform(float(value["lo"]), float(value["hi"]))
+        if {"mean", "std"} <= keys <= {"mean", "std", "lo", "hi"}:
+            return Normal(**{k: float(v) for k, v in value.items()})
+        if keys == {"p"}:
+            return Bernoulli(float(value["p"]))
+        raise ValueError(f"{where}: a distribution is {{lo, hi}} (uniform), {{mean, std[, lo, hi]}} "
+                         f"(normal) or {{p}} (bernoulli), got keys {sorted(keys)}")
+    if isinstance(value, (int, float)):
+        return Uniform(float(value), float(value))
+    raise ValueError(f"{where}: expected a distribution or a number, got {value!r}")
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any], where: str = "") -> Any:
+    """Apply nested ``overrides`` (e.g. ``{"pose": {"yaw": {"lo": -30, "hi": 30}}}``) to a config
+    dataclass in place; unknown keys raise ``ValueError`` naming the key."""
+    names = {f.name: f for f in fields(cfg)}
+    for key, value in overrides.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            raise ValueError(f"unknown config key {path!r}; known: {sorted(names)}")
+        cur = getattr(cfg, key)
+        if is_dataclass(cur) and not isinstance(cur, (Uniform, Normal, Bernoulli)):
+            if not isinstance(value, dict):
+                raise ValueError(f"{path}: expected a mapping, got {value!r}")
+            apply_overrides(cur, value, path)
+        elif isinstance(cur, (Uniform, Normal, Bernoulli)):
+            setattr(cfg, key, _dist_from(value, path))
+        else:
+            if isinstance(cur, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"{path}: expected true/false, got {value!r}")
+            elif isinstance(cur, (int, float)) and not isinstance(value, (int, float)):
+                raise ValueError(f"{path}: expected a number, got {value!r}")
+            setattr(cfg, key, type(cur)(value) if isinstance(cur, (int, float)) and not isinstance(cur, bool) else value)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """JSON-serialisable dict of a config (distributions as their parameter dicts)."""
+    return asdict(copy.deepcopy(cfg))

@@ -1,0 +1,23 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+LFW_DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "lfw-dev"
+
+
+@pytest.fixture(scope="session")
+def lfw_dev() -> Path:
+    if not (LFW_DEV / "pairs.txt").is_file():
+        pytest.skip(f"lfw-dev not found at {LFW_DEV}")
+    return LFW_DEV
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    from morphable import load_default_model
+
+    return load_default_model()

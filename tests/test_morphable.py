@@ -1,0 +1,211 @@
+"""The default morphable model, the source's determinism, separability, alignment and knobs."""
+import math
+
+import pytest
+import torch
+
+from morphable import MorphableSource, rasterize, template
+from morphable.camera import similarity_transform, apply_affine, euler_to_matrix
+from morphable.raster import interpolate
+
+
+@pytest.fixture(scope="module")
+def frontal(default_model):
+    return MorphableSource(preset="frontal", size=112, model=default_model)
+
+
+@pytest.fixture(scope="module")
+def wild(default_model):
+    return MorphableSource(preset="wild", size=112, model=default_model)
+
+
+def test_default_model_is_a_face(default_model):
+    m = default_model
+    assert m.num_vertices > 3000 and m.num_shape >= 40 and m.num_expression == 52
+    lm = m.landmark_points(m.mean[None])[0]
+    # interpupillary distance of an adult (5.5 - 7.5 cm), nose in front of the eyes, mouth below the nose
+    ipd = (lm[1] - lm[0]).norm()
+    assert 0.055 < ipd < 0.075
+    assert lm[2, 2] > lm[0, 2] + 0.015 and lm[3, 1] < lm[2, 1] < lm[0, 1]
+    assert lm[3, 0] < 0 < lm[4, 0]
+    # identity coefficients move the surface by millimetres to centimetres
+    z = torch.zeros(1, m.num_shape)
+    z[0, 0] = 1.0
+    d = (m.vertices(z) - m.mean).norm(dim=-1).max()
+    assert 0.003 < d < 0.08
+    assert m.meta["explained_variance"] > 0.95
+
+
+def test_rasterizer_depth_order_and_coverage():
+    # two overlapping squares: the nearer (depth 1) must win where they overlap
+    v = torch.tensor([[[2, 2, 1], [10, 2, 1], [10, 10, 1], [2, 10, 1], [6, 6, 2], [14, 6, 2], [14, 14, 2], [6, 14, 2]]],
+                     dtype=torch.float32)
+    f = torch.tensor([[0, 2, 1], [0, 3, 2], [4, 6, 5], [4, 7, 6]])
+    fr = rasterize(v, f, 16, 16, cull_backfaces=False)
+    assert fr.face[0, 8, 8] in (0, 1)  # overlap -> near square
+    assert fr.face[0, 12, 12] in (2, 3)
+    assert fr.face[0, 0, 0] == -1
+    assert fr.mask[0].sum() == 64 + 64 - 16
+    b = fr.bary[fr.mask]
+    assert torch.allclose(b.sum(-1), torch.ones(len(b)), atol=1e-5) and (b >= -1e-5).all()
+    # perspective-correct interpolation reproduces depth for a slanted triangle
+    v2 = torch.tensor([[[0, 0, 1.0], [16, 0, 3.0], [0, 16, 1.0]]])
+    fr2 = rasterize(v2, torch.tensor([[0, 2, 1]]), 16, 16, cull_backfaces=False)
+    z = interpolate(fr2, torch.tensor([[0, 2, 1]]), v2[0, :, 2:])[..., 0]
+    assert torch.allclose(z[fr2.mask], fr2.depth[fr2.mask], rtol=1e-4)
+    # back-face culling drops the clockwise-on-screen... reversed winding
+    assert not rasterize(v2, torch.tensor([[0, 1, 2]]), 16, 16).mask.any()
+
+
+def test_similarity_alignment_exact_for_similar_points():
+    src = template(112)[None] * 0.5 + torch.tensor([10.0, 20.0])
+    th = math.radians(20)
+    R = torch.tensor([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
+    src = src @ R.T
+    M = similarity_transform(src, template(112))
+    assert torch.allclose(apply_affine(M, src), template(112)[None], atol=1e-3)
+
+
+def test_same_seed_same_tensors_and_prefix_stable(frontal):
+    a = frontal.sample_identities(5, seed=3)
+    b = frontal.sample_identities(5, seed=3)
+    c = frontal.sample_identities(3, seed=3)
+    assert torch.equal(a.embedding, b.embedding)
+    assert torch.equal(a.embedding[:3], c.embedding)
+    rows, ks = torch.tensor([0, 1, 4]), torch.tensor([0, 2, 7])
+    x = frontal.render(a, rows, ks, seed=3)
+    y = frontal.render(b, rows, ks, seed=3)
+    assert torch.equal(x.images, y.images)
+    # image depends on (identity, variation), not on the rest of the batch
+    z = frontal.render(a, torch.tensor([4, 1]), torch.tensor([7, 2]), seed=3)
+    assert torch.allclose(z.images[0], x.images[2], atol=2e-3)
+    d = frontal.sample_identities(5, seed=4)
+    assert not torch.equal(a.embedding, d.embedding)
+
+
+def test_separability_enforced_and_reported(default_model):
+    src = MorphableSource(preset="frontal", size=32, model=default_model, overrides={"identity": {"min_distance": 1.3}})
+    ids = src.sample_identities(40, seed=0)
+    rep = ids.report
+    assert rep["achieved_min_distance"] >= 1.3
+    assert rep["rejected"] > 0 and rep["candidates"] == 40 + rep["rejected"]
+    assert rep["pairwise_quantiles"]["q50"] > rep["achieved_min_distance"]
+    d = torch.cdist(ids.embedding.double(), ids.embedding.double())
+    d.fill_diagonal_(10)
+    assert float(d.min()) >= 1.3 - 1e-6
+    with pytest.raises(ValueError, match="min_distance"):
+        MorphableSource(preset="frontal", size=32, model=default_model,
+                        overrides={"identity": {"min_distance": 5.0, "max_tries": 2}}).sample_identities(5, seed=0)
+
+
+def test_aligned_landmarks_land_on_template(default_model):
+    z = {"lo": 0, "hi": 0}
+    src = MorphableSource(preset="frontal", size=112, model=default_model,
+                          overrides={"expression": {"prob": 0.0}, "pose": {"yaw": z, "pitch": z, "roll": z}})
+    ids = src.sample_identities(8, seed=0)
+    # the mean face, frontal and neutral: every warped landmark within 2 px of the template
+    mean_ids = src.sample_identities(8, seed=0)
+    mean_ids.params["shape"].zero_()
+    b = src.render(mean_ids, torch.arange(4), torch.zeros(4, dtype=torch.long), seed=0)
+    err = (b.landmarks - template(112)).norm(dim=-1)
+    assert float(err.max()) < 2.0, err
+    # random identities: the similarity leaves only the identity's own deviation from the
+    # template's proportions (as for real faces), on average within 3 px
+    b = src.render(ids, torch.arange(8), torch.zeros(8, dtype=torch.long), seed=0)
+    err = (b.landmarks - template(112)).norm(dim=-1)
+    assert float(err.mean()) < 3.0, err
+    # landmarks are where the features are drawn: pupils are darker than the skin between the eyes
+    img = b.images
+    g = img.mean(1)
+    for i in range(8):
+        (lx, ly), (rx, ry) = b.landmarks[i, 0].round().long().tolist(), b.landmarks[i, 1].round().long().tolist()
+        mid = g[i, (ly + ry) // 2, (lx + rx) // 2]
+        assert g[i, ly, lx] < mid and g[i, ry, rx] < mid
+    assert img.shape == (8, 3, 112, 112) and img.min() >= 0 and img.max() <= 1
+    # the face is actually there: the centre of the crop differs from the corners
+    assert (img[:, :, 40:90, 35:80].std() > 0.05)
+
+
+def test_unaligned_256(default_model):
+    src = MorphableSource(preset="frontal", size=256, aligned=False, model=default_model)
+    ids = src.sample_identities(1, seed=0)
+    b = src.render(ids, torch.tensor([0]), torch.tensor([0]), seed=0)
+    assert b.images.shape == (1, 3, 256, 256)
+    assert ((b.landmarks >= 0) & (b.landmarks < 256)).all()
+
+
+KNOBS = {
+    "pose": {"pose": {"yaw": {"lo": 30, "hi": 30}}},
+    "expression": {"expression": {"prob": 1.0, "presets": False, "units": ["jawOpen"], "intensity": {"lo": 1, "hi": 1}}},
+    "light": {"light": {"azimuth": {"lo": 90, "hi": 90}, "intensity": {"lo": 2, "hi": 2}}},
+    "temperature": {"light": {"temperature": {"lo": 3000, "hi": 3000}, "white_balance": {"lo": 0, "hi": 0}}},
+    "camera": {"camera": {"distance": {"lo": 0.3, "hi": 0.3}, "focal_mm": {"lo": 20, "hi": 20}}},
+    "shadows": {"light": {"shadows": 1.0, "azimuth": {"lo": 70, "hi": 70}, "elevation": {"lo": 10, "hi": 10},
+                          "intensity": {"lo": 2, "hi": 2}}},
+    "blur": {"degradation": {"blur_prob": 1.0, "blur": {"lo": 2, "hi": 2}}},
+    "noise": {"degradation": {"noise_prob": 1.0, "noise": {"lo": 0.1, "hi": 0.1}}},
+    "jpeg": {"degradation": {"jpeg_prob": 1.0, "jpeg": {"lo": 10, "hi": 10}}},
+    "lowres": {"degradation": {"lowres_prob": 1.0, "lowres": {"lo": 0.25, "hi": 0.25}}},
+    "jitter": {"degradation": {"jitter_prob": 1.0, "brightness": {"lo": 0.2, "hi": 0.2}}},
+    "gray": {"degradation": {"gray_prob": 1.0}},
+    "background": {"background": {"saturation": {"lo": 0, "hi": 0}}},
+}
+
+
+@pytest.mark.parametrize("knob", sorted(KNOBS))
+def test_each_knob_changes_the_image(default_model, knob):
+    base_over = {"pose": {"yaw": {"lo": 0, "hi": 0}, "pitch": {"lo": 0, "hi": 0}, "roll": {"lo": 0, "hi": 0}},
+                 "expression": {"prob": 0.0}, "supersample": 1}
+    base = MorphableSource(preset="frontal", size=64, model=default_model, overrides=base_over)
+    ids = base.sample_identities(1, seed=0)
+    r, k = torch.tensor([0]), torch.tensor([0])
+    a = base.render(ids, r, k, seed=0)
+    import copy
+
+    over = copy.deepcopy(base_over)
+    for sec, vals in KNOBS[knob].items():
+        over.setdefault(sec, {}).update(vals) if isinstance(vals, dict) else over.__setitem__(sec, vals)
+    b = MorphableSource(preset="frontal", size=64, model=default_model, overrides=over).render(ids, r, k, seed=0)
+    assert (a.images - b.images).abs().mean() > 0.005, knob
+
+
+def test_background_folder(default_model, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (50, 40), (255, 0, 0)).save(tmp_path / "red.png")
+    src = MorphableSource(preset="frontal", size=32, model=default_model,
+                          overrides={"background": {"folder": str(tmp_path), "image_prob": 1.0, "blur": {"lo": 0, "hi": 0}}})
+    ids = src.sample_identities(1, seed=0)
+    b = src.render(ids, torch.tensor([0]), torch.tensor([0]), seed=0)
+    assert b.factors["background_image"][0] == 0
+    corner = b.images[0, :, 0, 0]
+    assert corner[0] > corner[1] + 0.3
+    with pytest.raises(ValueError, match="does not exist"):
+        MorphableSource(preset="frontal", size=32, model=default_model,
+                        overrides={"background": {"folder": str(tmp_path / "none_here")}})
+
+
+def test_bad_parameters_are_named(default_model):
+    with pytest.raises(ValueError, match="unknown preset"):
+        MorphableSource(preset="studio", model=default_model)
+    with pytest.raises(ValueError, match="unknown config key 'pose.yawn'"):
+        MorphableSource(model=default_model, overrides={"pose": {"yawn": 3}})
+    with pytest.raises(ValueError, match="unknown expression units"):
+        MorphableSource(model=default_model, overrides={"expression": {"units": ["smile_big"]}})
+    with pytest.raises(ValueError, match="size"):
+        MorphableSource(size=4, model=default_model)
+    src = MorphableSource(preset="frontal", size=32, model=default_model)
+    with pytest.raises(ValueError, match=">= 1"):
+        src.sample_identities(0, seed=0)
+    ids = src.sample_identities(2, seed=0)
+    with pytest.raises(ValueError, match="rows must index"):
+        src.render(ids, torch.tensor([5]), torch.tensor([0]), seed=0)
+    with pytest.raises(ValueError, match="Uniform needs lo <= hi"):
+        MorphableSource(preset="frontal", size=32, model=default_model,
+                        overrides={"pose": {"yaw": {"lo": 5, "hi": -5}}}).render(ids, torch.tensor([0]), torch.tensor([0]), seed=0)
+
+
+def test_rotation_matrix_is_proper():
+    R = euler_to_matrix(torch.tensor([30.0]), torch.tensor([-10.0]), torch.tensor([5.0]))
+    assert torch.allclose(R @ R.transpose(1, 2), torch.eye(3)[None], atol=1e-6)
+    assert torch.allclose(torch.det(R), torch.ones(1), atol=1e-6)
