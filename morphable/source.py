@@ -101,10 +101,13 @@ class MorphableSource(IdentitySampler):
         self._bg_files = bg.list_images(self.cfg.background.folder) if self.cfg.background.folder else ()
         # Skin and lips are baked into a per-identity UV texture; the small remaining regions (eyes,
         # mouth and eye cavities) are shaded per pixel, analytically sharp at any resolution.
-        self._baked = self._face_region == REGION_IDS["skin"]
-        self._baked |= self._face_region == REGION_IDS["lips"]
+        # Models without UVs (e.g. BFM, FLAME) are shaded per pixel everywhere.
+        self._baked = (self._face_region == REGION_IDS["skin"]) | (self._face_region == REGION_IDS["lips"])
+        if model.uv is None or model.faces_uv is None:
+            self._baked = torch.zeros_like(self._baked)
         self.tex_res = int(self.cfg.texture_res) if self.cfg.texture_res else (256 if size * self.cfg.supersample <= 256 else 512)
-        self._tex = {k: v.to(self.device) for k, v in texel_map(self.model, self.tex_res, self._baked).items()}
+        self._tex = ({k: v.to(self.device) for k, v in texel_map(self.model, self.tex_res, self._baked).items()}
+                     if bool(self._baked.any()) else None)
 
     # ------------------------------------------------------------------ config
     def config(self) -> dict[str, Any]:
@@ -287,13 +290,16 @@ class MorphableSource(IdentitySampler):
         bsel = idx[0]
         fid = frag.face[idx]
         # albedo: baked texture for skin/lips, per-pixel for the rest
-        uniq, inv = torch.unique(rows.to(dev), return_inverse=True)
-        first = _first_index(inv, len(uniq))
-        tex = self._bake(app[first], off[first])  # (U, 4, T, T)
-        uvp = interpolate(frag, self.model.faces_uv, self.model.uv.to(v.dtype))  # (B, S, S, 2)
-        texel = sample_texture(tex[inv], uv_grid(uvp, self._tex["box"]))[idx]  # (P, 4)
-        alb, specw = texel[:, :3], texel[:, 3]
         direct = ~self._baked[fid]
+        if self._tex is not None:
+            uniq, inv = torch.unique(rows.to(dev), return_inverse=True)
+            first = _first_index(inv, len(uniq))
+            tex = self._bake(app[first], off[first])  # (U, 4, T, T)
+            uvp = interpolate(frag, self.model.faces_uv, self.model.uv.to(v.dtype))  # (B, S, S, 2)
+            texel = sample_texture(tex[inv], uv_grid(uvp, self._tex["box"]))[idx]  # (P, 4)
+            alb, specw = texel[:, :3], texel[:, 3]
+        else:
+            alb, specw = torch.zeros(len(fid), 3, device=dev), torch.zeros(len(fid), device=dev)
         if bool(direct.any()):
             rest = pix[..., 6:9][idx][direct]
             a2, s2 = shade_albedo(rest, self._face_region[fid[direct]], app[bsel[direct]], off[bsel[direct]], self._eye_centres)
