@@ -141,13 +141,13 @@ def shade_albedo(
     ax = x.abs()
     # ---- skin
     blot = _noise(q, 0.045, slice(0, 6)) * 0.5 + _noise(q, 0.015, slice(6, 12)) * 0.5
-    mel = a("melanin") * (1 + 0.12 * a("blotches") * blot)
+    mel = a("melanin") * (1 + 0.06 * a("blotches") * blot)
     freck = _smoothstep(0.45, 0.85, _noise(q, 0.004, slice(12, 18)) * 0.7 + _noise(q, 0.0025, slice(18, 24)) * 0.5)
     freck_zone = _smoothstep(-0.06, -0.03, y) * (1 - _smoothstep(0.02, 0.05, y)) * _smoothstep(-0.02, 0.01, z)
-    mel = mel + a("freckles") * freck * freck_zone * 0.35
+    mel = mel + a("freckles") * freck * freck_zone * 0.2
     cheek = torch.exp(-(((ax - 0.045) / 0.018) ** 2 + ((y + 0.035) / 0.02) ** 2))
     nose = torch.exp(-((x / 0.012) ** 2 + ((y + 0.035) / 0.012) ** 2)) * _smoothstep(0.01, 0.03, z)
-    hem = a("hemoglobin") * (1 + 0.25 * blot) + a("redness") * (0.8 * cheek + 0.6 * nose)
+    hem = a("hemoglobin") * (1 + 0.12 * blot) + a("redness") * (0.8 * cheek + 0.6 * nose)
     # slightly paler, redder ears and darker around the eyes
     socket = torch.exp(-(((ax - 0.032) / 0.016) ** 2 + ((y + 0.006) / 0.009) ** 2))
     mel = mel * (1 + 0.15 * socket)

@@ -91,7 +91,7 @@ def rasterize(
     keep &= (y.max(-1).values >= 0) & (y.min(-1).values <= height)
     size = torch.maximum(xmax - xmin, ymax - ymin) + 1
 
-    zbuf = torch.full((B * height * width,), _EMPTY, dtype=torch.int64, device=device)
+    zbuf = torch.full((B * height * width + 1,), _EMPTY, dtype=torch.int64, device=device)
     bidx_all, fidx_all = torch.nonzero(keep, as_tuple=True)
     sizes = size[bidx_all, fidx_all]
     lo = 0
@@ -104,7 +104,7 @@ def rasterize(
             )
         lo, k = k, k * 2
 
-    zbuf = zbuf.view(B, height, width)
+    zbuf = zbuf[:-1].view(B, height, width)
     hit = zbuf != _EMPTY
     face = torch.where(hit, zbuf & _FACE_MASK, torch.full_like(zbuf, -1))
     # Exact perspective-correct barycentrics for the winning faces.
@@ -126,37 +126,43 @@ def rasterize(
 
 
 def _raster_bucket(tri, bidx, fidx, xmin, ymin, xmax, ymax, k, zbuf, H, W, max_candidates):
+    """Z-test every pixel centre of the k x k box at each triangle's bounding-box corner.
+
+    The three edge functions and 1/depth are affine in the pixel position, so per triangle we build
+    their 4 x 3 coefficient matrix once and evaluate all candidates with one batched matmul."""
     device, dtype = tri.device, tri.dtype
     oy, ox = torch.meshgrid(torch.arange(k, device=device), torch.arange(k, device=device), indexing="ij")
-    ox = ox.reshape(1, -1).to(dtype)
-    oy = oy.reshape(1, -1).to(dtype)
+    offs = torch.stack([ox.reshape(-1), oy.reshape(-1)], 0).to(dtype)  # (2, k*k)
     step = max(1, max_candidates // (k * k))
+    dump = zbuf.numel() - 1  # the extra last slot receives every rejected candidate
     for s in range(0, bidx.numel(), step):
         b, f = bidx[s : s + step], fidx[s : s + step]
         t = tri[b, f]  # (n, 3, 3)
-        x0, y0 = xmin[b, f][:, None], ymin[b, f][:, None]
-        px = x0 + ox
-        py = y0 + oy
-        valid = (px <= xmax[b, f][:, None]) & (py <= ymax[b, f][:, None])
-        pcx, pcy = px + 0.5, py + 0.5
-        ax, ay, az = t[:, 0, 0:1], t[:, 0, 1:2], t[:, 0, 2:3]
-        bx, by, bz = t[:, 1, 0:1], t[:, 1, 1:2], t[:, 1, 2:3]
-        cx, cy, cz = t[:, 2, 0:1], t[:, 2, 1:2], t[:, 2, 2:3]
-        w0 = _edge(bx, by, cx, cy, pcx, pcy)
-        w1 = _edge(cx, cy, ax, ay, pcx, pcy)
-        w2 = _edge(ax, ay, bx, by, pcx, pcy)
-        area = w0 + w1 + w2
-        sgn = torch.sign(area)
-        inside = valid & (w0 * sgn >= 0) & (w1 * sgn >= 0) & (w2 * sgn >= 0)
-        inv_z = (w0 / az + w1 / bz + w2 / cz) / area
-        depth = 1.0 / inv_z.clamp_min(1e-12)
-        n_i, p_i = torch.nonzero(inside, as_tuple=True)
-        if n_i.numel() == 0:
-            continue
-        key = (depth[n_i, p_i] * _DEPTH_SCALE).to(torch.int64).clamp(0, (1 << 42) - 1) << _FACE_BITS
-        key = key | f[n_i]
-        pix = (b[n_i] * H + py[n_i, p_i].to(torch.int64)) * W + px[n_i, p_i].to(torch.int64)
-        zbuf.scatter_reduce_(0, pix, key, reduce="amin")
+        x, y, z = t[..., 0], t[..., 1], t[..., 2]
+        x0, y0 = xmin[b, f], ymin[b, f]
+        # edge i is opposite corner i: w_i(p) = A_i * px + B_i * py + C_i (pixel centres, box origin)
+        xa, ya = x - (x0 + 0.5)[:, None], y - (y0 + 0.5)[:, None]
+        j, l = [1, 2, 0], [2, 0, 1]
+        A = -(ya[:, l] - ya[:, j])
+        Bc = xa[:, l] - xa[:, j]
+        C = -(xa[:, l] - xa[:, j]) * ya[:, j] + (ya[:, l] - ya[:, j]) * xa[:, j]
+        area = C.sum(-1, keepdim=True)
+        inv_area = 1.0 / area
+        iz = 1.0 / z  # (n, 3)
+        # 1/depth = sum_i w_i / (area z_i)
+        coef_w = torch.stack([A, Bc, C], -1)  # (n, 3 edges, 3)
+        sgn = torch.sign(area)[..., None]
+        coef = torch.cat([coef_w * sgn, (coef_w * (iz * inv_area)[..., None]).sum(1, keepdim=True)], 1)  # (n, 4, 3)
+        vals = torch.baddbmm(coef[..., 2:3], coef[..., :2], offs.expand(len(b), 2, -1))  # (n, 4, k*k)
+        inside = (vals[:, :3] >= 0).all(1)
+        px = x0[:, None] + offs[0]
+        py = y0[:, None] + offs[1]
+        inside &= (px <= xmax[b, f][:, None]) & (py <= ymax[b, f][:, None])
+        depth = 1.0 / vals[:, 3].clamp_min(1e-12)
+        key = ((depth * _DEPTH_SCALE).clamp(0, float((1 << 42) - 1)).to(torch.int64) << _FACE_BITS) | f[:, None]
+        pix = (b[:, None] * H + py.to(torch.int64)) * W + px.to(torch.int64)
+        pix = torch.where(inside, pix, torch.full_like(pix, dump))
+        zbuf.scatter_reduce_(0, pix.reshape(-1), key.reshape(-1), reduce="amin")
 
 
 def interpolate(fragments: Fragments, faces: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:

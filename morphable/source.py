@@ -385,29 +385,35 @@ class MorphableSource(IdentitySampler):
         return t.view(U, T, T, 4).permute(0, 3, 1, 2).contiguous()
 
     def _shadow(self, v, pos, bsel, ldir, on, res: int = 96) -> torch.Tensor:
-        """Hard cast shadows by shadow mapping: rasterize each head orthographically along its
-        light direction at ``res`` px and compare each visible point's depth with the map."""
-        B = v.shape[0]
+        """Hard cast shadows by shadow mapping: rasterize each head whose image has shadows ``on``
+        orthographically along its light direction at ``res`` px, and compare each visible point's
+        depth along the light with the map. Returns (P,) 1 = lit, 0 = shadowed."""
         dev = v.device
-        up = torch.tensor([0.0, 1.0, 0.0], device=dev).expand(B, 3)
-        zaxis = ldir_b = torch.zeros(B, 3, device=dev)
-        # per-image light direction (every pixel of an image shares it)
-        ldir_b = torch.zeros(B, 3, device=dev).index_copy_(0, bsel, ldir)
+        lit = torch.ones(len(bsel), device=dev)
+        sub = on.nonzero().flatten()
+        if sub.numel() == 0:
+            return lit
+        Bs = sub.numel()
+        slot = torch.full((v.shape[0],), -1, dtype=torch.int64, device=dev)
+        slot[sub] = torch.arange(Bs, device=dev)
+        psel = slot[bsel] >= 0
+        ps, pb = pos[psel], slot[bsel[psel]]
+        ldir_b = torch.zeros(v.shape[0], 3, device=dev).index_copy_(0, bsel, ldir)[sub]
         zaxis = F.normalize(ldir_b, dim=-1)
-        alt = torch.where(zaxis[:, 1:2].abs() > 0.95, torch.tensor([1.0, 0.0, 0.0], device=dev).expand(B, 3), up)
+        up = torch.tensor([0.0, 1.0, 0.0], device=dev).expand(Bs, 3)
+        alt = torch.where(zaxis[:, 1:2].abs() > 0.95, torch.tensor([1.0, 0.0, 0.0], device=dev).expand(Bs, 3), up)
         xaxis = F.normalize(torch.cross(alt, zaxis, dim=-1), dim=-1)
         yaxis = torch.cross(zaxis, xaxis, dim=-1)
-        Rl = torch.stack([xaxis, yaxis, zaxis], 1)  # rows: light frame axes
-        centre = v.mean(1, keepdim=True)
-        vl = (v - centre) @ Rl.transpose(1, 2)
-        half = 0.16
-        scale = res / (2 * half)
+        Rl = torch.stack([xaxis, yaxis, zaxis], 1)  # rows: the light frame's axes
+        vs = v[sub]
+        centre = vs.mean(1, keepdim=True)
+        vl = (vs - centre) @ Rl.transpose(1, 2)
+        scale = res / 0.32  # a 32 cm window around the head
         scr = torch.stack([vl[..., 0] * scale + res / 2, -vl[..., 1] * scale + res / 2, 1.0 - vl[..., 2]], -1)
         fr = rasterize(scr, self.model.faces, res, res)
-        pl = (pos - centre[bsel, 0]) @ Rl[bsel].transpose(1, 2) if False else torch.einsum("pij,pj->pi", Rl[bsel], pos - centre[bsel, 0])
+        pl = torch.einsum("pij,pj->pi", Rl[pb], ps - centre[pb, 0])
         px = (pl[:, 0] * scale + res / 2).long().clamp(0, res - 1)
         py = (-pl[:, 1] * scale + res / 2).long().clamp(0, res - 1)
         dmap = torch.where(fr.mask, fr.depth, torch.full_like(fr.depth, 1e9))
-        d_occ = dmap[bsel, py, px]
-        lit = (1.0 - pl[:, 2]) <= d_occ + 0.006
-        return torch.where(on[bsel], lit.float(), torch.ones_like(d_occ))
+        lit[psel] = ((1.0 - pl[:, 2]) <= dmap[pb, py, px] + 0.006).float()
+        return lit

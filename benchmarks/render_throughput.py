@@ -1,0 +1,45 @@
+"""Render throughput of the morphable source (images/s), batch of `--ids` identities x `--per-id`.
+
+    python benchmarks/render_throughput.py --size 112 --ids 8 --per-id 8 --repeats 3 [--device cuda]
+"""
+import argparse
+import time
+
+import torch
+
+from morphable import MorphableSource
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="wild")
+    ap.add_argument("--size", type=int, default=112)
+    ap.add_argument("--ids", type=int, default=8)
+    ap.add_argument("--per-id", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--supersample", type=int, default=None)
+    a = ap.parse_args()
+    over = {"supersample": a.supersample} if a.supersample else None
+    src = MorphableSource(preset=a.preset, size=a.size, device=a.device, overrides=over)
+    ids = src.sample_identities(a.ids, seed=0)
+    rows = torch.arange(a.ids).repeat_interleave(a.per_id)
+    ks = torch.arange(a.per_id).repeat(a.ids)
+    src.render(ids, rows, ks, seed=0)  # warm-up
+    times = []
+    for r in range(a.repeats):
+        if a.device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        src.render(ids, rows, ks + (r + 1) * a.per_id, seed=0)
+        if a.device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    n = len(rows)
+    best = min(times)
+    print(f"preset={a.preset} size={a.size} ss={src.cfg.supersample} batch={n} threads={torch.get_num_threads()} "
+          f"device={a.device}: best {n / best:.1f} img/s, median {n / sorted(times)[len(times) // 2]:.1f} img/s")
+
+
+if __name__ == "__main__":
+    main()
