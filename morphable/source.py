@@ -266,12 +266,15 @@ class MorphableSource(IdentitySampler):
             proj_l = cam.project(lmk3)
             M = similarity_transform(proj_l[..., :2], template(size).to(dev) * ss)
         else:
-            # head-centred: the eye/mouth centroid to the image centre (+ jitter)
+            # a loose, upright head crop: the scale of the aligned crop times ``loose_scale``, no
+            # rotation removed (roll stays visible), the landmark centroid at the centre + jitter
             proj_l = cam.project(lmk3)
-            c = proj_l[..., :2].mean(1)
-            t = torch.full_like(c, S / 2.0) + fac["camera_jitter"] * S - c
-            eye = torch.eye(2, device=dev).expand(B, 2, 2)
-            M = torch.cat([eye, t[..., None]], -1)
+            tmpl = (template(size).to(dev) * ss - S / 2) * self.cfg.camera.loose_scale + S / 2
+            Ms = similarity_transform(proj_l[..., :2], tmpl)
+            sc = torch.sqrt(Ms[:, 0, 0] ** 2 + Ms[:, 1, 0] ** 2)
+            c = proj_l[..., :2].mean(1) * sc[:, None]
+            t = tmpl.mean(0) + fac["camera_jitter"] * S - c
+            M = torch.cat([torch.diag_embed(torch.stack([sc, sc], -1)), t[..., None]], -1)
         pv = cam.project(v)
         scr = torch.cat([apply_affine(M, pv[..., :2]), pv[..., 2:]], -1)
         frag = rasterize(scr, self.model.faces, S, S)
