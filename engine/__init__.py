@@ -1,0 +1,29 @@
+"""engine: identity sources -> datasets (ImageFolder / RecordIO + metadata), and on-the-fly streams.
+
+Public API::
+
+    from engine import create_source, render_dataset, open_dataset, RenderStream
+    src = create_source("morphable", preset="wild", size=112)
+
+Kept light on purpose: worker processes import this package, so heavy modules load lazily.
+"""
+from .contact_sheet import contact_sheet
+from .formats import CorruptRecordError, FaceImageDataset, ImageFolderDataset, RecDataset, open_dataset
+from .interface import Identities, IdentitySampler, RenderBatch, derive_seed, generator, separability_report
+from .sources import create_source, known_sources, register_source
+from .stream import RenderStream
+
+
+def __getattr__(name):
+    if name in ("render_dataset", "RenderError", "DiskFullError"):
+        from . import render
+
+        return getattr(render, name)
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")
+
+
+__all__ = [
+    "CorruptRecordError", "DiskFullError", "FaceImageDataset", "Identities", "IdentitySampler", "ImageFolderDataset",
+    "RecDataset", "RenderBatch", "RenderError", "RenderStream", "contact_sheet", "create_source", "derive_seed",
+    "generator", "known_sources", "open_dataset", "register_source", "render_dataset", "separability_report",
+]

@@ -182,6 +182,6 @@ def separability_report(embedding: torch.Tensor, space: str, min_distance: float
         achieved_min_distance=float(pairwise_min_distance(embedding).min()) if n <= 20000 else float(pd.min()),
         pairwise_quantiles={f"q{int(q * 100):02d}": float(v) for q, v in zip(qs, qv)},
         pairwise_mean=float(pd.mean()),
-        pairwise_std=float(pd.std()),
+        pairwise_std=float(pd.std()) if pd.numel() > 1 else 0.0,
     )
     return report

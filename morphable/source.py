@@ -374,7 +374,9 @@ class MorphableSource(IdentitySampler):
         img = apply_degradations(img, dparams, noise)
 
         lmk2 = apply_affine(M, proj_l[..., :2]) / ss
-        factors = {k: val for k, val in fac.items() if not k.startswith("_")}
+        factors = {k: val for k, val in fac.items() if not k.startswith("_") and k != "expression"}
+        for j, name in enumerate(self.model.expression_labels):  # one named column per expression unit
+            factors[f"expr_{name}"] = fac["expression"][:, j]
         return RenderBatch(images=img.float(), identity=rows.to(dev), variation=variations.to(dev),
                            landmarks=lmk2.float(), factors=factors)
 
@@ -387,7 +389,7 @@ class MorphableSource(IdentitySampler):
         t = torch.cat([alb, spec[:, None]], -1).view(U, Nc, 4)[:, index]  # (U, T*T, 4)
         return t.view(U, T, T, 4).permute(0, 3, 1, 2).contiguous()
 
-    def _shadow(self, v, pos, bsel, ldir, on, res: int = 96) -> torch.Tensor:
+    def _shadow(self, v, pos, bsel, ldir, on, res: int = 128) -> torch.Tensor:
         """Hard cast shadows by shadow mapping: rasterize each head whose image has shadows ``on``
         orthographically along its light direction at ``res`` px, and compare each visible point's
         depth along the light with the map. Returns (P,) 1 = lit, 0 = shadowed."""
@@ -415,8 +417,16 @@ class MorphableSource(IdentitySampler):
         scr = torch.stack([vl[..., 0] * scale + res / 2, -vl[..., 1] * scale + res / 2, 1.0 - vl[..., 2]], -1)
         fr = rasterize(scr, self.model.faces, res, res)
         pl = torch.einsum("pij,pj->pi", Rl[pb], ps - centre[pb, 0])
-        px = (pl[:, 0] * scale + res / 2).long().clamp(0, res - 1)
-        py = (-pl[:, 1] * scale + res / 2).long().clamp(0, res - 1)
         dmap = torch.where(fr.mask, fr.depth, torch.full_like(fr.depth, 1e9))
-        lit[psel] = ((1.0 - pl[:, 2]) <= dmap[pb, py, px] + 0.006).float()
+        fx, fy = pl[:, 0] * scale + res / 2 - 0.5, -pl[:, 1] * scale + res / 2 - 0.5
+        x0, y0 = fx.floor(), fy.floor()
+        tx, ty = fx - x0, fy - y0
+        d = 1.0 - pl[:, 2] - 0.006
+        acc = torch.zeros_like(d)
+        # percentage-closer filtering: bilinear weights of the 4 nearest depth tests
+        for ox, oy, w in ((0, 0, (1 - tx) * (1 - ty)), (1, 0, tx * (1 - ty)), (0, 1, (1 - tx) * ty), (1, 1, tx * ty)):
+            xi = (x0 + ox).long().clamp(0, res - 1)
+            yi = (y0 + oy).long().clamp(0, res - 1)
+            acc = acc + w * (d <= dmap[pb, yi, xi]).float()
+        lit[psel] = acc
         return lit
