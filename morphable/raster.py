@@ -18,6 +18,7 @@ _FACE_BITS = 20
 _FACE_MASK = (1 << _FACE_BITS) - 1
 _DEPTH_SCALE = 2.0**20  # depth quantum ~1e-6 scene units
 _EMPTY = torch.iinfo(torch.int64).max
+_LADDER = (1, 2, 3, 4, 6, 8, 11, 16, 23, 32, 45, 64, 91, 128, 181, 256, 362, 512, 724, 1024, 1448, 2048, 4096, 8192)
 
 
 @dataclass
@@ -89,20 +90,25 @@ def rasterize(
     ymax = torch.ceil(y.max(-1).values - 0.5).clamp(0, height - 1)
     keep &= (x.max(-1).values >= 0) & (x.min(-1).values <= width)
     keep &= (y.max(-1).values >= 0) & (y.min(-1).values <= height)
-    size = torch.maximum(xmax - xmin, ymax - ymin) + 1
-
+    # Bucket triangles by bounding-box width and height (rounded up to a ~sqrt(2) ladder), so each
+    # bucket evaluates a kx x ky candidate grid close to its triangles' boxes.
+    ladder = torch.tensor(_LADDER, device=device, dtype=xmin.dtype)
     zbuf = torch.full((B * height * width + 1,), _EMPTY, dtype=torch.int64, device=device)
     bidx_all, fidx_all = torch.nonzero(keep, as_tuple=True)
-    sizes = size[bidx_all, fidx_all]
-    lo = 0
-    k = 2
-    while lo < max(height, width):
-        sel = (sizes > lo) & (sizes <= k)
-        if bool(sel.any()):
-            _raster_bucket(
-                tri, bidx_all[sel], fidx_all[sel], xmin, ymin, xmax, ymax, k, zbuf, height, width, max_candidates
-            )
-        lo, k = k, k * 2
+    w = (xmax - xmin + 1)[bidx_all, fidx_all]
+    h = (ymax - ymin + 1)[bidx_all, fidx_all]
+    kx = torch.bucketize(w, ladder)
+    ky = torch.bucketize(h, ladder)
+    code = kx * len(_LADDER) + ky
+    order = torch.argsort(code, stable=True)
+    codes, counts = torch.unique_consecutive(code[order], return_counts=True)
+    start = 0
+    for c, n in zip(codes.tolist(), counts.tolist()):
+        sel = order[start : start + n]
+        start += n
+        bx, by = _LADDER[min(c // len(_LADDER), len(_LADDER) - 1)], _LADDER[min(c % len(_LADDER), len(_LADDER) - 1)]
+        _raster_bucket(tri, bidx_all[sel], fidx_all[sel], xmin, ymin, xmax, ymax, (int(bx), int(by)), zbuf,
+                       height, width, max_candidates)
 
     zbuf = zbuf[:-1].view(B, height, width)
     hit = zbuf != _EMPTY
@@ -126,14 +132,15 @@ def rasterize(
 
 
 def _raster_bucket(tri, bidx, fidx, xmin, ymin, xmax, ymax, k, zbuf, H, W, max_candidates):
-    """Z-test every pixel centre of the k x k box at each triangle's bounding-box corner.
+    """Z-test every pixel centre of the kx x ky box (``k``) at each triangle's bounding-box corner.
 
     The three edge functions and 1/depth are affine in the pixel position, so per triangle we build
     their 4 x 3 coefficient matrix once and evaluate all candidates with one batched matmul."""
     device, dtype = tri.device, tri.dtype
-    oy, ox = torch.meshgrid(torch.arange(k, device=device), torch.arange(k, device=device), indexing="ij")
-    offs = torch.stack([ox.reshape(-1), oy.reshape(-1)], 0).to(dtype)  # (2, k*k)
-    step = max(1, max_candidates // (k * k))
+    kx, ky = k
+    oy, ox = torch.meshgrid(torch.arange(ky, device=device), torch.arange(kx, device=device), indexing="ij")
+    offs = torch.stack([ox.reshape(-1), oy.reshape(-1)], 0).to(dtype)  # (2, kx*ky)
+    step = max(1, max_candidates // (kx * ky))
     dump = zbuf.numel() - 1  # the extra last slot receives every rejected candidate
     for s in range(0, bidx.numel(), step):
         b, f = bidx[s : s + step], fidx[s : s + step]
