@@ -33,30 +33,64 @@ def _load(path: str) -> torch.Tensor:
     return torch.from_numpy(a).permute(2, 0, 1).contiguous() ** 2.2  # linear
 
 
-def procedural(size: int, g: torch.Generator) -> torch.Tensor:
-    """(3, size, size) linear-RGB procedural background: a colour field of random gradients and
-    multi-scale value noise, with a few soft blocks or stripes (walls, shelves, windows)."""
-    base = torch.rand(3, generator=g) ** 2.2 * 0.8 + 0.02
-    out = base[:, None, None].expand(3, size, size).clone()
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
-    ang = torch.rand(1, generator=g) * 2 * np.pi
-    grad = (xx * torch.cos(ang) + yy * torch.sin(ang))[None]
-    gcol = (torch.rand(3, generator=g) - 0.5) * 0.4
-    out = out * (1 + gcol[:, None, None] * grad)
-    for cells, amp in ((3, 0.5), (7, 0.3), (17, 0.15), (41, 0.08)):
-        grid = torch.rand(1, 3, cells, cells, generator=g) - 0.5
-        up = F.interpolate(grid, size=(size, size), mode="bicubic", align_corners=False)[0]
-        out = out * (1 + amp * float(torch.rand(1, generator=g)) * 2 * up)
-    n_blocks = int(torch.randint(0, 4, (1,), generator=g))
-    for _ in range(n_blocks):
-        x0, y0, w, h = (torch.rand(4, generator=g) * torch.tensor([1.0, 1.0, 0.7, 0.7])).tolist()
-        col = torch.rand(3, generator=g) ** 2.2 * 0.8
-        soft = 0.01 + 0.05 * float(torch.rand(1, generator=g))
-        mx = torch.sigmoid((xx * 0.5 + 0.5 - x0) / soft) * torch.sigmoid((x0 + w - (xx * 0.5 + 0.5)) / soft)
-        my = torch.sigmoid((yy * 0.5 + 0.5 - y0) / soft) * torch.sigmoid((y0 + h - (yy * 0.5 + 0.5)) / soft)
-        m = (mx * my)[None]
-        out = out * (1 - m) + col[:, None, None] * m
+_OCTAVES = ((3, 0.5), (7, 0.3), (17, 0.15), (41, 0.08))
+_MAX_BLOCKS = 3
+
+
+def draw_procedural(g: torch.Generator) -> dict[str, torch.Tensor]:
+    """The random numbers of one procedural background (small tensors, drawn from ``g`` in a fixed
+    order so the background depends on its image's generator only)."""
+    d = {
+        "base": torch.rand(3, generator=g) ** 2.2 * 0.8 + 0.02,
+        "angle": torch.rand(1, generator=g) * 2 * np.pi,
+        "gcol": (torch.rand(3, generator=g) - 0.5) * 0.4,
+    }
+    for i, (cells, _) in enumerate(_OCTAVES):
+        d[f"grid{i}"] = torch.rand(3, cells, cells, generator=g) - 0.5
+        d[f"amp{i}"] = torch.rand(1, generator=g)
+    n_blocks = int(torch.randint(0, _MAX_BLOCKS + 1, (1,), generator=g))
+    rect = torch.zeros(_MAX_BLOCKS, 4)
+    col = torch.zeros(_MAX_BLOCKS, 3)
+    soft = torch.ones(_MAX_BLOCKS)
+    on = torch.zeros(_MAX_BLOCKS)
+    for j in range(n_blocks):
+        rect[j] = torch.rand(4, generator=g) * torch.tensor([1.0, 1.0, 0.7, 0.7])
+        col[j] = torch.rand(3, generator=g) ** 2.2 * 0.8
+        soft[j] = 0.01 + 0.05 * float(torch.rand(1, generator=g))
+        on[j] = 1.0
+    d.update(rect=rect, col=col, soft=soft, on=on)
+    return d
+
+
+def compose_procedural(draws: list[dict[str, torch.Tensor]], size: int) -> torch.Tensor:
+    """(B, 3, size, size) linear-RGB procedural backgrounds from :func:`draw_procedural` draws: a
+    colour field of random gradients and multi-scale value noise, with up to 3 soft blocks (walls,
+    shelves, windows)."""
+    st = {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
+    B = len(draws)
+    lin = torch.linspace(-1, 1, size)
+    yy, xx = lin[None, :, None], lin[None, None, :]
+    ang = st["angle"][:, :, None]  # (B, 1, 1)
+    grad = (xx * torch.cos(ang) + yy * torch.sin(ang))[:, None]  # (B, 1, S, S)
+    out = st["base"][:, :, None, None] * (1 + st["gcol"][:, :, None, None] * grad)
+    for i, (_, amp) in enumerate(_OCTAVES):
+        up = F.interpolate(st[f"grid{i}"], size=(size, size), mode="bicubic", align_corners=False)
+        out = out * (1 + amp * st[f"amp{i}"][:, :, None, None] * 2 * up)
+    u = (lin * 0.5 + 0.5)
+    for j in range(_MAX_BLOCKS):
+        r, c, s, on = st["rect"][:, j], st["col"][:, j], st["soft"][:, j, None], st["on"][:, j]
+        if not bool(on.any()):
+            continue
+        mx = torch.sigmoid((u[None] - r[:, 0:1]) / s) * torch.sigmoid((r[:, 0:1] + r[:, 2:3] - u[None]) / s)  # (B, S)
+        my = torch.sigmoid((u[None] - r[:, 1:2]) / s) * torch.sigmoid((r[:, 1:2] + r[:, 3:4] - u[None]) / s)
+        m = (my[:, :, None] * mx[:, None, :])[:, None] * on[:, None, None, None]
+        out = out * (1 - m) + c[:, :, None, None] * m
     return out.clamp(0.0, 1.0)
+
+
+def procedural(size: int, g: torch.Generator) -> torch.Tensor:
+    """(3, size, size) one procedural background (see :func:`compose_procedural`)."""
+    return compose_procedural([draw_procedural(g)], size)[0]
 
 
 def from_image(files: tuple[str, ...], size: int, g: torch.Generator) -> tuple[torch.Tensor, int]:

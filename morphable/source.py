@@ -237,6 +237,21 @@ class MorphableSource(IdentitySampler):
 
     # ------------------------------------------------------------------ rendering
     def render(self, identities: Identities, rows: torch.Tensor, variations: torch.Tensor, seed: int) -> RenderBatch:
+        """Render in chunks of at most ``max_batch`` images (bounded memory; fixed chunking keeps
+        the output a function of the request alone)."""
+        rows = torch.as_tensor(rows, dtype=torch.int64).cpu()
+        variations = torch.as_tensor(variations, dtype=torch.int64).cpu()
+        mb = max(1, int(self.cfg.max_batch))
+        if rows.ndim != 1 or rows.numel() <= mb:
+            return self._render(identities, rows, variations, seed)
+        parts = [self._render(identities, rows[i : i + mb], variations[i : i + mb], seed) for i in range(0, rows.numel(), mb)]
+        return RenderBatch(
+            images=torch.cat([p.images for p in parts]), identity=torch.cat([p.identity for p in parts]),
+            variation=torch.cat([p.variation for p in parts]), landmarks=torch.cat([p.landmarks for p in parts]),
+            factors={k: torch.cat([p.factors[k] for p in parts]) for k in parts[0].factors},
+        )
+
+    def _render(self, identities: Identities, rows: torch.Tensor, variations: torch.Tensor, seed: int) -> RenderBatch:
         rows = torch.as_tensor(rows, dtype=torch.int64).cpu()
         variations = torch.as_tensor(variations, dtype=torch.int64).cpu()
         if rows.ndim != 1 or rows.shape != variations.shape:
@@ -342,17 +357,19 @@ class MorphableSource(IdentitySampler):
         lin = lin * gain[bsel][:, None]
 
         # background
-        backs = []
+        use_img = (fac["_use_image"] > 0).tolist()
+        draws = [bg.draw_procedural(g) for g, u in zip(gens, use_img) if not u]
+        back = torch.empty(B, 3, S, S)
+        if draws:
+            proc = bg.compose_procedural(draws, S)
+            grey = proc.mean(1, keepdim=True)
+            sat = fac["background_saturation"].cpu()[[not u for u in use_img]]
+            back[[not u for u in use_img]] = grey + (proc - grey) * sat[:, None, None, None]
         for b, g in enumerate(gens):
-            if bool(fac["_use_image"][b] > 0):
-                img, i_img = bg.from_image(self._bg_files, S, g)
+            if use_img[b]:
+                back[b], i_img = bg.from_image(self._bg_files, S, g)
                 fac["background_image"][b] = float(i_img)
-            else:
-                img = bg.procedural(S, g)
-                grey = img.mean(0, keepdim=True)
-                img = grey + (img - grey) * fac["background_saturation"][b].cpu()
-            backs.append(img)
-        back = torch.stack(backs).to(dev)
+        back = back.to(dev)
         bl = fac["background_blur"] * ss
         if bool((bl > 0.05).any()):
             import kornia

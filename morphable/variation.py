@@ -171,6 +171,7 @@ class RenderConfig:
     size: int = 112
     aligned: bool = True
     supersample: int = 2
+    max_batch: int = 64  # images rendered at once (memory bound); larger requests are chunked
     texture_res: int = 0  # baked albedo texture side; 0 = automatic (256 up to 256 px renders, else 512)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     pose: PoseConfig = field(default_factory=PoseConfig)
