@@ -1,0 +1,36 @@
+"""training: FR backbones, margin heads, curriculum configs, the Lightning trainer, verification
+benchmarks and the pretrain-on-synthetic / fine-tune-on-authentic benchmark.
+
+Public API::
+
+    from training import create_backbone, create_head, load_config, run_training, verify_lfw
+
+Lightning-heavy modules load lazily.
+"""
+from .augment import build_augment
+from .backbones import create_backbone, list_backbones, load_arcface_torch, register_backbone
+from .curriculum import ConfigError, Curriculum, TrainConfig, load_config, parse_config
+from .heads import create_head, list_heads
+from .verification import evaluate_pairs, read_bin, read_lfw_pairs, verify_bin, verify_lfw
+
+_LAZY = {
+    "FaceRecognitionModule": "module", "save_backbone": "module", "load_backbone": "module",
+    "MixedBatchStream": "data", "MixedDataModule": "data", "build_sources": "data",
+    "run_training": "train", "Evaluator": "train",
+    "run_benchmark": "benchmark", "load_benchmark_config": "benchmark",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'training' has no attribute {name!r}")
+
+
+__all__ = sorted([
+    "ConfigError", "Curriculum", "TrainConfig", "build_augment", "create_backbone", "create_head", "evaluate_pairs",
+    "list_backbones", "list_heads", "load_arcface_torch", "load_config", "parse_config", "read_bin", "read_lfw_pairs",
+    "register_backbone", "verify_bin", "verify_lfw", *_LAZY,
+])

@@ -1,0 +1,476 @@
+"""Pretrain-on-synthetic, fine-tune-on-limited-authentic benchmark.
+
+Usage::
+
+    python -m training.benchmark --config configs/bench_small.yaml [--out DIR] [--override k=v ...] [--fresh]
+
+Arms, all evaluated on the same LFW-protocol pairs (``lfw.eval_folds``, default folds 4-5 of
+``lfw-dev``):
+
+* ``authentic``: train from scratch on ``N`` authentic identities, for each ``N`` of ``sweep``;
+* ``synthetic``: train on the synthetic source only (once);
+* ``finetune``: start from the ``synthetic`` backbone and fine-tune on the same ``N`` authentic
+  identities (new head, optionally imprinted / frozen early layers).
+
+Authentic identities come only from the people of ``lfw.train_folds`` (default 1-3), where a fold's
+people are the names its ``pairs.txt`` lines mention (LFW's View-2 folds are identity-disjoint). People
+with at least 2 images come first (shuffled by ``seed``), then the singletons, so each ``N`` extends the
+previous list. People in no pair at all belong to no fold: they are never evaluated on, and are used
+for training only with ``lfw.include_unpaired: true`` (they appear in no eval pair by definition;
+off by default). The code asserts that no training name occurs in any eval pair and reports it.
+
+Outputs in ``OUT``: ``results.csv``, ``results.md``, ``accuracy_vs_ids.png``, ``benchmark.json``,
+``split.json``, ``people/authentic_N.txt`` and one training run dir per model under ``runs/``
+(each resumable; finished runs are reused on re-runs).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import yaml
+
+from engine.interface import derive_seed
+
+from .curriculum import (ConfigError, EvalConfig, ModelConfig, SourceConfig, TrainerConfig, _join, apply_overrides,
+                         config_to_dict, from_dict, parse_config, resolve_path, REPO_ROOT)
+
+log = logging.getLogger("synthface.benchmark")
+
+__all__ = ["BenchmarkConfig", "LFWSplitConfig", "lfw_fold_people", "authentic_people", "run_benchmark", "main",
+           "load_benchmark_config"]
+
+
+@dataclass
+class LFWSplitConfig:
+    """Where the authentic data and the eval pairs come from (an LFW-layout folder)."""
+
+    root: str
+    pairs: str | None = None
+    train_folds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    eval_folds: list[int] = field(default_factory=lambda: [4, 5])
+    include_unpaired: bool = False
+    two_plus_first: bool = True
+    images_per_id: int | None = None
+    pairs_per_fold: int | None = None
+
+    def validate(self, path: str) -> None:
+        if not self.train_folds:
+            raise ConfigError(f"{_join(path, 'train_folds')}: at least one fold is required")
+        if len(self.eval_folds) < 2:
+            raise ConfigError(f"{_join(path, 'eval_folds')}: need at least 2 folds for k-fold accuracy")
+        both = set(self.train_folds) & set(self.eval_folds)
+        if both:
+            raise ConfigError(f"{_join(path, 'eval_folds')}: folds {sorted(both)} are also train folds")
+        if any(f < 1 for f in [*self.train_folds, *self.eval_folds]):
+            raise ConfigError(f"{_join(path, 'train_folds')}: fold numbers are 1-based")
+
+
+@dataclass
+class BenchmarkConfig:
+    """The benchmark config: ``lfw`` split, ``synthetic`` source, ``sweep`` of authentic identity
+    counts, phase templates ``pretrain`` / ``finetune`` / ``authentic`` (a phase config without
+    ``name``; ``weights`` optional, default the arm's one source; source names are ``synthetic`` and
+    ``authentic``), shared ``model`` / ``trainer`` / ``eval`` settings and ``authentic_augment``."""
+
+    lfw: LFWSplitConfig
+    synthetic: SourceConfig
+    sweep: list[int]
+    pretrain: dict[str, Any]
+    finetune: dict[str, Any]
+    authentic: dict[str, Any]
+    name: str = "benchmark"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: dict[str, Any] = field(default_factory=dict)
+    authentic_augment: dict[str, Any] | None = None
+    arms: list[str] = field(default_factory=lambda: ["synthetic", "authentic", "finetune"])
+    seed: int = 0
+    out: str = "runs/benchmark"
+
+    def validate(self, path: str) -> None:
+        if not self.sweep or any(n <= 0 for n in self.sweep):
+            raise ConfigError(f"{_join(path, 'sweep')}: need positive identity counts, got {self.sweep}")
+        bad = [a for a in self.arms if a not in ("synthetic", "authentic", "finetune")]
+        if bad:
+            raise ConfigError(f"{_join(path, 'arms')}: unknown arm {bad[0]!r} (synthetic, authentic, finetune)")
+        if "finetune" in self.arms and "synthetic" not in self.arms:
+            raise ConfigError(f"{_join(path, 'arms')}: 'finetune' needs the 'synthetic' arm (its pretrained backbone)")
+        for key in ("pretrain", "finetune", "authentic"):
+            tmpl = getattr(self, key)
+            if "name" in tmpl:
+                raise ConfigError(f"{_join(path, key)}.name: set by the benchmark, remove it")
+            _phase(tmpl, key, {"synthetic": 1.0, "authentic": 1.0})  # validates the template
+        for key in ("pairs", "bins"):
+            if key in self.eval:
+                raise ConfigError(f"{_join(path, 'eval')}.{key}: the benchmark sets its own eval pairs")
+        from_dict(EvalConfig, self.eval, _join(path, "eval"))
+        if self.authentic_augment is not None:
+            from .augment import validate_augment_config
+
+            try:
+                validate_augment_config(self.authentic_augment)
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"{_join(path, 'authentic_augment')}.{e}") from None
+
+
+def _phase(tmpl: dict[str, Any], name: str, weights: dict[str, float]) -> dict[str, Any]:
+    from .curriculum import PhaseConfig
+
+    d = {"weights": weights, **copy.deepcopy(tmpl), "name": name}
+    from_dict(PhaseConfig, d, name)
+    return d
+
+
+def load_benchmark_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> BenchmarkConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    data = apply_overrides(data, overrides)
+    cfg = from_dict(BenchmarkConfig, data, "")
+    bases = [path.parent, REPO_ROOT]
+    cfg.lfw.root = resolve_path(cfg.lfw.root, bases)
+    cfg.lfw.pairs = resolve_path(cfg.lfw.pairs, bases)
+    cfg.synthetic.path = resolve_path(cfg.synthetic.path, bases)
+    cfg.model.init_backbone = resolve_path(cfg.model.init_backbone, bases)
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------
+# the split
+# ----------------------------------------------------------------------------------------------
+
+
+def _pairs_path(cfg: LFWSplitConfig) -> str:
+    return cfg.pairs or os.path.join(cfg.root, "pairs.txt")
+
+
+def lfw_fold_people(pairs_txt: str | os.PathLike) -> tuple[dict[int, set[str]], list[tuple[str, str, bool, int]]]:
+    """``{fold (1-based): names mentioned in that fold's lines}`` and the parsed pairs
+    ``(name_a, name_b, same, fold 1-based)``."""
+    from .verification import read_lfw_pairs
+
+    raw = read_lfw_pairs(pairs_txt, image_root=Path(pairs_txt).parent, check_files=False)
+    pairs = [(Path(a).parent.name, Path(b).parent.name, s, f + 1) for a, b, s, f in raw]
+    folds: dict[int, set[str]] = {}
+    for a, b, _, f in pairs:
+        folds.setdefault(f, set()).update((a, b))
+    return folds, pairs
+
+
+def _image_counts(images_dir: Path) -> dict[str, int]:
+    out = {}
+    with os.scandir(images_dir) as it:
+        for e in it:
+            if e.is_dir() and not e.name.startswith("."):
+                with os.scandir(e.path) as it2:
+                    out[e.name] = sum(1 for f in it2 if f.is_file() and not f.name.startswith("."))
+    return out
+
+
+def authentic_people(cfg: LFWSplitConfig, seed: int = 0) -> dict[str, Any]:
+    """The ordered training pool and the eval people (see the module docstring)."""
+    pairs_txt = _pairs_path(cfg)
+    folds, pairs = lfw_fold_people(pairs_txt)
+    n_folds = max(folds) if folds else 0
+    for f in [*cfg.train_folds, *cfg.eval_folds]:
+        if f not in folds:
+            raise ConfigError(f"lfw: fold {f} not in {pairs_txt} ({n_folds} folds)")
+    counts = _image_counts(Path(cfg.root) / "images")
+    eval_pairs = [p for p in pairs if p[3] in set(cfg.eval_folds)]
+    eval_people = set().union(*(folds[f] for f in cfg.eval_folds))
+    train_fold_people = set().union(*(folds[f] for f in cfg.train_folds))
+    in_any_pair = set().union(*folds.values())
+    unpaired = {n for n in counts if n not in in_any_pair}
+    pool = {n for n in train_fold_people if n in counts}
+    if cfg.include_unpaired:
+        pool |= unpaired
+    overlap = pool & eval_people
+    if overlap:  # impossible with LFW's identity-disjoint folds; never train on an eval person
+        raise AssertionError(f"{len(overlap)} training candidates appear in eval pairs, e.g. {sorted(overlap)[:5]}")
+    rng = np.random.default_rng(derive_seed(seed, "authentic-people"))
+    if cfg.two_plus_first:
+        groups = [sorted(n for n in pool if counts[n] >= 2), sorted(n for n in pool if counts[n] < 2)]
+    else:
+        groups = [sorted(pool)]
+    ordered: list[str] = []
+    for g in groups:
+        ordered += [g[i] for i in rng.permutation(len(g))]
+    return {
+        "pairs_txt": pairs_txt,
+        "ordered": ordered,
+        "image_counts": {n: counts[n] for n in ordered},
+        "eval_pairs": eval_pairs,
+        "eval_people": sorted(eval_people),
+        "num_folds": n_folds,
+        "fold_people": {f: len(v) for f, v in sorted(folds.items())},
+        "train_fold_people": len(train_fold_people),
+        "unpaired_people": len(unpaired),
+        "pool_two_plus": sum(1 for n in pool if counts[n] >= 2),
+    }
+
+
+def check_disjoint(train_people: Sequence[str], eval_pairs: Sequence[tuple[str, str, bool, int]]) -> dict[str, int]:
+    """Assert that no training name occurs in an eval pair; returns the counts checked."""
+    eval_names = {a for a, _, _, _ in eval_pairs} | {b for _, b, _, _ in eval_pairs}
+    bad = set(train_people) & eval_names
+    if bad:
+        raise AssertionError(f"{len(bad)} fine-tune identities appear in eval pairs: {sorted(bad)[:5]}")
+    return {"train_people": len(set(train_people)), "eval_people": len(eval_names), "overlap": 0}
+
+
+# ----------------------------------------------------------------------------------------------
+# runs
+# ----------------------------------------------------------------------------------------------
+
+
+def _train_cfg(bc: BenchmarkConfig, name: str, sources: dict[str, Any], phase: dict[str, Any], out: Path,
+               init_backbone: str | None = None):
+    eval_cfg = {**bc.eval, "pairs": [{"root": bc.lfw.root, "pairs": _pairs_path(bc.lfw), "name": "lfw-eval",
+                                      "folds": list(bc.lfw.eval_folds), "pairs_per_fold": bc.lfw.pairs_per_fold}]}
+    model = config_to_dict(bc.model)
+    if init_backbone is not None:
+        model["init_backbone"] = init_backbone
+    trainer = config_to_dict(bc.trainer)
+    trainer["out"] = str(out)
+    raw = {"name": f"{bc.name}/{name}", "model": model, "sources": sources, "phases": [phase], "eval": eval_cfg,
+           "trainer": trainer}
+    return parse_config(raw, resolve=False)
+
+
+def _result_row(arm: str, n_req: int | None, n_ids: int | None, n_imgs: int | None, metrics: dict[str, Any],
+                wall: float) -> dict[str, Any]:
+    ev = metrics.get("final_eval", {}).get("lfw-eval", {})
+    tar = ev.get("tar_at_far", {})
+    return {
+        "arm": arm,
+        "authentic_ids_requested": n_req,
+        "authentic_ids": n_ids,
+        "authentic_images": n_imgs,
+        "accuracy": ev.get("accuracy"),
+        "accuracy_std": ev.get("accuracy_std"),
+        "eer": ev.get("eer"),
+        "auc": ev.get("auc"),
+        "tar_far_1e-2": tar.get("0.01"),
+        "tar_far_1e-1": tar.get("0.1"),
+        "num_pairs": ev.get("num_pairs"),
+        "steps": metrics.get("total_steps"),
+        "wall_s": round(wall, 1),
+        "run_dir": metrics.get("out_dir"),
+    }
+
+
+def _run(cfg, out: Path, fresh: bool, printer) -> tuple[dict[str, Any], float]:
+    from .train import run_training
+
+    mpath = out / "metrics.json"
+    cpath = out / "config.yaml"
+    if not fresh and cpath.is_file():
+        old = yaml.safe_load(cpath.read_text())
+        if old != yaml.safe_load(yaml.safe_dump(config_to_dict(cfg), sort_keys=False)):
+            printer(f"benchmark: the config of {out} changed; retraining it from scratch")
+            fresh = True
+    if not fresh and mpath.is_file():
+        m = json.loads(mpath.read_text())
+        if m.get("complete"):
+            printer(f"benchmark: reusing finished run {out}")
+            return m, float(m.get("wall_s", 0.0))
+    t0 = time.time()
+    m = run_training(cfg, out, fresh=fresh, printer=printer)
+    return m, time.time() - t0
+
+
+def _fmt(v: Any, nd: int = 4) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def write_table(rows: list[dict[str, Any]], out: Path, header_lines: Sequence[str]) -> tuple[Path, Path]:
+    csv_path = out / "results.csv"
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        w.writeheader()
+        w.writerows(rows)
+    md = ["# Synthetic pretrain -> authentic fine-tune benchmark", "", *header_lines, "",
+          "| arm | authentic ids | authentic images | accuracy | ± std | EER | AUC | TAR@FAR=1e-2 | steps | time (s) |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        md.append(f"| {r['arm']} | {_fmt(r['authentic_ids'])} | {_fmt(r['authentic_images'])} | {_fmt(r['accuracy'])} "
+                  f"| {_fmt(r['accuracy_std'])} | {_fmt(r['eer'])} | {_fmt(r['auc'])} | {_fmt(r['tar_far_1e-2'])} "
+                  f"| {_fmt(r['steps'])} | {_fmt(r['wall_s'], 1)} |")
+    md_path = out / "results.md"
+    md_path.write_text("\n".join(md) + "\n")
+    return csv_path, md_path
+
+
+def plot_results(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 4.2), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    styles = {"authentic": ("authentic only", "o-", "tab:blue"), "finetune": ("synthetic + fine-tune", "s-", "tab:orange")}
+    xs_all = []
+    for arm, (label, fmt, color) in styles.items():
+        rs = sorted([r for r in rows if r["arm"] == arm and r["accuracy"] is not None], key=lambda r: r["authentic_ids"])
+        if not rs:
+            continue
+        x = [r["authentic_ids"] for r in rs]
+        xs_all += x
+        ax.errorbar(x, [r["accuracy"] for r in rs], yerr=[r["accuracy_std"] or 0 for r in rs], fmt=fmt, color=color,
+                    capsize=3, label=label)
+    syn = [r for r in rows if r["arm"] == "synthetic" and r["accuracy"] is not None]
+    if syn:
+        ax.axhline(syn[0]["accuracy"], color="tab:green", ls="--", label=f"synthetic only ({syn[0]['accuracy']:.3f})")
+    if xs_all and min(xs_all) > 0 and max(xs_all) / max(min(xs_all), 1) >= 5:
+        ax.set_xscale("log")
+    if xs_all:
+        from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter
+
+        ax.xaxis.set_major_locator(FixedLocator(sorted(set(xs_all))))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
+    ax.set_xlabel("authentic identities used for training")
+    ax.set_ylabel("verification accuracy (eval folds)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
+def run_benchmark(bc: BenchmarkConfig, out_dir: str | os.PathLike | None = None, fresh: bool = False,
+                  printer=print) -> dict[str, Any]:
+    """Run every arm of the benchmark; returns the ``benchmark.json`` dict."""
+    t_start = time.time()
+    out = Path(out_dir or bc.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "people").mkdir(exist_ok=True)
+    split = authentic_people(bc.lfw, bc.seed)
+    pool = split["ordered"]
+    counts = split["image_counts"]
+    sizes: list[tuple[int, int]] = []  # (requested, used)
+    for n in bc.sweep:
+        used = min(n, len(pool))
+        if used < n:
+            printer(f"benchmark: sweep N={n} exceeds the {len(pool)} eligible people; using {used}")
+        if used not in [u for _, u in sizes]:
+            sizes.append((n, used))
+    people_files = {}
+    checks = {}
+    for n_req, n in sizes:
+        people = pool[:n]
+        checks[n] = check_disjoint(people, split["eval_pairs"])
+        pf = out / "people" / f"authentic_{n}.txt"
+        pf.write_text("\n".join(people) + "\n")
+        people_files[n] = pf
+    eval_names = set(split["eval_people"])
+    disjoint_msg = (f"Identity-disjointness checked in code: none of the {max(n for _, n in sizes)} training people "
+                    f"(LFW folds {', '.join(map(str, bc.lfw.train_folds))}"
+                    f"{' + people in no pair' if bc.lfw.include_unpaired else ''}) occurs in any of the "
+                    f"{len(split['eval_pairs'])} eval pairs (folds {', '.join(map(str, bc.lfw.eval_folds))}, "
+                    f"{len(eval_names)} people).")
+    split_info = {k: v for k, v in split.items() if k not in ("ordered", "image_counts", "eval_pairs", "eval_people")}
+    split_info.update({"pool_size": len(pool), "eval_pairs": len(split["eval_pairs"]), "eval_people": len(eval_names),
+                       "include_unpaired": bc.lfw.include_unpaired, "sizes": sizes, "disjointness": checks,
+                       "statement": disjoint_msg})
+    (out / "split.json").write_text(json.dumps(split_info, indent=2, default=str))
+    printer("benchmark: " + disjoint_msg)
+
+    rows: list[dict[str, Any]] = []
+    syn_src = config_to_dict(bc.synthetic)
+    auth_aug = bc.authentic_augment
+    syn_backbone = None
+    if "synthetic" in bc.arms:
+        cfg = _train_cfg(bc, "synthetic", {"synthetic": syn_src}, _phase(bc.pretrain, "pretrain", {"synthetic": 1.0}),
+                         out / "runs" / "synthetic")
+        m, wall = _run(cfg, out / "runs" / "synthetic", fresh, printer)
+        syn_backbone = str(out / "runs" / "synthetic" / "backbone.pt")
+        rows.append(_result_row("synthetic", 0, 0, 0, m, wall))
+    for n_req, n in sizes:
+        n_imgs = sum(min(counts[p], bc.lfw.images_per_id or counts[p]) for p in pool[:n])
+        auth_src = {"type": "folder", "path": str(Path(bc.lfw.root) / "images"), "people_file": str(people_files[n]),
+                    "images_per_id": bc.lfw.images_per_id, "augment": auth_aug}
+        for arm in ("authentic", "finetune"):
+            if arm not in bc.arms:
+                continue
+            tmpl = bc.authentic if arm == "authentic" else bc.finetune
+            sources = {"authentic": auth_src}
+            phase = _phase(tmpl, arm, {"authentic": 1.0})
+            if "synthetic" in phase["weights"] and phase["weights"].get("synthetic"):
+                sources["synthetic"] = syn_src
+            run_dir = out / "runs" / f"{arm}_{n}"
+            cfg = _train_cfg(bc, f"{arm}_{n}", sources, phase, run_dir,
+                             init_backbone=syn_backbone if arm == "finetune" else None)
+            m, wall = _run(cfg, run_dir, fresh, printer)
+            got = m.get("sources", {}).get("authentic", {}).get("num_classes")
+            if got is not None and got != n:
+                raise AssertionError(f"{arm}_{n}: trained on {got} authentic identities, expected {n}")
+            rows.append(_result_row(arm, n_req, n, n_imgs, m, wall))
+
+    header = [
+        f"Config: `{bc.name}`; backbone `{bc.model.backbone}` at {bc.model.input_size}px; synthetic source "
+        f"`{bc.synthetic.source or bc.synthetic.path}` ({bc.synthetic.num_ids or '?'} ids).",
+        f"Eval: LFW-protocol pairs of folds {bc.lfw.eval_folds} from `{split['pairs_txt']}` "
+        f"({len(split['eval_pairs'])} pairs, k-fold accuracy over those folds).",
+        f"Authentic pool: {len(pool)} people of folds {bc.lfw.train_folds} ({split['pool_two_plus']} with >= 2 images, "
+        f"used first); {split['unpaired_people']} people appear in no pair and are "
+        f"{'included in' if bc.lfw.include_unpaired else 'excluded from'} training and never evaluated on.",
+        disjoint_msg,
+    ]
+    csv_path, md_path = write_table(rows, out, header)
+    png = plot_results(rows, out / "accuracy_vs_ids.png", f"{bc.name}: accuracy vs authentic identities")
+    result = {"name": bc.name, "rows": rows, "split": split_info, "table_csv": str(csv_path),
+              "table_md": str(md_path), "plot": str(png), "wall_s": round(time.time() - t_start, 1),
+              "config": config_to_dict(bc)}
+    (out / "benchmark.json").write_text(json.dumps(result, indent=2, default=str))
+    printer(md_path.read_text())
+    printer(f"benchmark: done in {result['wall_s']}s -> {out}")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.benchmark", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--override", "-o", nargs="*", default=[], action="extend", metavar="KEY=VALUE")
+    ap.add_argument("--fresh", action="store_true", help="retrain every arm even if a finished run exists")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        bc = load_benchmark_config(args.config, args.override)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    if not os.path.isdir(os.path.join(bc.lfw.root, "images")):
+        print(f"benchmark: no LFW-layout data at {bc.lfw.root} (expected images/ and pairs.txt)", file=sys.stderr)
+        return 3
+    run_benchmark(bc, args.out, fresh=args.fresh)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
