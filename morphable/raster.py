@@ -135,7 +135,7 @@ def _raster_bucket(tri, bidx, fidx, xmin, ymin, xmax, ymax, k, zbuf, H, W, max_c
     """Z-test every pixel centre of the kx x ky box (``k``) at each triangle's bounding-box corner.
 
     The three edge functions and 1/depth are affine in the pixel position, so per triangle we build
-    their 4 x 3 coefficient matrix once and evaluate all candidates with one batched matmul."""
+    their 4 x 3 coefficient matrix once and evaluate all candidates with three broadcast ops."""
     device, dtype = tri.device, tri.dtype
     kx, ky = k
     oy, ox = torch.meshgrid(torch.arange(ky, device=device), torch.arange(kx, device=device), indexing="ij")
@@ -160,7 +160,7 @@ def _raster_bucket(tri, bidx, fidx, xmin, ymin, xmax, ymax, k, zbuf, H, W, max_c
         coef_w = torch.stack([A, Bc, C], -1)  # (n, 3 edges, 3)
         sgn = torch.sign(area)[..., None]
         coef = torch.cat([coef_w * sgn, (coef_w * (iz * inv_area)[..., None]).sum(1, keepdim=True)], 1)  # (n, 4, 3)
-        vals = torch.baddbmm(coef[..., 2:3], coef[..., :2], offs.expand(len(b), 2, -1))  # (n, 4, k*k)
+        vals = coef[..., 0:1] * offs[0] + coef[..., 1:2] * offs[1] + coef[..., 2:3]  # (n, 4, kx*ky)
         inside = (vals[:, :3] >= 0).all(1)
         px = x0[:, None] + offs[0]
         py = y0[:, None] + offs[1]
