@@ -25,10 +25,26 @@ Design
   the last journaled offset, removes leftover temp files of its blocks and renders only the missing
   blocks. All other files are written atomically (temp + fsync + rename). Re-rendered blocks produce
   identical bytes, so an interrupted + resumed dataset equals an uninterrupted one byte for byte.
-* **Pipeline.** The main process renders block after block; JPEG encoding (fixed Pillow settings,
-  quality 95, 4:4:4), ImageFolder writes and rec framing run in a ``--workers`` process pool
-  (``forkserver`` context, preloading ``engine.formats``), overlapped with rendering, at most
-  ``workers + 1`` blocks in flight; results are committed in block order.
+* **Pipeline.** Two modes, chosen by ``--render-workers R``:
+
+  - ``R >= 1`` (default on CPU: ``min(8, cpu count)``): a pool of ``R`` render processes
+    (``--mp-context``, ``forkserver`` by default). Each builds the source once (from the resolved
+    source name/preset/size/aligned/device/overrides, or unpickles the caller's ``IdentitySampler``
+    instance), receives the identity table once and runs torch single-threaded. The task for block
+    ``b`` renders it, JPEG-encodes and writes its images, frames its rec records and serializes its
+    metadata table; the main process keeps at most ``R + 1`` blocks in flight and only commits
+    (below), strictly in block order. ``--workers`` is not used in this mode.
+  - ``R == 0`` (default on CUDA): the main process renders block after block; JPEG encoding (fixed
+    Pillow settings, quality 95, 4:4:4), ImageFolder writes and rec framing run in a ``--workers``
+    process pool (same context, preloading ``engine.formats``; ``--workers 0``: in the main process
+    too), overlapped with rendering, at most ``workers + 1`` blocks in flight; results are committed
+    in block order.
+
+  On CPU, rendering always runs with ``torch.set_num_threads(1)`` (the main process restores its
+  thread count afterwards): floating-point results of torch kernels may depend on the number of
+  intra-op threads, and this keeps the bytes independent of ``--workers``, ``--render-workers``,
+  ``--shard`` and of the machine's core count. (Several single-threaded processes are also faster
+  than one multi-threaded one for the small kernels of the CPU renderers.)
 * **Config check.** ``dataset.json`` (written first) holds the full resolved config (source name and
   ``source.config()``, seed, counts, size, format, device, block size, JPEG settings, layout,
   separability report, synthface and library versions). A rerun whose config differs (apart from the
@@ -75,6 +91,17 @@ COMPLETE_NAME = "complete.json"
 SUMMARY_NAME, SHEET_NAME = "summary.json", "contact_sheet.png"
 SHEET_IDS, SHEET_VARIATIONS = 8, 8
 DEFAULT_WORKERS = max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+#: Default ``--render-workers`` on CPU devices (on CUDA the default is 0: render in the main process).
+DEFAULT_RENDER_WORKERS = max(1, min(8, _usable_cpus()))
 DEFAULT_MP_CONTEXT = "forkserver"
 
 
@@ -86,6 +113,12 @@ class RenderError(Exception):
 
 class DiskFullError(RenderError):
     """No space left on device; the journal is consistent and a rerun resumes."""
+
+    exit_code = 1
+
+
+class WorkerError(RenderError):
+    """A worker process died or could not set up its source; the journal is consistent."""
 
     exit_code = 1
 
@@ -219,6 +252,7 @@ class _Timers:
     encode: float = 0.0
     write: float = 0.0
     wait: float = 0.0
+    commit: float = 0.0
     finalize: float = 0.0
 
 
@@ -241,10 +275,15 @@ def render_dataset(*args, **kwargs) -> dict[str, Any]:
     Signature: ``render_dataset(ids, per_id=50, source="morphable", preset="wild", out=None, size=112,
     aligned=True, format="imagefolder", seed=0, shard=None, workers=DEFAULT_WORKERS, device="cpu",
     block_ids=8, overrides=None, merge=False, progress=True, fsync=True, mp_context="forkserver",
-    log=print)``.
+    log=print, render_workers=None)``.
 
     ``source`` is a registry name, a ``module:Class`` path or an :class:`IdentitySampler` instance (then
-    ``preset/size/aligned/device/overrides`` are not used). ``merge=True`` only finalizes a dataset
+    ``preset/size/aligned/device/overrides`` are not used). ``render_workers`` is the number of
+    processes that render blocks (``None``: :data:`DEFAULT_RENDER_WORKERS` on CPU, 0 on CUDA; 0: render
+    in the main process, with ``workers`` encode/write processes); an instance ``source`` is pickled
+    to them, or rendered in the main process (with a logged note) if it cannot be pickled. Neither
+    ``workers`` nor ``render_workers`` changes a byte of the output, and neither is part of the
+    dataset config (a resume may use other values). ``merge=True`` only finalizes a dataset
     whose shards are all complete. Raises :class:`RenderError` for user errors and
     :class:`DiskFullError` when the disk fills up (the journal stays consistent: rerun to resume).
     """
@@ -279,6 +318,7 @@ def _render_dataset(
     fsync: bool = True,
     mp_context: str = DEFAULT_MP_CONTEXT,
     log: Callable[[str], None] | None = print,
+    render_workers: int | None = None,
 ) -> dict[str, Any]:
     t_start = time.perf_counter()
     tm = _Timers()
@@ -291,8 +331,10 @@ def _render_dataset(
         raise RenderError(f"--block-ids must be a positive integer, got {block_ids!r}")
     if not isinstance(size, int) or size < 1:
         raise RenderError(f"--size must be a positive integer, got {size!r}")
-    if not isinstance(workers, int) or workers < 0:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise RenderError(f"--workers must be >= 0, got {workers!r}")
+    if render_workers is not None and (isinstance(render_workers, bool) or not isinstance(render_workers, int) or render_workers < 0):
+        raise RenderError(f"--render-workers must be >= 0 (0 = render in the main process), got {render_workers!r}")
     if format not in FORMATS:
         raise RenderError(f"unknown --format {format!r} (use one of: {', '.join(FORMATS)})")
     if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
@@ -303,6 +345,11 @@ def _render_dataset(
     seed = int(seed)
 
     src, source_name = _make_source(source, preset, size, aligned, device, overrides)
+    on_cuda = str(getattr(src, "device", device)).startswith("cuda")
+    if render_workers is None:
+        render_workers = 0 if on_cuda else DEFAULT_RENDER_WORKERS
+    if render_workers and on_cuda and mp_context == "fork":
+        raise RenderError("--render-workers >= 1 with a CUDA device needs --mp-context forkserver or spawn (CUDA cannot be forked)")
     preset_name = preset if not isinstance(source, IdentitySampler) else str(src.config().get("preset", preset))
     out_dir = Path(out if out is not None else default_out(source_name, preset_name, ids, per_id, seed))
 
@@ -345,7 +392,7 @@ def _render_dataset(
 
     if complete.exists():
         say(f"{out_dir}: dataset already complete, nothing to do")
-        return _summary(ctx, shard_k, shard_n, 0, 0, workers, mp_context, t_start, True, say, save=False)
+        return _summary(ctx, shard_k, shard_n, 0, 0, workers, render_workers, mp_context, t_start, True, say, save=False)
 
     if merge:
         n_found = _journal_n(out_dir, shard_n if shard is not None else None)
@@ -358,7 +405,7 @@ def _render_dataset(
         t0 = time.perf_counter()
         _finalize(ctx, n_found, say)
         tm.finalize = time.perf_counter() - t0
-        return _summary(ctx, shard_k, n_found, 0, 0, workers, mp_context, t_start, True, say)
+        return _summary(ctx, shard_k, n_found, 0, 0, workers, render_workers, mp_context, t_start, True, say)
 
     done_blocks_before = 0
     rendered = 0
@@ -390,8 +437,13 @@ def _render_dataset(
         if entries:
             say(f"resuming shard {shard_k}/{shard_n}: {len(entries)} of {len(mine)} blocks already done")
         if todo:
-            rendered = _run_blocks(ctx, todo, jpath, part if want_rec else None, rec_off, workers, mp_context,
-                                   progress, sum(_block_images(ctx, b) for b in mine), say)
+            init = None
+            if render_workers:
+                init = _render_worker_args(ctx, source, source_name, preset, size, aligned, device, overrides, say)
+                if init is None:
+                    render_workers = 0
+            rendered = _run_blocks(ctx, todo, jpath, part if want_rec else None, rec_off, workers, render_workers, init,
+                                   mp_context, progress, sum(_block_images(ctx, b) for b in mine), on_cuda, say)
     # finalize if every shard is done
     missing = _missing_blocks(out_dir, num_blocks, shard_n)
     complete_now = False
@@ -404,7 +456,8 @@ def _render_dataset(
         others = sorted({b % shard_n for b in missing})
         say(f"shard {shard_k}/{shard_n} done; waiting for shard(s) {', '.join(f'{o}/{shard_n}' for o in others)}"
             " (the last shard to finish merges automatically, or run again with --merge)")
-    return _summary(ctx, shard_k, shard_n, rendered, done_blocks_before, workers, mp_context, t_start, complete_now, say)
+    return _summary(ctx, shard_k, shard_n, rendered, done_blocks_before, workers, render_workers, mp_context, t_start,
+                    complete_now, say)
 
 
 @dataclass
@@ -476,39 +529,135 @@ def _remove_block_tmp(ctx: _Ctx, blocks: list[int]) -> None:
                 f.unlink(missing_ok=True)
 
 
-def _block_work(ctx: _Ctx, b: int):
-    a, e = block_range(b, ctx.block_ids, ctx.ids)
-    rows = torch.arange(a, e, dtype=torch.long).repeat_interleave(ctx.per_id)
-    var = torch.arange(ctx.per_id, dtype=torch.long).repeat(e - a)
+@dataclass(frozen=True)
+class _Job:
+    """What a process needs, besides the source and the identity table, to render + write a block
+    (small and picklable: sent once to every render worker)."""
+
+    out: str
+    seed: int
+    ids: int
+    per_id: int
+    block_ids: int
+    size: int
+    want_if: bool
+    want_rec: bool
+    fsync: bool
+
+    @classmethod
+    def of(cls, ctx: _Ctx) -> "_Job":
+        return cls(str(ctx.out), ctx.seed, ctx.ids, ctx.per_id, ctx.block_ids, int(ctx.desc["size"]), ctx.want_if,
+                   ctx.want_rec, ctx.fsync)
+
+
+def _block_work(job: _Job | _Ctx, b: int):
+    a, e = block_range(b, job.block_ids, job.ids)
+    rows = torch.arange(a, e, dtype=torch.long).repeat_interleave(job.per_id)
+    var = torch.arange(job.per_id, dtype=torch.long).repeat(e - a)
     return rows, var
 
 
-def _render_block(ctx: _Ctx, b: int):
-    rows, var = _block_work(ctx, b)
-    rb = ctx.source.render(ctx.identities, rows, var, ctx.seed)
-    n, s = len(rows), ctx.desc["size"]
+def _render_block(job: _Job, source: IdentitySampler, identities, b: int):
+    """Render block ``b`` -> (uint8 (n,H,W,3) images, labels, ImageFolder paths, rec keys, metadata table)."""
+    rows, var = _block_work(job, b)
+    rb = source.render(identities, rows, var, job.seed)
+    n, s = len(rows), job.size
     if tuple(rb.images.shape) != (n, 3, s, s):
         raise RuntimeError(f"source rendered images of shape {tuple(rb.images.shape)}, expected {(n, 3, s, s)}")
     if not (torch.equal(rb.identity.cpu().long(), rows) and torch.equal(rb.variation.cpu().long(), var)):
         raise RuntimeError("source returned identity/variation indices that differ from the requested rows")
     imgs = F.to_uint8_hwc(rb.images)
-    index = (rows * ctx.per_id + var).tolist()
-    paths = [F.image_relpath(i, k, ctx.ids, ctx.per_id) for i, k in zip(rows.tolist(), var.tolist())] if ctx.want_if else None
-    keys = [i + 1 for i in index] if ctx.want_rec else None
-    table = M.image_table(rb, ctx.identities, ctx.per_id, paths, keys)
+    index = (rows * job.per_id + var).tolist()
+    paths = [F.image_relpath(i, k, job.ids, job.per_id) for i, k in zip(rows.tolist(), var.tolist())] if job.want_if else None
+    keys = [i + 1 for i in index] if job.want_rec else None
+    table = M.image_table(rb, identities, job.per_id, paths, keys)
     return imgs, rows.tolist(), paths, keys, table
+
+
+# -- render workers (--render-workers >= 1) ---------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}  # per-process state of a render worker, set by _render_worker_init
+
+
+def _render_worker_args(ctx: _Ctx, source, source_name, preset, size, aligned, device, overrides, say) -> tuple | None:
+    """Initializer args of the render pool, or ``None`` (render in the main process) if the caller's
+    source instance cannot be pickled."""
+    import pickle
+
+    if isinstance(source, IdentitySampler):
+        try:
+            spec: tuple = ("pickle", pickle.dumps(source, protocol=pickle.HIGHEST_PROTOCOL))
+        except Exception as e:  # PicklingError, TypeError, AttributeError (local classes, lambdas, handles)
+            say(f"note: the {type(source).__name__} source instance cannot be pickled to render workers "
+                f"({type(e).__name__}: {e}); rendering in the main process (render_workers=0)")
+            return None
+    else:
+        spec = ("create", (source_name, preset, size, aligned, device, dict(overrides or {})))
+    ids_blob = pickle.dumps(ctx.identities, protocol=pickle.HIGHEST_PROTOCOL)
+    return _Job.of(ctx), spec, ids_blob, M.json_bytes(ctx.source.config())
+
+
+def _render_worker_init(job: _Job, spec: tuple, ids_blob: bytes, config_json: bytes) -> None:
+    """Pool initializer: build the source and load the identity table once per process; torch runs
+    single-threaded (determinism, and no oversubscription). Errors are kept and raised by each task
+    (an initializer exception would only break the pool without a message)."""
+    import pickle
+
+    torch.set_num_threads(1)
+    _WORKER.clear()
+    try:
+        kind, payload = spec
+        src = pickle.loads(payload) if kind == "pickle" else _make_source(*payload)[0]
+        if M.json_bytes(src.config()) != config_json:
+            raise RuntimeError("the source built in the worker has a different config() than in the main process")
+        _WORKER.update(job=job, source=src, identities=pickle.loads(ids_blob))
+    except Exception as e:
+        _WORKER["error"] = f"{type(e).__name__}: {e}"
+
+
+def _render_worker_block(b: int) -> tuple[bytes | None, bytes, int, float, float, float]:
+    """Render-pool task: render block ``b``, encode + write its images (exactly what the encode pool does
+    for a main-process block), frame its rec records and serialize its metadata. Returns
+    ``(framed rec records or None, metadata parquet bytes, images, render s, encode s, write s)``."""
+    if "error" in _WORKER:
+        raise WorkerError(f"a render worker could not set up the source ({_WORKER['error']}); "
+                          "use --render-workers 0 to render in the main process")
+    job: _Job = _WORKER["job"]
+    t0 = time.perf_counter()
+    imgs, labels, paths, keys, table = _render_block(job, _WORKER["source"], _WORKER["identities"], b)
+    t1 = time.perf_counter()
+    framed, enc, wr = F.encode_and_write_chunk(imgs, job.out, paths, keys, labels if keys is not None else None, job.fsync)
+    t2 = time.perf_counter()
+    meta = M.parquet_bytes(table)
+    return framed, meta, len(imgs), t1 - t0, enc + time.perf_counter() - t2, wr
+
+
+# -- pools -----------------------------------------------------------------------------------------
+
+
+def _mp_context(mp_context: str, preload: list[str]):
+    import multiprocessing as mp
+
+    mctx = mp.get_context(mp_context)
+    if mp_context == "forkserver":
+        mctx.set_forkserver_preload(preload)  # only takes effect if the fork server is not running yet
+    return mctx
 
 
 def _make_pool(workers: int, mp_context: str):
     if workers == 0:
         return None
-    import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    mctx = mp.get_context(mp_context)
-    if mp_context == "forkserver":
-        mctx.set_forkserver_preload(["engine.formats"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=mctx)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(mp_context, ["engine.formats"]))
+
+
+def _make_render_pool(workers: int, mp_context: str, initargs: tuple):
+    from concurrent.futures import ProcessPoolExecutor
+
+    # not engine.render itself: under ``python -m engine.render`` each child re-runs it as __mp_main__
+    return ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(mp_context, ["engine.metadata"]),
+                               initializer=_render_worker_init, initargs=initargs)
 
 
 class _Done:
@@ -526,7 +675,10 @@ class _Done:
         return self._r
 
 
-def _run_blocks(ctx, todo, jpath, part, rec_off, workers, mp_context, progress, shard_total, say) -> int:
+def _run_blocks(ctx, todo, jpath, part, rec_off, workers, render_workers, init, mp_context, progress, shard_total,
+                on_cuda, say) -> int:
+    from concurrent.futures.process import BrokenProcessPool
+
     from tqdm import tqdm
 
     tm = ctx.tm
@@ -536,65 +688,92 @@ def _run_blocks(ctx, todo, jpath, part, rec_off, workers, mp_context, progress, 
     todo_images = sum(_block_images(ctx, b) for b in todo)
     bar = tqdm(total=shard_total, initial=shard_total - todo_images, unit="img", desc="render",
                disable=not progress, dynamic_ncols=True, smoothing=0.1)
-    pool = _make_pool(workers, mp_context)
     inflight: deque = deque()
-    max_inflight = max(1, workers + 1)
     rec_f = open(part, "ab") if part is not None else None
     rendered = 0
     state = {"rec_off": rec_off}
     root = str(ctx.out)
+    job = _Job.of(ctx)
+    pool = None
+    prev_threads = torch.get_num_threads()
+    if render_workers:
+        max_inflight = render_workers + 1
+    else:
+        max_inflight = max(1, workers + 1)
+        if not on_cuda:
+            torch.set_num_threads(1)  # see the module docstring: thread count must not change the bytes
 
     def commit(item) -> None:
+        """Wait for block ``b``'s results, then make it durable: rec bytes (fsynced), metadata, dirs,
+        and only then its journal line."""
         nonlocal rendered
-        b, futs, table, n = item
+        b, futs, meta, n = item
         t0 = time.perf_counter()
         results = [f.result() for f in futs]
         tm.wait += time.perf_counter() - t0
+        if meta is None:  # render worker: one result for the whole block
+            framed, meta, got, t_render, t_enc, t_wr = results[0]
+            if got != n:
+                raise RuntimeError(f"render worker returned {got} images for block {b}, expected {n}")
+            blobs = [framed]
+            tm.render += t_render
+            tm.encode += t_enc
+            tm.write += t_wr
+        else:
+            blobs = [r[0] for r in results]
+            for _, enc, wr in results:
+                tm.encode += enc
+                tm.write += wr
         t0 = time.perf_counter()
-        for _, enc, wr in results:
-            tm.encode += enc
-            tm.write += wr
         entry: dict[str, Any] = {"block": b, "images": n}
         if rec_f is not None:
             start = state["rec_off"]
-            for blob, _, _ in results:
+            for blob in blobs:
                 rec_f.write(blob)
             rec_f.flush()
             if ctx.fsync:
                 os.fsync(rec_f.fileno())
-            state["rec_off"] = start + sum(len(r[0]) for r in results)
+            state["rec_off"] = start + sum(len(x) for x in blobs)
             entry.update(rec_start=start, rec_end=state["rec_off"])
-        M.write_parquet(table, _meta_path(ctx.out, b))
+        F.atomic_write_bytes(_meta_path(ctx.out, b), meta if isinstance(meta, bytes) else M.parquet_bytes(meta))
         if ctx.fsync:
             if ctx.want_if:
                 F.fsync_dir(ctx.out / F.IMAGES_DIR)
             F.fsync_dir(ctx.out / BLOCKS_DIR)
         _append_journal(jpath, entry)
-        tm.write += time.perf_counter() - t0
+        tm.commit += time.perf_counter() - t0
         rendered += n
         bar.update(n)
 
     try:
-        for b in todo:
-            t0 = time.perf_counter()
-            imgs, labels, paths, keys, table = _render_block(ctx, b)
-            tm.render += time.perf_counter() - t0
-            n = len(imgs)
-            nchunks = max(1, min(workers, math.ceil(n / 16))) if workers else 1
-            step = math.ceil(n / nchunks)
-            futs = []
-            for a in range(0, n, step):
-                args = (
-                    imgs[a:a + step], root,
-                    paths[a:a + step] if paths is not None else None,
-                    keys[a:a + step] if keys is not None else None,
-                    labels[a:a + step] if keys is not None else None,
-                    ctx.fsync,
-                )
-                futs.append(pool.submit(F.encode_and_write_chunk, *args) if pool is not None else _Done(F.encode_and_write_chunk, *args))
-            inflight.append((b, futs, table, n))
-            while len(inflight) >= max_inflight:
-                commit(inflight.popleft())
+        if render_workers:
+            pool = _make_render_pool(min(render_workers, len(todo)), mp_context, init)
+            for b in todo:
+                inflight.append((b, [pool.submit(_render_worker_block, b)], None, _block_images(ctx, b)))
+                while len(inflight) >= max_inflight:
+                    commit(inflight.popleft())
+        else:
+            pool = _make_pool(workers, mp_context)
+            for b in todo:
+                t0 = time.perf_counter()
+                imgs, labels, paths, keys, table = _render_block(job, ctx.source, ctx.identities, b)
+                tm.render += time.perf_counter() - t0
+                n = len(imgs)
+                nchunks = max(1, min(workers, math.ceil(n / 16))) if workers else 1
+                step = math.ceil(n / nchunks)
+                futs = []
+                for a in range(0, n, step):
+                    args = (
+                        imgs[a:a + step], root,
+                        paths[a:a + step] if paths is not None else None,
+                        keys[a:a + step] if keys is not None else None,
+                        labels[a:a + step] if keys is not None else None,
+                        ctx.fsync,
+                    )
+                    futs.append(pool.submit(F.encode_and_write_chunk, *args) if pool is not None else _Done(F.encode_and_write_chunk, *args))
+                inflight.append((b, futs, table, n))
+                while len(inflight) >= max_inflight:
+                    commit(inflight.popleft())
         while inflight:
             commit(inflight.popleft())
     except OSError as e:
@@ -604,6 +783,11 @@ def _run_blocks(ctx, todo, jpath, part, rec_off, workers, mp_context, progress, 
                 "free some space and rerun the same command to resume"
             ) from None
         raise
+    except BrokenProcessPool:
+        raise WorkerError(
+            f"a {'render' if render_workers else 'encode'} worker process died unexpectedly (killed, or out of memory?); "
+            "the journal is consistent: rerun the same command to resume"
+        ) from None
     finally:
         bar.close()
         if rec_f is not None:
@@ -613,6 +797,8 @@ def _run_blocks(ctx, todo, jpath, part, rec_off, workers, mp_context, progress, 
                 pass
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        if torch.get_num_threads() != prev_threads:
+            torch.set_num_threads(prev_threads)
     return rendered
 
 
@@ -760,7 +946,12 @@ def _write_sheet(ctx: _Ctx) -> None:
     save_png(contact_sheet(imgs, nrow=nk), ctx.out / SHEET_NAME)
 
 
-def _summary(ctx, k, n, rendered, done_before, workers, mp_context, t_start, complete, say, save=True) -> dict:
+def _summary(ctx, k, n, rendered, done_before, workers, render_workers, mp_context, t_start, complete, say, save=True) -> dict:
+    """``time_s``: ``setup`` (source, identities, config check), ``render`` / ``encode`` / ``write``
+    (summed over the processes that did them: render workers, or the main process + encode pool),
+    ``wait`` (main process waiting for results), ``commit`` (main process: rec append, metadata file,
+    fsyncs, journal) and ``finalize`` (merge). ``workers`` is the number of encode processes used (0
+    when render workers encode their own blocks)."""
     tm = ctx.tm
     wall = time.perf_counter() - t_start
     pipe = max(wall - tm.setup - tm.finalize, 1e-9)
@@ -775,11 +966,12 @@ def _summary(ctx, k, n, rendered, done_before, workers, mp_context, t_start, com
         "shard_blocks": len(shard_blocks(ctx.num_blocks, k, n)),
         "blocks_resumed": done_before,
         "images_rendered": rendered,
-        "workers": workers,
-        "mp_context": mp_context if workers else None,
+        "render_workers": render_workers,
+        "workers": 0 if render_workers else workers,
+        "mp_context": mp_context if (workers or render_workers) else None,
         "wall_s": round(wall, 3),
         "images_per_s": round(rendered / pipe, 2) if rendered else None,
-        "time_s": {k2: round(getattr(tm, k2), 3) for k2 in ("setup", "render", "encode", "write", "wait", "finalize")},
+        "time_s": {k2: round(getattr(tm, k2), 3) for k2 in ("setup", "render", "encode", "write", "wait", "commit", "finalize")},
         "format": ctx.desc["format"],
         "separability": ctx.desc["separability"],
     }
@@ -789,8 +981,9 @@ def _summary(ctx, k, n, rendered, done_before, workers, mp_context, t_start, com
     say(
         f"{ctx.out}: shard {k}/{n}, {rendered} images rendered this run"
         + (f" ({s['images_per_s']} img/s)" if rendered else "")
-        + f"; render {tm.render:.1f}s, encode {tm.encode:.1f}s, write {tm.write:.1f}s (worker-summed), "
-        f"finalize {tm.finalize:.1f}s; dataset {'complete' if s['complete'] else 'incomplete'}: "
+        + f"; render {tm.render:.1f}s, encode {tm.encode:.1f}s, write {tm.write:.1f}s (summed over "
+        + (f"{render_workers} render workers" if render_workers else f"main + {workers} encode workers")
+        + f"), wait {tm.wait:.1f}s, commit {tm.commit:.1f}s, finalize {tm.finalize:.1f}s; dataset {'complete' if s['complete'] else 'incomplete'}: "
         f"{ctx.ids} ids x {ctx.per_id} = {ctx.ids * ctx.per_id} images"
         + (f"; min identity distance {rep.get('achieved_min_distance')}" if rep.get("achieved_min_distance") is not None else "")
     )
@@ -807,10 +1000,10 @@ render_dataset.__signature__ = _inspect.signature(_render_dataset)  # type: igno
 
 _CONFIG_KEYS = {
     "ids", "per_id", "source", "preset", "out", "size", "aligned", "format", "seed", "shard", "workers",
-    "device", "block_ids", "overrides",
+    "render_workers", "device", "block_ids", "overrides",
 }
 _DEFAULTS = dict(per_id=50, source="morphable", preset="wild", out=None, size=112, aligned=True, format="imagefolder",
-                 seed=0, shard=None, workers=DEFAULT_WORKERS, device="cpu", block_ids=8, overrides={})
+                 seed=0, shard=None, workers=DEFAULT_WORKERS, render_workers=None, device="cpu", block_ids=8, overrides={})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -832,7 +1025,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--source", default=None, help="identity source: a registry name (morphable, ...) or an importable 'module:Class' [default morphable]")
     a("--preset", default=None, help="source preset, e.g. frontal or wild [default wild]")
     a("--config", default=None, help="YAML file with any of these options (ids, per_id, source, preset, out, size, aligned, "
-      "format, seed, shard, workers, device, block_ids) plus 'overrides:' passed to the source; command-line flags win")
+      "format, seed, shard, workers, render_workers, device, block_ids) plus 'overrides:' passed to the source; "
+      "command-line flags win")
     a("--out", default=None, help="output dir [default out/<source>-<preset>-<ids>x<per_id>-s<seed>]")
     a("--size", type=int, default=None, help="image side in pixels [default 112]")
     g = p.add_mutually_exclusive_group()
@@ -842,7 +1036,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seed", type=int, default=None, help="dataset seed: identities and all variations derive from it [default 0]")
     a("--shard", default=None, help="render only shard K/N (blocks b with b %% N == K); run all K=0..N-1 into the same --out, "
       "the last one merges [default 0/1]")
-    a("--workers", type=int, default=None, help=f"JPEG encode/write processes; 0 = in the main process [default {DEFAULT_WORKERS}]")
+    a("--render-workers", dest="render_workers", type=int, default=None, metavar="R",
+      help="processes that render blocks, each single-threaded, rendering + encoding + writing whole blocks; "
+      f"0 = render in the main process [default {DEFAULT_RENDER_WORKERS} on CPU, 0 on CUDA]")
+    a("--workers", type=int, default=None, help="JPEG encode/write processes, used only with --render-workers 0 "
+      f"(render workers encode their own blocks); 0 = in the main process [default {DEFAULT_WORKERS}]")
     a("--device", default=None, help="render device: cpu or cuda (part of the config: outputs may differ by device) [default cpu]")
     a("--block-ids", dest="block_ids", type=int, default=None, help="identities per work block; each block (block_ids x per_id images) "
       "is one render batch and the unit of resume/sharding [default 8]")
@@ -891,7 +1089,9 @@ def resolve_args(argv: list[str] | None = None) -> tuple[dict[str, Any], argpars
     cfg["overrides"] = over
     if cfg.get("ids") is None:
         raise RenderError("--ids is required (on the command line or in --config)")
-    for key in ("ids", "per_id", "size", "seed", "workers", "block_ids"):
+    for key in ("ids", "per_id", "size", "seed", "workers", "block_ids", "render_workers"):
+        if key == "render_workers" and cfg[key] is None:  # auto: by device
+            continue
         if not isinstance(cfg[key], int) or isinstance(cfg[key], bool):
             raise RenderError(f"{key} must be an integer, got {cfg[key]!r}")
     cfg.update(merge=ns.merge, progress=not ns.no_progress, fsync=not ns.no_fsync, mp_context=ns.mp_context)
@@ -916,4 +1116,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module, not this ``__main__`` copy: render workers pickle functions and
+    # exceptions of engine.render by name, and must find the same classes the CLI catches.
+    from engine.render import main as _main
+
+    sys.exit(_main())

@@ -1,4 +1,4 @@
-"""engine.render: determinism across workers/shards, crash recovery, metadata, clear errors."""
+"""engine.render: determinism across workers/render workers/shards, crash recovery, metadata, clear errors."""
 from __future__ import annotations
 
 import errno
@@ -14,6 +14,7 @@ import torch
 from engine import formats as F
 from engine import metadata as M
 from engine import render as R
+from tests.fake_source import FakeSource
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = "tests.fake_source:FakeSource"
@@ -31,8 +32,35 @@ def tree(root: Path) -> dict[str, bytes]:
 
 
 def render(out, **kw):
-    args = {**CFG, "out": str(out), "workers": 0, "progress": False, "log": None, **kw}
+    """Render in the main process unless a test asks for render workers (monkeypatches reach only it)."""
+    args = {**CFG, "out": str(out), "workers": 0, "render_workers": 0, "progress": False, "log": None, **kw}
     return R.render_dataset(**args)
+
+
+class ThreadSpy(FakeSource):
+    """Logs torch's intra-op thread count during ``render`` as a metadata factor."""
+
+    def render(self, identities, rows, variations, seed):
+        rb = super().render(identities, rows, variations, seed)
+        rb.factors["torch_threads"] = torch.full((len(rb),), torch.get_num_threads(), dtype=torch.long)
+        return rb
+
+
+class Unpicklable(FakeSource):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.hook = lambda: None  # a lambda cannot be pickled
+
+
+def _boom(_pid):
+    raise RuntimeError("this source cannot be loaded here")
+
+
+class FailsInWorker(FakeSource):
+    """Pickles fine, but unpickling (in a render worker) fails."""
+
+    def __reduce__(self):
+        return _boom, (os.getpid(),)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +85,9 @@ def test_reference_layout(reference):
     assert desc["seed"] == 3 and desc["num_images"] == 15 and desc["block_ids"] == 2 and desc["format"] == "both"
     assert desc["separability"]["n"] == 5 and "synthface_version" in desc
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["time_s"]) >= {"render", "encode", "write"} and summary["images_per_s"] > 0
+    assert set(summary["time_s"]) >= {"render", "encode", "write", "wait", "commit"} and summary["images_per_s"] > 0
+    assert summary["render_workers"] == 0 and summary["workers"] == 0
+    assert "render_workers" not in desc and "workers" not in desc
     # both formats hold the same pixels and labels
     rec, imf = F.open_dataset(out), F.open_dataset(out, format="imagefolder")
     assert isinstance(rec, F.RecDataset) and isinstance(imf, F.ImageFolderDataset)
@@ -93,19 +123,90 @@ def test_metadata_columns(reference):
     assert d["id_age"][4] == pytest.approx(float(ids.meta["age"][1]))
 
 
-def test_workers_and_shards_are_byte_identical(reference, tmp_path):
+@pytest.mark.parametrize("workers, render_workers", [(2, 0), (0, 1), (1, 2)])
+def test_workers_and_render_workers_are_byte_identical(reference, tmp_path, workers, render_workers):
+    """Every file (images, rec, idx, parquet, sheet, dataset.json) equals the reference, rendered in
+    the main process with --workers 0 --render-workers 0."""
     _, ref = reference
-    render(tmp_path / "w2", workers=2)
-    assert tree(tmp_path / "w2") == ref
-    s0 = render(tmp_path / "sh", shard="0/2", workers=1)
+    s = render(tmp_path / "w", workers=workers, render_workers=render_workers)
+    assert s["complete"] and s["images_rendered"] == 15 and s["render_workers"] == render_workers
+    assert s["workers"] == (0 if render_workers else workers)
+    if render_workers:
+        assert s["time_s"]["render"] > 0 and s["time_s"]["encode"] > 0  # summed over the workers
+    assert tree(tmp_path / "w") == ref
+
+
+def test_shards_are_byte_identical(reference, tmp_path):
+    _, ref = reference
+    s0 = render(tmp_path / "sh", shard="0/2", workers=1, render_workers=2)
     assert not s0["complete"] and not (tmp_path / "sh" / "train.rec").exists()
     s1 = render(tmp_path / "sh", shard="1/2")
     assert s1["complete"]
     assert tree(tmp_path / "sh") == ref
-    # 3 shards of 3 blocks, finished out of order; then an explicit --merge on a copy is a no-op
-    for k in (2, 0, 1):
-        render(tmp_path / "sh3", shard=(k, 3))
+    # 3 shards of 3 blocks, finished out of order, in different render modes
+    for k, rw in ((2, 1), (0, 0), (1, 2)):
+        render(tmp_path / "sh3", shard=(k, 3), render_workers=rw, workers=1)
     assert tree(tmp_path / "sh3") == ref
+
+
+def test_source_instances_and_render_workers(reference, tmp_path):
+    _, ref = reference
+    notes: list[str] = []
+    # a picklable instance is sent to the workers; an unpicklable one renders in the main process
+    s = render(tmp_path / "inst", source=FakeSource(size=32), render_workers=2, log=notes.append)
+    assert s["render_workers"] == 2 and not [n for n in notes if n.startswith("note:")]
+    assert tree(tmp_path / "inst") == ref
+    # (other classes: only dataset.json, which names the source class, differs from the reference)
+    same = {k: v for k, v in ref.items() if k != "dataset.json"}
+    s = render(tmp_path / "unp", source=Unpicklable(size=32), render_workers=2, log=notes.append)
+    assert s["render_workers"] == 0 and s["complete"]
+    assert any(n.startswith("note:") and "cannot be pickled" in n and "main process" in n for n in notes)
+    got = tree(tmp_path / "unp")
+    assert json.loads(got.pop("dataset.json"))["source"]["name"] == "tests.test_engine_render:Unpicklable"
+    assert got == same
+    # a worker that cannot set up its source: a clear error, nothing journaled; rendering in the
+    # main process then resumes
+    out = tmp_path / "fail"
+    with pytest.raises(R.WorkerError, match="could not set up the source .*this source cannot be loaded here.*--render-workers 0"):
+        render(out, source=FailsInWorker(size=32), render_workers=1)
+    j = out / ".journal" / "shard-0-of-1.jsonl"
+    assert not j.exists() or not j.read_text()
+    assert render(out, source=FailsInWorker(size=32), render_workers=0)["complete"]
+    got = tree(out)
+    del got["dataset.json"]
+    assert got == same
+
+
+@pytest.mark.parametrize("render_workers", [0, 2])
+def test_cpu_rendering_is_single_threaded(tmp_path, render_workers):
+    before = torch.get_num_threads()
+    want = 2 if before == 1 else before
+    torch.set_num_threads(want)
+    try:
+        render(tmp_path / "t", source=ThreadSpy(size=32), render_workers=render_workers)
+        assert torch.get_num_threads() == want  # the main process gets its thread count back
+    finally:
+        torch.set_num_threads(before)
+    assert set(M.read_metadata(tmp_path / "t").column("torch_threads").to_pylist()) == {1}
+
+
+def _morphable_cached() -> bool:
+    try:
+        from morphable.default_model import default_model_path
+    except Exception:
+        return False
+    return default_model_path().exists()
+
+
+@pytest.mark.skipif(not _morphable_cached(), reason="default morphable model not built (first use takes ~1 min)")
+def test_morphable_render_workers_byte_identical(tmp_path):
+    """The real default source (torch float kernels): main process vs 2 render workers, same bytes."""
+    cfg = dict(ids=3, per_id=2, source="morphable", size=48, block_ids=1, format="both", seed=1)
+    render(tmp_path / "rw0", **cfg, render_workers=0)
+    render(tmp_path / "rw2", **cfg, render_workers=2)
+    a, b = tree(tmp_path / "rw0"), tree(tmp_path / "rw2")
+    assert len([n for n in a if n.endswith(".jpg")]) == 6
+    assert a == b
 
 
 def test_manual_merge(reference, tmp_path):
@@ -180,7 +281,7 @@ def test_disk_full_is_clean_and_resumable(reference, tmp_path, monkeypatch, caps
 
     monkeypatch.setattr(F, "atomic_write_bytes", filling)
     argv = ["--ids", "5", "--per-id", "3", "--source", FAKE, "--size", "32", "--block-ids", "2", "--format", "both",
-            "--seed", "3", "--workers", "0", "--out", str(out), "--no-progress"]
+            "--seed", "3", "--workers", "0", "--render-workers", "0", "--out", str(out), "--no-progress"]
     rc = R.main(argv)
     err = capsys.readouterr().err.strip()
     assert rc != 0 and "no space left on device" in err and "rerun" in err and len(err.splitlines()) == 1
@@ -209,6 +310,7 @@ def _err(argv, capsys) -> tuple[int, str]:
         (["--ids", "3", "--source", FAKE, "--shard", "3/2"], "bad --shard '3/2'"),
         (["--ids", "3", "--source", FAKE, "--shard", "a/b"], "bad --shard 'a/b'"),
         (["--ids", "3", "--source", FAKE, "--block-ids", "0"], "--block-ids must be a positive integer"),
+        (["--ids", "3", "--source", FAKE, "--render-workers", "-1"], "--render-workers must be >= 0 (0 = render in the main process), got -1"),
         (["--source", FAKE], "--ids is required"),
         (["--ids", "3", "--source", FAKE, "--override", "nonsense=1"], "unknown override"),
     ],
@@ -243,6 +345,7 @@ def test_yaml_config_and_flag_precedence(tmp_path):
     cfg.write_text(f"ids: 7\nper-id: 2\nsource: {FAKE}\npreset: frontal\nsize: 16\noverrides:\n  noise: 0.0\n")
     kw, _ = R.resolve_args(["--config", str(cfg), "--per-id", "4", "--override", "max_yaw=5"])
     assert kw["ids"] == 7 and kw["per_id"] == 4 and kw["preset"] == "frontal" and kw["size"] == 16
+    assert kw["render_workers"] is None  # auto: by device
     assert kw["overrides"] == {"noise": 0.0, "max_yaw": 5}
     assert kw["out"] is None and R.default_out(FAKE, "frontal", 7, 4, 0) == "out/FakeSource-frontal-7x4-s0"
     (tmp_path / "bad.yaml").write_text("ids: 3\nbogus: 1\n")
@@ -250,6 +353,12 @@ def test_yaml_config_and_flag_precedence(tmp_path):
         R.resolve_args(["--config", str(tmp_path / "bad.yaml")])
     with pytest.raises(R.RenderError, match="cannot read"):
         R.resolve_args(["--config", str(tmp_path / "missing.yaml")])
+    (tmp_path / "rw.yaml").write_text("ids: 3\nrender-workers: 3\n")
+    assert R.resolve_args(["--config", str(tmp_path / "rw.yaml")])[0]["render_workers"] == 3
+    assert R.resolve_args(["--config", str(tmp_path / "rw.yaml"), "--render-workers", "0"])[0]["render_workers"] == 0
+    (tmp_path / "rw.yaml").write_text("ids: 3\nrender_workers: two\n")
+    with pytest.raises(R.RenderError, match="render_workers must be an integer"):
+        R.resolve_args(["--config", str(tmp_path / "rw.yaml")])
 
 
 def test_help_mentions_every_flag(capsys):
@@ -258,7 +367,7 @@ def test_help_mentions_every_flag(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--ids", "--per-id", "--source", "--preset", "--config", "--out", "--size", "--aligned", "--unaligned",
-                 "--format", "--seed", "--shard", "--workers", "--device", "--block-ids", "--merge"):
+                 "--format", "--seed", "--shard", "--workers", "--render-workers", "--device", "--block-ids", "--merge"):
         assert flag in text
 
 
