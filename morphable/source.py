@@ -410,6 +410,13 @@ class MorphableSource(IdentitySampler):
         img = img.permute(0, 3, 1, 2)
         if ss > 1:
             img = F.avg_pool2d(img, ss)
+        elif cfg.edge_aa:
+            # silhouette anti-aliasing without supersampling: blend the pixels on a visibility edge
+            # (face id changes between foreground and background) with their 3x3 neighbourhood
+            m = mask[:, None].float()
+            edge = (F.max_pool2d(m, 3, 1, 1) - (-F.max_pool2d(-m, 3, 1, 1))) > 0
+            soft = F.avg_pool2d(img, 3, 1, 1, count_include_pad=False)
+            img = torch.where(edge, 0.5 * img + 0.5 * soft, img)
         # filmic-ish tone map then sRGB gamma
         img = img / (1 + 0.15 * img)
         img = img.clamp(0, 1) ** (1 / 2.2)

@@ -170,7 +170,8 @@ class RenderConfig:
 
     size: int = 112
     aligned: bool = True
-    supersample: int = 2
+    supersample: int = 1  # render at this multiple of the size and average down (2 = 4x cost, best AA)
+    edge_aa: bool = True  # with supersample 1: blend silhouette pixels with their neighbourhood
     max_batch: int = 64  # images rendered at once (memory bound); larger requests are chunked
     texture_res: int = 0  # baked albedo texture side; 0 = automatic (256 up to 256 px renders, else 512)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
