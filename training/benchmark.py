@@ -399,11 +399,13 @@ def run_benchmark(bc: BenchmarkConfig, out_dir: str | os.PathLike | None = None,
     syn_src = config_to_dict(bc.synthetic)
     auth_aug = bc.authentic_augment
     syn_backbone = None
+    syn_ids = bc.synthetic.num_ids
     if "synthetic" in bc.arms:
         cfg = _train_cfg(bc, "synthetic", {"synthetic": syn_src}, _phase(bc.pretrain, "pretrain", {"synthetic": 1.0}),
                          out / "runs" / "synthetic")
         m, wall = _run(cfg, out / "runs" / "synthetic", fresh, printer)
         syn_backbone = str(out / "runs" / "synthetic" / "backbone.pt")
+        syn_ids = m.get("sources", {}).get("synthetic", {}).get("num_classes")
         rows.append(_result_row("synthetic", 0, 0, 0, m, wall))
     for n_req, n in sizes:
         n_imgs = sum(min(counts[p], bc.lfw.images_per_id or counts[p]) for p in pool[:n])
@@ -428,7 +430,7 @@ def run_benchmark(bc: BenchmarkConfig, out_dir: str | os.PathLike | None = None,
 
     header = [
         f"Config: `{bc.name}`; backbone `{bc.model.backbone}` at {bc.model.input_size}px; synthetic source "
-        f"`{bc.synthetic.source or bc.synthetic.path}` ({bc.synthetic.num_ids or '?'} ids).",
+        f"`{bc.synthetic.source or bc.synthetic.path}` ({syn_ids or '?'} ids).",
         f"Eval: LFW-protocol pairs of folds {bc.lfw.eval_folds} from `{split['pairs_txt']}` "
         f"({len(split['eval_pairs'])} pairs, k-fold accuracy over those folds).",
         f"Authentic pool: {len(pool)} people of folds {bc.lfw.train_folds} ({split['pool_two_plus']} with >= 2 images, "
