@@ -54,6 +54,7 @@ def rasterize(
     cull_backfaces: bool = True,
     near: float = 1e-3,
     max_candidates: int = 8_000_000,
+    barycentrics: bool = True,
 ) -> Fragments:
     """Rasterize ``B`` meshes sharing one topology.
 
@@ -65,6 +66,8 @@ def rasterize(
         cull_backfaces: drop triangles facing away from the camera.
         near: triangles with a corner closer than this are dropped.
         max_candidates: bound on (triangle, pixel) candidates processed at once (memory).
+        barycentrics: compute exact barycentrics and depth per pixel; if False, ``bary`` is empty
+            and ``depth`` is the z-buffer's quantised depth (enough for shadow maps).
 
     Returns:
         :class:`Fragments` with (B, H, W) face ids, perspective-correct barycentrics and depth.
@@ -113,6 +116,9 @@ def rasterize(
     zbuf = zbuf[:-1].view(B, height, width)
     hit = zbuf != _EMPTY
     face = torch.where(hit, zbuf & _FACE_MASK, torch.full_like(zbuf, -1))
+    if not barycentrics:  # depth straight from the z-buffer keys (quantised to 2^-20)
+        depth = torch.where(hit, (zbuf >> _FACE_BITS).to(verts.dtype) / _DEPTH_SCALE, torch.zeros((), dtype=verts.dtype))
+        return Fragments(face=face, bary=torch.zeros(0, device=device), depth=depth)
     # Exact perspective-correct barycentrics for the winning faces.
     fsafe = face.clamp_min(0)
     bi = torch.arange(B, device=device)[:, None, None].expand_as(fsafe)

@@ -371,7 +371,7 @@ class MorphableSource(IdentitySampler):
         ndl = (n * ldir).sum(-1).clamp_min(0)
         shadow = torch.ones_like(ndl)
         if bool((fac["light_shadows"] > 0).any()):
-            shadow = self._shadow(v, pos, bsel, ldir, fac["light_shadows"] > 0)
+            shadow = self._shadow(v, pos, bsel, ldir, fac["light_shadows"] > 0, ndl)
         diff = fac["light_intensity"][bsel] * ndl * shadow
         irr = (amb + diff)[:, None] * col
         view = F.normalize(-(pos - torch.stack([torch.zeros_like(cam.distance), torch.zeros_like(cam.distance), cam.distance], -1)[bsel]), dim=-1)
@@ -441,10 +441,11 @@ class MorphableSource(IdentitySampler):
         t = torch.cat([alb, spec[:, None]], -1).view(U, Nc, 4)[:, index]  # (U, T*T, 4)
         return t.view(U, T, T, 4).permute(0, 3, 1, 2).contiguous()
 
-    def _shadow(self, v, pos, bsel, ldir, on, res: int = 128) -> torch.Tensor:
+    def _shadow(self, v, pos, bsel, ldir, on, ndl, res: int = 96) -> torch.Tensor:
         """Hard cast shadows by shadow mapping: rasterize each head whose image has shadows ``on``
         orthographically along its light direction at ``res`` px, and compare each visible point's
-        depth along the light with the map. Returns (P,) 1 = lit, 0 = shadowed."""
+        depth along the light with the map (``ndl`` (P,) n.l sets a slope-scaled bias). Returns (P,)
+        1 = lit, 0 = shadowed, filtered over 4 map texels."""
         dev = v.device
         lit = torch.ones(len(bsel), device=dev)
         sub = on.nonzero().flatten()
@@ -467,13 +468,14 @@ class MorphableSource(IdentitySampler):
         vl = (vs - centre) @ Rl.transpose(1, 2)
         scale = res / 0.32  # a 32 cm window around the head
         scr = torch.stack([vl[..., 0] * scale + res / 2, -vl[..., 1] * scale + res / 2, 1.0 - vl[..., 2]], -1)
-        fr = rasterize(scr, self.model.faces, res, res)
+        fr = rasterize(scr, self.model.faces, res, res, barycentrics=False)
         pl = torch.einsum("pij,pj->pi", Rl[pb], ps - centre[pb, 0])
         dmap = torch.where(fr.mask, fr.depth, torch.full_like(fr.depth, 1e9))
         fx, fy = pl[:, 0] * scale + res / 2 - 0.5, -pl[:, 1] * scale + res / 2 - 0.5
         x0, y0 = fx.floor(), fy.floor()
         tx, ty = fx - x0, fy - y0
-        d = 1.0 - pl[:, 2] - 0.006
+        # slope-scaled depth bias against self-shadowing acne at grazing light
+        d = 1.0 - pl[:, 2] - (0.004 + 0.012 * (1 - ndl[psel]).clamp(0, 1))
         acc = torch.zeros_like(d)
         # percentage-closer filtering: bilinear weights of the 4 nearest depth tests
         for ox, oy, w in ((0, 0, (1 - tx) * (1 - ty)), (1, 0, tx * (1 - ty)), (0, 1, (1 - tx) * ty), (1, 1, tx * ty)):
