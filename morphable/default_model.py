@@ -91,12 +91,11 @@ def _sample_anny_params(model, n: int, g: torch.Generator):
     for k in ("cupsize", "firmness"):
         if k in labels:
             ph[k] = torch.full((n,), 0.5, dtype=torch.float64)
-    eth = torch.distributions.Dirichlet(torch.full((3,), 0.6, dtype=torch.float64))
-    # Dirichlet sampling through the global RNG would break determinism: draw gammas by hand.
+    # Ethnicity blend weights: normalised powers of exponentials (a Dirichlet-like spread drawn from
+    # ``g``; torch.distributions would use the global RNG).
     gam = -torch.log(torch.rand(n, 3, generator=g, dtype=torch.float64).clamp_min(1e-12))
     gam = gam ** (1 / 0.6)
     w = gam / gam.sum(1, keepdim=True)
-    del eth
     for i, k in enumerate(("african", "asian", "caucasian")):
         if k in labels:
             ph[k] = w[:, i]

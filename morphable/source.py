@@ -182,8 +182,7 @@ class MorphableSource(IdentitySampler):
             c += chunk
         E = torch.stack(acc_e).float()
         rep = separability_report(E, space="whitened shape PCA + appearance / sqrt(dim)", min_distance=md)
-        rep.update(candidates=c if len(acc_e) < n else None, rejected=rejected)
-        rep["candidates"] = len(acc_e) + rejected
+        rep.update(candidates=len(acc_e) + rejected, rejected=rejected)
         sem = torch.stack(acc_m)
         meta = {"gender": sem[:, 0], "age": sem[:, 1], "african": sem[:, 2], "asian": sem[:, 3], "caucasian": sem[:, 4]}
         app = torch.stack(acc_a)

@@ -53,7 +53,11 @@ def test_rasterizer_depth_order_and_coverage():
     fr2 = rasterize(v2, torch.tensor([[0, 2, 1]]), 16, 16, cull_backfaces=False)
     z = interpolate(fr2, torch.tensor([[0, 2, 1]]), v2[0, :, 2:])[..., 0]
     assert torch.allclose(z[fr2.mask], fr2.depth[fr2.mask], rtol=1e-4)
-    # back-face culling drops the clockwise-on-screen... reversed winding
+    # the depth-only mode (shadow maps) reads the quantised z-buffer: same faces, depth within 1e-5
+    fr3 = rasterize(v2, torch.tensor([[0, 2, 1]]), 16, 16, cull_backfaces=False, barycentrics=False)
+    assert torch.equal(fr3.face, fr2.face)
+    assert torch.allclose(fr3.depth, fr2.depth, atol=1e-5)
+    # back-face culling drops the reversed winding
     assert not rasterize(v2, torch.tensor([[0, 1, 2]]), 16, 16).mask.any()
 
 
