@@ -268,7 +268,9 @@ class MorphableSource(IdentitySampler):
         variations = torch.as_tensor(variations, dtype=torch.int64).cpu()
         if rows.ndim != 1 or rows.shape != variations.shape:
             raise ValueError(f"rows and variations must be 1-D of equal length, got {tuple(rows.shape)} and {tuple(variations.shape)}")
-        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= len(identities)):
+        if rows.numel() == 0:
+            raise ValueError("render needs at least one (row, variation) pair, got none")
+        if (int(rows.min()) < 0 or int(rows.max()) >= len(identities)):
             raise ValueError(f"rows must index the {len(identities)} identities, got range [{int(rows.min())}, {int(rows.max())}]")
         if variations.numel() and int(variations.min()) < 0:
             raise ValueError("variation indices must be >= 0")

@@ -202,6 +202,8 @@ def test_bad_parameters_are_named(default_model):
     with pytest.raises(ValueError, match=">= 1"):
         src.sample_identities(0, seed=0)
     ids = src.sample_identities(2, seed=0)
+    with pytest.raises(ValueError, match="at least one"):
+        src.render(ids, torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long), seed=0)
     with pytest.raises(ValueError, match="rows must index"):
         src.render(ids, torch.tensor([5]), torch.tensor([0]), seed=0)
     with pytest.raises(ValueError, match="Uniform needs lo <= hi"):
