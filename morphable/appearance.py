@@ -116,6 +116,30 @@ def hair_colour(mel: torch.Tensor, red: torch.Tensor, grey: torch.Tensor) -> tor
     return c * (1 - grey[..., None]) + greyc * grey[..., None]
 
 
+def scalp_hair(p: torch.Tensor, app: torch.Tensor, jitter: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """(P,) scalp-hair coverage in [0, 1] at rest positions ``p`` (P, 3) of identities with
+    appearance ``app`` (P, A): a hairline that is a function of the azimuth around the vertical axis
+    (forehead, temples, above the ears, nape), raised by baldness, thinned by ``hair_density``;
+    ``jitter`` (P,) displaces the hairline (strand noise)."""
+    a = lambda name: app[:, _P[name]]  # noqa: E731
+    x, y, z = p.unbind(-1)
+    phi = torch.atan2(x, z - (-0.09)).abs()  # 0 at the front, pi at the back (axis behind the eyes)
+    front = 0.055 + 0.03 * a("hairline") + 0.06 * a("bald")
+    temple = front - 0.015
+    side = 0.02 + 0.03 * a("bald")
+    back = -0.06 + 0.08 * a("bald")
+    hl = torch.where(phi < 0.6, front - 0.02 * (phi / 0.6) ** 2,
+                     torch.where(phi < 1.25, temple + (side - temple) * (phi - 0.6) / 0.65,
+                                 side + (back - side) * ((phi - 1.25) / (math.pi - 1.25)).clamp(0, 1)))
+    hair = _smoothstep(-0.004, 0.004, y - hl + jitter)
+    # a bald crown: hair remains only on the sides and back
+    t_crown = ((y - (front - 0.05)) / 0.05).clamp(0, 1)
+    hair = hair * (1 - 0.95 * a("bald") * t_crown * t_crown * (3 - 2 * t_crown))
+    # sideburns stop before the ear: keep skin where the ear is (|x| large, y around the eye line)
+    ear = _smoothstep(0.068, 0.075, x.abs()) * (1 - _smoothstep(0.01, 0.03, y))
+    return hair * (1 - ear) * a("hair_density")
+
+
 def shade_albedo(
     p: torch.Tensor,
     region: torch.Tensor,
@@ -174,21 +198,9 @@ def shade_albedo(
     bcol = hair_colour(a("brow_color"), a("hair_red"), a("hair_grey") * 0.5)
     alb = alb * (1 - brow[:, None]) + bcol * brow[:, None]
 
-    # ---- scalp hair: hairline as a function of the azimuth around the vertical axis
-    phi = torch.atan2(x, z - (-0.09)).abs()  # 0 at the front, pi at the back (axis behind the eyes)
-    front = 0.055 + 0.03 * a("hairline") + 0.06 * a("bald")
-    temple = front - 0.015
-    side = 0.02 + 0.03 * a("bald")
-    back = -0.06 + 0.08 * a("bald")
-    hl = torch.where(phi < 0.6, front - 0.02 * (phi / 0.6) ** 2,
-                     torch.where(phi < 1.25, temple + (side - temple) * (phi - 0.6) / 0.65,
-                                 side + (back - side) * ((phi - 1.25) / (math.pi - 1.25)).clamp(0, 1)))
+    # ---- scalp hair
     hn = _noise(q * torch.tensor([1.0, 0.3, 1.0], device=q.device), 0.0025, slice(6, 18))
-    hair = _smoothstep(-0.004, 0.004, y - hl + 0.003 * hn) * (region == REGION_IDS["skin"])
-    hair = hair * (1 - 0.95 * a("bald") * _smoothstep(front.mean().item() - 0.05, front.mean().item(), y))
-    # sideburns stop before the ear: keep skin where the ear is (|x| large, y around the eye line)
-    ear = _smoothstep(0.068, 0.075, ax) * (1 - _smoothstep(0.01, 0.03, y))
-    hair = hair * (1 - ear) * a("hair_density")
+    hair = scalp_hair(p, app, 0.003 * hn) * (region == REGION_IDS["skin"])
     hcol = hair_colour(a("hair_melanin"), a("hair_red"), a("hair_grey")) * (0.75 + 0.25 * (hn * 0.5 + 0.5))[:, None]
     alb = alb * (1 - hair[:, None]) + hcol * hair[:, None]
     spec = spec * (1 - hair) + 0.3 * hair

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from engine.interface import Identities, IdentitySampler, RenderBatch, generator, separability_report
 
 from . import background as bg
-from .appearance import APPEARANCE_PARAMS, sample_appearance, shade_albedo
+from .appearance import APPEARANCE_PARAMS, sample_appearance, scalp_hair, shade_albedo
 from .camera import Camera, apply_affine, colour_temperature_rgb, direction, euler_to_matrix, similarity_transform, template
 from .default_model import load_default_model
 from .degrade import apply_degradations
@@ -97,6 +97,11 @@ class MorphableSource(IdentitySampler):
             raise ValueError(f"identity.num_shape must be >= 1, got {self.cfg.identity.num_shape}")
         self.num_shape = min(self.cfg.identity.num_shape, model.num_shape)
         self._eye_centres = self.model.landmark_points(self.model.mean[None])[0, :2]
+        mv, mf = self.model.mean, self.model.faces
+        fn = torch.cross(mv[mf[:, 1]] - mv[mf[:, 0]], mv[mf[:, 2]] - mv[mf[:, 0]], dim=-1)
+        self._rest_normals = F.normalize(torch.zeros_like(mv).index_add_(0, mf.reshape(-1), fn.repeat_interleave(3, 0)), dim=-1)
+        vreg = self.model.regions.get("vertex_region", torch.zeros(mv.shape[0], dtype=torch.int64)).to(self.device)
+        self._scalp_vertex = (vreg == REGION_IDS["skin"]).float()
         y = self.model.mean[:, 1]
         self._head_weight = ((y + 0.20) / 0.08).clamp(0, 1)  # 1 above the chin, 0 below the neck base
         self._face_region = self.model.regions.get("face_region", torch.zeros(model.faces.shape[0], dtype=torch.int64)).to(self.device)
@@ -284,8 +289,14 @@ class MorphableSource(IdentitySampler):
         app = identities.params["appearance"][rows].to(dev)
         off = identities.params["noise_offset"][rows].to(dev)
 
-        # geometry
+        # geometry: identity + expression, then scalp hair as a volume (displaced along the normal)
         v = self.model.vertices(shape, fac["expression"])  # (B, V, 3)
+        if cfg.identity.hair_volume > 0:
+            V = v.shape[1]
+            cov = scalp_hair(self.model.mean.repeat(B, 1), app.repeat_interleave(V, 0)).view(B, V)
+            cov = cov * self._scalp_vertex
+            thick = cfg.identity.hair_volume * ((app[:, APPEARANCE_PARAMS.index("hair_density")] - 0.6) / 0.4).clamp(0.1, 1)
+            v = v + self._rest_normals[None] * (cov * thick[:, None])[..., None]
         # The head turns by the full pose, the torso (below the neck) by a fraction of it; the neck
         # blends the two.
         R = euler_to_matrix(fac["yaw"], fac["pitch"], fac["roll"])

@@ -155,13 +155,15 @@ class IdentityConfig:
     ``shape_scale`` multiplies the standard-normal shape coefficients (1 = the model's prior);
     ``min_distance`` is the separability threshold (see ``MorphableSource.sample_identities``) in the
     identity embedding space: whitened shape coefficients concatenated with appearance parameters,
-    divided by sqrt(dimension) so that two independent draws are ~sqrt(2) apart.
+    divided by sqrt(dimension) so that two independent draws are ~sqrt(2) apart. ``hair_volume``
+    lifts the hair-covered scalp along its normal, so hair has a silhouette, not only a colour.
     """
 
     shape_scale: float = 1.0
     num_shape: int = 80
     min_distance: float = 0.9
     max_tries: int = 50
+    hair_volume: float = 0.012  # metres of scalp-hair thickness at full density (0 = painted hair only)
 
 
 @dataclass
