@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.formats import fsync_dir
+
 from .augment import build_augment
 from .backbones import create_backbone, load_arcface_torch
 from .curriculum import ConfigError, Curriculum, ModelConfig, OptimizerConfig, TrainConfig, config_to_dict
@@ -57,24 +59,11 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:  # pragma: no cover
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
 def _replace_atomic(tmp: Path, path: Path) -> None:
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
