@@ -15,6 +15,7 @@ from .camera import Camera, apply_affine, colour_temperature_rgb, direction, eul
 from .default_model import load_default_model
 from .degrade import apply_degradations
 from .model import MorphableModel
+from .occluders import draw_glasses, draw_patches
 from .raster import interpolate, rasterize
 from .texture import sample as sample_texture, texel_map, uv_grid
 from .default_model import REGION_IDS, neckline_y
@@ -248,6 +249,20 @@ class MorphableSource(IdentitySampler):
         else:
             f["brightness"], f["contrast"], f["saturation"], f["hue"] = (torch.tensor(v) for v in (0.0, 1.0, 1.0, 0.0))
         f["gray"] = torch.tensor(1.0 if on(D.gray_prob) else 0.0)
+        O = cfg.occluders
+        glasses = on(O.glasses_prob) and abs(float(f["yaw"])) <= O.glasses_max_yaw
+        f["glasses"] = torch.tensor(float(glasses))
+        f["lens_dark"] = torch.tensor(float(on(O.sunglasses_prob)) * (0.7 + 0.3 * float(torch.rand(1, generator=g))))
+        f["frame_width"], f["lens_size"] = one(O.frame_width), one(O.lens_size)
+        fc = torch.rand(3, generator=g) ** 2 * 0.6
+        f["frame_r"], f["frame_g"], f["frame_b"] = fc[0], fc[1], fc[2]
+        f["patch"] = torch.tensor(float(on(O.patch_prob)))
+        pxy = torch.rand(2, generator=g)
+        f["patch_x"], f["patch_y"] = 0.15 + 0.7 * pxy[0], 0.45 + 0.5 * pxy[1]
+        f["patch_w"] = one(O.patch_size)
+        f["patch_h"] = f["patch_w"] * (0.6 + 0.8 * torch.rand(1, generator=g)[0])
+        pc = torch.rand(3, generator=g) ** 1.5
+        f["patch_r"], f["patch_g"], f["patch_b"] = pc[0], pc[1], pc[2]
         f["background_image"] = torch.tensor(-1.0)
         f["_use_image"] = torch.tensor(float(use_img))
         return f, g
@@ -432,12 +447,14 @@ class MorphableSource(IdentitySampler):
         # filmic-ish tone map then sRGB gamma
         img = img / (1 + 0.15 * img)
         img = img.clamp(0, 1) ** (1 / 2.2)
+        lmk2 = apply_affine(M, proj_l[..., :2]) / ss
+        img = draw_glasses(img, lmk2, fac)
+        img = draw_patches(img, fac)
         noise = torch.stack([torch.randn(3, size, size, generator=g) for g in gens]).to(dev)
         dparams = {k: fac[k] for k in ("blur", "lowres", "brightness", "contrast", "saturation", "hue", "gray", "noise", "jpeg")}
         dparams["blur"] = dparams["blur"] * (size / 112.0)
         img = apply_degradations(img, dparams, noise)
 
-        lmk2 = apply_affine(M, proj_l[..., :2]) / ss
         factors = {k: val for k, val in fac.items() if not k.startswith("_") and k != "expression"}
         for j, name in enumerate(self.model.expression_labels):  # one named column per expression unit
             factors[f"expr_{name}"] = fac["expression"][:, j]

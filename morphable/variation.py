@@ -149,6 +149,22 @@ class DegradationConfig:
 
 
 @dataclass
+class OccluderConfig:
+    """Occluders: eyeglasses with probability ``glasses_prob`` (sunglasses among them with
+    ``sunglasses_prob``; drawn only for |yaw| <= ``glasses_max_yaw``), ``frame_width`` and
+    ``lens_size`` as fractions of the eye distance; an opaque patch (hand, object) with probability
+    ``patch_prob`` and radius ``patch_size`` (fraction of the image)."""
+
+    glasses_prob: float = 0.15
+    sunglasses_prob: float = 0.3
+    glasses_max_yaw: float = 50.0
+    frame_width: Dist = field(default_factory=lambda: Uniform(0.03, 0.08))
+    lens_size: Dist = field(default_factory=lambda: Uniform(0.38, 0.46))
+    patch_prob: float = 0.08
+    patch_size: Dist = field(default_factory=lambda: Uniform(0.12, 0.3))
+
+
+@dataclass
 class IdentityConfig:
     """How identities are drawn.
 
@@ -183,6 +199,7 @@ class RenderConfig:
     camera: CameraConfig = field(default_factory=CameraConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
+    occluders: OccluderConfig = field(default_factory=OccluderConfig)
 
 
 def _frontal() -> RenderConfig:
@@ -196,6 +213,7 @@ def _frontal() -> RenderConfig:
                           exposure=Normal(0, 0.08, -0.2, 0.2))
     c.camera = CameraConfig(distance=Uniform(0.8, 1.5), focal_mm=Uniform(50, 85), jitter=0.0)
     c.background = BackgroundConfig(blur=Uniform(1.0, 3.0))
+    c.occluders = OccluderConfig(glasses_prob=0.1, sunglasses_prob=0.0, patch_prob=0.0)
     c.degradation = DegradationConfig(blur_prob=0.0, noise_prob=0.1, noise=Uniform(0.003, 0.01), jpeg_prob=0.0,
                                       lowres_prob=0.0, jitter_prob=0.0, gray_prob=0.0)
     return c

@@ -153,13 +153,15 @@ KNOBS = {
     "jitter": {"degradation": {"jitter_prob": 1.0, "brightness": {"lo": 0.2, "hi": 0.2}}},
     "gray": {"degradation": {"gray_prob": 1.0}},
     "background": {"background": {"saturation": {"lo": 0, "hi": 0}}},
+    "glasses": {"occluders": {"glasses_prob": 1.0, "sunglasses_prob": 1.0}},
+    "patch": {"occluders": {"patch_prob": 1.0}},
 }
 
 
 @pytest.mark.parametrize("knob", sorted(KNOBS))
 def test_each_knob_changes_the_image(default_model, knob):
     base_over = {"pose": {"yaw": {"lo": 0, "hi": 0}, "pitch": {"lo": 0, "hi": 0}, "roll": {"lo": 0, "hi": 0}},
-                 "expression": {"prob": 0.0}, "supersample": 1}
+                 "expression": {"prob": 0.0}, "supersample": 1, "occluders": {"glasses_prob": 0.0, "patch_prob": 0.0}}
     base = MorphableSource(preset="frontal", size=64, model=default_model, overrides=base_over)
     ids = base.sample_identities(1, seed=0)
     r, k = torch.tensor([0]), torch.tensor([0])
