@@ -262,6 +262,7 @@ class MorphableSource(IdentitySampler):
         f["patch_w"] = one(O.patch_size)
         f["patch_h"] = f["patch_w"] * (0.6 + 0.8 * torch.rand(1, generator=g)[0])
         pc = torch.rand(3, generator=g) ** 1.5
+        pc = pc.mean() + 0.35 * (pc - pc.mean())  # muted: objects and sleeves rather than toy balls
         f["patch_r"], f["patch_g"], f["patch_b"] = pc[0], pc[1], pc[2]
         f["background_image"] = torch.tensor(-1.0)
         f["_use_image"] = torch.tensor(float(use_img))
