@@ -154,7 +154,7 @@ KNOBS = {
     "gray": {"degradation": {"gray_prob": 1.0}},
     "background": {"background": {"saturation": {"lo": 0, "hi": 0}}},
     "glasses": {"occluders": {"glasses_prob": 1.0, "sunglasses_prob": 1.0}},
-    "patch": {"occluders": {"patch_prob": 1.0}},
+    "patch": {"occluders": {"patch_prob": 1.0, "patch_size": {"lo": 0.3, "hi": 0.3}}},
 }
 
 
