@@ -154,11 +154,16 @@ class IdentitySampler(abc.ABC):
         return {"name": self.name, **self.config()}
 
 
-def pairwise_min_distance(x: torch.Tensor) -> torch.Tensor:
-    """(N,) distance from each row of ``x`` (N, D) to its nearest other row."""
-    d = torch.cdist(x.double(), x.double())
-    d.fill_diagonal_(float("inf"))
-    return d.min(dim=1).values
+def pairwise_min_distance(x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """(N,) distance from each row of ``x`` (N, D) to its nearest other row (in row chunks, so
+    memory stays O(chunk * N))."""
+    x = x.double()
+    out = torch.empty(x.shape[0], dtype=torch.float64)
+    for s in range(0, x.shape[0], chunk):
+        d = torch.cdist(x[s : s + chunk], x)
+        d[torch.arange(d.shape[0]), torch.arange(s, s + d.shape[0])] = float("inf")
+        out[s : s + chunk] = d.min(dim=1).values
+    return out
 
 
 def separability_report(embedding: torch.Tensor, space: str, min_distance: float) -> dict[str, Any]:

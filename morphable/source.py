@@ -167,24 +167,32 @@ class MorphableSource(IdentitySampler):
         n = int(n)
         md = float(self.cfg.identity.min_distance)
         acc_s, acc_a, acc_o, acc_m, acc_e = [], [], [], [], []
-        emb = torch.empty(0, self.num_shape + len(APPEARANCE_PARAMS), dtype=torch.float64)
-        c, rejected, chunk = 0, 0, max(64, n // 4)
+        buf = torch.empty(n, self.num_shape + len(APPEARANCE_PARAMS), dtype=torch.float64)
+        c, rejected, chunk = 0, 0, max(64, min(4096, n // 4))
         while len(acc_e) < n:
             s, a, o, m = self._candidates(seed, c, chunk)
             e = self._embedding(s, a).double()
+            start = len(acc_e)
+            # distances to everything accepted before this chunk in one matrix product, then the
+            # (few) candidates of this chunk against each other in order: the same sequential rule
+            d_prev = torch.cdist(e, buf[:start]).min(1).values if start else torch.full((chunk,), float("inf"), dtype=torch.float64)
             for i in range(chunk):
-                if len(acc_e) >= n:
+                k = len(acc_e)
+                if k >= n:
                     break
-                if emb.shape[0] and float(torch.cdist(e[i : i + 1], emb).min()) < md:
+                close = float(d_prev[i]) < md
+                if not close and k > start:
+                    close = float(torch.cdist(e[i : i + 1], buf[start:k]).min()) < md
+                if close:
                     rejected += 1
                     if rejected > self.cfg.identity.max_tries * max(n, 1):
                         raise ValueError(
-                            f"could not find {n} identities at min_distance {md}: {len(acc_e)} found after "
+                            f"could not find {n} identities at min_distance {md}: {k} found after "
                             f"{rejected} rejections; lower identity.min_distance"
                         )
                     continue
+                buf[k] = e[i]
                 acc_s.append(s[i]), acc_a.append(a[i]), acc_o.append(o[i]), acc_m.append(m[i]), acc_e.append(e[i])
-                emb = torch.cat([emb, e[i : i + 1]])
             c += chunk
         E = torch.stack(acc_e).float()
         rep = separability_report(E, space="whitened shape PCA + appearance / sqrt(dim)", min_distance=md)
