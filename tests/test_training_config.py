@@ -175,7 +175,7 @@ def test_shipped_train_configs_parse(name):
     assert cfg.sources["authentic"].identities_from_pairs.folds == [1, 2, 3]
 
 
-@pytest.mark.parametrize("name", ["bench_small.yaml", "bench_gpu.yaml"])
+@pytest.mark.parametrize("name", ["bench_small.yaml", "bench_cpu.yaml", "bench_gpu.yaml"])
 def test_shipped_benchmark_configs_parse(name):
     from training.benchmark import load_benchmark_config
 
