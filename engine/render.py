@@ -878,6 +878,19 @@ def _finalize(ctx: _Ctx, n: int, say) -> None:
         say(f"finalized {out}")
 
 
+def _write_trailer(f, trailer, pos: int) -> list[tuple[int, int]]:
+    """Append the header/identity records at offset ``pos`` of ``f``, fsync, and return their
+    (key, offset) pairs for the index."""
+    tail = []
+    for key, framed in trailer:
+        tail.append((key, pos))
+        f.write(framed)
+        pos += len(framed)
+    f.flush()
+    os.fsync(f.fileno())
+    return tail
+
+
 def _finalize_rec(ctx: _Ctx, n: int, entries: dict[int, dict]) -> None:
     out = ctx.out
     rec = out / F.REC_NAME
@@ -889,18 +902,10 @@ def _finalize_rec(ctx: _Ctx, n: int, entries: dict[int, dict]) -> None:
             f.truncate(end)
             offs = _record_offsets(f, 0, end)
             f.seek(end)
-            pos = end
-            tail = []
-            for key, framed in trailer:
-                tail.append((key, pos))
-                f.write(framed)
-                pos += len(framed)
-            f.flush()
-            os.fsync(f.fileno())
+            tail = _write_trailer(f, trailer, end)
     else:
         tmp = F.tmp_name(rec)
         offs = []
-        tail = []
         parts: dict[int, Any] = {}
         try:
             with open(tmp, "wb") as f:
@@ -919,12 +924,7 @@ def _finalize_rec(ctx: _Ctx, n: int, entries: dict[int, dict]) -> None:
                     offs += [pos + o for o in _record_offsets(io.BytesIO(data), 0, len(data))]
                     f.write(data)
                     pos += len(data)
-                for key, framed in trailer:
-                    tail.append((key, pos))
-                    f.write(framed)
-                    pos += len(framed)
-                f.flush()
-                os.fsync(f.fileno())
+                tail = _write_trailer(f, trailer, pos)
             os.replace(tmp, rec)
         except BaseException:
             tmp.unlink(missing_ok=True)
