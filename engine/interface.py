@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -146,12 +146,6 @@ class IdentitySampler(abc.ABC):
     def config(self) -> dict[str, Any]:
         """JSON-serialisable configuration that, with the seed, regenerates the data exactly."""
 
-    @property
-    def image_size(self) -> int:
-        return int(self.config().get("size", 112))
-
-    def describe(self) -> Mapping[str, Any]:
-        return {"name": self.name, **self.config()}
 
 
 def pairwise_min_distance(x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:

@@ -1,7 +1,6 @@
 """Procedural and image backgrounds, one per image, deterministic by that image's generator."""
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -67,7 +66,6 @@ def compose_procedural(draws: list[dict[str, torch.Tensor]], size: int) -> torch
     colour field of random gradients and multi-scale value noise, with up to 3 soft blocks (walls,
     shelves, windows)."""
     st = {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
-    B = len(draws)
     lin = torch.linspace(-1, 1, size)
     yy, xx = lin[None, :, None], lin[None, None, :]
     ang = st["angle"][:, :, None]  # (B, 1, 1)
@@ -88,11 +86,6 @@ def compose_procedural(draws: list[dict[str, torch.Tensor]], size: int) -> torch
     return out.clamp(0.0, 1.0)
 
 
-def procedural(size: int, g: torch.Generator) -> torch.Tensor:
-    """(3, size, size) one procedural background (see :func:`compose_procedural`)."""
-    return compose_procedural([draw_procedural(g)], size)[0]
-
-
 def from_image(files: tuple[str, ...], size: int, g: torch.Generator) -> tuple[torch.Tensor, int]:
     """(3, size, size) random crop of a random user image (linear RGB) and the file index."""
     idx = int(torch.randint(0, len(files), (1,), generator=g))
@@ -104,7 +97,3 @@ def from_image(files: tuple[str, ...], size: int, g: torch.Generator) -> tuple[t
     x0 = int(torch.randint(0, w - side + 1, (1,), generator=g))
     crop = img[:, y0 : y0 + side, x0 : x0 + side][None]
     return F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0], idx
-
-
-def exists(path: str | None) -> bool:
-    return bool(path) and os.path.isdir(str(path))

@@ -56,11 +56,15 @@ class Camera:
         c = torch.full((distance.shape[0], 2), size / 2.0, dtype=distance.dtype, device=distance.device)
         return Camera(distance=distance, focal=focal, center=c)
 
+    @property
+    def position(self) -> torch.Tensor:
+        """(B, 3) camera centres in world coordinates."""
+        z = torch.zeros_like(self.distance)
+        return torch.stack([z, z, self.distance], -1)
+
     def to_view(self, points: torch.Tensor) -> torch.Tensor:
         """(B, N, 3) world points -> camera frame (camera at origin looking down -z)."""
-        return points - torch.stack(
-            [torch.zeros_like(self.distance), torch.zeros_like(self.distance), self.distance], -1
-        )[:, None]
+        return points - self.position[:, None]
 
     def project(self, points: torch.Tensor) -> torch.Tensor:
         """(B, N, 3) world points -> (B, N, 3) pixel x, pixel y, positive depth."""

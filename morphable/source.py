@@ -11,7 +11,8 @@ from engine.interface import Identities, IdentitySampler, RenderBatch, generator
 
 from . import background as bg
 from .appearance import APPEARANCE_PARAMS, sample_appearance, scalp_hair, shade_albedo
-from .camera import Camera, apply_affine, colour_temperature_rgb, direction, euler_to_matrix, similarity_transform, template
+from .camera import (Camera, apply_affine, colour_temperature_rgb, direction, euler_to_matrix, focal_scale,
+                     similarity_transform, template)
 from .default_model import load_default_model
 from .degrade import apply_degradations
 from .model import MorphableModel
@@ -313,14 +314,19 @@ class MorphableSource(IdentitySampler):
         app = identities.params["appearance"][rows].to(dev)
         off = identities.params["noise_offset"][rows].to(dev)
 
+        # per-identity work (hair volume, albedo textures) runs once per distinct identity
+        uniq, inv = torch.unique(rows.to(dev), return_inverse=True)
+        first = _first_index(inv, len(uniq))
+        app_u = app[first]
+
         # geometry: identity + expression, then scalp hair as a volume (displaced along the normal)
         v = self.model.vertices(shape, fac["expression"])  # (B, V, 3)
         if cfg.identity.hair_volume > 0:
-            V = v.shape[1]
-            cov = scalp_hair(self.model.mean.repeat(B, 1), app.repeat_interleave(V, 0)).view(B, V)
+            U, V = len(uniq), v.shape[1]
+            cov = scalp_hair(self.model.mean.repeat(U, 1), app_u.repeat_interleave(V, 0)).view(U, V)
             cov = cov * self._scalp_vertex
-            thick = cfg.identity.hair_volume * ((app[:, APPEARANCE_PARAMS.index("hair_density")] - 0.6) / 0.4).clamp(0.1, 1)
-            v = v + self._rest_normals[None] * (cov * thick[:, None])[..., None]
+            thick = cfg.identity.hair_volume * ((app_u[:, APPEARANCE_PARAMS.index("hair_density")] - 0.6) / 0.4).clamp(0.1, 1)
+            v = v + (self._rest_normals[None] * (cov * thick[:, None])[..., None])[inv]
         # The head turns by the full pose, the torso (below the neck) by a fraction of it; the neck
         # blends the two.
         R = euler_to_matrix(fac["yaw"], fac["pitch"], fac["roll"])
@@ -329,17 +335,15 @@ class MorphableSource(IdentitySampler):
         w = self._head_weight[None, :, None]
         v = w * ((v - piv) @ R.transpose(1, 2)) + (1 - w) * ((v - piv) @ Rt.transpose(1, 2)) + piv
         cam = Camera.from_35mm(fac["camera_distance"], fac["camera_focal_mm"], S)
-        lmk3 = self.model.landmark_points(v)
+        proj_l = cam.project(self.model.landmark_points(v))
         if cfg.aligned:
-            proj_l = cam.project(lmk3)
             M = similarity_transform(proj_l[..., :2], template(size).to(dev) * ss)
         else:
             # a loose, upright head crop: the scale of the aligned crop times ``loose_scale``, no
             # rotation removed (roll stays visible), the landmark centroid at the centre + jitter
-            proj_l = cam.project(lmk3)
             tmpl = (template(size).to(dev) * ss - S / 2) * self.cfg.camera.loose_scale + S / 2
             Ms = similarity_transform(proj_l[..., :2], tmpl)
-            sc = torch.sqrt(Ms[:, 0, 0] ** 2 + Ms[:, 1, 0] ** 2)
+            sc = focal_scale(Ms)
             c = proj_l[..., :2].mean(1) * sc[:, None]
             t = tmpl.mean(0) + fac["camera_jitter"] * S - c
             M = torch.cat([torch.diag_embed(torch.stack([sc, sc], -1)), t[..., None]], -1)
@@ -363,9 +367,7 @@ class MorphableSource(IdentitySampler):
         # albedo: baked texture for skin/lips, per-pixel for the rest
         direct = ~self._baked[fid]
         if self._tex is not None:
-            uniq, inv = torch.unique(rows.to(dev), return_inverse=True)
-            first = _first_index(inv, len(uniq))
-            tex = self._bake(app[first], off[first])  # (U, 4, T, T)
+            tex = self._bake(app_u, off[first])  # (U, 4, T, T)
             uvp = interpolate(frag, self.model.faces_uv, self.model.uv.to(v.dtype))  # (B, S, S, 2)
             texel = sample_texture(tex[inv], uv_grid(uvp, self._tex["box"]))[idx]  # (P, 4)
             alb, specw = texel[:, :3], texel[:, 3]
@@ -374,8 +376,6 @@ class MorphableSource(IdentitySampler):
         if bool(direct.any()):
             rest = pix[..., 6:9][idx][direct]
             a2, s2 = shade_albedo(rest, self._face_region[fid[direct]], app[bsel[direct]], off[bsel[direct]], self._eye_centres)
-            alb = alb.clone()
-            specw = specw.clone()
             alb[direct], specw[direct] = a2, s2
         cloth = self._face_region[fid] == REGION_IDS["clothing"]
         if bool(cloth.any()):
@@ -383,14 +383,13 @@ class MorphableSource(IdentitySampler):
             pc = pix[..., 6:9][idx][cloth]
             weave = 0.92 + 0.08 * torch.sin(pc[:, 0] * 2500.0) * torch.sin(pc[:, 1] * 2500.0)
             cover = torch.sigmoid((neckline_y(pc) - pc[:, 1]) / 0.0015)  # per pixel: a smooth collar
-            alb = alb.clone()
-            specw = specw.clone()
             cc = fac["clothing_color"][bsel[cloth]] * weave[:, None]
             alb[cloth] = alb[cloth] * (1 - cover[:, None]) + cc * cover[:, None]
             specw[cloth] = specw[cloth] * (1 - cover) + 0.05 * cover
 
         # lighting (linear RGB): ambient SH + one directional light + Blinn-Phong specular
-        ldir = direction(fac["light_azimuth"], fac["light_elevation"])[bsel]
+        ldir_img = direction(fac["light_azimuth"], fac["light_elevation"])  # (B, 3)
+        ldir = ldir_img[bsel]
         col = colour_temperature_rgb(fac["light_temperature"])
         tint = fac["light_tint"]
         col = col * torch.stack([1 + tint, torch.ones_like(tint), 1 - tint], -1)
@@ -407,10 +406,10 @@ class MorphableSource(IdentitySampler):
         ndl = (n * ldir).sum(-1).clamp_min(0)
         shadow = torch.ones_like(ndl)
         if bool((fac["light_shadows"] > 0).any()):
-            shadow = self._shadow(v, pos, bsel, ldir, fac["light_shadows"] > 0, ndl)
+            shadow = self._shadow(v, pos, bsel, ldir_img, fac["light_shadows"] > 0, ndl)
         diff = fac["light_intensity"][bsel] * ndl * shadow
         irr = (amb + diff)[:, None] * col
-        view = F.normalize(-(pos - torch.stack([torch.zeros_like(cam.distance), torch.zeros_like(cam.distance), cam.distance], -1)[bsel]), dim=-1)
+        view = F.normalize(cam.position[bsel] - pos, dim=-1)
         h = F.normalize(ldir + view, dim=-1)
         spec = fac["light_specular"][bsel] * specw * fac["light_intensity"][bsel] * shadow * (n * h).sum(-1).clamp_min(0) ** 24
         lin = alb * irr + spec[:, None] * col
@@ -481,9 +480,9 @@ class MorphableSource(IdentitySampler):
 
     def _shadow(self, v, pos, bsel, ldir, on, ndl, res: int = 96) -> torch.Tensor:
         """Hard cast shadows by shadow mapping: rasterize each head whose image has shadows ``on``
-        orthographically along its light direction at ``res`` px, and compare each visible point's
-        depth along the light with the map (``ndl`` (P,) n.l sets a slope-scaled bias). Returns (P,)
-        1 = lit, 0 = shadowed, filtered over 4 map texels."""
+        orthographically along its light direction ``ldir`` (B, 3) at ``res`` px, and compare each
+        visible point's depth along the light with the map (``ndl`` (P,) n.l sets a slope-scaled
+        bias). Returns (P,) 1 = lit, 0 = shadowed, filtered over 4 map texels."""
         dev = v.device
         lit = torch.ones(len(bsel), device=dev)
         sub = on.nonzero().flatten()
@@ -494,8 +493,7 @@ class MorphableSource(IdentitySampler):
         slot[sub] = torch.arange(Bs, device=dev)
         psel = slot[bsel] >= 0
         ps, pb = pos[psel], slot[bsel[psel]]
-        ldir_b = torch.zeros(v.shape[0], 3, device=dev).index_copy_(0, bsel, ldir)[sub]
-        zaxis = F.normalize(ldir_b, dim=-1)
+        zaxis = F.normalize(ldir[sub], dim=-1)
         up = torch.tensor([0.0, 1.0, 0.0], device=dev).expand(Bs, 3)
         alt = torch.where(zaxis[:, 1:2].abs() > 0.95, torch.tensor([1.0, 0.0, 0.0], device=dev).expand(Bs, 3), up)
         xaxis = F.normalize(torch.cross(alt, zaxis, dim=-1), dim=-1)
