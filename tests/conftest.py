@@ -21,3 +21,12 @@ def default_model():
     from morphable import load_default_model
 
     return load_default_model()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a test module single-threaded (small tensors: threading only adds overhead and noise)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

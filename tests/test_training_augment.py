@@ -8,12 +8,7 @@ from training.augment import AUGMENT_DEFAULTS, build_augment, validate_augment_c
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("op", list(AUGMENT_DEFAULTS))

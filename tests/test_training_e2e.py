@@ -20,12 +20,7 @@ from tests.test_training_utils import (FAKE_SOURCE, LFW_DEV, REPO_ROOT, make_fak
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _quiet(*_a, **_k):
