@@ -146,6 +146,10 @@ class IdentitySampler(abc.ABC):
     def config(self) -> dict[str, Any]:
         """JSON-serialisable configuration that, with the seed, regenerates the data exactly."""
 
+    @property
+    def image_size(self) -> int:
+        return int(self.config().get("size", 112))
+
 
 
 def pairwise_min_distance(x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
