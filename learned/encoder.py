@@ -154,11 +154,9 @@ def load_encoder(spec: str | os.PathLike | Mapping[str, Any], device: str | torc
             if not allow_random:
                 raise EncoderError("encoder spec has no checkpoint (random weights carry no identity); "
                                    "pass allow_random=True only for tests")
-            g = torch.Generator().manual_seed(int(s["random_init_seed"]))
-            with torch.no_grad():
-                for prm in model.parameters():
-                    if prm.ndim > 1:
-                        prm.copy_(torch.randn(prm.shape, generator=g) * (1.0 / prm[0].numel()) ** 0.5)
+            with torch.random.fork_rng(devices=[]):  # seeded init, global RNG untouched
+                torch.manual_seed(int(s["random_init_seed"]))
+                model = create_backbone(arch, emb, input_size=insz, **s.get("backbone_kwargs", {}))
             resolved = {"arch": arch, "embedding_size": emb, "input_size": insz,
                         "random_init_seed": int(s["random_init_seed"])}
         else:
