@@ -1,0 +1,191 @@
+"""Learned-generator checkpoints: weights with a ``config.json`` beside them that rebuilds the model.
+
+A checkpoint is a directory::
+
+    config.json   {"format": "synthface-learned-checkpoint", "version": 1, "kind": "diffusion",
+                   "image_size": 64, "embedding_dim": 512, "encoder": {spec}, "model": {...},
+                   ... kind-specific keys (e.g. "schedule", "sample") ..., "data": {...},
+                   "train": {"step": N, ...}, "weights": {"ema": "ema.pt", "raw": "model.pt"}}
+    ema.pt        plain state_dict of the EMA weights (what sources sample with)
+    model.pt      plain state_dict of the raw (trained) weights
+
+Weights are read with ``torch.load(weights_only=True)``. The model class comes from the *kind*
+registry: ``register_kind("gan", "learned.gan.model:build_model")`` maps a kind to a builder
+``build_model(config: dict) -> nn.Module`` that rebuilds the network from ``config.json`` alone.
+:func:`load_checkpoint` raises :class:`CheckpointError` for a missing path, a directory that is not a
+learned checkpoint (e.g. a Lightning ``last.ckpt`` or a training run dir), a checkpoint of another
+kind than the caller expects, or weights that do not match the config.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+FORMAT = "synthface-learned-checkpoint"
+VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHT_FILES = {"ema": "ema.pt", "raw": "model.pt"}
+
+#: kind -> "module:function" building the network from a checkpoint's config dict.
+_KINDS: dict[str, str] = {
+    "diffusion": "learned.diffusion.model:build_model",
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, not a learned checkpoint, wrong kind, or weights
+    that do not match its config."""
+
+
+def register_kind(kind: str, builder: str) -> None:
+    """Register ``kind`` -> ``"module:function"`` (``function(config: dict) -> nn.Module``)."""
+    if ":" not in builder:
+        raise ValueError(f"builder must be 'module:function', got {builder!r}")
+    _KINDS[kind] = builder
+
+
+def known_kinds() -> list[str]:
+    return sorted(_KINDS)
+
+
+def _builder(kind: str) -> Callable[[dict], nn.Module]:
+    if kind not in _KINDS:
+        raise CheckpointError(f"unknown checkpoint kind {kind!r}; known kinds: {', '.join(known_kinds())}")
+    mod, _, fn = _KINDS[kind].partition(":")
+    return getattr(importlib.import_module(mod), fn)
+
+
+@dataclass
+class LoadedCheckpoint:
+    """What :func:`load_checkpoint` returns: the rebuilt ``model`` (eval mode, on ``map_location``),
+    its ``config`` (``config.json``), ``kind``, the checkpoint ``path`` (directory), the ``weights``
+    variant loaded (``"ema"`` or ``"raw"``) and ``sha256`` of that weights file (first 16 hex)."""
+
+    kind: str
+    config: dict[str, Any]
+    model: nn.Module
+    path: Path
+    weights: str
+    sha256: str
+
+
+def checkpoint_dir(path: str | os.PathLike) -> Path:
+    """The checkpoint directory of ``path`` (the directory, its ``config.json`` or a weights file)."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    return p if p.is_dir() else p.parent
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """``config.json`` of the checkpoint at ``path``, checked to be a learned checkpoint."""
+    d = checkpoint_dir(path)
+    cp = d / CONFIG_NAME
+    if not cp.is_file():
+        hint = ""
+        if (d / "checkpoint" / CONFIG_NAME).is_file():
+            hint = f"; this looks like a training run dir: use {d / 'checkpoint'}"
+        elif Path(path).suffix == ".ckpt":
+            hint = "; a .ckpt file is a Lightning training state: use the run's checkpoint/ dir"
+        raise CheckpointError(f"{d} is not a synthface learned checkpoint (no {CONFIG_NAME} beside the weights){hint}")
+    try:
+        cfg = json.loads(cp.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cp} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise CheckpointError(f"{cp} is not a synthface learned checkpoint config (format {cfg.get('format') if isinstance(cfg, dict) else None!r}, "
+                              f"expected {FORMAT!r})")
+    if int(cfg.get("version", 0)) > VERSION:
+        raise CheckpointError(f"{cp} has version {cfg.get('version')}, newer than this code reads ({VERSION}); update synthface")
+    for key in ("kind", "image_size", "model", "weights"):
+        if key not in cfg:
+            raise CheckpointError(f"{cp} lacks the required key {key!r}")
+    return cfg
+
+
+def _sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def load_checkpoint(path: str | os.PathLike, kind: str | None = None, weights: str = "ema",
+                    map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the model of the checkpoint at ``path`` from its ``config.json`` and load ``weights``
+    (``"ema"`` or ``"raw"``; a weights-file ``path`` picks that file). ``kind``: the kind the caller
+    needs (e.g. ``"diffusion"``); another kind raises :class:`CheckpointError`."""
+    p = Path(path).expanduser()
+    cfg = read_config(p)
+    d = checkpoint_dir(p)
+    ck_kind = str(cfg["kind"])
+    if kind is not None and ck_kind != kind:
+        raise CheckpointError(f"{d} is a {ck_kind!r} checkpoint, not a {kind!r} one "
+                              f"(use --source {ck_kind} for it, or a {kind} checkpoint)")
+    files = dict(cfg["weights"])
+    if p.is_file() and p.name != CONFIG_NAME:
+        wfile, weights = p, next((k for k, v in files.items() if v == p.name), p.stem)
+    else:
+        if weights not in files:
+            raise CheckpointError(f"{d}: no {weights!r} weights listed in {CONFIG_NAME} (has {', '.join(files)})")
+        wfile = d / files[weights]
+    if not wfile.is_file():
+        raise CheckpointError(f"checkpoint weights not found: {wfile}")
+    try:
+        model = _builder(ck_kind)(cfg)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{d / CONFIG_NAME} does not describe a valid {ck_kind} model: {e}") from None
+    try:
+        sd = torch.load(wfile, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, truncated files
+        raise CheckpointError(f"cannot read weights {wfile}: {type(e).__name__}: {e}") from None
+    if not isinstance(sd, Mapping):
+        raise CheckpointError(f"{wfile} does not hold a state_dict")
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()][1:4]
+        raise CheckpointError(f"weights {wfile} do not match the model described by {d / CONFIG_NAME}: "
+                              + " ".join(lines)[:500]) from None
+    model.eval().to(map_location)
+    for q in model.parameters():
+        q.requires_grad_(False)
+    return LoadedCheckpoint(ck_kind, cfg, model, d, weights, _sha(wfile))
+
+
+def save_checkpoint(out_dir: str | os.PathLike, config: Mapping[str, Any], weights: Mapping[str, nn.Module | Mapping]) -> Path:
+    """Write a checkpoint directory: each ``weights[name]`` (a module or state_dict; names ``ema``,
+    ``raw``) to its file, then ``config.json`` (last, atomically: a complete config always lists
+    complete weights). ``config`` needs ``kind``, ``image_size`` and ``model``; ``format``,
+    ``version``, ``weights`` and ``synthface_version`` are filled in. Returns the directory."""
+    from engine.metadata import synthface_version
+    from training.module import atomic_torch_save, atomic_write_text
+
+    out = Path(out_dir)
+    for key in ("kind", "image_size", "model"):
+        if key not in config:
+            raise ValueError(f"checkpoint config needs {key!r}")
+    files = {}
+    for name, w in weights.items():
+        if name not in WEIGHT_FILES:
+            raise ValueError(f"weights name must be one of {list(WEIGHT_FILES)}, got {name!r}")
+        sd = w.state_dict() if isinstance(w, nn.Module) else w
+        sd = {k: v.detach().float().cpu().contiguous().clone() if v.is_floating_point() else v.detach().cpu().clone()
+              for k, v in sd.items()}
+        atomic_torch_save(sd, out / WEIGHT_FILES[name])
+        files[name] = WEIGHT_FILES[name]
+    cfg = {"format": FORMAT, "version": VERSION, **dict(config), "weights": files,
+           "synthface_version": synthface_version()}
+    atomic_write_text(out / CONFIG_NAME, json.dumps(cfg, indent=2, sort_keys=False, default=str))
+    return out
