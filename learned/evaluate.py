@@ -34,7 +34,8 @@ Metrics (``c_k`` is the L2-normalised mean of identity ``k``'s unit image embedd
 * **Frechet distance** (with ``real``): ``|mu_g - mu_r|^2 + Tr(S_g + S_r - 2 (S_g S_r)^(1/2))`` between
   Gaussian fits (mean, unbiased covariance) of the generated and real embeddings. The trace of the
   matrix square root is computed as ``Tr((S_g^(1/2) S_r S_g^(1/2))^(1/2))`` from symmetric
-  eigendecompositions in float64 with negative round-off eigenvalues clipped to 0 (same value as
+  eigendecompositions in float64, round-off eigenvalues (negative, or below ``dim * eps * max``) set to
+  0 (same value as
   ``scipy.linalg.sqrtm``, but real and stable when covariances are singular, e.g. fewer images than
   dimensions).
 * **Separability**: :func:`engine.interface.separability_report` of the identity centres, with the
@@ -99,7 +100,7 @@ DEFINITIONS: dict[str, str] = {
     "frechet": (
         "|mu_g - mu_r|^2 + Tr(S_g + S_r - 2 (S_g S_r)^(1/2)) between Gaussian fits (mean, unbiased covariance) "
         "of generated and real embeddings; Tr((S_g S_r)^(1/2)) = Tr((S_g^(1/2) S_r S_g^(1/2))^(1/2)) from "
-        "float64 symmetric eigendecompositions with negative round-off eigenvalues clipped to 0."),
+        "float64 symmetric eigendecompositions, round-off eigenvalues (negative or below dim*eps*max) set to 0."),
     "separability": (
         "engine.interface.separability_report of the identity centres (Euclidean distances of unit vectors), "
         "required minimum distance sqrt(2 - 2 tau_u)."),
@@ -212,8 +213,6 @@ def equal_error_rate(scores, issame) -> tuple[float, float]:
     interpolated between its two nearest points; the threshold is the one at the first ROC point with
     FAR >= FRR). Perfectly separated scores give ``(0.0, lowest genuine score)``.
     """
-    from training.verification import roc_curve
-
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     y = np.asarray(issame, dtype=bool).reshape(-1)
     if len(s) != len(y):
@@ -222,14 +221,23 @@ def equal_error_rate(scores, issame) -> tuple[float, float]:
         raise EvaluateError("scores contain NaN/inf (did the encoder produce NaN embeddings?)")
     if y.all() or (~y).all():
         raise EvaluateError("EER needs both genuine and impostor scores")
-    roc = roc_curve(s, y)
-    fpr, tpr, thr = roc["fpr"], roc["tpr"], roc["thresholds"]
-    d = fpr - (1.0 - tpr)  # increases from -1 to 1
+    # ROC points (one per distinct score, descending), with integer counts so that FAR = FRR is exact
+    order = np.argsort(-s, kind="mergesort")
+    ss, yy = s[order], y[order]
+    last = np.r_[np.nonzero(np.diff(ss))[0], len(ss) - 1]
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    tp = np.r_[0, np.cumsum(yy)[last]]
+    fp = np.r_[0, np.cumsum(~yy)[last]]
+    thr = np.r_[np.inf, ss[last]]
+    fn = n_pos - tp
+    d = fp * n_pos - fn * n_neg  # sign of FAR - FRR; increases along the curve
     i = int(np.argmax(d >= 0))
+    far, frr = fp / n_neg, fn / n_pos
     if i == 0 or d[i] == 0:
-        return float(fpr[i]), float(thr[i])
-    w = -d[i - 1] / (d[i] - d[i - 1])
-    return float(fpr[i - 1] + w * (fpr[i] - fpr[i - 1])), float(thr[i])
+        return float(far[i]), float(thr[i])
+    a0, a1 = far[i - 1] - frr[i - 1], far[i] - frr[i]
+    w = -a0 / (a1 - a0)
+    return float(far[i - 1] + w * (far[i] - far[i - 1])), float(thr[i])
 
 
 def identity_centres(embeddings, labels) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -397,9 +405,20 @@ def memorisation(samples, training, threshold: float = DEFAULT_MEMORISATION_THRE
     }
 
 
+def _psd_eigvals(m: np.ndarray, vectors: bool = False):
+    """Eigenvalues (and vectors) of the symmetric part of ``m`` with round-off ones set to 0: negative
+    ones and those below ``dim * eps * max`` (their square roots would otherwise add up to a visible
+    bias when the matrix is singular, e.g. a covariance of fewer samples than dimensions)."""
+    sym = (m + m.T) / 2.0
+    w, v = np.linalg.eigh(sym) if vectors else (np.linalg.eigvalsh(sym), None)
+    tol = max(float(w.max(initial=0.0)), 0.0) * len(w) * np.finfo(np.float64).eps * 4
+    w = np.where(w > tol, w, 0.0)
+    return (w, v) if vectors else w
+
+
 def _psd_sqrt(m: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh((m + m.T) / 2.0)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    w, v = _psd_eigvals(m, vectors=True)
+    return (v * np.sqrt(w)) @ v.T
 
 
 def frechet_distance(x, y) -> float:
@@ -418,8 +437,9 @@ def frechet_distance(x, y) -> float:
     s1, s2 = np.atleast_2d(s1), np.atleast_2d(s2)
     r1 = _psd_sqrt(s1)
     mid = r1 @ s2 @ r1
-    tr_sqrt = float(np.sqrt(np.clip(np.linalg.eigvalsh((mid + mid.T) / 2.0), 0.0, None)).sum())
+    tr_sqrt = float(np.sqrt(_psd_eigvals(mid)).sum())
     fd = float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2.0 * tr_sqrt)
+    # the exact value is >= 0; clip the round-off of identical distributions
     return max(fd, 0.0) if fd > -1e-9 * max(1.0, float(np.trace(s1) + np.trace(s2))) else fd
 
 
