@@ -256,14 +256,19 @@ class _Timers:
     finalize: float = 0.0
 
 
-def _make_source(source, preset, size, aligned, device, overrides) -> tuple[IdentitySampler, str]:
+def _make_source(source, preset, size, aligned, device, overrides, checkpoint=None) -> tuple[IdentitySampler, str]:
     if isinstance(source, IdentitySampler):
         cls = type(source)
         return source, f"{cls.__module__}:{cls.__qualname__}"
+    extra = {} if checkpoint is None else {"checkpoint": str(checkpoint)}  # learned sources only
     try:
-        src = create_source(str(source), preset=preset, size=size, aligned=aligned, device=device, overrides=dict(overrides or {}))
+        src = create_source(str(source), preset=preset, size=size, aligned=aligned, device=device, overrides=dict(overrides or {}), **extra)
     except SourceError as e:
         raise RenderError(str(e)) from None
+    except TypeError as e:
+        if extra and "checkpoint" in str(e):
+            raise RenderError(f"source {source!r} takes no --checkpoint") from None
+        raise RenderError(f"cannot create source {source!r} with preset {preset!r}: {e}") from None
     except (ValueError, TypeError, KeyError) as e:
         raise RenderError(f"cannot create source {source!r} with preset {preset!r}: {e}") from None
     return src, str(source)
@@ -275,10 +280,11 @@ def render_dataset(*args, **kwargs) -> dict[str, Any]:
     Signature: ``render_dataset(ids, per_id=50, source="morphable", preset="wild", out=None, size=112,
     aligned=True, format="imagefolder", seed=0, shard=None, workers=DEFAULT_WORKERS, device="cpu",
     block_ids=8, overrides=None, merge=False, progress=True, fsync=True, mp_context="forkserver",
-    log=print, render_workers=None)``.
+    log=print, render_workers=None, checkpoint=None)``.
 
     ``source`` is a registry name, a ``module:Class`` path or an :class:`IdentitySampler` instance (then
-    ``preset/size/aligned/device/overrides`` are not used). ``render_workers`` is the number of
+    ``preset/size/aligned/device/overrides/checkpoint`` are not used). ``checkpoint`` (learned sources
+    such as ``diffusion``) is passed to the source constructor only when given. ``render_workers`` is the number of
     processes that render blocks (``None``: :data:`DEFAULT_RENDER_WORKERS` on CPU, 0 on CUDA; 0: render
     in the main process, with ``workers`` encode/write processes); an instance ``source`` is pickled
     to them, or rendered in the main process (with a logged note) if it cannot be pickled. Neither
@@ -319,6 +325,7 @@ def _render_dataset(
     mp_context: str = DEFAULT_MP_CONTEXT,
     log: Callable[[str], None] | None = print,
     render_workers: int | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     t_start = time.perf_counter()
     tm = _Timers()
@@ -344,7 +351,7 @@ def _render_dataset(
     shard_k, shard_n = parse_shard(shard)
     seed = int(seed)
 
-    src, source_name = _make_source(source, preset, size, aligned, device, overrides)
+    src, source_name = _make_source(source, preset, size, aligned, device, overrides, checkpoint)
     on_cuda = str(getattr(src, "device", device)).startswith("cuda")
     if render_workers is None:
         render_workers = 0 if on_cuda else DEFAULT_RENDER_WORKERS
@@ -439,7 +446,7 @@ def _render_dataset(
         if todo:
             init = None
             if render_workers:
-                init = _render_worker_args(ctx, source, source_name, preset, size, aligned, device, overrides, say)
+                init = _render_worker_args(ctx, source, source_name, preset, size, aligned, device, overrides, say, checkpoint)
                 if init is None:
                     render_workers = 0
             rendered = _run_blocks(ctx, todo, jpath, part if want_rec else None, rec_off, workers, render_workers, init,
@@ -579,7 +586,8 @@ def _render_block(job: _Job, source: IdentitySampler, identities, b: int):
 _WORKER: dict[str, Any] = {}  # per-process state of a render worker, set by _render_worker_init
 
 
-def _render_worker_args(ctx: _Ctx, source, source_name, preset, size, aligned, device, overrides, say) -> tuple | None:
+def _render_worker_args(ctx: _Ctx, source, source_name, preset, size, aligned, device, overrides, say,
+                        checkpoint=None) -> tuple | None:
     """Initializer args of the render pool, or ``None`` (render in the main process) if the caller's
     source instance cannot be pickled."""
     import pickle
@@ -592,7 +600,7 @@ def _render_worker_args(ctx: _Ctx, source, source_name, preset, size, aligned, d
                 f"({type(e).__name__}: {e}); rendering in the main process (render_workers=0)")
             return None
     else:
-        spec = ("create", (source_name, preset, size, aligned, device, dict(overrides or {})))
+        spec = ("create", (source_name, preset, size, aligned, device, dict(overrides or {}), checkpoint))
     ids_blob = pickle.dumps(ctx.identities, protocol=pickle.HIGHEST_PROTOCOL)
     return _Job.of(ctx), spec, ids_blob, M.json_bytes(ctx.source.config())
 
@@ -1000,10 +1008,11 @@ render_dataset.__signature__ = _inspect.signature(_render_dataset)  # type: igno
 
 _CONFIG_KEYS = {
     "ids", "per_id", "source", "preset", "out", "size", "aligned", "format", "seed", "shard", "workers",
-    "render_workers", "device", "block_ids", "overrides",
+    "render_workers", "device", "block_ids", "overrides", "checkpoint",
 }
 _DEFAULTS = dict(per_id=50, source="morphable", preset="wild", out=None, size=112, aligned=True, format="imagefolder",
-                 seed=0, shard=None, workers=DEFAULT_WORKERS, render_workers=None, device="cpu", block_ids=8, overrides={})
+                 seed=0, shard=None, workers=DEFAULT_WORKERS, render_workers=None, device="cpu", block_ids=8, overrides={},
+                 checkpoint=None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1023,6 +1032,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--ids", type=int, default=None, help="number of identities (classes) to render; required (here or in --config)")
     a("--per-id", dest="per_id", type=int, default=None, help="images (variations) per identity [default 50]")
     a("--source", default=None, help="identity source: a registry name (morphable, ...) or an importable 'module:Class' [default morphable]")
+    a("--checkpoint", default=None, metavar="PATH", help="generator checkpoint of a learned source (--source diffusion): "
+      "the checkpoint/ dir of a python -m learned.train run")
     a("--preset", default=None, help="source preset, e.g. frontal or wild [default wild]")
     a("--config", default=None, help="YAML file with any of these options (ids, per_id, source, preset, out, size, aligned, "
       "format, seed, shard, workers, render_workers, device, block_ids) plus 'overrides:' passed to the source; "

@@ -13,6 +13,7 @@ from .interface import IdentitySampler
 
 _REGISTRY: dict[str, str] = {
     "morphable": "morphable:MorphableSource",
+    "diffusion": "learned.source:DiffusionSource",
 }
 
 

@@ -91,10 +91,10 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     cp = d / CONFIG_NAME
     if not cp.is_file():
         hint = ""
+        if Path(path).suffix == ".ckpt":
+            hint = f"; {Path(path).name} is a Lightning training state (for resuming), not a generator checkpoint"
         if (d / "checkpoint" / CONFIG_NAME).is_file():
-            hint = f"; this looks like a training run dir: use {d / 'checkpoint'}"
-        elif Path(path).suffix == ".ckpt":
-            hint = "; a .ckpt file is a Lightning training state: use the run's checkpoint/ dir"
+            hint += f"; this looks like a training run dir: use {d / 'checkpoint'}"
         raise CheckpointError(f"{d} is not a synthface learned checkpoint (no {CONFIG_NAME} beside the weights){hint}")
     try:
         cfg = json.loads(cp.read_text())

@@ -1,0 +1,351 @@
+"""Learned generators behind the identity-sampler interface: :class:`DiffusionSource`.
+
+``engine.create_source("diffusion", checkpoint=PATH, size=64, device="cuda", overrides={...})``
+(``python -m engine.render --source diffusion --checkpoint PATH --size 64 ...``).
+
+**Identities** live in the FR encoder's embedding space (unit vectors, the space the generator is
+conditioned on). ``identity.mode``:
+
+- ``random`` (default): candidate ``i`` is a uniformly random unit vector drawn from
+  ``generator(seed, "learned-identity", i)`` (so the stream is prefix-stable);
+- ``morphable``: candidate ``i`` is the ``i``-th identity of ``morphable.MorphableSource`` (preset
+  ``identity.morphable_preset``, frontal by default) rendered once (variation 0, 112 px, aligned)
+  and embedded with the checkpoint's encoder (flip-averaged, as in training): the graphics-plus-
+  learned path. Needs the encoder named in the checkpoint (or ``overrides={"encoder": SPEC}``).
+
+A candidate closer than ``identity.min_distance`` (Euclidean, between unit vectors:
+``d = sqrt(2 - 2 cos)``; the default 1.1 means cosine similarity below 0.395) to an accepted one is
+rejected: the same sequential rule and :func:`~engine.interface.separability_report` as the
+morphable source, in the encoder's space.
+
+**Variations**: variation ``k`` of identity row ``r`` is one noise: its initial noise (and DDIM's
+per-step noise) come from ``generator(seed, "learned-noise", r, k)``, so an image depends only on
+(seed, identity, variation). Guidance scale, solver and steps come from the checkpoint's ``sample``
+section, the preset and ``overrides``; they are logged per image in ``RenderBatch.factors``
+(``guidance``, ``steps``, ``noise_seed``).
+
+**Landmarks**: the generators are trained on ArcFace-aligned crops (lfw-dev is aligned to the 5-point
+template), so each image is labelled with the template points scaled to the image size; the source
+only produces aligned images (``aligned=False`` is an error).
+
+A GAN source plugs in by subclassing :class:`LearnedSource` (``kind = "gan"``, ``_generate``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from engine.interface import Identities, IdentitySampler, RenderBatch, derive_seed, generator, separability_report
+
+from .checkpoint import CheckpointError, load_checkpoint
+
+#: ArcFace 5-point template for a 112x112 aligned crop (left eye, right eye, nose, mouth corners).
+ARCFACE_112 = torch.tensor(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
+)
+
+
+@dataclass
+class IdentityConfig:
+    """How identities are drawn and kept apart (see the module docstring)."""
+
+    mode: str = "random"
+    min_distance: float = 1.1
+    max_tries: int = 50
+    morphable_preset: str = "frontal"
+
+
+@dataclass
+class LearnedConfig:
+    """Per-source settings (``overrides`` keys). ``guidance``/``solver``/``steps``/``eta``/``clip``
+    default to the checkpoint's ``sample`` section (``None`` here). ``max_batch``: images per
+    generator call. ``resize``: resample to a ``size`` other than the checkpoint's (else an error).
+    ``weights``: ``ema`` or ``raw``. ``encoder``: encoder spec for the morphable identity mode
+    (default: the checkpoint's)."""
+
+    guidance: float | None = None
+    solver: str | None = None
+    steps: int | None = None
+    eta: float | None = None
+    clip: bool | None = None
+    max_batch: int = 64
+    resize: bool = False
+    weights: str = "ema"
+    encoder: Any = None
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+
+
+#: Presets: ``default``/``wild`` use the checkpoint's sampling settings (the variation is what the
+#: training faces show); ``consistent`` raises the guidance 1.5x (tighter identity, less variety).
+PRESETS: dict[str, dict[str, Any]] = {"default": {}, "wild": {}, "consistent": {"guidance_mult": 1.5}}
+
+
+def _apply(obj: Any, over: Mapping[str, Any], where: str) -> None:
+    names = {f.name: f for f in fields(obj)}
+    for k, v in over.items():
+        if k not in names:
+            raise ValueError(f"unknown override {where}{k!r} (known: {', '.join(sorted(names))})")
+        cur = getattr(obj, k)
+        if hasattr(cur, "__dataclass_fields__"):
+            if not isinstance(v, Mapping):
+                raise ValueError(f"override {where}{k} must be a mapping")
+            _apply(cur, v, f"{where}{k}.")
+        else:
+            setattr(obj, k, v)
+
+
+def reject_close(candidates: Callable[[int, int], torch.Tensor], n: int, min_distance: float, max_tries: int,
+                 chunk: int = 256) -> tuple[list[int], torch.Tensor, int]:
+    """Sequential rejection sampling over a deterministic candidate stream.
+
+    ``candidates(start, count)`` -> (count, D) embeddings of candidates ``start .. start+count``.
+    Candidate ``i`` is accepted if it is at least ``min_distance`` from every accepted one, so the
+    result is prefix-stable. Returns (accepted candidate indices, (n, D) float64 embeddings,
+    number rejected); raises ``ValueError`` after ``max_tries * n`` rejections."""
+    acc: list[int] = []
+    buf: torch.Tensor | None = None
+    c, rejected = 0, 0
+    while len(acc) < n:
+        e = candidates(c, chunk).double()
+        if buf is None:
+            buf = torch.empty(n, e.shape[1], dtype=torch.float64)
+        start = len(acc)
+        d_prev = torch.cdist(e, buf[:start]).min(1).values if start else torch.full((e.shape[0],), math.inf, dtype=torch.float64)
+        for i in range(e.shape[0]):
+            k = len(acc)
+            if k >= n:
+                break
+            close = float(d_prev[i]) < min_distance
+            if not close and k > start:
+                close = float(torch.cdist(e[i : i + 1], buf[start:k]).min()) < min_distance
+            if close:
+                rejected += 1
+                if rejected > max_tries * max(n, 1):
+                    raise ValueError(f"could not find {n} identities at min_distance {min_distance}: {k} found after "
+                                     f"{rejected} rejections; lower identity.min_distance")
+                continue
+            buf[k] = e[i]
+            acc.append(c + i)
+        c += e.shape[0]
+    return acc, buf, rejected
+
+
+class LearnedSource(IdentitySampler):
+    """Base of the learned sources: checkpoint loading, identities in the encoder space, labels.
+
+    Subclasses set ``kind`` (the checkpoint kind they accept) and implement
+    :meth:`_generate` ``(cond (B, D), generators, params) -> (B, 3, S, S) in [-1, 1]``.
+    """
+
+    name = "learned"
+    kind = "abstract"
+
+    def __init__(self, checkpoint: str | None = None, preset: str = "default", size: int | None = None,
+                 aligned: bool = True, device: str = "cpu", overrides: Mapping[str, Any] | None = None):
+        if checkpoint is None or str(checkpoint) == "":
+            raise ValueError(f"the {self.name} source needs a checkpoint: --checkpoint PATH (a run's checkpoint/ dir "
+                             f"written by python -m learned.train)")
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r} for source {self.name!r} (known: {', '.join(PRESETS)})")
+        if not aligned:
+            raise ValueError(f"the {self.name} source generates ArcFace-aligned crops only (it was trained on "
+                             "aligned faces); drop --unaligned")
+        self.cfg = LearnedConfig()
+        _apply(self.cfg, dict(overrides or {}), "")
+        if self.cfg.weights not in ("ema", "raw"):
+            raise ValueError(f"override weights must be 'ema' or 'raw', got {self.cfg.weights!r}")
+        if self.cfg.identity.mode not in ("random", "morphable"):
+            raise ValueError(f"identity.mode must be 'random' or 'morphable', got {self.cfg.identity.mode!r}")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but CUDA is not available")
+        self.preset = preset
+        self.ckpt = load_checkpoint(checkpoint, kind=self.kind, weights=self.cfg.weights, map_location=self.device)
+        self.model = self.ckpt.model
+        self.native_size = int(self.ckpt.config["image_size"])
+        self.size = self.native_size if size is None else int(size)
+        if self.size < 8:
+            raise ValueError(f"size must be >= 8 pixels, got {self.size}")
+        if self.size != self.native_size and not self.cfg.resize:
+            raise ValueError(f"checkpoint {self.ckpt.path} generates {self.native_size} px images, not {self.size}: "
+                             f"pass --size {self.native_size} (or override resize=true to resample)")
+        self.embedding_dim = int(self.ckpt.config.get("embedding_dim") or self.ckpt.config["model"]["embedding_dim"])
+        self._encoder = None
+
+    # -- config -----------------------------------------------------------------------------------
+    def sampling(self) -> dict[str, Any]:
+        """Resolved sampling settings (checkpoint defaults < preset < overrides)."""
+        s = dict(self.ckpt.config.get("sample", {}))
+        out = {k: s.get(k) for k in ("guidance", "solver", "steps", "eta", "clip")}
+        if "guidance_mult" in PRESETS[self.preset] and out["guidance"] is not None:
+            out["guidance"] = float(out["guidance"]) * PRESETS[self.preset]["guidance_mult"]
+        for k in out:
+            v = getattr(self.cfg, k)
+            if v is not None:
+                out[k] = v
+        return out
+
+    def config(self) -> dict[str, Any]:
+        c = asdict(self.cfg)
+        c.pop("encoder", None)
+        return {"source": self.name, "kind": self.kind, "preset": self.preset, "size": self.size, "aligned": True,
+                "checkpoint": str(self.ckpt.path.resolve()), "checkpoint_sha256": self.ckpt.sha256,
+                "checkpoint_step": self.ckpt.config.get("train", {}).get("step"), "native_size": self.native_size,
+                "encoder": self.encoder_spec(), **c, **self.sampling()}
+
+    def encoder_spec(self) -> Any:
+        return self.cfg.encoder if self.cfg.encoder is not None else self.ckpt.config.get("encoder")
+
+    # -- identities -------------------------------------------------------------------------------
+    def encoder(self):
+        """The frozen FR encoder (loaded on first use; only the morphable identity mode needs it)."""
+        if self._encoder is None:
+            from .encoder import EncoderError, load_encoder
+
+            spec = self.encoder_spec()
+            try:
+                self._encoder = load_encoder(spec, device=self.device, flip=True,
+                                             allow_random=bool(self.ckpt.config.get("allow_random_encoder", False)))
+            except EncoderError as e:
+                raise ValueError(f"the checkpoint's encoder cannot be loaded ({e}); pass overrides "
+                                 "encoder=SPEC to point at it") from None
+            if self._encoder.embedding_size != self.embedding_dim:
+                raise ValueError(f"encoder {spec} gives {self._encoder.embedding_size}-d embeddings, the checkpoint "
+                                 f"is conditioned on {self.embedding_dim}-d ones")
+        return self._encoder
+
+    def _random_candidates(self, seed: int) -> Callable[[int, int], torch.Tensor]:
+        D = self.embedding_dim
+
+        def cand(start: int, count: int) -> torch.Tensor:
+            z = torch.stack([torch.randn(D, generator=generator(seed, "learned-identity", i))
+                             for i in range(start, start + count)])
+            return F.normalize(z.double(), dim=-1)
+        return cand
+
+    def _morphable_candidates(self, seed: int, meta_out: dict) -> Callable[[int, int], torch.Tensor]:
+        from morphable import MorphableSource
+
+        msrc = MorphableSource(preset=self.cfg.identity.morphable_preset, size=112, aligned=True, device=str(self.device))
+        enc = self.encoder()
+        state: dict[str, Any] = {"ids": None}
+
+        def cand(start: int, count: int) -> torch.Tensor:
+            need = start + count
+            have = 0 if state["ids"] is None else len(state["ids"])
+            if have < need:
+                state["ids"] = msrc.sample_identities(max(need, 2 * have), seed)
+            ids = state["ids"]
+            rows = torch.arange(start, start + count)
+            rb = msrc.render(ids, rows, torch.zeros(count, dtype=torch.long), seed)
+            e = enc.embed(rb.images * 2 - 1)
+            meta_out["ids"] = ids
+            return e.double()
+        return cand
+
+    def sample_identities(self, n: int, seed: int) -> Identities:
+        """``n`` separable identities (unit embeddings), prefix-stable (see the module docstring)."""
+        if int(n) < 1:
+            raise ValueError(f"number of identities must be >= 1, got {n}")
+        n, ic = int(n), self.cfg.identity
+        meta_src: dict[str, Any] = {}
+        if ic.mode == "random":
+            cand, chunk = self._random_candidates(seed), max(64, min(4096, n // 4))
+        else:
+            cand, chunk = self._morphable_candidates(seed, meta_src), min(32, max(8, n))
+        acc, E, rejected = reject_close(cand, n, float(ic.min_distance), int(ic.max_tries), chunk)
+        E = E.float()
+        meta: dict[str, torch.Tensor] = {}
+        params = {"embedding": E.clone()}
+        if ic.mode == "morphable":
+            ids = meta_src["ids"]
+            sel = torch.tensor(acc)
+            meta = {k: v[sel] for k, v in ids.meta.items()}
+            params["morphable_index"] = sel.float()
+        space = f"FR encoder embedding ({self.embedding_dim}-d unit vectors, Euclidean)"
+        rep = separability_report(E, space=space, min_distance=float(ic.min_distance))
+        rep.update(candidates=len(acc) + rejected, rejected=rejected, mode=ic.mode)
+        return Identities(params=params, embedding=E, seed=int(seed), report=rep, meta=meta)
+
+    # -- rendering --------------------------------------------------------------------------------
+    def _generate(self, cond: torch.Tensor, gens: list[torch.Generator], params: dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def render(self, identities: Identities, rows: torch.Tensor, variations: torch.Tensor, seed: int) -> RenderBatch:
+        rows = torch.as_tensor(rows, dtype=torch.int64).cpu()
+        variations = torch.as_tensor(variations, dtype=torch.int64).cpu()
+        if rows.ndim != 1 or rows.shape != variations.shape:
+            raise ValueError(f"rows and variations must be 1-D of equal length, got {tuple(rows.shape)} and {tuple(variations.shape)}")
+        if rows.numel() == 0:
+            raise ValueError("render needs at least one (row, variation) pair, got none")
+        if int(rows.min()) < 0 or int(rows.max()) >= len(identities):
+            raise ValueError(f"rows must index the {len(identities)} identities, got range [{int(rows.min())}, {int(rows.max())}]")
+        if int(variations.min()) < 0:
+            raise ValueError("variation indices must be >= 0")
+        if "embedding" not in identities.params or identities.params["embedding"].shape[1] != self.embedding_dim:
+            raise ValueError(f"identities were not sampled by a {self.embedding_dim}-d learned source")
+        params = self.sampling()
+        mb = max(1, int(self.cfg.max_batch))
+        out = []
+        for s in range(0, rows.numel(), mb):
+            r, k = rows[s : s + mb], variations[s : s + mb]
+            gens = [generator(seed, "learned-noise", int(a), int(b)) for a, b in zip(r, k)]
+            cond = identities.params["embedding"][r].to(self.device)
+            out.append(self._generate(cond, gens, params).float())
+        x = torch.cat(out)
+        img = ((x + 1) / 2).clamp(0, 1)
+        if img.shape[-1] != self.size:
+            img = F.interpolate(img, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                                antialias=img.shape[-1] > self.size).clamp(0, 1)
+        B = rows.numel()
+        lm = (ARCFACE_112 * (self.size / 112.0)).expand(B, 5, 2).clone()
+        seeds = torch.tensor([derive_seed(seed, "learned-noise", int(a), int(b)) for a, b in zip(rows, variations)],
+                             dtype=torch.int64)
+        factors = {"noise_seed": seeds, **self._factors(params, B)}
+        return RenderBatch(images=img.float(), identity=rows.to(img.device), variation=variations.to(img.device),
+                           landmarks=lm.to(img.device), factors={k: v.to(img.device) for k, v in factors.items()})
+
+    def _factors(self, params: dict[str, Any], B: int) -> dict[str, torch.Tensor]:
+        return {}
+
+
+class DiffusionSource(LearnedSource):
+    """Images sampled from an identity-conditioned diffusion checkpoint (``kind: diffusion``).
+
+    Args:
+        checkpoint: the ``checkpoint/`` directory of a ``python -m learned.train`` run (or its
+            ``config.json`` / ``ema.pt``).
+        preset: ``default``/``wild`` (checkpoint sampling settings) or ``consistent`` (1.5x guidance).
+        size: output side; the checkpoint's by default (another size needs ``resize: true``).
+        aligned: must be True.
+        device: ``cpu`` or ``cuda`` (bf16 autocast on CUDA).
+        overrides: :class:`LearnedConfig` keys, e.g. ``{"guidance": 3.0, "solver": "ddim", "steps": 20,
+            "identity": {"mode": "morphable", "min_distance": 1.0}}``.
+    """
+
+    name = "diffusion"
+    kind = "diffusion"
+
+    def __init__(self, checkpoint: str | None = None, preset: str = "default", size: int | None = None,
+                 aligned: bool = True, device: str = "cpu", overrides: Mapping[str, Any] | None = None):
+        super().__init__(checkpoint, preset, size, aligned, device, overrides)
+        s = self.sampling()
+        from .diffusion.sampling import SOLVERS
+
+        if s["solver"] not in SOLVERS:
+            raise ValueError(f"unknown solver {s['solver']!r} (use one of {', '.join(SOLVERS)})")
+        if int(s["steps"]) < 1 or float(s["guidance"]) < 0:
+            raise ValueError(f"steps must be >= 1 and guidance >= 0, got steps={s['steps']} guidance={s['guidance']}")
+
+    def _generate(self, cond: torch.Tensor, gens: list[torch.Generator], params: dict[str, Any]) -> torch.Tensor:
+        return self.model.sample(cond, gens, steps=int(params["steps"]), solver=str(params["solver"]),
+                                 guidance=float(params["guidance"]), eta=float(params["eta"] or 0.0),
+                                 clip=bool(params["clip"] if params["clip"] is not None else True))
+
+    def _factors(self, params: dict[str, Any], B: int) -> dict[str, torch.Tensor]:
+        return {"guidance": torch.full((B,), float(params["guidance"])),
+                "steps": torch.full((B,), int(params["steps"]), dtype=torch.int64)}
