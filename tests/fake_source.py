@@ -5,12 +5,11 @@ phase; each variation shifts, rotates and relights the pattern and adds noise. E
 deterministic by ``(seed, identity, variation)`` through :func:`engine.interface.generator`, images
 do not depend on the rest of the batch, and identities are prefix-stable.
 
-``check_conformance(source)`` runs the checks every :class:`IdentitySampler` should pass; it is used on
-``FakeSource`` by the tests and can be pointed at any real source.
+The interface checks every source must pass live in :mod:`tests.conformance` (re-exported here as
+``check_conformance`` for the engine tests).
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from engine.interface import IdentitySampler, Identities, RenderBatch, generator, separability_report
+from tests.conformance import check_conformance  # noqa: F401  (re-exported)
 
 #: ArcFace 5-point template for a 112x112 aligned crop.
 ARCFACE_112 = torch.tensor(
@@ -131,42 +131,3 @@ class FakeSource(IdentitySampler):
                 "occluded": torch.stack(fac["occluded"]).long() if b else torch.zeros(0, dtype=torch.long),
             },
         )
-
-
-def check_conformance(source: IdentitySampler, n: int = 5, k: int = 3, seed: int = 0, atol: float = 1e-5) -> None:
-    """Assert the :class:`IdentitySampler` contract on ``source`` (raises ``AssertionError``)."""
-    cfg = source.config()
-    json.dumps(cfg)  # JSON-serialisable
-    assert "size" in cfg, "config() must contain 'size'"
-    size = source.image_size
-
-    ids = source.sample_identities(n, seed)
-    assert len(ids) == n and ids.embedding.shape[0] == n
-    for name, t in {**ids.params, **ids.meta}.items():
-        assert t.shape[0] == n, f"identity tensor {name!r} must have leading dim {n}"
-    json.dumps(ids.report, default=float)
-    again = source.sample_identities(n, seed)
-    assert torch.equal(ids.embedding, again.embedding), "sample_identities must be deterministic"
-    prefix = source.sample_identities(n - 2, seed)
-    assert torch.equal(prefix.embedding, ids.embedding[: n - 2]), "sample_identities must be prefix-stable"
-    other = source.sample_identities(n, seed + 1)
-    assert not torch.equal(other.embedding, ids.embedding), "seed must change identities"
-
-    rows = torch.arange(n).repeat_interleave(k)
-    var = torch.arange(k).repeat(n)
-    rb = source.render(ids, rows, var, seed)
-    b = n * k
-    assert rb.images.shape == (b, 3, size, size) and rb.images.dtype == torch.float32
-    assert float(rb.images.min()) >= 0.0 and float(rb.images.max()) <= 1.0
-    assert torch.equal(rb.identity.cpu(), rows) and torch.equal(rb.variation.cpu(), var)
-    assert rb.landmarks.shape == (b, 5, 2) and rb.landmarks.dtype == torch.float32
-    for name, t in rb.factors.items():
-        assert t.shape[0] == b, f"factor {name!r} must have leading dim {b}"
-        assert t.dim() in (1, 2), f"factor {name!r} must be (B,) or (B, k)"
-    rb2 = source.render(ids, rows, var, seed)
-    assert torch.equal(rb.images, rb2.images), "render must be deterministic"
-    sub = torch.tensor([b - 1, 1])
-    rb3 = source.render(ids, rows[sub], var[sub], seed)
-    assert torch.allclose(rb3.images, rb.images[sub], atol=atol), "an image must not depend on its batch"
-    assert not torch.allclose(rb.images[0], rb.images[1]), "variations must differ"
-    assert not torch.allclose(rb.images[0], rb.images[k]), "identities must differ"

@@ -1,0 +1,64 @@
+"""Helpers for the learned-source tests: tiny synthetic face folders and a tiny trained checkpoint."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+TINY_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "learned" / "diffusion_tiny_cpu.yaml"
+
+
+def make_face_folder(root: Path, ids: int = 6, per_id: int = 4, size: int = 32, seed: int = 0,
+                     singletons: int = 2) -> Path:
+    """An ImageFolder ``root/<person>/<k>.png`` of blob "faces": each person has a skin colour and
+    eye/mouth geometry, each image a small shift, brightness change and noise. ``singletons`` extra
+    people have one image each."""
+    g = torch.Generator().manual_seed(seed)
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    root.mkdir(parents=True, exist_ok=True)
+    for p in range(ids + singletons):
+        u = torch.rand(6, generator=g)
+        skin = torch.tensor([0.55, 0.4, 0.3]) + 0.35 * (u[:3] - 0.5)
+        eye_dx, eye_y, mouth_w = 0.25 + 0.2 * u[3], -0.2 - 0.15 * u[4], 0.2 + 0.25 * u[5]
+        d = root / f"person{p:02d}"
+        d.mkdir(exist_ok=True)
+        for k in range(per_id if p < ids else 1):
+            v = torch.rand(4, generator=g)
+            sx, sy = 0.1 * (v[0] - 0.5), 0.1 * (v[1] - 0.5)
+            x, y = xs - sx, ys - sy
+            face = ((x / 0.7) ** 2 + (y / 0.85) ** 2 < 1).float()
+            eyes = (((x - eye_dx) ** 2 + (y - eye_y) ** 2) < 0.01).float() + (((x + eye_dx) ** 2 + (y - eye_y) ** 2) < 0.01).float()
+            mouth = ((x.abs() < mouth_w) & ((y - 0.4).abs() < 0.04)).float()
+            img = 0.15 + face[None] * skin[:, None, None] * (0.8 + 0.4 * v[2])
+            img = img * (1 - 0.8 * eyes[None]) * (1 - 0.6 * mouth[None])
+            img = img + 0.03 * torch.randn(3, size, size, generator=g)
+            arr = (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+            Image.fromarray(np.ascontiguousarray(arr)).save(d / f"{k}.png")
+    return root
+
+
+_RUNS: dict[str, dict] = {}
+
+
+def tiny_config(data: Path, *overrides: str):
+    """The tiny CPU diffusion config on ``data`` with extra ``key=value`` overrides."""
+    from learned.train import load_config
+
+    return load_config(TINY_CONFIG, [f"data.path={data}", *overrides])
+
+
+def tiny_run(base: Path, steps: int = 40) -> dict:
+    """Train the tiny config once per test session under ``base`` (a session tmp dir) and return
+    ``{"data": folder, "out": run dir, "checkpoint": checkpoint dir, "metrics": ...}``."""
+    key = f"{base}:{steps}"
+    if key not in _RUNS:
+        from learned.train import run_training
+
+        data = make_face_folder(base / "faces")
+        out = base / "run"
+        metrics = run_training(tiny_config(data, f"train.steps={steps}"), out, printer=lambda s: None)
+        _RUNS[key] = {"data": data, "out": out, "checkpoint": out / "checkpoint", "metrics": metrics}
+    return _RUNS[key]
