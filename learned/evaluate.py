@@ -319,9 +319,10 @@ def consistency(embeddings, labels, threshold: float = DEFAULT_ID_THRESHOLD) -> 
     # label agreement: nearest centre, own centre replaced by the leave-one-out one
     correct = 0
     step = 4096
+    cf = centres.float()
     for s in range(0, es.shape[0], step):
         x = es[s:s + step]
-        cs = x @ centres.T
+        cs = (x.float() @ cf.T).double()
         cs[torch.arange(x.shape[0]), ls[s:s + step]] = sim[s:s + step]
         correct += int((cs.argmax(1) == ls[s:s + step]).sum())
     per_id_sum = torch.zeros(len(counts), dtype=torch.float64).index_add_(0, ls, sim)
@@ -771,28 +772,33 @@ def _make_source(name, checkpoint, preset, size, device):
 
 
 def _same_encoder(cond: Any, spec: Mapping[str, Any]) -> bool | None:
-    """Whether a source's named condition encoder ``cond`` (its config's ``encoder``) is the evaluation
-    encoder ``spec`` (resolved spec of :class:`FREncoder`); ``None`` when the source names none."""
+    """Whether the condition encoder a source names (its config's ``encoder`` spec) is the evaluation
+    encoder (``spec``: the resolved spec of an :class:`FREncoder`); ``None`` when the source names none.
+    Paths compare resolved (a run dir equals its ``backbone.pt``); other keys compare by value."""
+    from learned.encoder import _normalise_spec
+
     if cond is None:
         return None
-    if isinstance(cond, Mapping):
-        if "spec" in cond and isinstance(cond["spec"], Mapping):
-            cond = cond["spec"]
-        if json.dumps(dict(cond), sort_keys=True, default=str) == json.dumps(dict(spec), sort_keys=True, default=str):
-            return True
-        cond = cond.get("path") or cond.get("checkpoint")
-        if cond is None:
-            return False
-    text = str(cond)
-    if ":" in text and not os.path.exists(text):
-        text = text.partition(":")[2]
-    mine = spec.get("path") or spec.get("checkpoint")
-    if mine is None:
-        return False
     try:
-        return Path(text).expanduser().resolve() == Path(mine).expanduser().resolve()
-    except OSError:
+        c = _normalise_spec(cond)
+    except Exception:
         return False
+
+    def place(p: Any) -> Path:
+        q = Path(str(p)).expanduser().resolve()
+        return q.parent if q.is_file() and q.name in ("backbone.pt", "model_config.json") else q
+
+    for k, val in c.items():
+        if k in ("path", "checkpoint"):
+            if spec.get(k) is None or place(val) != place(spec[k]):
+                return False
+        elif k == "input_size":
+            norm = (lambda x: [int(x), int(x)] if isinstance(x, (int, float)) else [int(v) for v in x])
+            if k in spec and norm(val) != norm(spec[k]):
+                return False
+        elif k in spec and spec[k] != val:
+            return False
+    return True
 
 
 def _jsonable(x: Any) -> Any:
@@ -990,11 +996,13 @@ def evaluate(encoder, *, dataset=None, source=None, checkpoint=None, ids: int | 
     if outdir is not None:
         files["contact_sheet"] = _contact_sheet_png(gen, outdir / "contact_sheet.png")
     report["files"] = files
-    report["seconds"] = {"generated_set": round(gen.seconds, 3),
-                         **({"real_set": round(real_set.seconds, 3)} if real_set is not None else {}),
-                         **({"training_set": round(train_set.seconds, 3)} if train_set is not None and
-                            train_set is not real_set else {}),
-                         "total": round(time.perf_counter() - t_start, 3)}
+    # embedding seconds of each distinct set (a folder given in several roles is embedded once)
+    secs = {"generated_set": round(gen.seconds, 3)}
+    if real_set is not None and real_set is not gen:
+        secs["real_set"] = round(real_set.seconds, 3)
+    if train_set is not None and train_set is not gen and train_set is not real_set:
+        secs["training_set"] = round(train_set.seconds, 3)
+    report["seconds"] = {**secs, "total": round(time.perf_counter() - t_start, 3)}
     report = _jsonable(report)
     if outdir is not None:
         (outdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -309,6 +309,9 @@ class CondFake(FakeSource):
         super().__init__(**kw)
         self.encoder = encoder
 
+    def config(self):
+        return {**super().config(), "encoder": self.encoder.spec}  # as the learned sources name theirs
+
     def sample_identities(self, n: int, seed: int) -> Identities:
         ids = super().sample_identities(n, seed)
         front = self.render(ids, torch.arange(n), torch.zeros(n, dtype=torch.long), seed).images
@@ -320,11 +323,29 @@ def test_identity_preservation_for_a_source_in_encoder_space(tmp_path):
     enc = pixel_encoder()
     rep = evaluate(enc, source=CondFake(enc, preset="wild", size=32), ids=5, per_id=3, seed=2, out=tmp_path)
     ip = rep["identity_preservation"]
-    assert ip["applicable"] is True and ip["same_encoder"] is None
+    assert ip["applicable"] is True and ip["same_encoder"] is True
     assert ip["quantiles"]["q100"] == pytest.approx(1.0, abs=1e-5)  # variation 0 is the condition image itself
     assert -1.0 <= ip["quantiles"]["q00"] <= ip["mean"] <= 1.0
     _png_ok(tmp_path / rep["files"]["identity_preservation_histogram"])
     assert rep["input"]["kind"] == "source" and rep["num_images"] == 15
+
+
+def test_same_encoder_comparison(tmp_path):
+    from learned.evaluate import _same_encoder
+
+    spec = {"arch": "tiny", "embedding_size": 32, "input_size": 56, "random_init_seed": 0}
+    assert _same_encoder(None, spec) is None
+    assert _same_encoder({"arch": "tiny", "random_init_seed": 0, "input_size": [56, 56]}, spec) is True
+    assert _same_encoder({"arch": "tiny", "random_init_seed": 1}, spec) is False
+    pth = tmp_path / "r50.pth"
+    pth.write_bytes(b"")
+    resolved = {"arch": "iresnet50", "checkpoint": str(pth), "embedding_size": 512, "input_size": 112}
+    assert _same_encoder(f"iresnet50:{pth}", resolved) is True
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "backbone.pt").write_bytes(b"")
+    assert _same_encoder(str(run), {"path": str(run / "backbone.pt")}) is True  # a run dir is its backbone.pt
+    assert _same_encoder(str(run), resolved) is False
 
 
 def run_cli(args, capsys):
