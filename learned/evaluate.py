@@ -16,7 +16,9 @@ Metrics (``c_k`` is the L2-normalised mean of identity ``k``'s unit image embedd
   subjects. Identities are visited in label order; identity ``k`` is *unique* when ``cos(c_k, c_j) <=
   tau_u`` for every earlier unique identity ``j`` (a greedy de-duplication, so ``m`` mutual look-alikes
   count once). ``Uniqueness = #unique / #identities`` in ``(0, 1]``; ``tau_u`` defaults to 0.3, the
-  cosine threshold DCFace uses to decide that two subjects are the same person.
+  cosine threshold DCFace uses to decide that two subjects are the same person. (DCFace measures both
+  Uniqueness and Consistency with a pretrained FR model and a same-subject cosine threshold; the exact
+  counting rules stated here are the ones this module implements.)
 * **Consistency** (after DCFace): the fraction of images whose identity the encoder confirms: image
   ``i`` of identity ``k`` is consistent when ``cos(e_i, c_k^(-i)) > tau_c``, where ``c_k^(-i)`` is the
   centre of identity ``k`` computed *without* image ``i`` (leave-one-out, so that an image does not vote
@@ -1067,7 +1069,9 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         lines += [f"![similarity histograms]({files['similarity_histograms']})", ""]
     lines += ["## Uniqueness and Consistency", "", "**Uniqueness.** " + DEFINITIONS["uniqueness"], "",
               f"Uniqueness {u['uniqueness']:.4f}: {u['unique_identities']} unique of {u['num_identities']} "
-              f"identities; {u['duplicate_pairs']} identity pairs with centre cosine > {u['threshold']:.2f}.", "",
+              f"identities; {u['duplicate_pairs']} identity pairs with centre cosine > {u['threshold']:.2f}. "
+              f"The thresholds are encoder-dependent (0.3 suits ArcFace/AdaFace-class encoders); this encoder's "
+              f"EER threshold on this set is {_f(v['eer_threshold'], 3)}.", "",
               "**Consistency.** " + DEFINITIONS["consistency"], "",
               f"Consistency {c['consistency']:.4f} over {c['scored_images']} images ({c['unscored_images']} in "
               f"single-image identities not scored); mean leave-one-out similarity {_f(c['mean_similarity'], 3)}; "
