@@ -32,7 +32,7 @@ class DataConfig:
         embed_batch_size: batch size for the one-time encoder pass over the training images.
     """
 
-    path: str = ""
+    path: str | None = None
     format: str = "auto"
     image_size: int = 64
     flip: float = 0.5

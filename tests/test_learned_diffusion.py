@@ -1,0 +1,325 @@
+"""Diffusion source of issue 6: network, schedule, samplers, training, checkpoints, data, errors."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+from engine.interface import generator
+from learned.checkpoint import CheckpointError, load_checkpoint
+from learned.diffusion import CosineSchedule, ScheduleConfig, UNet, UNetConfig, build_model, sample
+from tests.learned_helpers import TINY_CONFIG, make_face_folder, tiny_config, tiny_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return tiny_run(tmp_path_factory.getbasetemp() / "learned-tiny")
+
+
+def _small(D=8, **kw):
+    return UNetConfig(**{**dict(base_channels=16, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[8],
+                                embedding_dim=D, groups=8, head_channels=16, identity_tokens=2), **kw})
+
+
+# ---------------------------------------------------------------------------------------------- network
+
+
+@pytest.mark.parametrize("size, mult, attn", [(64, [1, 1, 2, 2], [16, 8]), (112, [1, 1, 2, 2, 2], [14, 7]), (20, [1, 2], [10])])
+def test_unet_sizes_and_conditioning(size, mult, attn):
+    torch.manual_seed(0)
+    m = UNet(_small(channel_mult=mult, attention_resolutions=attn, base_channels=8), size)
+    for p in m.parameters():  # break the zero-inits so the condition reaches the output
+        p.data.add_(torch.randn_like(p) * 0.02)
+    x, t, c = torch.randn(2, 3, size, size), torch.rand(2), torch.randn(2, 8)
+    out = m(x, t, c)
+    assert out.shape == x.shape
+    n_attn = sum(type(mod).__name__ == "AttentionBlock" for mod in m.modules())
+    assert n_attn > 1  # middle + at least one listed resolution
+    # the identity condition and the null embedding both change the output
+    assert not torch.allclose(out, m(x, t, torch.randn(2, 8)))
+    dropped = m(x, t, c, drop=torch.tensor([True, False]))
+    assert not torch.allclose(dropped[0], out[0]) and torch.allclose(dropped[1], out[1], atol=1e-6)
+    with pytest.raises(ValueError, match=f"built for {size} px"):
+        m(torch.randn(1, 3, size + 2, size + 2), t[:1], c[:1])
+
+
+def test_schedule_v_parameterisation():
+    s = CosineSchedule(ScheduleConfig())
+    t = torch.linspace(0, 1, 11)
+    a, sg = s.alpha_sigma(t)
+    torch.testing.assert_close(a ** 2 + sg ** 2, torch.ones_like(a, dtype=torch.float64))
+    assert (s.logsnr(t).diff() < 0).all()
+    assert abs(float(s.logsnr(torch.tensor([0.0]))) - 15.0) < 1e-6 and abs(float(s.logsnr(torch.tensor([1.0]))) + 15.0) < 1e-6
+    x, eps = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    tt = torch.rand(4)
+    z, v = s.add_noise(x, tt, eps)
+    a, sg = (q.float().view(-1, 1, 1, 1) for q in s.alpha_sigma(tt))
+    torch.testing.assert_close(a * z - sg * v, x, atol=1e-5, rtol=1e-5)
+    shifted = CosineSchedule(ScheduleConfig(shift=2 * math.log(64 / 112)))
+    assert float(shifted.logsnr(torch.tensor([0.5]))) < float(s.logsnr(torch.tensor([0.5])))
+
+
+class _Oracle(torch.nn.Module):
+    """The exact v of a Gaussian data distribution N(mu, std^2) per pixel; ``cond`` shifts mu."""
+
+    def __init__(self, schedule, std):
+        super().__init__()
+        self.s, self.std = schedule, std
+
+    def forward(self, z, t, cond, drop=None, factors=None):
+        a, s = (q.float().view(-1, 1, 1, 1) for q in self.s.alpha_sigma(t))
+        mu = cond[:, :1, None, None].float() * 0.5
+        if drop is not None:
+            mu = torch.where(drop[:, None, None, None], torch.zeros_like(mu), mu)
+        x0 = mu + a * self.std ** 2 / (a ** 2 * self.std ** 2 + s ** 2) * (z - a * mu)
+        eps = (z - a * x0) / s
+        return a * eps - s * x0
+
+
+@pytest.mark.parametrize("solver, steps, tol", [("dpmpp2m", 25, 0.06), ("ddim", 25, 0.1), ("dpmpp2m", 10, 0.1)])
+def test_samplers_recover_the_data_distribution(solver, steps, tol):
+    sch = CosineSchedule(ScheduleConfig())
+    model = _Oracle(sch, std=0.3)
+    cond = torch.full((64, 2), 1.0)
+    gens = [generator(0, "oracle", i) for i in range(64)]
+    x = sample(model, sch, cond, gens, image_size=8, steps=steps, solver=solver, guidance=1.0, clip=False)
+    assert abs(float(x.mean()) - 0.5) < tol
+    assert abs(float(x.std()) - 0.3) / 0.3 < tol * 2
+    # guidance extrapolates away from the unconditional mean (0) past the conditional one (0.5)
+    xg = sample(model, sch, cond, gens, image_size=8, steps=steps, solver=solver, guidance=2.0, clip=False)
+    assert float(xg.mean()) > float(x.mean()) + 0.2
+
+
+def test_sampling_deterministic_and_independent_of_the_batch():
+    torch.manual_seed(0)
+    m = build_model({"image_size": 16, "model": _small().to_dict()}).eval()
+    for p in m.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)
+    c = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    gens = lambda idx: [generator(7, "n", i) for i in idx]  # noqa: E731
+    for kw in ({"solver": "dpmpp2m"}, {"solver": "ddim"}, {"solver": "ddim", "eta": 1.0}):
+        a = m.sample(c, gens(range(4)), steps=5, guidance=2.0, **kw)
+        b = m.sample(c, gens(range(4)), steps=5, guidance=2.0, **kw)
+        assert torch.equal(a, b)
+        sub = m.sample(c[[3, 1]], gens([3, 1]), steps=5, guidance=2.0, **kw)
+        torch.testing.assert_close(sub, a[[3, 1]], atol=1e-5, rtol=0)
+        assert not torch.allclose(a[0], a[1])
+    with pytest.raises(ValueError, match="unknown solver"):
+        m.sample(c, gens(range(4)), solver="euler")
+    with pytest.raises(ValueError, match="one generator per image"):
+        m.sample(c, gens(range(3)))
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def test_training_loss_falls_checkpoint_round_trips(run):
+    m = run["metrics"]
+    assert m["global_step"] == 40 and m["loss_last"] < 0.8 * m["loss_first"], m
+    out = run["out"]
+    assert (out / "last.ckpt").is_file() and (out / "train_config.json").is_file()
+    assert m["samples"] and (out / "samples" / "step-0000040.png").is_file()
+    assert list((out / "logs").rglob("metrics.csv"))
+    ck = load_checkpoint(run["checkpoint"], kind="diffusion")
+    cfg = ck.config
+    assert cfg["kind"] == "diffusion" and cfg["image_size"] == 16 and cfg["train"]["step"] == 40
+    assert cfg["encoder"]["random_init_seed"] == 0 and cfg["data"]["num_images"] == 26
+    assert cfg["model"]["embedding_dim"] == 32 and cfg["sample"]["solver"] == "dpmpp2m"
+    # config beside the weights rebuilds the model; EMA and raw weights are both there and differ
+    raw = load_checkpoint(run["checkpoint"] / "model.pt")
+    assert raw.weights == "raw"
+    sd_e, sd_r = ck.model.state_dict(), raw.model.state_dict()
+    assert any(not torch.equal(sd_e[k], sd_r[k]) for k in sd_e)
+    # same outputs as the EMA network inside the Lightning training state
+    state = torch.load(out / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    fresh = build_model(cfg)
+    fresh.load_state_dict({k[len("ema."):]: v for k, v in state.items() if k.startswith("ema.")})
+    fresh.eval()
+    c = torch.nn.functional.normalize(torch.randn(2, 32), dim=-1)
+    g = lambda: [generator(1, i) for i in range(2)]  # noqa: E731
+    assert torch.equal(ck.model.sample(c, g(), steps=3), fresh.sample(c, g(), steps=3))
+
+
+def test_resume_continues_and_refuses_another_config(tmp_path, run):
+    from learned.train import run_training
+    from training.curriculum import ConfigError
+
+    out = tmp_path / "run"
+    shutil.copytree(run["out"], out)
+    lines = []
+    m = run_training(tiny_config(run["data"], "train.steps=44"), out, printer=lines.append)
+    assert any("resuming" in ln for ln in lines) and m["global_step"] == 44
+    assert load_checkpoint(out / "checkpoint").config["train"]["step"] == 44
+    with pytest.raises(ConfigError, match="different config.*train.lr"):
+        run_training(tiny_config(run["data"], "train.steps=46", "train.lr=0.1"), out, printer=lines.append)
+    # a torn temp file of an interrupted checkpoint write does not disturb the resume
+    (out / ".last.ckpt.tmp").write_bytes(b"torn")
+    assert run_training(tiny_config(run["data"], "train.steps=46"), out, printer=lines.append)["global_step"] == 46
+
+
+def test_checkpoint_errors(tmp_path, run):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="training run dir: use"):
+        load_checkpoint(run["out"])
+    with pytest.raises(CheckpointError, match="Lightning training state"):
+        load_checkpoint(run["out"] / "last.ckpt")
+    bad = tmp_path / "gan"
+    shutil.copytree(run["checkpoint"], bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**cfg, "kind": "gan"}))
+    with pytest.raises(CheckpointError, match="is a 'gan' checkpoint, not a 'diffusion' one"):
+        load_checkpoint(bad, kind="diffusion")
+    (bad / "config.json").write_text(json.dumps({**cfg, "model": {**cfg["model"], "base_channels": 24}}))
+    with pytest.raises(CheckpointError, match="do not match the model"):
+        load_checkpoint(bad)
+    (bad / "config.json").write_text(json.dumps({**cfg, "model": {**cfg["model"], "bogus": 1}}))
+    with pytest.raises(CheckpointError, match="bogus"):
+        load_checkpoint(bad)
+    (bad / "config.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(CheckpointError, match="not a synthface learned checkpoint"):
+        load_checkpoint(bad)
+
+
+def test_config_errors_name_the_key(tmp_path):
+    from learned.train import main, parse_config
+    from training.curriculum import ConfigError
+
+    import yaml
+
+    base = yaml.safe_load(TINY_CONFIG.read_text())
+    base["data"]["path"] = str(tmp_path)
+    with pytest.raises(ConfigError, match="model.bogus: unknown key"):
+        parse_config(base, ["model.bogus=1"])
+    with pytest.raises(ConfigError, match="kind: unknown trainer 'vae'"):
+        parse_config({**base, "kind": "vae"})
+    with pytest.raises(ConfigError, match="kind: required"):
+        parse_config({k: v for k, v in base.items() if k != "kind"})
+    with pytest.raises(ConfigError, match="sample.solver"):
+        parse_config(base, ["sample.solver=euler"])
+    with pytest.raises(ConfigError, match="data.path: required"):
+        parse_config(base, ["data.path="])
+    assert main(["--config", str(TINY_CONFIG), "--override", "train.bogus=1"]) == 2
+    assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert main(["--config", str(TINY_CONFIG), "-o", f"data.path={tmp_path}", "--dry-run"]) == 0
+
+
+def test_real_configs_parse():
+    from learned.train import parse_config
+
+    import yaml
+
+    from tests.learned_helpers import TINY_CONFIG as T
+
+    for name, size in (("diffusion_lfw64.yaml", 64), ("diffusion_lfw112.yaml", 112)):
+        data = yaml.safe_load((T.parent / name).read_text())
+        cfg = parse_config(data, ["encoder=/some/backbone"], resolve=False)
+        assert cfg.kind == "diffusion" and cfg.data.image_size == size and cfg.diffusion.cond_drop == 0.25
+        assert cfg.sample.steps <= 25
+        UNet(cfg.model, size)  # the architecture builds at its size
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def test_face_data_embeddings_cached_and_conditions(tmp_path):
+    from learned.data import FaceTrainSet, cached_embeddings
+    from learned.encoder import load_encoder
+
+    root = make_face_folder(tmp_path / "faces", ids=3, per_id=3, singletons=2, size=24)
+    ds = FaceTrainSet(root, 16)
+    assert len(ds) == 11 and ds.num_identities == 5  # the 2 one-image people count
+    enc = load_encoder({"arch": "tiny", "embedding_size": 16, "input_size": 32, "random_init_seed": 1},
+                       allow_random=True)
+    logs = []
+    e1 = cached_embeddings(ds, enc, tmp_path / "cache", log=logs.append)
+    e2 = cached_embeddings(ds, enc, tmp_path / "cache", log=logs.append)
+    assert torch.equal(e1, e2) and "cached" in logs[-1] and len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    torch.testing.assert_close(e1.norm(dim=-1), torch.ones(11))
+    # flip-averaged: a mirrored image gets the same condition
+    x = ds.original(0)[None].float() / 127.5 - 1
+    torch.testing.assert_close(torch.nn.functional.normalize(enc(x) + enc(x.flip(-1)), dim=-1)[0], e1[0])
+    # another encoder: another cache entry
+    enc2 = load_encoder({"arch": "tiny", "embedding_size": 16, "input_size": 32, "random_init_seed": 2}, allow_random=True)
+    cached_embeddings(ds, enc2, tmp_path / "cache", log=logs.append)
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+    ds.attach_embeddings(e1, "image")
+    item = ds[4]
+    assert item["image"].shape == (3, 16, 16) and item["image"].dtype == torch.uint8
+    torch.testing.assert_close(item["embedding"], e1[4])
+    ds.preload()
+    batch = ds.__getitems__([0, 10])
+    assert batch["image"].shape == (2, 3, 16, 16) and batch["label"].tolist() == [0, 4]
+    ds.attach_embeddings(e1, "mean")
+    same = ds.labels == ds.labels[0]
+    assert torch.allclose(ds.embeddings[same], ds.embeddings[0].expand(int(same.sum()), -1))
+    torch.testing.assert_close(ds.embeddings[10], e1[10])  # a singleton's mean is its own embedding
+
+
+# ---------------------------------------------------------------------------------------------- source
+
+
+def test_identities_separable_prefix_stable_and_reported(run):
+    from learned.source import DiffusionSource
+
+    src = DiffusionSource(checkpoint=str(run["checkpoint"]), overrides={"identity": {"min_distance": 1.2}})
+    ids = src.sample_identities(20, seed=0)
+    rep = ids.report
+    assert rep["rejected"] > 0 and rep["candidates"] == 20 + rep["rejected"] and rep["achieved_min_distance"] >= 1.2
+    assert "encoder" in rep["space"] and rep["mode"] == "random"
+    torch.testing.assert_close(ids.embedding.norm(dim=-1), torch.ones(20))
+    assert torch.equal(src.sample_identities(7, seed=0).embedding, ids.embedding[:7])
+    with pytest.raises(ValueError, match="lower identity.min_distance"):
+        DiffusionSource(checkpoint=str(run["checkpoint"]),
+                        overrides={"identity": {"min_distance": 1.9, "max_tries": 2}}).sample_identities(10, seed=0)
+
+
+def test_morphable_identities_embedded_by_the_encoder(run, default_model):
+    from learned.source import DiffusionSource
+
+    src = DiffusionSource(checkpoint=str(run["checkpoint"]), overrides={"identity": {"mode": "morphable", "min_distance": 0.0}})
+    ids = src.sample_identities(3, seed=0)
+    assert ids.embedding.shape == (3, 32) and ids.report["mode"] == "morphable"
+    assert "gender" in ids.meta and ids.meta["gender"].shape == (3,)
+    torch.testing.assert_close(ids.embedding.norm(dim=-1), torch.ones(3))
+    rb = src.render(ids, torch.tensor([0, 2]), torch.tensor([0, 0]), seed=0)
+    assert rb.images.shape == (2, 3, 16, 16)
+
+
+def test_render_labels_and_factors(run):
+    from engine import create_source
+    from learned.source import ARCFACE_112
+
+    src = create_source("diffusion", checkpoint=str(run["checkpoint"]), size=32, overrides={"resize": True, "guidance": 3.0})
+    ids = src.sample_identities(2, seed=1)
+    rb = src.render(ids, torch.tensor([0, 1]), torch.tensor([0, 5]), seed=1)
+    assert rb.images.shape == (2, 3, 32, 32)
+    torch.testing.assert_close(rb.landmarks[1], ARCFACE_112 * 32 / 112)
+    assert rb.factors["guidance"].tolist() == [3.0, 3.0] and rb.factors["steps"].tolist() == [6, 6]
+    assert rb.factors["noise_seed"].dtype == torch.int64 and rb.factors["noise_seed"][0] != rb.factors["noise_seed"][1]
+    cfg = src.config()
+    assert cfg["guidance"] == 3.0 and cfg["solver"] == "dpmpp2m" and cfg["checkpoint_step"] == 40 and cfg["native_size"] == 16
+    json.dumps(cfg)
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    ({}, "needs a checkpoint"),
+    ({"checkpoint": "/does/not/exist"}, "checkpoint not found"),
+    ({"size": 32}, "generates 16 px images, not 32"),
+    ({"aligned": False}, "aligned crops only"),
+    ({"preset": "nope"}, "unknown preset"),
+    ({"overrides": {"bogus": 1}}, "unknown override 'bogus'"),
+    ({"overrides": {"identity": {"mode": "gan"}}}, "identity.mode"),
+    ({"overrides": {"solver": "euler"}}, "unknown solver"),
+])
+def test_source_bad_input(run, kwargs, msg):
+    from learned.source import DiffusionSource
+
+    kw = {"checkpoint": str(run["checkpoint"]), **kwargs} if kwargs != {} else {}
+    with pytest.raises(ValueError, match=msg):
+        DiffusionSource(**kw)
