@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from . import native as _native
+
 _FACE_BITS = 20
 _FACE_MASK = (1 << _FACE_BITS) - 1
 _DEPTH_SCALE = 2.0**20  # depth quantum ~1e-6 scene units
@@ -55,6 +57,7 @@ def rasterize(
     near: float = 1e-3,
     max_candidates: int = 8_000_000,
     barycentrics: bool = True,
+    native: bool = True,
 ) -> Fragments:
     """Rasterize ``B`` meshes sharing one topology.
 
@@ -79,6 +82,10 @@ def rasterize(
     if faces.shape[0] > _FACE_MASK:
         raise ValueError(f"at most {_FACE_MASK} faces are supported, got {faces.shape[0]}")
     B, device = verts.shape[0], verts.device
+    if native and _native.usable(verts):
+        # the same float32 arithmetic as below, as compiled loops (bit-identical output)
+        face, bary, depth = _native.rasterize(verts, faces, height, width, cull_backfaces, near, barycentrics)
+        return Fragments(face=face, bary=bary, depth=depth)
     faces = faces.to(device)
     tri = verts[:, faces]  # (B, F, 3, 3)
     x, y, z = tri[..., 0], tri[..., 1], tri[..., 2]
@@ -93,11 +100,40 @@ def rasterize(
     ymax = torch.ceil(y.max(-1).values - 0.5).clamp(0, height - 1)
     keep &= (x.max(-1).values >= 0) & (x.min(-1).values <= width)
     keep &= (y.max(-1).values >= 0) & (y.min(-1).values <= height)
-    # Bucket triangles by bounding-box width and height (rounded up to a ~sqrt(2) ladder), so each
-    # bucket evaluates a kx x ky candidate grid close to its triangles' boxes.
-    ladder = torch.tensor(_LADDER, device=device, dtype=xmin.dtype)
     zbuf = torch.full((B * height * width + 1,), _EMPTY, dtype=torch.int64, device=device)
     bidx_all, fidx_all = torch.nonzero(keep, as_tuple=True)
+    _zbuffer_torch(tri, bidx_all, fidx_all, xmin, ymin, xmax, ymax, zbuf, height, width, max_candidates)
+
+    zbuf = zbuf[:-1].view(B, height, width)
+    hit = zbuf != _EMPTY
+    face = torch.where(hit, zbuf & _FACE_MASK, torch.full_like(zbuf, -1))
+    if not barycentrics:  # depth straight from the z-buffer keys (quantised to 2^-20)
+        depth = torch.where(hit, (zbuf >> _FACE_BITS).to(verts.dtype) / _DEPTH_SCALE, torch.zeros((), dtype=verts.dtype))
+        return Fragments(face=face, bary=torch.zeros(0, device=device), depth=depth)
+    # Exact perspective-correct barycentrics for the winning faces, at covered pixels only.
+    bi, yi, xi = hit.nonzero(as_tuple=True)
+    t = tri[bi, face[bi, yi, xi]]  # (P, 3, 3)
+    py = yi.to(verts.dtype) + 0.5
+    px = xi.to(verts.dtype) + 0.5
+    w0 = _edge(t[:, 1, 0], t[:, 1, 1], t[:, 2, 0], t[:, 2, 1], px, py)
+    w1 = _edge(t[:, 2, 0], t[:, 2, 1], t[:, 0, 0], t[:, 0, 1], px, py)
+    w2 = _edge(t[:, 0, 0], t[:, 0, 1], t[:, 1, 0], t[:, 1, 1], px, py)
+    ws = torch.stack([w0, w1, w2], -1)
+    ws = ws / ws.sum(-1, keepdim=True)
+    persp = ws / t[..., 2].clamp_min(near)
+    denom = persp.sum(-1, keepdim=True)
+    bary = torch.zeros(B, height, width, 3, dtype=verts.dtype, device=device)
+    depth = torch.zeros(B, height, width, dtype=verts.dtype, device=device)
+    bary[bi, yi, xi] = persp / denom
+    depth[bi, yi, xi] = 1.0 / denom.squeeze(-1)
+    return Fragments(face=face, bary=bary, depth=depth)
+
+
+def _zbuffer_torch(tri, bidx_all, fidx_all, xmin, ymin, xmax, ymax, zbuf, H, W, max_candidates):
+    """The vectorised z-buffer pass (any device): candidates enumerated per triangle over its box."""
+    # Bucket triangles by bounding-box width and height (rounded up to a ~sqrt(2) ladder), so each
+    # bucket evaluates a kx x ky candidate grid close to its triangles' boxes.
+    ladder = torch.tensor(_LADDER, device=xmin.device, dtype=xmin.dtype)
     w = (xmax - xmin + 1)[bidx_all, fidx_all]
     h = (ymax - ymin + 1)[bidx_all, fidx_all]
     kx = torch.bucketize(w, ladder)
@@ -111,30 +147,8 @@ def rasterize(
         start += n
         bx, by = _LADDER[min(c // len(_LADDER), len(_LADDER) - 1)], _LADDER[min(c % len(_LADDER), len(_LADDER) - 1)]
         _raster_bucket(tri, bidx_all[sel], fidx_all[sel], xmin, ymin, xmax, ymax, (int(bx), int(by)), zbuf,
-                       height, width, max_candidates)
+                       H, W, max_candidates)
 
-    zbuf = zbuf[:-1].view(B, height, width)
-    hit = zbuf != _EMPTY
-    face = torch.where(hit, zbuf & _FACE_MASK, torch.full_like(zbuf, -1))
-    if not barycentrics:  # depth straight from the z-buffer keys (quantised to 2^-20)
-        depth = torch.where(hit, (zbuf >> _FACE_BITS).to(verts.dtype) / _DEPTH_SCALE, torch.zeros((), dtype=verts.dtype))
-        return Fragments(face=face, bary=torch.zeros(0, device=device), depth=depth)
-    # Exact perspective-correct barycentrics for the winning faces.
-    fsafe = face.clamp_min(0)
-    bi = torch.arange(B, device=device)[:, None, None].expand_as(fsafe)
-    t = tri[bi, fsafe]  # (B, H, W, 3, 3)
-    py = torch.arange(height, device=device, dtype=verts.dtype)[None, :, None] + 0.5
-    px = torch.arange(width, device=device, dtype=verts.dtype)[None, None, :] + 0.5
-    w0 = _edge(t[..., 1, 0], t[..., 1, 1], t[..., 2, 0], t[..., 2, 1], px, py)
-    w1 = _edge(t[..., 2, 0], t[..., 2, 1], t[..., 0, 0], t[..., 0, 1], px, py)
-    w2 = _edge(t[..., 0, 0], t[..., 0, 1], t[..., 1, 0], t[..., 1, 1], px, py)
-    ws = torch.stack([w0, w1, w2], -1)
-    ws = ws / ws.sum(-1, keepdim=True).where(hit[..., None], torch.ones_like(ws[..., :1]))
-    persp = ws / t[..., 2].clamp_min(near)
-    denom = persp.sum(-1, keepdim=True)
-    bary = torch.where(hit[..., None], persp / denom.where(hit[..., None], torch.ones_like(denom)), torch.zeros_like(persp))
-    depth = torch.where(hit, 1.0 / denom.squeeze(-1).where(hit, torch.ones_like(denom.squeeze(-1))), torch.zeros_like(denom.squeeze(-1)))
-    return Fragments(face=face, bary=bary, depth=depth)
 
 
 def _raster_bucket(tri, bidx, fidx, xmin, ymin, xmax, ymax, k, zbuf, H, W, max_candidates):
@@ -176,6 +190,43 @@ def _raster_bucket(tri, bidx, fidx, xmin, ymin, xmax, ymax, k, zbuf, H, W, max_c
         pix = (b[:, None] * H + py.to(torch.int64)) * W + px.to(torch.int64)
         pix = torch.where(inside, pix, torch.full_like(pix, dump))
         zbuf.scatter_reduce_(0, pix.reshape(-1), key.reshape(-1), reduce="amin")
+
+
+def interpolate_at(fragments: Fragments, pixels: tuple[torch.Tensor, torch.Tensor, torch.Tensor], faces: torch.Tensor,
+                   attrs: torch.Tensor, native: bool = True) -> torch.Tensor:
+    """Interpolate per-vertex attributes at the listed (covered) pixels only.
+
+    Args:
+        fragments: output of :func:`rasterize` for ``B`` images.
+        pixels: ``(b, y, x)`` index tensors of ``P`` pixels, usually ``fragments.mask.nonzero(as_tuple=True)``.
+        faces: (F, 3) corner indices into ``attrs``.
+        attrs: (B, N, C) batched or (N, C) shared attributes.
+        native: use the compiled CPU kernel when available (bit-identical).
+
+    Returns:
+        (P, C) attributes; the same values as ``interpolate(...)[pixels]`` at a fraction of the cost.
+    """
+    b, y, x = pixels
+    if native and _native.usable(attrs, fragments.bary):
+        return _native.interpolate_at(fragments.face, fragments.bary, pixels, faces, attrs)
+    corners = faces.to(b.device)[fragments.face[b, y, x].clamp_min(0)]  # (P, 3)
+    vals = attrs[corners] if attrs.ndim == 2 else attrs[b[:, None], corners]  # (P, 3, C)
+    out = (vals * fragments.bary[b, y, x][..., None].to(vals.dtype)).sum(-2)
+    return out * fragments.mask[b, y, x][:, None]
+
+
+def vertex_normals(verts: torch.Tensor, faces: torch.Tensor, native: bool = True) -> torch.Tensor:
+    """(B, V, 3) area-weighted vertex normals of ``B`` meshes (``verts`` (B, V, 3), ``faces`` (F, 3)),
+    not normalised: the sum of the adjacent faces' edge cross products."""
+    if native and _native.usable(verts):
+        return _native.vertex_normals(verts, faces)
+    faces = faces.to(verts.device)
+    tri = verts[:, faces]
+    a, b = tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0]
+    # the cross product spelled out (torch.cross may fuse multiply-adds; this matches the C kernel)
+    fn = torch.stack([a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1], a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2],
+                      a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]], -1)
+    return torch.zeros_like(verts).index_add_(1, faces.reshape(-1), fn.repeat_interleave(3, 1))
 
 
 def interpolate(fragments: Fragments, faces: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:

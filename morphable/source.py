@@ -17,8 +17,8 @@ from .default_model import load_default_model
 from .degrade import apply_degradations
 from .model import MorphableModel
 from .occluders import draw_glasses, draw_patches
-from .raster import interpolate, rasterize
-from .texture import sample as sample_texture, texel_map, uv_grid
+from .raster import interpolate_at, rasterize, vertex_normals
+from .texture import sample_at as sample_texture_at, texel_map, uv_grid
 from .default_model import REGION_IDS, neckline_y
 from .variation import RenderConfig, apply_overrides, preset as make_preset, to_dict
 
@@ -353,34 +353,31 @@ class MorphableSource(IdentitySampler):
         mask = frag.mask
 
         # normals in camera frame (world and camera axes are parallel)
-        tri = v[:, self.model.faces]
-        fn = torch.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
-        vn = torch.zeros_like(v).index_add_(1, self.model.faces.reshape(-1), fn.repeat_interleave(3, 1))
-        vn = F.normalize(vn, dim=-1)
+        vn = F.normalize(vertex_normals(v, self.model.faces), dim=-1)
         attrs = torch.cat([vn, v, self.model.mean.expand(B, -1, -1)], -1)
-        pix = interpolate(frag, self.model.faces, attrs)  # (B, S, S, 9)
         idx = mask.nonzero(as_tuple=True)
-        n = F.normalize(pix[..., 0:3][idx], dim=-1)
-        pos = pix[..., 3:6][idx]
+        pix = interpolate_at(frag, idx, self.model.faces, attrs)  # (P, 9) at the covered pixels
+        n = F.normalize(pix[:, 0:3], dim=-1)
+        pos = pix[:, 3:6]
         bsel = idx[0]
         fid = frag.face[idx]
         # albedo: baked texture for skin/lips, per-pixel for the rest
         direct = ~self._baked[fid]
         if self._tex is not None:
             tex = self._bake(app_u, off[first])  # (U, 4, T, T)
-            uvp = interpolate(frag, self.model.faces_uv, self.model.uv.to(v.dtype))  # (B, S, S, 2)
-            texel = sample_texture(tex[inv], uv_grid(uvp, self._tex["box"]))[idx]  # (P, 4)
+            uvp = interpolate_at(frag, idx, self.model.faces_uv, self.model.uv.to(v.dtype))  # (P, 2)
+            texel = sample_texture_at(tex, inv[bsel], uv_grid(uvp, self._tex["box"]))  # (P, 4)
             alb, specw = texel[:, :3], texel[:, 3]
         else:
             alb, specw = torch.zeros(len(fid), 3, device=dev), torch.zeros(len(fid), device=dev)
         if bool(direct.any()):
-            rest = pix[..., 6:9][idx][direct]
+            rest = pix[:, 6:9][direct]
             a2, s2 = shade_albedo(rest, self._face_region[fid[direct]], app[bsel[direct]], off[bsel[direct]], self._eye_centres)
             alb[direct], specw[direct] = a2, s2
         cloth = self._face_region[fid] == REGION_IDS["clothing"]
         if bool(cloth.any()):
             # per-image clothing colour with a faint woven texture
-            pc = pix[..., 6:9][idx][cloth]
+            pc = pix[:, 6:9][cloth]
             weave = 0.92 + 0.08 * torch.sin(pc[:, 0] * 2500.0) * torch.sin(pc[:, 1] * 2500.0)
             cover = torch.sigmoid((neckline_y(pc) - pc[:, 1]) / 0.0015)  # per pixel: a smooth collar
             cc = fac["clothing_color"][bsel[cloth]] * weave[:, None]
@@ -476,7 +473,7 @@ class MorphableSource(IdentitySampler):
         alb, spec = shade_albedo(p.repeat(U, 1), region.repeat(U), app.repeat_interleave(Nc, 0),
                                  off.repeat_interleave(Nc, 0), self._eye_centres)
         t = torch.cat([alb, spec[:, None]], -1).view(U, Nc, 4)[:, index]  # (U, T*T, 4)
-        return t.view(U, T, T, 4).permute(0, 3, 1, 2).contiguous()
+        return t.view(U, T, T, 4).permute(0, 3, 1, 2)  # channels-last memory: sample_at reads texels whole
 
     def _shadow(self, v, pos, bsel, ldir, on, ndl, res: int = 96) -> torch.Tensor:
         """Hard cast shadows by shadow mapping: rasterize each head whose image has shadows ``on``

@@ -62,3 +62,29 @@ def uv_grid(uv: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
 def sample(tex: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Bilinear lookup of (B, C, T, T) textures at (B, H, W, 2) grid points -> (B, H, W, C)."""
     return F.grid_sample(tex, grid, mode="bilinear", padding_mode="border", align_corners=False).permute(0, 2, 3, 1)
+
+
+def sample_at(tex: torch.Tensor, which: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear lookup at ``P`` scattered points: texture ``which[p]`` of ``tex`` (U, C, T, T) at
+    ``grid[p]`` (P, 2) in ``grid_sample`` coordinates -> (P, C).
+
+    Same convention as :func:`sample` (``align_corners=False``, border padding) without expanding
+    the textures to one per image or sampling uncovered pixels.
+    """
+    from . import native
+
+    if native.usable(tex, grid):
+        return native.sample_texture(tex.permute(0, 2, 3, 1), which, grid)
+    U, C, Th, Tw = tex.shape
+    x = (((grid[:, 0] + 1) * Tw - 1) / 2).clamp(0, Tw - 1)
+    y = (((grid[:, 1] + 1) * Th - 1) / 2).clamp(0, Th - 1)
+    x0, y0 = x.floor(), y.floor()
+    tx, ty = (x - x0)[:, None], (y - y0)[:, None]
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp_max(Tw - 1), (y0 + 1).clamp_max(Th - 1)
+    flat = tex.permute(0, 2, 3, 1).reshape(U * Th * Tw, C)
+    base = which * (Th * Tw)
+    a, b = flat[base + y0 * Tw + x0], flat[base + y0 * Tw + x1]
+    c, d = flat[base + y1 * Tw + x0], flat[base + y1 * Tw + x1]
+    return (a * (1 - tx) + b * tx) * (1 - ty) + (c * (1 - tx) + d * tx) * ty
+
