@@ -61,6 +61,14 @@ def draw_procedural(g: torch.Generator) -> dict[str, torch.Tensor]:
     return d
 
 
+@lru_cache(maxsize=32)
+def _bicubic_matrix(n: int, size: int) -> torch.Tensor:
+    """(size, n) weights of 1-D bicubic upsampling (``F.interpolate(mode="bicubic",
+    align_corners=False)``), so a 2-D upsample is two small matrix products."""
+    eye = torch.eye(n)[:, None, :, None].expand(n, 1, n, 1)  # n one-hot columns
+    return F.interpolate(eye, size=(size, 1), mode="bicubic", align_corners=False)[:, 0, :, 0].T.contiguous()
+
+
 def compose_procedural(draws: list[dict[str, torch.Tensor]], size: int) -> torch.Tensor:
     """(B, 3, size, size) linear-RGB procedural backgrounds from :func:`draw_procedural` draws: a
     colour field of random gradients and multi-scale value noise, with up to 3 soft blocks (walls,
@@ -71,8 +79,9 @@ def compose_procedural(draws: list[dict[str, torch.Tensor]], size: int) -> torch
     ang = st["angle"][:, :, None]  # (B, 1, 1)
     grad = (xx * torch.cos(ang) + yy * torch.sin(ang))[:, None]  # (B, 1, S, S)
     out = st["base"][:, :, None, None] * (1 + st["gcol"][:, :, None, None] * grad)
-    for i, (_, amp) in enumerate(_OCTAVES):
-        up = F.interpolate(st[f"grid{i}"], size=(size, size), mode="bicubic", align_corners=False)
+    for i, (cells, amp) in enumerate(_OCTAVES):
+        M = _bicubic_matrix(cells, size)  # bicubic upsampling is separable: M @ grid @ M^T
+        up = M @ st[f"grid{i}"] @ M.T
         out = out * (1 + amp * st[f"amp{i}"][:, :, None, None] * 2 * up)
     u = (lin * 0.5 + 0.5)
     for j in range(_MAX_BLOCKS):

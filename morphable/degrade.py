@@ -47,10 +47,12 @@ def apply_degradations(img: torch.Tensor, p: dict[str, torch.Tensor], noise: tor
     gray = (out * torch.tensor([0.299, 0.587, 0.114], device=img.device)[None, :, None, None]).sum(1, keepdim=True)
     out = gray + (out - gray) * p["saturation"].to(img)[:, None, None, None]
     hue = p["hue"].to(img)
-    if bool((hue != 0).any()):
-        hsv = kornia.color.rgb_to_hsv(out.clamp(0, 1))
-        hsv = torch.cat([(hsv[:, :1] + hue[:, None, None, None]) % (2 * torch.pi), hsv[:, 1:]], 1)
-        out = kornia.color.hsv_to_rgb(hsv)
+    hon = hue != 0
+    if bool(hon.any()):  # hue rotation on the images that have one (the others pass unchanged)
+        hsv = kornia.color.rgb_to_hsv(out[hon].clamp(0, 1))
+        hsv = torch.cat([(hsv[:, :1] + hue[hon][:, None, None, None]) % (2 * torch.pi), hsv[:, 1:]], 1)
+        out = out.clone()
+        out[hon] = kornia.color.hsv_to_rgb(hsv)
     g = p["gray"].to(img)[:, None, None, None]
     gray = (out * torch.tensor([0.299, 0.587, 0.114], device=img.device)[None, :, None, None]).sum(1, keepdim=True)
     out = out * (1 - g) + gray * g

@@ -19,10 +19,14 @@ def draw_glasses(img: torch.Tensor, lm: torch.Tensor, p: dict[str, torch.Tensor]
             ``frame_g``, ``frame_b`` (frame colour), ``frame_width`` (fraction of the eye distance),
             ``lens_size`` (lens half-width as a fraction of the eye distance).
     """
-    B, _, H, W = img.shape
     on = p["glasses"] > 0
     if not bool(on.any()):
         return img
+    if not bool(on.all()):  # draw only on the images that wear glasses
+        out = img.clone()
+        out[on] = draw_glasses(img[on], lm[on], {k: v[on] for k, v in p.items()})
+        return out
+    B, _, H, W = img.shape
     dev, dt = img.device, img.dtype
     el, er = lm[:, 0], lm[:, 1]
     d = er - el
@@ -68,10 +72,14 @@ def draw_patches(img: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
     """Composite one soft-edged elliptical patch per image where ``patch`` (B,) is 1: centre
     ``patch_x``, ``patch_y`` and radii ``patch_w``, ``patch_h`` as fractions of the image, colour
     ``patch_r/g/b`` with a shading gradient (a hand, a cup, a scarf...)."""
-    B, _, H, W = img.shape
     on = p["patch"] > 0
     if not bool(on.any()):
         return img
+    if not bool(on.all()):  # draw only on the images that have a patch
+        out = img.clone()
+        out[on] = draw_patches(img[on], {k: v[on] for k, v in p.items()})
+        return out
+    B, _, H, W = img.shape
     dev, dt = img.device, img.dtype
     yy, xx = torch.meshgrid(torch.linspace(0, 1, H, device=dev, dtype=dt), torch.linspace(0, 1, W, device=dev, dtype=dt),
                             indexing="ij")
