@@ -84,17 +84,39 @@ class LearnedConfig:
 PRESETS: dict[str, dict[str, Any]] = {"default": {}, "wild": {}, "consistent": {"guidance_mult": 1.5}}
 
 
+_NUMERIC = {"guidance": float, "eta": float, "steps": int, "max_batch": int, "min_distance": float, "max_tries": int}
+
+
 def _apply(obj: Any, over: Mapping[str, Any], where: str) -> None:
+    """Apply nested overrides (``{"identity": {"mode": ...}}`` or dotted ``{"identity.mode": ...}``,
+    as ``engine.render --override identity.mode=morphable`` gives) to a config dataclass in place."""
     names = {f.name: f for f in fields(obj)}
+    nested: dict[str, Any] = {}
     for k, v in over.items():
+        head, dot, rest = str(k).partition(".")
+        if dot:
+            nested.setdefault(head, {})[rest] = v
+        elif isinstance(v, Mapping) and isinstance(nested.get(k), dict):
+            nested[k].update(v)
+        else:
+            nested[k] = v
+    for k, v in nested.items():
         if k not in names:
-            raise ValueError(f"unknown override {where}{k!r} (known: {', '.join(sorted(names))})")
+            raise ValueError(f"unknown override '{where}{k}' (known: {', '.join(sorted(names))})")
         cur = getattr(obj, k)
         if hasattr(cur, "__dataclass_fields__"):
             if not isinstance(v, Mapping):
                 raise ValueError(f"override {where}{k} must be a mapping")
             _apply(cur, v, f"{where}{k}.")
         else:
+            if k in _NUMERIC and v is not None:
+                try:
+                    if isinstance(v, bool) or (_NUMERIC[k] is int and float(v) != int(float(v))):
+                        raise ValueError
+                    v = _NUMERIC[k](float(v)) if _NUMERIC[k] is int else float(v)
+                except (TypeError, ValueError):
+                    raise ValueError(f"override {where}{k} must be a {'whole ' if _NUMERIC[k] is int else ''}number, "
+                                     f"got {v!r}") from None
             setattr(obj, k, v)
 
 

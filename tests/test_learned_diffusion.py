@@ -303,6 +303,9 @@ def test_render_labels_and_factors(run):
     assert rb.factors["guidance"].tolist() == [3.0, 3.0] and rb.factors["steps"].tolist() == [6, 6]
     assert rb.factors["noise_seed"].dtype == torch.int64 and rb.factors["noise_seed"][0] != rb.factors["noise_seed"][1]
     cfg = src.config()
+    # dotted keys (engine --override identity.min_distance=0.5) reach the nested settings
+    dotted = create_source("diffusion", checkpoint=str(run["checkpoint"]), overrides={"identity.min_distance": 0.5, "steps": "4"})
+    assert dotted.cfg.identity.min_distance == 0.5 and dotted.config()["steps"] == 4
     assert cfg["guidance"] == 3.0 and cfg["solver"] == "dpmpp2m" and cfg["checkpoint_step"] == 40 and cfg["native_size"] == 16
     json.dumps(cfg)
 
@@ -316,6 +319,8 @@ def test_render_labels_and_factors(run):
     ({"overrides": {"bogus": 1}}, "unknown override 'bogus'"),
     ({"overrides": {"identity": {"mode": "gan"}}}, "identity.mode"),
     ({"overrides": {"solver": "euler"}}, "unknown solver"),
+    ({"overrides": {"steps": 2.5}}, "steps must be a whole number"),
+    ({"overrides": {"identity.bogus": 1}}, "unknown override 'identity.bogus'"),
 ])
 def test_source_bad_input(run, kwargs, msg):
     from learned.source import DiffusionSource
@@ -323,3 +328,18 @@ def test_source_bad_input(run, kwargs, msg):
     kw = {"checkpoint": str(run["checkpoint"]), **kwargs} if kwargs != {} else {}
     with pytest.raises(ValueError, match=msg):
         DiffusionSource(**kw)
+
+
+def test_throughput_benchmark_runs_on_the_tiny_model(tmp_path):
+    import importlib.util
+
+    from tests.learned_helpers import TINY_CONFIG as T
+
+    spec = importlib.util.spec_from_file_location("learned_throughput", T.parents[2] / "benchmarks" / "learned_throughput.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "bench.json"
+    assert mod.main(["--config", str(T), "--device", "cpu", "--batch", "4", "--iters", "1", "--steps", "2",
+                     "--embedding-dim", "32", "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())
+    assert r["image_size"] == 16 and r["train_img_s"] > 0 and r["sample_img_s"] > 0 and r["gflop_per_img"] > 0
