@@ -71,7 +71,7 @@ class _Oracle(torch.nn.Module):
         super().__init__()
         self.s, self.std = schedule, std
 
-    def forward(self, z, t, cond, drop=None, factors=None):
+    def forward(self, z, t, cond, drop=None):
         a, s = (q.float().view(-1, 1, 1, 1) for q in self.s.alpha_sigma(t))
         mu = cond[:, :1, None, None].float() * 0.5
         if drop is not None:

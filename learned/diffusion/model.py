@@ -29,8 +29,8 @@ class DiffusionModel(nn.Module):
     def embedding_dim(self) -> int:
         return self.unet.cfg.embedding_dim
 
-    def forward(self, z, t, cond, drop=None, factors=None, drop_factors=None) -> torch.Tensor:
-        return self.unet(z, t, cond, drop=drop, factors=factors, drop_factors=drop_factors)
+    def forward(self, z, t, cond, drop=None) -> torch.Tensor:
+        return self.unet(z, t, cond, drop=drop)
 
     def config_dict(self) -> dict[str, Any]:
         return {"kind": "diffusion", "image_size": self.image_size, "embedding_dim": self.embedding_dim,
@@ -39,11 +39,11 @@ class DiffusionModel(nn.Module):
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, generators: Sequence[torch.Generator], steps: int = 25,
                solver: str = "dpmpp2m", guidance: float | torch.Tensor = 1.0, eta: float = 0.0, clip: bool = True,
-               factors: torch.Tensor | None = None) -> torch.Tensor:
+               ) -> torch.Tensor:
         """Images in ``[-1, 1]`` for identity embeddings ``cond`` (B, D), one generator per image."""
         autocast = cond.device.type == "cuda"
         return sample(self, self.schedule, cond, generators, self.image_size, steps, solver, guidance, eta, clip,
-                      factors, autocast)
+                      autocast)
 
 
 def build_model(config: Mapping[str, Any]) -> DiffusionModel:

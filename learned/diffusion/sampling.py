@@ -27,8 +27,7 @@ def initial_noise(generators: Sequence[torch.Generator], shape: tuple[int, ...])
 
 
 def guided_x0(model: Callable, schedule: CosineSchedule, z: torch.Tensor, t: float, cond: torch.Tensor,
-              guidance: torch.Tensor, clip: bool = True, factors: torch.Tensor | None = None,
-              autocast: bool = False) -> torch.Tensor:
+              guidance: torch.Tensor, clip: bool = True, autocast: bool = False) -> torch.Tensor:
     """Data prediction at time ``t`` with classifier-free guidance on ``v``:
     ``v = v_null + w (v_cond - v_null)`` per image (``guidance`` (B,)); ``w == 1`` everywhere skips
     the unconditional pass."""
@@ -39,12 +38,11 @@ def guided_x0(model: Callable, schedule: CosineSchedule, z: torch.Tensor, t: flo
     with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=autocast):
         if need_uncond:
             drop = torch.cat([torch.zeros(B, dtype=torch.bool, device=z.device), torch.ones(B, dtype=torch.bool, device=z.device)])
-            f2 = None if factors is None else torch.cat([factors, factors])
-            v2 = model(torch.cat([z, z]), torch.cat([tt, tt]), torch.cat([cond, cond]), drop=drop, factors=f2).float()
+            v2 = model(torch.cat([z, z]), torch.cat([tt, tt]), torch.cat([cond, cond]), drop=drop).float()
             vc, vu = v2[:B], v2[B:]
             v = vu + guidance.view(-1, 1, 1, 1).to(vc.dtype) * (vc - vu)
         else:
-            v = model(z, tt, cond, factors=factors).float()
+            v = model(z, tt, cond).float()
     a, s = schedule.alpha_sigma(torch.tensor([float(t)]))
     x0 = float(a) * z - float(s) * v
     return x0.clamp(-1, 1) if clip else x0
@@ -53,12 +51,11 @@ def guided_x0(model: Callable, schedule: CosineSchedule, z: torch.Tensor, t: flo
 @torch.no_grad()
 def sample(model: Callable, schedule: CosineSchedule, cond: torch.Tensor, generators: Sequence[torch.Generator],
            image_size: int, steps: int = 25, solver: str = "dpmpp2m", guidance: float | torch.Tensor = 1.0,
-           eta: float = 0.0, clip: bool = True, factors: torch.Tensor | None = None, autocast: bool = False,
-           ) -> torch.Tensor:
+           eta: float = 0.0, clip: bool = True, autocast: bool = False) -> torch.Tensor:
     """Sample ``B = len(cond)`` images in ``[-1, 1]`` (float32, on ``cond``'s device).
 
     Args:
-        model: ``model(z, t, cond, drop=None, factors=None) -> v`` (a :class:`~learned.diffusion.unet.UNet`).
+        model: ``model(z, t, cond, drop=None) -> v`` (a :class:`~learned.diffusion.unet.UNet`).
         cond: (B, D) identity embeddings.
         generators: one CPU generator per image (initial noise, DDIM noise).
         steps: number of model evaluations (x2 batch with guidance != 1).
@@ -85,7 +82,7 @@ def sample(model: Callable, schedule: CosineSchedule, cond: torch.Tensor, genera
     lam = torch.log(alpha / sigma)  # +inf at the end
     x0_prev = None
     for i in range(N):
-        x0 = guided_x0(model, schedule, z, ts[i], cond, w, clip, factors, autocast)
+        x0 = guided_x0(model, schedule, z, ts[i], cond, w, clip, autocast)
         if i == N - 1:
             return x0
         a_i, s_i, a_n, s_n = (float(v) for v in (alpha[i], sigma[i], alpha[i + 1], sigma[i + 1]))

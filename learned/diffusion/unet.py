@@ -41,7 +41,6 @@ class UNetConfig:
         embedding_dim: ``D`` of the identity condition (the encoder's embedding size).
         dropout: dropout inside residual blocks.
         groups: GroupNorm groups (channels must be divisible by it).
-        factor_dim: size of an optional second condition vector (0 = none).
     """
 
     base_channels: int = 128
@@ -53,7 +52,6 @@ class UNetConfig:
     embedding_dim: int = 512
     dropout: float = 0.0
     groups: int = 32
-    factor_dim: int = 0
 
     def validate(self, path: str = "model") -> None:
         from training.curriculum import ConfigError
@@ -173,7 +171,7 @@ class _Level(nn.Module):
 
 
 class UNet(nn.Module):
-    """ADM-style UNet, see the module docstring. ``forward(z, t, cond, drop=None, factors=None) -> v``.
+    """ADM-style UNet, see the module docstring. ``forward(z, t, cond, drop=None) -> v``.
 
     ``image_size`` fixes where attention runs (levels whose feature side, for the padded input, is
     in ``cfg.attention_resolutions``); the network accepts that size only.
@@ -196,9 +194,6 @@ class UNet(nn.Module):
         self.id_tokens = nn.Linear(D, cfg.identity_tokens * ctx_dim)
         self.token_pos = nn.Parameter(torch.randn(cfg.identity_tokens, ctx_dim) * 0.02)
         self.ctx_norm = nn.LayerNorm(ctx_dim)
-        if cfg.factor_dim:
-            self.factor_mlp = nn.Sequential(nn.Linear(cfg.factor_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-            self.null_factors = nn.Parameter(torch.zeros(cfg.factor_dim))
         self.stem = nn.Conv2d(3, C, 3, padding=1)
 
         def attn(lvl: int, ch: int) -> nn.Module:
@@ -241,8 +236,7 @@ class UNet(nn.Module):
         return -(-int(size) // k) * k
 
     # ---------------------------------------------------------------------------------------------
-    def condition(self, cond: torch.Tensor, drop: torch.Tensor | None = None,
-                  factors: torch.Tensor | None = None, drop_factors: torch.Tensor | None = None):
+    def condition(self, cond: torch.Tensor, drop: torch.Tensor | None = None):
         """(embedding (B, E), context tokens (B, T, E)) of the identity condition; rows with
         ``drop`` use the learned null embedding instead."""
         c = cond.float()
@@ -250,24 +244,15 @@ class UNet(nn.Module):
             c = torch.where(drop[:, None], self.null_embedding[None].to(c.dtype), c)
         e = self.id_mlp(c)
         tok = self.id_tokens(c).view(c.shape[0], self.cfg.identity_tokens, self.ctx_dim) + self.token_pos
-        if self.cfg.factor_dim:
-            if factors is None:
-                f = self.null_factors[None].expand(c.shape[0], -1)
-            else:
-                f = factors.float()
-                if drop_factors is not None:
-                    f = torch.where(drop_factors[:, None], self.null_factors[None], f)
-            e = e + self.factor_mlp(f)
         return e, self.ctx_norm(tok)
 
-    def forward(self, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, drop: torch.Tensor | None = None,
-                factors: torch.Tensor | None = None, drop_factors: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         H, W = z.shape[-2:]
         if (H, W) != (self.image_size, self.image_size):
             raise ValueError(f"this UNet was built for {self.image_size} px images, got {H}x{W}")
         P = self.padded
         x = z if P == H else F.pad(z, (0, P - W, 0, P - H), mode="replicate")
-        emb_id, ctx = self.condition(cond, drop, factors, drop_factors)
+        emb_id, ctx = self.condition(cond, drop)
         emb = self.time_mlp(timestep_embedding(t, self.cfg.base_channels)) + emb_id
         h = self.stem(x)
         hs = [h]
