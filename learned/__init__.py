@@ -1,4 +1,15 @@
-"""learned: identity-conditioned GAN and diffusion sources trained by the project (issue 6; not built yet).
+"""learned: identity-conditioned generators trained by the project (issue 6), served through
+``engine.interface.IdentitySampler`` like ``morphable.MorphableSource``.
 
-They will implement ``engine.interface.IdentitySampler`` like ``morphable.MorphableSource``.
+- :mod:`learned.encoder`: the frozen FR encoder (``load_encoder``) the generators are conditioned on.
+- :mod:`learned.diffusion`: pixel-space UNet, cosine v-prediction schedule, DDIM / DPM-Solver++(2M).
+- :mod:`learned.data`: face training images with cached encoder embeddings.
+- :mod:`learned.checkpoint`: ``save_checkpoint`` / ``load_checkpoint`` (weights + ``config.json``,
+  a registry of checkpoint kinds).
+- :mod:`learned.train`: ``python -m learned.train --config configs/learned/NAME.yaml`` (registry of trainers by ``kind``).
+- :mod:`learned.source`: ``DiffusionSource`` (registered in ``engine.sources`` as ``"diffusion"``).
+- :mod:`learned.evaluate`: ``python -m learned.evaluate`` on a checkpoint or a face folder.
+
+The GAN source is not built yet. Submodules are imported on use (Lightning and the UNet are not
+loaded by ``import learned``).
 """
