@@ -61,22 +61,28 @@ class IdentityConfig:
 
 @dataclass
 class LearnedConfig:
-    """Per-source settings (``overrides`` keys). ``guidance``/``solver``/``steps``/``eta``/``clip``
-    default to the checkpoint's ``sample`` section (``None`` here). ``max_batch``: images per
-    generator call. ``resize``: resample to a ``size`` other than the checkpoint's (else an error).
+    """Settings (``overrides`` keys) every learned source has. ``max_batch``: images per generator
+    call. ``resize``: resample to a ``size`` other than the checkpoint's (else an error).
     ``weights``: ``ema`` or ``raw``. ``encoder``: encoder spec for the morphable identity mode
     (default: the checkpoint's)."""
+
+    max_batch: int = 64
+    resize: bool = False
+    weights: str = "ema"
+    encoder: Any = None
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+
+
+@dataclass
+class DiffusionConfig(LearnedConfig):
+    """:class:`LearnedConfig` + sampling: ``guidance``/``solver``/``steps``/``eta``/``clip`` default to
+    the checkpoint's ``sample`` section (``None`` here)."""
 
     guidance: float | None = None
     solver: str | None = None
     steps: int | None = None
     eta: float | None = None
     clip: bool | None = None
-    max_batch: int = 64
-    resize: bool = False
-    weights: str = "ema"
-    encoder: Any = None
-    identity: IdentityConfig = field(default_factory=IdentityConfig)
 
 
 #: Presets: ``default``/``wild`` use the checkpoint's sampling settings (the variation is what the
@@ -159,12 +165,17 @@ def reject_close(candidates: Callable[[int, int], torch.Tensor], n: int, min_dis
 class LearnedSource(IdentitySampler):
     """Base of the learned sources: checkpoint loading, identities in the encoder space, labels.
 
-    Subclasses set ``kind`` (the checkpoint kind they accept) and implement
-    :meth:`_generate` ``(cond (B, D), generators, params) -> (B, 3, S, S) in [-1, 1]``.
+    Subclasses set ``name``, ``kind`` (the checkpoint kind they accept) and ``config_class`` (a
+    :class:`LearnedConfig` subclass with their own override keys) and implement :meth:`_generate`
+    ``(cond (B, D), generators, params) -> (B, 3, S, S) in [-1, 1]``, where ``params`` is
+    :meth:`sampling` (resolved per-source sampling settings, also put into :meth:`config`) and
+    ``generators[b]`` is image ``b``'s own generator (every random draw of image ``b`` must come from
+    it); :meth:`_factors` adds per-image metadata columns.
     """
 
     name = "learned"
     kind = "abstract"
+    config_class: type[LearnedConfig] = LearnedConfig
 
     def __init__(self, checkpoint: str | None = None, preset: str = "default", size: int | None = None,
                  aligned: bool = True, device: str = "cpu", overrides: Mapping[str, Any] | None = None):
@@ -176,7 +187,7 @@ class LearnedSource(IdentitySampler):
         if not aligned:
             raise ValueError(f"the {self.name} source generates ArcFace-aligned crops only (it was trained on "
                              "aligned faces); drop --unaligned")
-        self.cfg = LearnedConfig()
+        self.cfg = self.config_class()
         _apply(self.cfg, dict(overrides or {}), "")
         if self.cfg.weights not in ("ema", "raw"):
             raise ValueError(f"override weights must be 'ema' or 'raw', got {self.cfg.weights!r}")
@@ -200,16 +211,8 @@ class LearnedSource(IdentitySampler):
 
     # -- config -----------------------------------------------------------------------------------
     def sampling(self) -> dict[str, Any]:
-        """Resolved sampling settings (checkpoint defaults < preset < overrides)."""
-        s = dict(self.ckpt.config.get("sample", {}))
-        out = {k: s.get(k) for k in ("guidance", "solver", "steps", "eta", "clip")}
-        if "guidance_mult" in PRESETS[self.preset] and out["guidance"] is not None:
-            out["guidance"] = float(out["guidance"]) * PRESETS[self.preset]["guidance_mult"]
-        for k in out:
-            v = getattr(self.cfg, k)
-            if v is not None:
-                out[k] = v
-        return out
+        """Resolved sampling settings passed to :meth:`_generate` (none in the base class)."""
+        return {}
 
     def config(self) -> dict[str, Any]:
         c = asdict(self.cfg)
@@ -351,6 +354,19 @@ class DiffusionSource(LearnedSource):
 
     name = "diffusion"
     kind = "diffusion"
+    config_class = DiffusionConfig
+
+    def sampling(self) -> dict[str, Any]:
+        """Guidance, solver, steps, eta, clip: checkpoint defaults < preset < overrides."""
+        s = dict(self.ckpt.config.get("sample", {}))
+        out = {k: s.get(k) for k in ("guidance", "solver", "steps", "eta", "clip")}
+        if "guidance_mult" in PRESETS[self.preset] and out["guidance"] is not None:
+            out["guidance"] = float(out["guidance"]) * PRESETS[self.preset]["guidance_mult"]
+        for k in out:
+            v = getattr(self.cfg, k)
+            if v is not None:
+                out[k] = v
+        return out
 
     def __init__(self, checkpoint: str | None = None, preset: str = "default", size: int | None = None,
                  aligned: bool = True, device: str = "cpu", overrides: Mapping[str, Any] | None = None):
