@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from engine.interface import Identities, IdentitySampler, RenderBatch, derive_seed, generator, separability_report
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import load_checkpoint
 
 #: ArcFace 5-point template for a 112x112 aligned crop (left eye, right eye, nose, mouth corners).
 ARCFACE_112 = torch.tensor(

@@ -1,7 +1,6 @@
 """Helpers for the learned-source tests: tiny synthetic face folders and a tiny trained checkpoint."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
