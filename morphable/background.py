@@ -74,6 +74,7 @@ def compose_procedural(draws: list[dict[str, torch.Tensor]], size: int) -> torch
     colour field of random gradients and multi-scale value noise, with up to 3 soft blocks (walls,
     shelves, windows)."""
     st = {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
+    full, size = size, (size + 1) // 2  # composed at half resolution (smooth fields), upsampled at the end
     lin = torch.linspace(-1, 1, size)
     yy, xx = lin[None, :, None], lin[None, None, :]
     ang = st["angle"][:, :, None]  # (B, 1, 1)
@@ -92,6 +93,7 @@ def compose_procedural(draws: list[dict[str, torch.Tensor]], size: int) -> torch
         my = torch.sigmoid((u[None] - r[:, 1:2]) / s) * torch.sigmoid((r[:, 1:2] + r[:, 3:4] - u[None]) / s)
         m = (my[:, :, None] * mx[:, None, :])[:, None] * on[:, None, None, None]
         out = out * (1 - m) + c[:, :, None, None] * m
+    out = F.interpolate(out, size=(full, full), mode="bilinear", align_corners=False)
     return out.clamp(0.0, 1.0)
 
 

@@ -10,6 +10,20 @@ import torch
 import torch.nn.functional as F
 
 
+_RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]])
+
+
+def hue_matrix(hue: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 3) RGB -> RGB matrices rotating the hue by ``hue`` (B,) radians: a rotation of the
+    chroma plane (I, Q) of YIQ, luma kept (the classic linear hue shift; cheaper than HSV)."""
+    c, s = torch.cos(hue), torch.sin(hue)
+    one, zero = torch.ones_like(hue), torch.zeros_like(hue)
+    rot = torch.stack([torch.stack([one, zero, zero], -1), torch.stack([zero, c, -s], -1),
+                       torch.stack([zero, s, c], -1)], -2)
+    T = _RGB2YIQ.to(hue)
+    return torch.linalg.inv(T) @ rot @ T
+
+
 def apply_degradations(img: torch.Tensor, p: dict[str, torch.Tensor], noise: torch.Tensor) -> torch.Tensor:
     """Degrade sRGB images.
 
@@ -49,10 +63,8 @@ def apply_degradations(img: torch.Tensor, p: dict[str, torch.Tensor], noise: tor
     hue = p["hue"].to(img)
     hon = hue != 0
     if bool(hon.any()):  # hue rotation on the images that have one (the others pass unchanged)
-        hsv = kornia.color.rgb_to_hsv(out[hon].clamp(0, 1))
-        hsv = torch.cat([(hsv[:, :1] + hue[hon][:, None, None, None]) % (2 * torch.pi), hsv[:, 1:]], 1)
         out = out.clone()
-        out[hon] = kornia.color.hsv_to_rgb(hsv)
+        out[hon] = torch.einsum("bij,bjhw->bihw", hue_matrix(hue[hon]), out[hon].clamp(0, 1))
     g = p["gray"].to(img)[:, None, None, None]
     gray = (out * torch.tensor([0.299, 0.587, 0.114], device=img.device)[None, :, None, None]).sum(1, keepdim=True)
     out = out * (1 - g) + gray * g

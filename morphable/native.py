@@ -210,6 +210,38 @@ void sample_texture(const float *tex, int64_t Th, int64_t Tw, int64_t C, const i
             o[k] = (a[k] * (1.0f - tx) + b[k] * tx) * (1.0f - ty) + (c[k] * (1.0f - tx) + d[k] * tx) * ty;
     }
 }
+
+/* Silhouette anti-aliasing: where the 3x3 neighbourhood (in bounds) of a pixel mixes covered and
+   uncovered pixels, out = 0.5 * img + 0.5 * (mean of that neighbourhood); elsewhere out = img.
+   img, out (B, H, W, C) float32; mask (B, H, W) uint8. */
+void edge_aa(const float *img, const uint8_t *mask, int64_t B, int64_t H, int64_t W, int64_t C, float *out)
+{
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t y = 0; y < H; ++y)
+            for (int64_t x = 0; x < W; ++x) {
+                const int64_t i = (b * H + y) * W + x;
+                const uint8_t own = mask[i];
+                int edge = 0;
+                for (int64_t dy = -1; dy <= 1 && !edge; ++dy)
+                    for (int64_t dx = -1; dx <= 1; ++dx) {
+                        const int64_t yy = y + dy, xx = x + dx;
+                        if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
+                        if (mask[(b * H + yy) * W + xx] != own) { edge = 1; break; }
+                    }
+                if (!edge) { for (int64_t c = 0; c < C; ++c) out[i * C + c] = img[i * C + c]; continue; }
+                for (int64_t c = 0; c < C; ++c) {
+                    float s = 0.0f, n = 0.0f;
+                    for (int64_t dy = -1; dy <= 1; ++dy)
+                        for (int64_t dx = -1; dx <= 1; ++dx) {
+                            const int64_t yy = y + dy, xx = x + dx;
+                            if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
+                            s += img[((b * H + yy) * W + xx) * C + c];
+                            n += 1.0f;
+                        }
+                    out[i * C + c] = 0.5f * img[i * C + c] + 0.5f * (s / n);
+                }
+            }
+}
 """
 
 _LOCK = threading.Lock()
@@ -266,6 +298,8 @@ def library():
                     lib.vertex_normals.argtypes = [_P, _I, _I, _P, _I, _P]
                     lib.sample_texture.restype = None
                     lib.sample_texture.argtypes = [_P, _I, _I, _I, _P, _P, _I, _P]
+                    lib.edge_aa.restype = None
+                    lib.edge_aa.argtypes = [_P, _P, _I, _I, _I, _I, _P]
                     _LIB = lib
                 except (OSError, RuntimeError) as e:
                     warnings.warn(f"synthface: native rasterizer unavailable ({e}); using the torch path",
@@ -334,5 +368,16 @@ def sample_texture(tex_hwc: torch.Tensor, which: torch.Tensor, grid: torch.Tenso
     U, Th, Tw, C = tex_hwc.shape
     out = torch.empty(grid.shape[0], C, dtype=torch.float32)
     lib.sample_texture(tex_hwc.data_ptr(), Th, Tw, C, which.data_ptr(), grid.data_ptr(), grid.shape[0], out.data_ptr())
+    return out
+
+
+def edge_antialias(img_hwc: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Native :func:`morphable.raster.edge_antialias` on (B, H, W, C) images, bit-identical."""
+    lib = library()
+    img_hwc = img_hwc.detach().contiguous()
+    m = mask.to(torch.uint8).contiguous()
+    out = torch.empty_like(img_hwc)
+    B, H, W, C = img_hwc.shape
+    lib.edge_aa(img_hwc.data_ptr(), m.data_ptr(), B, H, W, C, out.data_ptr())
     return out
 

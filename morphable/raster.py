@@ -229,6 +229,36 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor, native: bool = True
     return torch.zeros_like(verts).index_add_(1, faces.reshape(-1), fn.repeat_interleave(3, 1))
 
 
+def edge_antialias(img: torch.Tensor, mask: torch.Tensor, native: bool = True) -> torch.Tensor:
+    """Silhouette anti-aliasing without supersampling.
+
+    Args:
+        img: (B, H, W, C) float images (channels last).
+        mask: (B, H, W) bool coverage (``Fragments.mask``).
+
+    Returns:
+        (B, H, W, C): pixels whose 3x3 neighbourhood (in bounds) mixes covered and uncovered pixels
+        become ``0.5 * pixel + 0.5 * neighbourhood mean``; the others are unchanged.
+    """
+    if native and _native.usable(img):
+        return _native.edge_antialias(img, mask)
+    import torch.nn.functional as F
+
+    B, H, W, C = img.shape
+    m = mask[:, None].to(img.dtype)
+    edge = ((F.max_pool2d(m, 3, 1, 1) + F.max_pool2d(-m, 3, 1, 1)) > 0)[:, 0]  # max - min over the window
+    pad = F.pad(img.permute(0, 3, 1, 2), (1, 1, 1, 1))  # zeros outside: adding 0.0 leaves a sum unchanged
+    ones = F.pad(torch.ones(1, 1, H, W, dtype=img.dtype, device=img.device), (1, 1, 1, 1))
+    s = torch.zeros_like(pad[..., 1:-1, 1:-1])
+    n = torch.zeros_like(ones[..., 1:-1, 1:-1])
+    for dy in range(3):  # the C kernel's summation order: rows, then columns
+        for dx in range(3):
+            s = s + pad[..., dy : dy + H, dx : dx + W]
+            n = n + ones[..., dy : dy + H, dx : dx + W]
+    soft = (s / n).permute(0, 2, 3, 1)
+    return torch.where(edge[..., None], 0.5 * img + 0.5 * soft, img).contiguous()  # same layout as native
+
+
 def interpolate(fragments: Fragments, faces: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
     """Interpolate per-vertex attributes at every pixel.
 

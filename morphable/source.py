@@ -17,7 +17,7 @@ from .default_model import load_default_model
 from .degrade import apply_degradations
 from .model import MorphableModel
 from .occluders import draw_glasses, draw_patches
-from .raster import interpolate_at, rasterize, vertex_normals
+from .raster import edge_antialias, interpolate_at, rasterize, vertex_normals
 from .texture import sample_at as sample_texture_at, texel_map, uv_grid
 from .default_model import REGION_IDS, neckline_y
 from .variation import RenderConfig, apply_overrides, preset as make_preset, to_dict
@@ -403,7 +403,7 @@ class MorphableSource(IdentitySampler):
         ndl = (n * ldir).sum(-1).clamp_min(0)
         shadow = torch.ones_like(ndl)
         if bool((fac["light_shadows"] > 0).any()):
-            shadow = self._shadow(v, pos, bsel, ldir_img, fac["light_shadows"] > 0, ndl)
+            shadow = self._shadow(v, frag, idx, ldir_img, fac["light_shadows"] > 0, ndl)
         diff = fac["light_intensity"][bsel] * ndl * shadow
         irr = (amb + diff)[:, None] * col
         view = F.normalize(cam.position[bsel] - pos, dim=-1)
@@ -439,16 +439,13 @@ class MorphableSource(IdentitySampler):
         back = back * (2.0 ** fac["light_exposure"])[:, None, None, None]
         img = back.permute(0, 2, 3, 1).clone()
         img[idx] = lin
+        if ss == 1 and cfg.edge_aa:
+            # silhouette anti-aliasing without supersampling: blend the pixels on a visibility edge
+            # (coverage changes within the 3x3 neighbourhood) with that neighbourhood
+            img = edge_antialias(img, mask)
         img = img.permute(0, 3, 1, 2)
         if ss > 1:
             img = F.avg_pool2d(img, ss)
-        elif cfg.edge_aa:
-            # silhouette anti-aliasing without supersampling: blend the pixels on a visibility edge
-            # (face id changes between foreground and background) with their 3x3 neighbourhood
-            m = mask[:, None].float()
-            edge = (F.max_pool2d(m, 3, 1, 1) - (-F.max_pool2d(-m, 3, 1, 1))) > 0
-            soft = F.avg_pool2d(img, 3, 1, 1, count_include_pad=False)
-            img = torch.where(edge, 0.5 * img + 0.5 * soft, img)
         # filmic-ish tone map then sRGB gamma
         img = img / (1 + 0.15 * img)
         img = img.clamp(0, 1) ** (1 / 2.2)
@@ -475,12 +472,14 @@ class MorphableSource(IdentitySampler):
         t = torch.cat([alb, spec[:, None]], -1).view(U, Nc, 4)[:, index]  # (U, T*T, 4)
         return t.view(U, T, T, 4).permute(0, 3, 1, 2)  # channels-last memory: sample_at reads texels whole
 
-    def _shadow(self, v, pos, bsel, ldir, on, ndl, res: int = 96) -> torch.Tensor:
+    def _shadow(self, v, frag, idx, ldir, on, ndl, res: int = 96) -> torch.Tensor:
         """Hard cast shadows by shadow mapping: rasterize each head whose image has shadows ``on``
-        orthographically along its light direction ``ldir`` (B, 3) at ``res`` px, and compare each
-        visible point's depth along the light with the map (``ndl`` (P,) n.l sets a slope-scaled
-        bias). Returns (P,) 1 = lit, 0 = shadowed, filtered over 4 map texels."""
+        orthographically along its light direction ``ldir`` (B, 3) at ``res`` px, and compare the
+        depth along the light of each visible point (the covered pixels ``idx`` of ``frag``) with
+        the map (``ndl`` (P,) n.l sets a slope-scaled bias). Returns (P,) 1 = lit, 0 = shadowed,
+        filtered over 4 map texels."""
         dev = v.device
+        bsel = idx[0]
         lit = torch.ones(len(bsel), device=dev)
         sub = on.nonzero().flatten()
         if sub.numel() == 0:
@@ -489,7 +488,7 @@ class MorphableSource(IdentitySampler):
         slot = torch.full((v.shape[0],), -1, dtype=torch.int64, device=dev)
         slot[sub] = torch.arange(Bs, device=dev)
         psel = slot[bsel] >= 0
-        ps, pb = pos[psel], slot[bsel[psel]]
+        pb = slot[bsel[psel]]
         zaxis = F.normalize(ldir[sub], dim=-1)
         up = torch.tensor([0.0, 1.0, 0.0], device=dev).expand(Bs, 3)
         alt = torch.where(zaxis[:, 1:2].abs() > 0.95, torch.tensor([1.0, 0.0, 0.0], device=dev).expand(Bs, 3), up)
@@ -502,7 +501,11 @@ class MorphableSource(IdentitySampler):
         scale = res / 0.32  # a 32 cm window around the head
         scr = torch.stack([vl[..., 0] * scale + res / 2, -vl[..., 1] * scale + res / 2, 1.0 - vl[..., 2]], -1)
         fr = rasterize(scr, self.model.faces, res, res, barycentrics=False)
-        pl = torch.einsum("pij,pj->pi", Rl[pb], ps - centre[pb, 0])
+        # the visible points in the light frame: interpolate the light-frame vertices (a linear map
+        # commutes with barycentric interpolation)
+        vl_all = torch.zeros_like(v)
+        vl_all[sub] = vl
+        pl = interpolate_at(frag, tuple(t[psel] for t in idx), self.model.faces, vl_all)
         dmap = torch.where(fr.mask, fr.depth, torch.full_like(fr.depth, 1e9))
         fx, fy = pl[:, 0] * scale + res / 2 - 0.5, -pl[:, 1] * scale + res / 2 - 0.5
         x0, y0 = fx.floor(), fy.floor()

@@ -77,3 +77,22 @@ def test_missing_compiler_falls_back_with_a_warning(monkeypatch, tmp_path):
     v, f = _grid_mesh(g, B=1)
     assert rasterize(v, f, 32, 32).mask.any()  # the torch path serves
     monkeypatch.setattr(native, "_LIB", None)  # let later tests rebuild it
+
+
+def test_edge_antialias_matches_torch_and_the_pooling_definition():
+    import torch.nn.functional as F
+
+    from morphable.raster import edge_antialias
+
+    g = torch.Generator().manual_seed(4)
+    v, f = _grid_mesh(g, B=2)
+    mask = rasterize(v, f, 40, 36).mask
+    img = torch.rand(2, 40, 36, 3, generator=g)
+    a, b = edge_antialias(img, mask, native=True), edge_antialias(img, mask, native=False)
+    assert torch.equal(a, b)
+    m = mask[:, None].float()  # the definition, with torch's pooling ops
+    edge = (F.max_pool2d(m, 3, 1, 1) - (-F.max_pool2d(-m, 3, 1, 1))) > 0
+    x = img.permute(0, 3, 1, 2)
+    ref = torch.where(edge, 0.5 * x + 0.5 * F.avg_pool2d(x, 3, 1, 1, count_include_pad=False), x).permute(0, 2, 3, 1)
+    torch.testing.assert_close(a, ref, atol=1e-6, rtol=0)
+    assert edge.any() and (a != img).any() and torch.equal(a[~edge[:, 0]], img[~edge[:, 0]])
