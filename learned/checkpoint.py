@@ -37,6 +37,7 @@ WEIGHT_FILES = {"ema": "ema.pt", "raw": "model.pt"}
 #: kind -> "module:function" building the network from a checkpoint's config dict.
 _KINDS: dict[str, str] = {
     "diffusion": "learned.diffusion.model:build_model",
+    "gan": "learned.gan.model:build_model",
 }
 
 
