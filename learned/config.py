@@ -113,3 +113,26 @@ def tristate(value: Any, cuda: bool) -> bool:
 #: being trained): everything else must match the saved ``train_config.json``.
 RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.sample_every", "train.log_every",
                      "train.progress_bar", "data.workers", "out", "name")
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two resolved run configs (``train_config.json``),
+    ignoring :data:`RESUMABLE_CHANGES`: a non-empty list means the run cannot be resumed as is."""
+    import json
+
+    def comparable(d: dict) -> dict:
+        d = json.loads(json.dumps(d, default=str))
+        for key in RESUMABLE_CHANGES:
+            node, parts = d, key.split(".")
+            for p in parts[:-1]:
+                node = node.get(p, {}) if isinstance(node, dict) else {}
+            if isinstance(node, dict):
+                node.pop(parts[-1], None)
+        return d
+
+    def diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return [k for key in sorted(set(a) | set(b)) for k in diff(a.get(key), b.get(key), f"{prefix}{key}.")]
+        return [] if a == b else [prefix.rstrip(".")]
+
+    return diff(comparable(old), comparable(new))

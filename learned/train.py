@@ -30,6 +30,7 @@ from training.curriculum import REPO_ROOT, ConfigError, apply_overrides, config_
 #: kind -> trainer module (see the module docstring for what it must define).
 _TRAINERS: dict[str, str] = {
     "diffusion": "learned.diffusion.trainer",
+    "gan": "learned.gan.trainer",
 }
 
 
