@@ -14,6 +14,7 @@ from .interface import IdentitySampler
 _REGISTRY: dict[str, str] = {
     "morphable": "morphable:MorphableSource",
     "diffusion": "learned.source:DiffusionSource",
+    "gan": "learned.gan.source:GANSource",
 }
 
 
