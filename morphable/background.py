@@ -1,6 +1,7 @@
 """Procedural and image backgrounds, one per image, deterministic by that image's generator."""
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -69,10 +70,25 @@ def _bicubic_matrix(n: int, size: int) -> torch.Tensor:
     return F.interpolate(eye, size=(size, 1), mode="bicubic", align_corners=False)[:, 0, :, 0].T.contiguous()
 
 
-def compose_procedural(draws: list[dict[str, torch.Tensor]], size: int) -> torch.Tensor:
+def gaussian_blur(img: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each of the (B, 3, H, W) images with its own gaussian ``sigma`` (B,) in pixels; images
+    with ``sigma <= 0.05`` are returned unchanged."""
+    on = sigma > 0.05
+    if not bool(on.any()):
+        return img
+    import kornia
+
+    k = int(2 * math.ceil(3 * float(sigma[on].max())) + 1)
+    out = img.clone()
+    out[on] = kornia.filters.gaussian_blur2d(img[on], (k, k), sigma[on].to(img)[:, None].expand(-1, 2))
+    return out
+
+
+def compose_procedural(draws: list[dict[str, torch.Tensor]], size: int, blur: torch.Tensor | None = None) -> torch.Tensor:
     """(B, 3, size, size) linear-RGB procedural backgrounds from :func:`draw_procedural` draws: a
     colour field of random gradients and multi-scale value noise, with up to 3 soft blocks (walls,
-    shelves, windows)."""
+    shelves, windows), optionally blurred by ``blur`` (B,) gaussian sigmas in output pixels (applied
+    at the half resolution the field is composed at: these fields are smooth)."""
     st = {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
     full, size = size, (size + 1) // 2  # composed at half resolution (smooth fields), upsampled at the end
     lin = torch.linspace(-1, 1, size)
@@ -93,6 +109,8 @@ def compose_procedural(draws: list[dict[str, torch.Tensor]], size: int) -> torch
         my = torch.sigmoid((u[None] - r[:, 1:2]) / s) * torch.sigmoid((r[:, 1:2] + r[:, 3:4] - u[None]) / s)
         m = (my[:, :, None] * mx[:, None, :])[:, None] * on[:, None, None, None]
         out = out * (1 - m) + c[:, :, None, None] * m
+    if blur is not None:
+        out = gaussian_blur(out, blur * (size / full))
     out = F.interpolate(out, size=(full, full), mode="bilinear", align_corners=False)
     return out.clamp(0.0, 1.0)
 

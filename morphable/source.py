@@ -420,22 +420,20 @@ class MorphableSource(IdentitySampler):
         use_img = (fac["_use_image"] > 0).tolist()
         draws = [bg.draw_procedural(g) for g, u in zip(gens, use_img) if not u]
         back = torch.empty(B, 3, S, S)
+        bl = (fac["background_blur"] * ss).cpu()  # gaussian sigma in rendered pixels
         if draws:
-            proc = bg.compose_procedural(draws, S)
+            procedural = [not u for u in use_img]
+            proc = bg.compose_procedural(draws, S, blur=bl[procedural])  # blurred at its half resolution
             grey = proc.mean(1, keepdim=True)
-            sat = fac["background_saturation"].cpu()[[not u for u in use_img]]
-            back[[not u for u in use_img]] = grey + (proc - grey) * sat[:, None, None, None]
-        for b, g in enumerate(gens):
-            if use_img[b]:
-                back[b], i_img = bg.from_image(self._bg_files, S, g)
-                fac["background_image"][b] = float(i_img)
+            sat = fac["background_saturation"].cpu()[procedural]
+            back[procedural] = grey + (proc - grey) * sat[:, None, None, None]
+        if any(use_img):
+            for b, g in enumerate(gens):
+                if use_img[b]:
+                    back[b], i_img = bg.from_image(self._bg_files, S, g)
+                    fac["background_image"][b] = float(i_img)
+            back[use_img] = bg.gaussian_blur(back[use_img], bl[use_img])
         back = back.to(dev)
-        bl = fac["background_blur"] * ss
-        if bool((bl > 0.05).any()):
-            import kornia
-
-            k = int(2 * math.ceil(3 * float(bl.max())) + 1)
-            back = kornia.filters.gaussian_blur2d(back, (k, k), bl.clamp_min(0.05)[:, None].expand(-1, 2))
         back = back * (2.0 ** fac["light_exposure"])[:, None, None, None]
         img = back.permute(0, 2, 3, 1).clone()
         img[idx] = lin
