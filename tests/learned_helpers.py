@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 TINY_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "learned" / "diffusion_tiny_cpu.yaml"
+GAN_TINY_CONFIG = TINY_CONFIG.parent / "gan_tiny_cpu.yaml"
 
 
 def make_face_folder(root: Path, ids: int = 6, per_id: int = 4, size: int = 32, seed: int = 0,
@@ -59,5 +60,25 @@ def tiny_run(base: Path, steps: int = 40) -> dict:
         data = make_face_folder(base / "faces")
         out = base / "run"
         metrics = run_training(tiny_config(data, f"train.steps={steps}"), out, printer=lambda s: None)
+        _RUNS[key] = {"data": data, "out": out, "checkpoint": out / "checkpoint", "metrics": metrics}
+    return _RUNS[key]
+
+
+def tiny_gan_config(data: Path, *overrides: str):
+    """The tiny CPU GAN config on ``data`` with extra ``key=value`` overrides."""
+    from learned.train import load_config
+
+    return load_config(GAN_TINY_CONFIG, [f"data.path={data}", *overrides])
+
+
+def tiny_gan_run(base: Path, steps: int = 30) -> dict:
+    """:func:`tiny_run` for the tiny GAN config (once per test session under ``base``)."""
+    key = f"gan:{base}:{steps}"
+    if key not in _RUNS:
+        from learned.train import run_training
+
+        data = make_face_folder(base / "faces")
+        out = base / "run"
+        metrics = run_training(tiny_gan_config(data, f"train.steps={steps}"), out, printer=lambda s: None)
         _RUNS[key] = {"data": data, "out": out, "checkpoint": out / "checkpoint", "metrics": metrics}
     return _RUNS[key]
