@@ -487,3 +487,17 @@ def test_evaluate_runs_on_a_gan_checkpoint(tmp_path, run):
     rc = main(["--encoder", enc, "--allow-random-encoder", "--source", "gan", "--checkpoint", str(run["checkpoint"]),
                "--size", "16", "--ids", "3", "--per-id", "2", "--out", str(out)])
     assert rc == 0 and list(out.glob("*.json"))
+
+
+def test_throughput_benchmark_runs_on_the_tiny_gan(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("learned_throughput", ROOT / "benchmarks" / "learned_throughput.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "bench.json"
+    assert mod.main(["--config", str(GAN_TINY_CONFIG), "--device", "cpu", "--batch", "4", "--iters", "2",
+                     "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())
+    assert r["kind"] == "gan" and r["image_size"] == 16 and r["encoder"] == "tiny"
+    assert r["train_img_s"] > 0 and r["sample_img_s"] > 0 and r["gflop_per_img"] > 0
