@@ -1032,7 +1032,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--ids", type=int, default=None, help="number of identities (classes) to render; required (here or in --config)")
     a("--per-id", dest="per_id", type=int, default=None, help="images (variations) per identity [default 50]")
     a("--source", default=None, help="identity source: a registry name (morphable, ...) or an importable 'module:Class' [default morphable]")
-    a("--checkpoint", default=None, metavar="PATH", help="generator checkpoint of a learned source (--source diffusion): "
+    a("--checkpoint", default=None, metavar="PATH", help="generator checkpoint of a learned source (--source diffusion or gan): "
       "the checkpoint/ dir of a python -m learned.train run")
     a("--preset", default=None, help="source preset, e.g. frontal or wild [default wild]")
     a("--config", default=None, help="YAML file with any of these options (ids, per_id, source, preset, out, size, aligned, "

@@ -3,6 +3,8 @@
 
 - :mod:`learned.encoder`: the frozen FR encoder (``load_encoder``) the generators are conditioned on.
 - :mod:`learned.diffusion`: pixel-space UNet, cosine v-prediction schedule, DDIM / DPM-Solver++(2M).
+- :mod:`learned.gan`: StyleGAN2-style conditional generator, projection discriminator, DiffAugment, R1,
+  identity loss; ``GANSource`` in :mod:`learned.gan.source` (registered as ``"gan"``).
 - :mod:`learned.data`: face training images with cached encoder embeddings.
 - :mod:`learned.checkpoint`: ``save_checkpoint`` / ``load_checkpoint`` (weights + ``config.json``,
   a registry of checkpoint kinds).
@@ -10,6 +12,5 @@
 - :mod:`learned.source`: ``DiffusionSource`` (registered in ``engine.sources`` as ``"diffusion"``).
 - :mod:`learned.evaluate`: ``python -m learned.evaluate`` on a checkpoint or a face folder.
 
-The GAN source is not built yet. Submodules are imported on use (Lightning and the UNet are not
-loaded by ``import learned``).
+Submodules are imported on use (Lightning and the networks are not loaded by ``import learned``).
 """
