@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from engine.interface import generator
 from training.curriculum import ConfigError, config_to_dict
 
-from ..config import RESUMABLE_CHANGES, DataConfig, LoopConfig, tristate
+from ..config import DataConfig, LoopConfig, config_changes, tristate
 from .model import DiffusionModel
 from .sampling import SOLVERS
 from .schedule import ScheduleConfig
@@ -333,27 +333,6 @@ class ProgressLine(L.Callback):
 # ----------------------------------------------------------------------------------------------
 
 
-def _comparable(d: dict) -> dict:
-    d = json.loads(json.dumps(d, default=str))
-    for key in RESUMABLE_CHANGES:
-        node = d
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.get(p, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(parts[-1], None)
-    return d
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".")]
-
-
 def run_training(cfg: DiffusionTrainConfig, out_dir: str | os.PathLike | None = None, *, fresh: bool = False,
                  printer: Callable[[str], None] = print) -> dict[str, Any]:
     """Train (or resume) ``cfg`` into ``out_dir`` (default ``cfg.out``); returns the metrics dict."""
@@ -391,7 +370,7 @@ def run_training(cfg: DiffusionTrainConfig, out_dir: str | os.PathLike | None = 
     cfgd["encoder_resolved"] = encoder.spec
     if cfg_path.is_file() and ckpt.is_file():
         old = json.loads(cfg_path.read_text())
-        diff = _diff(_comparable(old), _comparable(cfgd))
+        diff = config_changes(old, cfgd)
         if diff:
             raise ConfigError(f"{out} holds a run with a different config ({', '.join(diff[:6])}); "
                               "use another --out, or --fresh to start over")
