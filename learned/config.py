@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from training.curriculum import ConfigError
+from training.curriculum import ConfigError, PairsPeopleConfig
 
 
 @dataclass
@@ -29,6 +29,10 @@ class DataConfig:
         preload: decode and resize every image once into memory (uint8) at start.
         max_images: use only the first N images (quick runs and tests); null = all.
         workers: DataLoader worker processes (only without ``preload``).
+        exclude_from_pairs: leave out the people of these folds of an LFW-format pairs file
+            (``{pairs: .../pairs.txt, folds: [4, 5]}``): a generator whose data will be judged on
+            those folds must never see them.
+        exclude_people_file: leave out the people named in this file (one name a line).
         embed_batch_size: batch size for the one-time encoder pass over the training images.
     """
 
@@ -41,6 +45,19 @@ class DataConfig:
     max_images: int | None = None
     workers: int = 4
     embed_batch_size: int = 256
+    exclude_from_pairs: PairsPeopleConfig | None = None
+    exclude_people_file: str | None = None
+
+    def excluded_people(self) -> set[str]:
+        """The identity names to leave out (empty set: none)."""
+        from training.data import pairs_people, read_people_file
+
+        out: set[str] = set()
+        if self.exclude_from_pairs is not None:
+            out |= pairs_people(self.exclude_from_pairs.pairs, self.exclude_from_pairs.folds)
+        if self.exclude_people_file is not None:
+            out |= set(read_people_file(self.exclude_people_file))
+        return out
 
     def validate(self, path: str = "data") -> None:
         if not self.path:
@@ -53,6 +70,8 @@ class DataConfig:
             raise ConfigError(f"{path}.flip must be in [0, 1]")
         if self.condition not in ("image", "mean"):
             raise ConfigError(f"{path}.condition: use image or mean, got {self.condition!r}")
+        if self.exclude_from_pairs is not None:
+            self.exclude_from_pairs.validate(f"{path}.exclude_from_pairs")
         if self.max_images is not None and self.max_images < 1:
             raise ConfigError(f"{path}.max_images must be >= 1 or null")
 

@@ -57,13 +57,28 @@ class FaceTrainSet(Dataset):
     :attr:`embeddings` must be set (:meth:`attach_embeddings`) before items are read.
     """
 
-    def __init__(self, path: str | os.PathLike, image_size: int, format: str = "auto", max_images: int | None = None):
+    def __init__(self, path: str | os.PathLike, image_size: int, format: str = "auto", max_images: int | None = None,
+                 exclude_people: set[str] | None = None):
+        """``exclude_people``: identity (class) names whose images are left out, e.g. the people of
+        the LFW folds a generated dataset will be evaluated on (no generator sees them)."""
         self.source = open_dataset(path, format=format)
         self.path = str(Path(path).resolve())
         self.image_size = int(image_size)
-        n = len(self.source)
+        index = torch.arange(len(self.source))
+        self.excluded_people = 0
+        if exclude_people:
+            classes = list(getattr(self.source, "classes", None) or [])
+            if not classes:
+                raise ValueError(f"{path}: this dataset has no identity names, so people cannot be excluded by name")
+            drop = torch.tensor([c in exclude_people for c in classes], dtype=torch.bool)
+            self.excluded_people = int(drop.sum())
+            index = index[~drop[self.source.labels.long()]]
+            if index.numel() == 0:
+                raise ValueError(f"{path}: no image is left after excluding {len(exclude_people)} people")
+        n = int(index.numel())
         self.n = min(n, int(max_images)) if max_images else n
-        self.labels = self.source.labels[: self.n].clone()
+        self.index = index[: self.n]
+        self.labels = self.source.labels[self.index].clone()
         # compact labels 0..C-1 over the images kept
         uniq, self.labels = torch.unique(self.labels, return_inverse=True)
         self.num_identities = int(uniq.numel())
@@ -75,7 +90,7 @@ class FaceTrainSet(Dataset):
 
     def original(self, i: int) -> torch.Tensor:
         """Image ``i`` at its stored resolution, uint8 (3, H, W)."""
-        return self.source[i][0]
+        return self.source[int(self.index[i])][0]
 
     def load(self, i: int) -> torch.Tensor:
         """Image ``i`` resized to the model size, uint8 (3, S, S)."""
@@ -98,8 +113,8 @@ class FaceTrainSet(Dataset):
         h = hashlib.sha256()
         h.update(self.labels.numpy().tobytes())
         names = getattr(self.source, "paths", None) or [str(k) for k in getattr(self.source, "keys", [])]
-        for p in names[: self.n]:
-            h.update(str(p).encode() + b"\0")
+        for i in self.index.tolist():
+            h.update(str(names[i]).encode() + b"\0")
         return {"path": self.path, "kind": self.source.kind, "n": self.n, "content": h.hexdigest()[:16]}
 
     def attach_embeddings(self, per_image: torch.Tensor, condition: str = "image") -> None:

@@ -343,3 +343,25 @@ def test_throughput_benchmark_runs_on_the_tiny_model(tmp_path):
                      "--embedding-dim", "32", "--json", str(out)]) == 0
     (r,) = json.loads(out.read_text())
     assert r["image_size"] == 16 and r["train_img_s"] > 0 and r["sample_img_s"] > 0 and r["gflop_per_img"] > 0
+
+
+def test_face_data_excludes_evaluation_people(tmp_path):
+    """A generator whose data are judged on some LFW folds must not train on those people."""
+    from learned.config import DataConfig
+    from learned.data import FaceTrainSet
+    from training.curriculum import PairsPeopleConfig
+
+    root = make_face_folder(tmp_path / "faces", ids=3, per_id=3, singletons=2, size=24)
+    pairs = tmp_path / "pairs.txt"  # LFW format: fold 1 names person00 + person03, fold 2 person01
+    pairs.write_text("2\t1\nperson00\t1\t2\nperson03\t1\tperson02\t2\nperson01\t1\t2\nperson01\t1\tperson04\t1\n")
+    cfg = DataConfig(path=str(root), exclude_from_pairs=PairsPeopleConfig(pairs=str(pairs), folds=[2]))
+    cfg.validate()
+    assert cfg.excluded_people() == {"person01", "person04"}
+    full, ds = FaceTrainSet(root, 16), FaceTrainSet(root, 16, exclude_people=cfg.excluded_people())
+    assert ds.excluded_people == 2 and len(ds) == len(full) - 4 and ds.num_identities == 3
+    names = {full.source.classes[int(full.source.labels[int(i)])] for i in ds.index}
+    assert names == {"person00", "person02", "person03"}
+    assert torch.equal(ds.original(0), full.original(0))  # person00's first image either way
+    assert ds.fingerprint()["content"] != full.fingerprint()["content"]  # another embedding cache entry
+    with pytest.raises(ValueError, match="no image is left"):
+        FaceTrainSet(root, 16, exclude_people={f"person{i:02d}" for i in range(5)})

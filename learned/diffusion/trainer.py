@@ -113,6 +113,9 @@ def resolve_paths(cfg: DiffusionTrainConfig, base_dirs: list[Path]) -> Diffusion
     from training.curriculum import resolve_path
 
     cfg.data.path = resolve_path(cfg.data.path, base_dirs)
+    if cfg.data.exclude_from_pairs is not None:
+        cfg.data.exclude_from_pairs.pairs = resolve_path(cfg.data.exclude_from_pairs.pairs, base_dirs)
+    cfg.data.exclude_people_file = resolve_path(cfg.data.exclude_people_file, base_dirs)
     enc = cfg.encoder
     if isinstance(enc, str):
         if ":" in enc and not os.path.exists(enc):
@@ -376,9 +379,11 @@ def run_training(cfg: DiffusionTrainConfig, out_dir: str | os.PathLike | None = 
                               "use another --out, or --fresh to start over")
     atomic_write_text(cfg_path, json.dumps(cfgd, indent=2, default=str))
 
-    data = FaceTrainSet(cfg.data.path, cfg.data.image_size, cfg.data.format, cfg.data.max_images)
+    data = FaceTrainSet(cfg.data.path, cfg.data.image_size, cfg.data.format, cfg.data.max_images,
+                        exclude_people=cfg.data.excluded_people())
     printer(f"learned.train: {len(data)} images of {data.num_identities} identities from {data.path} "
-            f"at {cfg.data.image_size} px, encoder {encoder.spec}")
+            + (f"({data.excluded_people} people excluded) " if data.excluded_people else "")
+            + f"at {cfg.data.image_size} px, encoder {encoder.spec}")
     emb = cached_embeddings(data, encoder, out / "cache", cfg.data.embed_batch_size, log=printer)
     data.attach_embeddings(emb, cfg.data.condition)
     if cfg.data.preload:

@@ -479,9 +479,11 @@ def run_training(cfg: GANTrainConfig, out_dir: str | os.PathLike | None = None, 
                               "use another --out, or --fresh to start over")
     atomic_write_text(cfg_path, json.dumps(cfgd, indent=2, default=str))
 
-    data = FaceTrainSet(cfg.data.path, cfg.data.image_size, cfg.data.format, cfg.data.max_images)
+    data = FaceTrainSet(cfg.data.path, cfg.data.image_size, cfg.data.format, cfg.data.max_images,
+                        exclude_people=cfg.data.excluded_people())
     printer(f"learned.train: {len(data)} images of {data.num_identities} identities from {data.path} "
-            f"at {cfg.data.image_size} px, encoder {encoder.spec}")
+            + (f"({data.excluded_people} people excluded) " if data.excluded_people else "")
+            + f"at {cfg.data.image_size} px, encoder {encoder.spec}")
     emb = cached_embeddings(data, encoder, out / "cache", cfg.data.embed_batch_size, log=printer)
     data.attach_embeddings(emb, cfg.data.condition)
     if cfg.data.preload:
