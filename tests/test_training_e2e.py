@@ -253,3 +253,42 @@ def test_benchmark_reuses_finished_runs_and_retrains_changed_ones(tmp_path):
     raw["authentic"]["steps"] = 4
     res = run_benchmark(from_dict(BenchmarkConfig, raw, ""), tmp_path / "out", printer=msgs.append)
     assert any("changed; retraining" in m for m in msgs) and res["rows"][0]["steps"] == 4
+
+
+def test_benchmark_variants_mix_sources_in_one_curriculum(tmp_path):
+    """Extra synthetic arms (e.g. morphable + diffusion mixed): each is pretrained on its own sources
+    with its weights, fine-tuned from its own backbone, and gets its own rows and plot lines."""
+    from training.benchmark import BenchmarkConfig, run_benchmark
+    from training.curriculum import ConfigError, from_dict
+
+    root = make_fake_lfw(tmp_path / "lfw", n_folds=5, people_per_fold=6, pairs_per_fold=4, size=24)
+    fake = {"type": "stream", "source": FAKE_SOURCE, "per_id": 2, "fixed_variations": True, "cache": True}
+    raw = {
+        "name": "bench-variants", "lfw": {"root": str(root)}, "sweep": [3],
+        "synthetic": {**fake, "num_ids": 6},
+        "variants": {"a+b": {"sources": {"a": {**fake, "num_ids": 4}, "b": {**fake, "num_ids": 5, "seed": 3}},
+                             "weights": {"a": 3.0, "b": 1.0}}},
+        "model": {"backbone": "tiny", "embedding_size": 16, "input_size": 24, "backbone_kwargs": {"width": 8},
+                  "margins": {"s": 16.0, "m": 0.2}},
+        "pretrain": {"steps": 4, "lr": 0.05}, "authentic": {"steps": 3, "lr": 0.05},
+        "finetune": {"steps": 3, "lr": 0.01, "weights": {"authentic": 0.5, "synthetic": 0.5}},
+        "trainer": {"accelerator": "cpu", "batch_size": 8, "num_workers": 0, "log_every": 2, "ckpt_every_steps": 0},
+        "eval": {"batch_size": 64},
+    }
+    bc = from_dict(BenchmarkConfig, raw, "")
+    res = run_benchmark(bc, tmp_path / "out", printer=_quiet)
+    out = tmp_path / "out"
+    assert [r["arm"] for r in res["rows"]] == ["synthetic", "synthetic:a+b", "authentic", "finetune", "finetune:a+b"]
+    pre = json.load(open(out / "runs" / "synthetic_a+b" / "metrics.json"))
+    assert {k: v["num_classes"] for k, v in pre["sources"].items()} == {"a": 4, "b": 5}
+    cfg = (out / "runs" / "synthetic_a+b" / "config.yaml").read_text()
+    assert "a: 0.75" in cfg and "b: 0.25" in cfg
+    ft = json.load(open(out / "runs" / "finetune_a+b_3" / "metrics.json"))
+    assert ft["model"]["init_backbone"].endswith(os.path.join("runs", "synthetic_a+b", "backbone.pt"))
+    ft_cfg = (out / "runs" / "finetune_a+b_3" / "config.yaml").read_text()
+    assert "authentic: 0.5" in ft_cfg and "a: 0.375" in ft_cfg and "b: 0.125" in ft_cfg
+    md = (out / "results.md").read_text()
+    assert "| finetune:a+b | 3 |" in md and "Variant `a+b`" in md
+    bad = {**raw, "variants": {"x": {"sources": {"a": {**fake, "num_ids": 4}}, "weights": {"zz": 1.0}}}}
+    with pytest.raises(ConfigError, match="variants.x.weights"):
+        from_dict(BenchmarkConfig, bad, "")

@@ -12,6 +12,11 @@ Arms, all evaluated on the same LFW-protocol pairs (``lfw.eval_folds``, default 
 * ``finetune``: start from the ``synthetic`` backbone and fine-tune on the same ``N`` authentic
   identities (new head, optionally imprinted / frozen early layers).
 
+``variants`` adds more synthetic arms, each pretrained on its own sources (one source, or several
+mixed in one curriculum phase with ``weights``) and fine-tuned like ``synthetic``: rows
+``synthetic:<name>`` and ``finetune:<name>``. E.g. a diffusion-rendered dataset alone, and morphable
++ diffusion mixed half and half.
+
 Authentic identities come only from the people of ``lfw.train_folds`` (default 1-3), where a fold's
 people are the names its ``pairs.txt`` lines mention (LFW's View-2 folds are identity-disjoint). People
 with at least 2 images come first (shuffled by ``seed``), then the singletons, so each ``N`` extends the
@@ -47,7 +52,7 @@ from .curriculum import (ConfigError, EvalConfig, ModelConfig, SourceConfig, Tra
 
 log = logging.getLogger("synthface.benchmark")
 
-__all__ = ["BenchmarkConfig", "LFWSplitConfig", "lfw_fold_people", "authentic_people", "run_benchmark", "main",
+__all__ = ["BenchmarkConfig", "LFWSplitConfig", "SyntheticVariant", "lfw_fold_people", "authentic_people", "run_benchmark", "main",
            "load_benchmark_config"]
 
 
@@ -77,6 +82,33 @@ class LFWSplitConfig:
 
 
 @dataclass
+class SyntheticVariant:
+    """An extra synthetic arm: ``sources`` (name -> source config, as in a training config) mixed with
+    ``weights`` (name -> weight; default equal) during pretraining."""
+
+    sources: dict[str, SourceConfig]
+    weights: dict[str, float] | None = None
+
+    def validate(self, path: str) -> None:
+        if not self.sources:
+            raise ConfigError(f"{_join(path, 'sources')}: at least one source is required")
+        if "authentic" in self.sources:
+            raise ConfigError(f"{_join(path, 'sources')}: 'authentic' is the benchmark's own source name; rename it")
+        if self.weights is not None:
+            bad = sorted(set(self.weights) - set(self.sources))
+            if bad:
+                raise ConfigError(f"{_join(path, 'weights')}: {bad[0]!r} is not one of its sources "
+                                  f"({', '.join(self.sources)})")
+            if any(w < 0 for w in self.weights.values()) or not any(w > 0 for w in self.weights.values()):
+                raise ConfigError(f"{_join(path, 'weights')}: need non-negative weights, at least one positive")
+
+    def mix(self) -> dict[str, float]:
+        w = self.weights or {k: 1.0 for k in self.sources}
+        total = sum(w.values())
+        return {k: float(v) / total for k, v in w.items() if v > 0}
+
+
+@dataclass
 class BenchmarkConfig:
     """The benchmark config: ``lfw`` split, ``synthetic`` source, ``sweep`` of authentic identity
     counts, phase templates ``pretrain`` / ``finetune`` / ``authentic`` (a phase config without
@@ -95,6 +127,7 @@ class BenchmarkConfig:
     eval: dict[str, Any] = field(default_factory=dict)
     authentic_augment: dict[str, Any] | None = None
     arms: list[str] = field(default_factory=lambda: ["synthetic", "authentic", "finetune"])
+    variants: dict[str, SyntheticVariant] = field(default_factory=dict)
     seed: int = 0
     out: str = "runs/benchmark"
 
@@ -106,6 +139,9 @@ class BenchmarkConfig:
             raise ConfigError(f"{_join(path, 'arms')}: unknown arm {bad[0]!r} (synthetic, authentic, finetune)")
         if "finetune" in self.arms and "synthetic" not in self.arms:
             raise ConfigError(f"{_join(path, 'arms')}: 'finetune' needs the 'synthetic' arm (its pretrained backbone)")
+        for name in self.variants:
+            if not name or not all(c.isalnum() or c in "-_+." for c in name):
+                raise ConfigError(f"{_join(path, 'variants')}.{name}: use letters, digits and - _ + . in variant names")
         for key in ("pretrain", "finetune", "authentic"):
             tmpl = getattr(self, key)
             if "name" in tmpl:
@@ -143,6 +179,9 @@ def load_benchmark_config(path: str | os.PathLike, overrides: Sequence[str] = ()
     cfg.lfw.root = resolve_path(cfg.lfw.root, bases)
     cfg.lfw.pairs = resolve_path(cfg.lfw.pairs, bases)
     cfg.synthetic.path = resolve_path(cfg.synthetic.path, bases)
+    for var in cfg.variants.values():
+        for src in var.sources.values():
+            src.path = resolve_path(src.path, bases)
     cfg.model.init_backbone = resolve_path(cfg.model.init_backbone, bases)
     return cfg
 
@@ -334,6 +373,20 @@ def plot_results(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
         xs_all += x
         ax.errorbar(x, [r["accuracy"] for r in rs], yerr=[r["accuracy_std"] or 0 for r in rs], fmt=fmt, color=color,
                     capsize=3, label=label)
+    palette = ["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+    variants = sorted({r["arm"].split(":", 1)[1] for r in rows if ":" in r["arm"]})
+    for i, v in enumerate(variants):
+        rs = sorted([r for r in rows if r["arm"] == f"finetune:{v}" and r["accuracy"] is not None],
+                    key=lambda r: r["authentic_ids"])
+        color = palette[i % len(palette)]
+        if rs:
+            x = [r["authentic_ids"] for r in rs]
+            xs_all += x
+            ax.errorbar(x, [r["accuracy"] for r in rs], yerr=[r["accuracy_std"] or 0 for r in rs], fmt="^-",
+                        color=color, capsize=3, label=f"{v} + fine-tune")
+        syn_v = [r for r in rows if r["arm"] == f"synthetic:{v}" and r["accuracy"] is not None]
+        if syn_v:
+            ax.axhline(syn_v[0]["accuracy"], color=color, ls="-.", lw=1.0, label=f"{v} only ({syn_v[0]['accuracy']:.3f})")
     syn = [r for r in rows if r["arm"] == "synthetic" and r["accuracy"] is not None]
     if syn:
         ax.axhline(syn[0]["accuracy"], color="tab:green", ls="--", label=f"synthetic only ({syn[0]['accuracy']:.3f})")
@@ -351,7 +404,7 @@ def plot_results(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     ax.set_ylabel("verification accuracy (eval folds)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, format="png")
     return path
@@ -407,6 +460,15 @@ def run_benchmark(bc: BenchmarkConfig, out_dir: str | os.PathLike | None = None,
         syn_backbone = str(out / "runs" / "synthetic" / "backbone.pt")
         syn_ids = m.get("sources", {}).get("synthetic", {}).get("num_classes")
         rows.append(_result_row("synthetic", 0, 0, 0, m, wall))
+    var_src = {name: {k: config_to_dict(v) for k, v in var.sources.items()} for name, var in bc.variants.items()}
+    var_backbone: dict[str, str] = {}
+    if "synthetic" in bc.arms:
+        for name, var in bc.variants.items():
+            run_dir = out / "runs" / f"synthetic_{name}"
+            cfg = _train_cfg(bc, f"synthetic_{name}", var_src[name], _phase(bc.pretrain, "pretrain", var.mix()), run_dir)
+            m, wall = _run(cfg, run_dir, fresh, printer)
+            var_backbone[name] = str(run_dir / "backbone.pt")
+            rows.append(_result_row(f"synthetic:{name}", 0, 0, 0, m, wall))
     for n_req, n in sizes:
         n_imgs = sum(min(counts[p], bc.lfw.images_per_id or counts[p]) for p in pool[:n])
         auth_src = {"type": "folder", "path": str(Path(bc.lfw.root) / "images"), "people_file": str(people_files[n]),
@@ -427,6 +489,23 @@ def run_benchmark(bc: BenchmarkConfig, out_dir: str | os.PathLike | None = None,
             if got is not None and got != n:
                 raise AssertionError(f"{arm}_{n}: trained on {got} authentic identities, expected {n}")
             rows.append(_result_row(arm, n_req, n, n_imgs, m, wall))
+        for name, var in bc.variants.items():
+            if "finetune" not in bc.arms:
+                continue
+            phase = _phase(bc.finetune, "finetune", {"authentic": 1.0})
+            sources = {"authentic": auth_src}
+            w_syn = float(phase["weights"].pop("synthetic", 0.0) or 0.0)
+            if w_syn > 0:  # the template mixes synthetic data into fine-tuning: this variant's sources
+                for k, frac in var.mix().items():
+                    phase["weights"][k] = w_syn * frac
+                    sources[k] = var_src[name][k]
+            run_dir = out / "runs" / f"finetune_{name}_{n}"
+            cfg = _train_cfg(bc, f"finetune_{name}_{n}", sources, phase, run_dir, init_backbone=var_backbone[name])
+            m, wall = _run(cfg, run_dir, fresh, printer)
+            got = m.get("sources", {}).get("authentic", {}).get("num_classes")
+            if got is not None and got != n:
+                raise AssertionError(f"finetune_{name}_{n}: trained on {got} authentic identities, expected {n}")
+            rows.append(_result_row(f"finetune:{name}", n_req, n, n_imgs, m, wall))
 
     header = [
         f"Config: `{bc.name}`; backbone `{bc.model.backbone}` at {bc.model.input_size}px; synthetic source "
@@ -438,6 +517,10 @@ def run_benchmark(bc: BenchmarkConfig, out_dir: str | os.PathLike | None = None,
         f"{'included in' if bc.lfw.include_unpaired else 'excluded from'} training and never evaluated on.",
         disjoint_msg,
     ]
+    for name, var in bc.variants.items():
+        mix = ", ".join(f"{k} `{v.source or v.path}` x{w:.2f}" for k, v in var.sources.items()
+                        for kk, w in var.mix().items() if kk == k)
+        header.insert(1, f"Variant `{name}`: {mix}.")
     csv_path, md_path = write_table(rows, out, header)
     png = plot_results(rows, out / "accuracy_vs_ids.png", f"{bc.name}: accuracy vs authentic identities")
     result = {"name": bc.name, "rows": rows, "split": split_info, "table_csv": str(csv_path),
