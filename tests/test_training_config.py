@@ -166,7 +166,7 @@ def test_epochs_need_sizes_and_resolve(raw):
         Curriculum(cfg, {"synth": 3}, {"synth": None})
 
 
-@pytest.mark.parametrize("name", ["pretrain_finetune.yaml"])
+@pytest.mark.parametrize("name", ["pretrain_finetune.yaml", "gpu30/fr_encoder.yaml"])
 def test_shipped_train_configs_parse(name):
     cfg = load_config(REPO_ROOT / "configs" / name)
     assert len(cfg.phases) == 2 and cfg.phases[1].reinit_head and cfg.phases[1].head_init == "mean"
@@ -182,6 +182,15 @@ def test_shipped_benchmark_configs_parse(name):
     bc = load_benchmark_config(REPO_ROOT / "configs" / name)
     assert bc.lfw.eval_folds == [4, 5] and bc.lfw.train_folds == [1, 2, 3]
     assert sorted(bc.sweep) == [100, 300, 1000]
+
+
+def test_gpu_session_benchmark_config_parses():
+    from training.benchmark import load_benchmark_config
+
+    bc = load_benchmark_config(REPO_ROOT / "configs" / "gpu30" / "bench_learned.yaml")
+    assert bc.lfw.eval_folds == [4, 5] and bc.lfw.train_folds == [1, 2, 3]
+    assert list(bc.variants) == ["diffusion", "gan", "morphable+diffusion"]
+    assert bc.variants["morphable+diffusion"].mix() == {"morphable": 0.5, "diffusion": 0.5}
 
 
 def test_benchmark_config_errors():
