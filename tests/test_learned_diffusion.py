@@ -81,18 +81,34 @@ class _Oracle(torch.nn.Module):
         return a * eps - s * x0
 
 
-@pytest.mark.parametrize("solver, steps, tol", [("dpmpp2m", 25, 0.06), ("ddim", 25, 0.1), ("dpmpp2m", 10, 0.1)])
-def test_samplers_recover_the_data_distribution(solver, steps, tol):
+@pytest.mark.parametrize("solver, steps, tol, eta", [("dpmpp2m", 25, 0.06, 0.0), ("ddim", 25, 0.1, 0.0),
+                                                      ("dpmpp2m", 10, 0.1, 0.0), ("ddim", 25, 0.1, 1.0)])
+def test_samplers_recover_the_data_distribution(solver, steps, tol, eta):
     sch = CosineSchedule(ScheduleConfig())
     model = _Oracle(sch, std=0.3)
     cond = torch.full((64, 2), 1.0)
     gens = [generator(0, "oracle", i) for i in range(64)]
-    x = sample(model, sch, cond, gens, image_size=8, steps=steps, solver=solver, guidance=1.0, clip=False)
+    x = sample(model, sch, cond, gens, image_size=8, steps=steps, solver=solver, guidance=1.0, eta=eta, clip=False)
     assert abs(float(x.mean()) - 0.5) < tol
     assert abs(float(x.std()) - 0.3) / 0.3 < tol * 2
     # guidance extrapolates away from the unconditional mean (0) past the conditional one (0.5)
-    xg = sample(model, sch, cond, gens, image_size=8, steps=steps, solver=solver, guidance=2.0, clip=False)
+    xg = sample(model, sch, cond, gens, image_size=8, steps=steps, solver=solver, guidance=2.0, eta=eta, clip=False)
     assert float(xg.mean()) > float(x.mean()) + 0.2
+
+
+def test_ddim_eta_noise_is_the_ancestral_posterior_std():
+    """eta = 1: DDIM's per-step noise std is that of the forward posterior q(z_s | z_t, x)
+    (Song et al. eq. 16: sqrt((1 - abar_s) / (1 - abar_t)) sqrt(1 - abar_t / abar_s)), never above sigma_s."""
+    from learned.diffusion.sampling import ddim_noise_std
+
+    sch = CosineSchedule(ScheduleConfig())
+    a, s = (q.tolist() for q in sch.alpha_sigma(torch.linspace(1, 0.04, 25, dtype=torch.float64)))
+    for i in range(len(a) - 1):
+        a_t, s_t, a_s, s_s = a[i], s[i], a[i + 1], s[i + 1]
+        want = math.sqrt(s_s ** 2 / s_t ** 2) * math.sqrt(1 - a_t ** 2 / a_s ** 2)
+        assert abs(ddim_noise_std(a_t, s_t, a_s, s_s, 1.0) - want) < 1e-9
+        assert ddim_noise_std(a_t, s_t, a_s, s_s, 1.0) <= s_s
+        assert abs(ddim_noise_std(a_t, s_t, a_s, s_s, 0.5) - 0.5 * want) < 1e-9
 
 
 def test_sampling_deterministic_and_independent_of_the_batch():

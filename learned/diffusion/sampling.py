@@ -26,6 +26,13 @@ def initial_noise(generators: Sequence[torch.Generator], shape: tuple[int, ...])
     return torch.stack([torch.randn(shape, generator=g) for g in generators])
 
 
+def ddim_noise_std(a_t: float, s_t: float, a_s: float, s_s: float, eta: float) -> float:
+    """DDIM's per-step noise std from time ``t`` to the less noisy ``s`` (Song et al. 2021, eq. 16):
+    ``eta * sqrt((1 - abar_s) / (1 - abar_t)) * sqrt(1 - abar_t / abar_s)`` with ``abar = alpha^2``,
+    ``1 - abar = sigma^2``; ``eta = 1`` is the std of the forward posterior ``q(z_s | z_t, x)``."""
+    return eta * math.sqrt(max(0.0, (s_s ** 2 / s_t ** 2) * (1.0 - a_t ** 2 / a_s ** 2)))
+
+
 def guided_x0(model: Callable, schedule: CosineSchedule, z: torch.Tensor, t: float, cond: torch.Tensor,
               guidance: torch.Tensor, clip: bool = True, autocast: bool = False) -> torch.Tensor:
     """Data prediction at time ``t`` with classifier-free guidance on ``v``:
@@ -89,7 +96,7 @@ def sample(model: Callable, schedule: CosineSchedule, cond: torch.Tensor, genera
         if solver == "ddim":
             eps = (z - a_i * x0) / s_i
             if eta > 0:
-                c = eta * math.sqrt(max(0.0, (s_n ** 2 / s_i ** 2) * (1 - (a_i ** 2 * s_n ** 2) / (a_n ** 2 * s_i ** 2))))
+                c = ddim_noise_std(a_i, s_i, a_n, s_n, eta)
                 noise = torch.stack([torch.randn(z.shape[1:], generator=g) for g in generators]).to(dev)
                 z = a_n * x0 + math.sqrt(max(0.0, s_n ** 2 - c ** 2)) * eps + c * noise
             else:
