@@ -381,3 +381,28 @@ def test_face_data_excludes_evaluation_people(tmp_path):
     assert ds.fingerprint()["content"] != full.fingerprint()["content"]  # another embedding cache entry
     with pytest.raises(ValueError, match="no image is left"):
         FaceTrainSet(root, 16, exclude_people={f"person{i:02d}" for i in range(5)})
+
+
+def _state(out):
+    return torch.load(out / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_resume_is_the_uninterrupted_run(tmp_path):
+    """Stopping after 3 steps and resuming to 6 gives the weights *and* the EMA of an uninterrupted
+    6-step run: optimiser, EMA (updated before the checkpoint is written), global RNG (timesteps,
+    noise, condition dropout, flips) and the data order (not restarted at the first batches) resume."""
+    from learned.train import run_training
+
+    data = make_face_folder(tmp_path / "faces", ids=4, per_id=3, singletons=1, size=16)
+    ov = ("train.batch_size=4", "train.checkpoint_every=3", "train.sample_every=0")
+    run_training(tiny_config(data, "train.steps=6", *ov), tmp_path / "a", printer=lambda s: None)
+    run_training(tiny_config(data, "train.steps=3", *ov), tmp_path / "b", printer=lambda s: None)
+    run_training(tiny_config(data, "train.steps=6", *ov), tmp_path / "b", printer=lambda s: None)
+    a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
+    assert set(a) == set(b) and any(k.startswith("ema.") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # the exported EMA is the one of the training state (the step's EMA update came first)
+    ema = torch.load(tmp_path / "b" / "checkpoint" / "ema.pt", weights_only=True)
+    for k, v in ema.items():
+        assert torch.equal(v, b["ema." + k]), k

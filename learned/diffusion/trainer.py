@@ -38,6 +38,7 @@ from engine.interface import generator
 from training.curriculum import ConfigError, config_to_dict
 
 from ..config import DataConfig, LoopConfig, config_changes, tristate
+from ..resume import EMAUpdate, StepBatchSampler, rng_state, set_rng_state
 from .model import DiffusionModel
 from .sampling import SOLVERS
 from .schedule import ScheduleConfig
@@ -198,8 +199,6 @@ class DiffusionModule(L.LightningModule):
         for eb, b in zip(self.ema.buffers(), self.model.buffers()):
             eb.copy_(b)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        self.update_ema()
 
     def configure_optimizers(self):
         t = self.cfg.train
@@ -222,11 +221,13 @@ class DiffusionModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1, "name": "lr"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["synthface"] = {"loss_log": list(self.loss_log), "config": config_to_dict(self.cfg)}
+        checkpoint["synthface"] = {"loss_log": list(self.loss_log), "config": config_to_dict(self.cfg),
+                                   "rng": rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         info = checkpoint.get("synthface") or {}
         self.loss_log = [tuple(x) for x in info.get("loss_log", [])]
+        set_rng_state(info.get("rng"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -399,15 +400,15 @@ def run_training(cfg: DiffusionTrainConfig, out_dir: str | os.PathLike | None = 
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = DiffusionModule(cfg)
-    g = torch.Generator().manual_seed(cfg.seed)
+    sampler = StepBatchSampler(len(data), cfg.train.batch_size, cfg.seed)
     loader = torch.utils.data.DataLoader(
-        data, batch_size=cfg.train.batch_size, shuffle=True, drop_last=len(data) >= cfg.train.batch_size,
-        generator=g, collate_fn=batch_identity, num_workers=0 if cfg.data.preload else cfg.data.workers,
+        data, batch_sampler=sampler, collate_fn=batch_identity, num_workers=0 if cfg.data.preload else cfg.data.workers,
+        generator=torch.Generator().manual_seed(cfg.seed),  # worker seeds; the global RNG stays untouched
         pin_memory=device == "cuda", persistent_workers=False if cfg.data.preload else cfg.data.workers > 0)
     precision = cfg.train.precision
     if precision == "auto":
         precision = "bf16-mixed" if device == "cuda" else "32-true"
-    callbacks = [AtomicCheckpoint(out, cfg.train.checkpoint_every),
+    callbacks = [EMAUpdate(), AtomicCheckpoint(out, cfg.train.checkpoint_every),
                  Exporter(out, cfg, encoder_spec, data_info, grid_cond, printer),
                  ProgressLine(cfg.train.log_every, cfg.train.batch_size, cfg.train.steps, printer)]
     trainer = L.Trainer(
@@ -418,6 +419,7 @@ def run_training(cfg: DiffusionTrainConfig, out_dir: str | os.PathLike | None = 
         gradient_clip_val=cfg.train.grad_clip or None, num_sanity_val_steps=0, limit_val_batches=0,
         default_root_dir=str(out), benchmark=True if device == "cuda" else None,
     )
+    sampler.start_step = lambda: int(trainer.global_step)  # batch s of the run, also after a resume
     resume = str(ckpt) if ckpt.is_file() else None
     if resume:
         printer(f"learned.train: resuming from {ckpt}")
