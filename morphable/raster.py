@@ -226,7 +226,31 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor, native: bool = True
     # the cross product spelled out (torch.cross may fuse multiply-adds; this matches the C kernel)
     fn = torch.stack([a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1], a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2],
                       a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]], -1)
-    return torch.zeros_like(verts).index_add_(1, faces.reshape(-1), fn.repeat_interleave(3, 1))
+    # Sum each vertex's face normals in ascending face order through a padded vertex -> faces table:
+    # deterministic on CUDA (index_add_ uses atomics there) and the C kernel's summation order.
+    adj = vertex_face_table(faces, verts.shape[1])  # (V, K), F = padding
+    fn = torch.cat([fn, torch.zeros_like(fn[:, :1])], 1)
+    acc = torch.zeros_like(verts)
+    for k in range(adj.shape[1]):
+        acc = acc + fn[:, adj[:, k]]
+    return acc
+
+
+def vertex_face_table(faces: torch.Tensor, num_verts: int) -> torch.Tensor:
+    """(V, K) int64: the faces around each vertex in ascending order, padded with ``F`` (an index past
+    the last face); ``K`` is the largest vertex valence."""
+    F_ = faces.shape[0]
+    v = faces.reshape(-1)
+    f = torch.arange(F_, device=faces.device).repeat_interleave(3)
+    order = torch.argsort(v * F_ + f)
+    v, f = v[order], f[order]
+    counts = torch.bincount(v, minlength=num_verts)
+    start = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(v.numel(), device=faces.device) - start[v]
+    K = int(counts.max()) if counts.numel() else 0
+    table = torch.full((num_verts, max(K, 1)), F_, dtype=torch.int64, device=faces.device)
+    table[v, slot] = f
+    return table
 
 
 def edge_antialias(img: torch.Tensor, mask: torch.Tensor, native: bool = True) -> torch.Tensor:

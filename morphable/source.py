@@ -99,9 +99,8 @@ class MorphableSource(IdentitySampler):
             raise ValueError(f"identity.num_shape must be >= 1, got {self.cfg.identity.num_shape}")
         self.num_shape = min(self.cfg.identity.num_shape, model.num_shape)
         self._eye_centres = self.model.landmark_points(self.model.mean[None])[0, :2]
-        mv, mf = self.model.mean, self.model.faces
-        fn = torch.cross(mv[mf[:, 1]] - mv[mf[:, 0]], mv[mf[:, 2]] - mv[mf[:, 0]], dim=-1)
-        self._rest_normals = F.normalize(torch.zeros_like(mv).index_add_(0, mf.reshape(-1), fn.repeat_interleave(3, 0)), dim=-1)
+        mv = self.model.mean
+        self._rest_normals = F.normalize(vertex_normals(mv[None], self.model.faces)[0], dim=-1)
         vreg = self.model.regions.get("vertex_region", torch.zeros(mv.shape[0], dtype=torch.int64)).to(self.device)
         self._scalp_vertex = (vreg == REGION_IDS["skin"]).float()
         y = self.model.mean[:, 1]
@@ -412,7 +411,10 @@ class MorphableSource(IdentitySampler):
         lin = alb * irr + spec[:, None] * col
         # exposure from the mean irradiance on the face (not the albedo: dark skin stays dark)
         lum = irr.mean(-1)
-        mean_irr = torch.zeros(B, device=dev).index_add_(0, bsel, lum) / torch.bincount(bsel, minlength=B).clamp_min(1)
+        # per-image sums through a dense (B, S, S) map: a deterministic reduction on CUDA too
+        lum_map = torch.zeros(B, S, S, device=dev, dtype=lum.dtype)
+        lum_map[idx] = lum
+        mean_irr = lum_map.sum((1, 2)) / torch.bincount(bsel, minlength=B).clamp_min(1)
         gain = (2.0 ** fac["light_exposure"]) * 0.9 / mean_irr.clamp_min(1e-3)
         lin = lin * gain[bsel][:, None]
 
