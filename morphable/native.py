@@ -1,16 +1,18 @@
-"""An optional compiled CPU kernel for the rasterizer's z-buffer pass.
+"""Optional compiled CPU kernels for the renderer's hot loops.
 
-The pure-torch rasterizer (:mod:`morphable.raster`) is the reference and runs on CPU and CUDA. On
-CPU, the per-triangle candidate enumeration it vectorises is bound by memory traffic and Python
-overhead; the same arithmetic as a plain C loop is several times faster. This module compiles that
-loop once per machine with the system C compiler (``cc``/``gcc``; no torch headers, no ninja), caches
-the shared library under ``$SYNTHFACE_CACHE/native/`` and calls it through :mod:`ctypes`.
+The pure-torch code of :mod:`morphable.raster` is the reference and runs on CPU and CUDA. On CPU its
+vectorised per-triangle and per-pixel passes are bound by memory traffic and Python overhead; the
+same arithmetic as plain C loops is several times faster. This module compiles them once per machine
+with the system C compiler (``cc``/``gcc``/``clang``; no torch headers, no ninja), caches the shared
+library under ``$SYNTHFACE_CACHE/native/`` (default ``~/.cache/synthface/native``) and calls it
+through :mod:`ctypes`: rasterization (culling, boxes, z-buffer, barycentrics, depth), attribute
+interpolation at listed pixels, vertex normals, bilinear texture lookup and silhouette anti-aliasing.
 
-The C code evaluates exactly the float32 expressions of ``raster._raster_bucket`` in the same order
-(``-ffp-contract=off``: no fused multiply-adds), so it writes the identical z-buffer: the torch and
-native paths give bit-identical images (tested). Set ``SYNTHFACE_NATIVE=0`` to disable it; if no
-compiler is found or compilation fails, :func:`zbuffer_kernel` returns ``None`` with one warning and
-the torch path is used.
+Each C function evaluates the float32 expressions of its torch counterpart in the same order
+(``-ffp-contract=off``: no fused multiply-adds; the torch code spells out the operations whose
+order matters), so both paths give bit-identical images (``tests/test_native.py``). Set
+``SYNTHFACE_NATIVE=0`` to disable the kernels; if no compiler is found or compilation fails,
+:func:`library` returns ``None`` with one warning and the torch path is used.
 """
 from __future__ import annotations
 
@@ -308,6 +310,12 @@ def library():
     return _LIB or None
 
 
+def _check_index(idx: torch.Tensor, n: int, what: str) -> None:
+    """The C loops trust their indices: check them here (an IndexError, as torch indexing would give)."""
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise IndexError(f"{what} index out of range: [{int(idx.min())}, {int(idx.max())}] for {n} entries")
+
+
 def usable(*tensors: torch.Tensor) -> bool:
     """Whether the native kernels can serve these tensors (CPU, float32 where floating) right now."""
     return (all(t.device.type == "cpu" and (not t.is_floating_point() or t.dtype == torch.float32) for t in tensors)
@@ -322,6 +330,7 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, height: int, width: int,
     verts = verts.detach().contiguous()
     faces = faces.to(torch.int64).contiguous()
     B, V = verts.shape[:2]
+    _check_index(faces, V, "faces")
     n = B * height * width
     zbuf = torch.full((n,), torch.iinfo(torch.int64).max, dtype=torch.int64)
     face = torch.empty(B, height, width, dtype=torch.int64)
@@ -342,6 +351,7 @@ def interpolate_at(face: torch.Tensor, bary: torch.Tensor, pixels: tuple[torch.T
     flat = ((b * H + y) * W + x).to(torch.int64).contiguous()
     attrs = attrs.detach().contiguous()
     corners = corners.to(torch.int64).contiguous()
+    _check_index(corners, attrs.shape[-2], "faces")
     C = attrs.shape[-1]
     out = torch.empty(flat.numel(), C, dtype=torch.float32)
     lib.interpolate_at(flat.data_ptr(), flat.numel(), face.contiguous().data_ptr(), bary.contiguous().data_ptr(), H * W,
@@ -354,6 +364,7 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     lib = library()
     verts = verts.detach().contiguous()
     faces = faces.to(torch.int64).contiguous()
+    _check_index(faces, verts.shape[1], "faces")
     out = torch.empty_like(verts)
     lib.vertex_normals(verts.data_ptr(), verts.shape[0], verts.shape[1], faces.data_ptr(), faces.shape[0], out.data_ptr())
     return out
@@ -366,6 +377,7 @@ def sample_texture(tex_hwc: torch.Tensor, which: torch.Tensor, grid: torch.Tenso
     which = which.to(torch.int64).contiguous()
     grid = grid.detach().contiguous()
     U, Th, Tw, C = tex_hwc.shape
+    _check_index(which, U, "texture")
     out = torch.empty(grid.shape[0], C, dtype=torch.float32)
     lib.sample_texture(tex_hwc.data_ptr(), Th, Tw, C, which.data_ptr(), grid.data_ptr(), grid.shape[0], out.data_ptr())
     return out

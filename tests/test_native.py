@@ -96,3 +96,13 @@ def test_edge_antialias_matches_torch_and_the_pooling_definition():
     ref = torch.where(edge, 0.5 * x + 0.5 * F.avg_pool2d(x, 3, 1, 1, count_include_pad=False), x).permute(0, 2, 3, 1)
     torch.testing.assert_close(a, ref, atol=1e-6, rtol=0)
     assert edge.any() and (a != img).any() and torch.equal(a[~edge[:, 0]], img[~edge[:, 0]])
+
+
+def test_out_of_range_indices_raise_instead_of_reading_memory():
+    v = torch.rand(1, 4, 3) * 10 + torch.tensor([0.0, 0.0, 1.0])
+    with pytest.raises(IndexError, match="faces index out of range"):
+        rasterize(v, torch.tensor([[0, 1, 7]]), 8, 8)
+    with pytest.raises(IndexError, match="faces index out of range"):
+        vertex_normals(v, torch.tensor([[0, 1, -1]]))
+    with pytest.raises(IndexError, match="texture index out of range"):
+        sample_at(torch.rand(2, 4, 8, 8), torch.tensor([0, 2]), torch.zeros(2, 2))
