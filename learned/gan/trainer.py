@@ -22,25 +22,20 @@ same ``z`` in every row), ``logs/`` (CSV), ``cache/`` (encoder embeddings), ``me
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import math
 import os
-import shutil
-import time
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
-import lightning.pytorch as L
 import torch
 
 from engine.interface import generator
 from training.curriculum import ConfigError, config_to_dict
 
-from ..config import DataConfig, LoopConfig, config_changes, tristate
-from ..resume import EMAUpdate, StepBatchSampler, rng_state, set_rng_state
+from .. import trainer_common
+from ..config import DataConfig, LoopConfig
+from ..trainer_common import LearnedModule, adam_kwargs, lr_factor
+from ..trainer_common import resolve_paths  # noqa: F401  (learned.train's trainer interface)
 from .augment import diff_augment, parse_policy
 from .losses import d_logistic, g_nonsaturating, identity_loss, r1_penalty
 from .model import NOISE_MODES, GANGenerator
@@ -154,19 +149,12 @@ class GANTrainConfig:
 CONFIG_CLASS = GANTrainConfig
 
 
-def resolve_paths(cfg: GANTrainConfig, base_dirs: list[Path]) -> GANTrainConfig:
-    """Same path rules as the diffusion trainer (data path and encoder spec)."""
-    from ..diffusion.trainer import resolve_paths as _resolve
-
-    return _resolve(cfg, base_dirs)
-
-
 # ----------------------------------------------------------------------------------------------
 # Lightning module
 # ----------------------------------------------------------------------------------------------
 
 
-class GANModule(L.LightningModule):
+class GANModule(LearnedModule):
     """Trains :class:`GANGenerator` (``self.G``) against :class:`Discriminator` (``self.D``) and keeps
     the generator's EMA (``self.G_ema``). ``encoder``: the frozen FR encoder of the identity loss
     (kept out of the state dict)."""
@@ -186,12 +174,10 @@ class GANModule(L.LightningModule):
         self.automatic_optimization = False
         self.policy = parse_policy(cfg.gan.augment)
         self.loss_log: list[tuple[int, float, float, float]] = []
-        self._channels_last = False
 
     # -- device setup
     def setup(self, stage: str) -> None:
-        cuda = self.device.type == "cuda" or (torch.cuda.is_available() and self.cfg.train.accelerator in ("auto", "gpu", "cuda"))
-        self._channels_last = tristate(self.cfg.train.channels_last, cuda)
+        super().setup(stage)
         if self._channels_last:
             for m in (self.G, self.D, self.G_ema):
                 m.to(memory_format=torch.channels_last)
@@ -199,16 +185,6 @@ class GANModule(L.LightningModule):
     def on_fit_start(self) -> None:
         if self.encoder is not None:
             self.encoder.to(self.device)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        x = batch["image"].float().div_(127.5).sub_(1.0)
-        p = self.cfg.data.flip
-        if p > 0:
-            flip = torch.rand(x.shape[0], device=x.device) < p
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        if self._channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return {"x": x, "cond": batch["embedding"].float(), "label": batch["label"]}
 
     # -- losses (also used by the unit tests)
     def augment(self, x: torch.Tensor) -> torch.Tensor:
@@ -286,43 +262,19 @@ class GANModule(L.LightningModule):
             self.loss_log.append((step, stats["d_loss"], stats["g_loss"], stats.get("id_cos", float("nan"))))
         return {"loss": torch.tensor(stats["g_loss"]), **stats}
 
-    @torch.no_grad()
     def update_ema(self) -> None:
-        step = int(self.global_step)
-        d = min(self.cfg.train.ema_decay, (1 + step) / (10 + step))
-        torch._foreach_lerp_(list(self.G_ema.parameters()), [p.detach() for p in self.G.parameters()], 1.0 - d)
-        for eb, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            eb.copy_(b)
-
+        trainer_common.update_ema(self.G_ema, self.G, int(self.global_step), self.cfg.train.ema_decay)
 
     def configure_optimizers(self):
         t, gl = self.cfg.train, self.cfg.gan
-        cuda = self.device.type == "cuda"
-        kw = {"fused": True} if tristate(t.fused_adam, cuda) and cuda else {}
+        kw = adam_kwargs(t, self.device)
         b1, b2 = t.betas
         opt_g = torch.optim.AdamW(self.G.parameters(), lr=t.lr, betas=(b1, b2), weight_decay=t.weight_decay, **kw)
         c = gl.r1_every / (gl.r1_every + 1) if gl.r1_gamma > 0 else 1.0  # lazy regularisation (StyleGAN2)
         opt_d = torch.optim.AdamW(self.D.parameters(), lr=t.lr * c, betas=(b1 ** c, b2 ** c),
                                   weight_decay=t.weight_decay, **kw)
-        total, warm = t.steps, max(0, t.warmup_steps)
-
-        def factor(s: int) -> float:
-            w = min(1.0, (s + 1) / warm) if warm else 1.0
-            if t.lr_schedule == "cosine":
-                w *= 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total))))
-            return w
-
-        return ([opt_g, opt_d], [{"scheduler": torch.optim.lr_scheduler.LambdaLR(o, factor), "interval": "step",
+        return ([opt_g, opt_d], [{"scheduler": torch.optim.lr_scheduler.LambdaLR(o, lr_factor(t)), "interval": "step",
                                   "name": f"lr_{n}"} for o, n in ((opt_g, "g"), (opt_d, "d"))])
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["synthface"] = {"loss_log": list(self.loss_log), "config": config_to_dict(self.cfg),
-                                   "rng": rng_state()}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        info = checkpoint.get("synthface") or {}
-        self.loss_log = [tuple(x) for x in info.get("loss_log", [])]
-        set_rng_state(info.get("rng"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -349,81 +301,29 @@ def checkpoint_config(cfg: GANTrainConfig, model: GANGenerator, encoder_spec: di
     }
 
 
-class GANExporter(L.Callback):
-    """Export ``<out>/checkpoint`` (config.json + ema.pt + model.pt of the generator) every
-    ``checkpoint_every`` steps and at the end; a sample grid every ``sample_every`` steps and at the end."""
+class GANExporter(trainer_common.Exporter):
+    """Exports the generator (EMA and raw) with :func:`checkpoint_config`; the sample grid has
+    ``sample.grid_variations`` columns (column ``k``: the same ``z`` in every row)."""
 
-    def __init__(self, out: Path, cfg: GANTrainConfig, encoder_spec: dict, data_info: dict, grid_cond: torch.Tensor):
-        super().__init__()
-        self.out, self.cfg, self.encoder_spec, self.data_info = out, cfg, encoder_spec, data_info
-        self.grid_cond = grid_cond
-        self._exported: int | None = None
-        self._sampled: int | None = None
-
-    def export(self, trainer, pl_module: GANModule) -> None:
-        from ..checkpoint import save_checkpoint
-
-        step = int(trainer.global_step)
-        if self._exported == step or not trainer.is_global_zero:
-            return
+    def checkpoint(self, pl_module: GANModule, step: int) -> tuple[dict[str, Any], dict[str, torch.nn.Module]]:
         cfgd = checkpoint_config(self.cfg, pl_module.G, self.encoder_spec, self.data_info, step)
-        save_checkpoint(self.out / "checkpoint", cfgd, {"ema": pl_module.G_ema, "raw": pl_module.G})
-        self._exported = step
+        return cfgd, {"ema": pl_module.G_ema, "raw": pl_module.G}
 
-    def grid(self, trainer, pl_module: GANModule) -> Path | None:
-        from engine.contact_sheet import contact_sheet, save_png
+    def grid_columns(self) -> int:
+        return self.cfg.sample.grid_variations
 
-        step = int(trainer.global_step)
-        if self._sampled == step or not trainer.is_global_zero or self.grid_cond.numel() == 0:
-            return None
+    def sample_grid(self, pl_module: GANModule, cond: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
         s = self.cfg.sample
-        G, K = self.grid_cond.shape[0], s.grid_variations
-        cond = self.grid_cond.to(pl_module.device).repeat_interleave(K, 0)
-        gens = [generator(self.cfg.seed, "grid", k) for _ in range(G) for k in range(K)]  # column k: one z
-        imgs = pl_module.G_ema.sample(cond, gens, truncation=s.truncation, noise_mode=s.noise_mode,
+        gens = [generator(self.cfg.seed, "grid", k) for _ in range(rows) for k in range(cols)]  # column k: one z
+        return pl_module.G_ema.sample(cond, gens, truncation=s.truncation, noise_mode=s.noise_mode,
                                       truncation_samples=s.truncation_samples)
-        path = self.out / "samples" / f"step-{step:07d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_png(contact_sheet((imgs.float().cpu() + 1) / 2, nrow=K), path)
-        self._sampled = step
-        return path
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = int(trainer.global_step)
-        t = self.cfg.train
-        if t.checkpoint_every > 0 and step % t.checkpoint_every == 0:
-            self.export(trainer, pl_module)
-        if t.sample_every > 0 and step % t.sample_every == 0:
-            self.grid(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.export(trainer, pl_module)
-        self.grid(trainer, pl_module)
 
 
-class GANProgressLine(L.Callback):
-    """One printed line every ``every`` steps: step, D and G losses, identity cosine, lr, images/s."""
-
-    def __init__(self, every: int, batch_size: int, total: int, printer: Callable[[str], None] = print):
-        super().__init__()
-        self.every, self.batch_size, self.total, self.printer = max(1, every), batch_size, total, printer
-        self._t0, self._s0 = 0.0, 0
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self._t0, self._s0 = time.perf_counter(), int(trainer.global_step)
-        self.printer(f"learned.train: step {self._s0}/{self.total}")
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = int(trainer.global_step)
-        if step % self.every and step != self.total:
-            return
-        dt = max(time.perf_counter() - self._t0, 1e-9)
-        ips = (step - self._s0) * self.batch_size * trainer.world_size / dt
-        o = outputs if isinstance(outputs, dict) else {}
-        lr = trainer.optimizers[0].param_groups[0]["lr"]
-        idc = f" id_cos {o['id_cos']:.3f}" if "id_cos" in o else ""
-        self.printer(f"learned.train: step {step}/{self.total} d {o.get('d_loss', float('nan')):.4f} "
-                     f"g {o.get('g_loss', float('nan')):.4f}{idc} lr {lr:.3g} {ips:.1f} img/s")
+def describe_losses(outputs: Any) -> str:
+    """The progress line's ``d X g Y [id_cos Z]`` of a training step's outputs."""
+    o = outputs if isinstance(outputs, dict) else {}
+    idc = f" id_cos {o['id_cos']:.3f}" if "id_cos" in o else ""
+    return f"d {o.get('d_loss', float('nan')):.4f} g {o.get('g_loss', float('nan')):.4f}{idc}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -436,107 +336,20 @@ def _mean(v: list[float]) -> float | None:
     return float(sum(v) / len(v)) if v else None
 
 
+def loss_metrics(loss_log: list[tuple[int, float, float, float]]) -> dict[str, Any]:
+    """Mean D loss, G loss and identity cosine of the first and the last fifth of the logged steps."""
+    k = max(1, len(loss_log) // 5)
+    col = lambda i, part: _mean([r[i] for r in part])  # noqa: E731
+    return {"d_loss_first": col(1, loss_log[:k]), "d_loss_last": col(1, loss_log[-k:]),
+            "g_loss_first": col(2, loss_log[:k]), "g_loss_last": col(2, loss_log[-k:]),
+            "id_cos_first": col(3, loss_log[:k]), "id_cos_last": col(3, loss_log[-k:])}
+
+
 def run_training(cfg: GANTrainConfig, out_dir: str | os.PathLike | None = None, *, fresh: bool = False,
                  printer: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train (or resume) ``cfg`` into ``out_dir`` (default ``cfg.out``); returns the metrics dict."""
-    from lightning.pytorch.loggers import CSVLogger
-
-    from training.module import AtomicCheckpoint, atomic_write_text
-
-    from ..data import FaceTrainSet, batch_identity, cached_embeddings
-    from ..encoder import load_encoder
-
-    for pat in (".*does not have many workers.*", ".*resuming from a checkpoint that ended before the epoch ended.*",
-                ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*", ".*overridden `on_after_batch_transfer`.*",
-                ".*GPU available but not used.*", ".*precision.*is not supported.*",
-                ".*smaller than the logging interval.*"):
-        warnings.filterwarnings("ignore", pat)
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-    t_start = time.time()
-    out = Path(out_dir or cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / "last.ckpt"
-    cfg_path = out / "train_config.json"
-    if fresh:
-        for p in (ckpt, cfg_path, out / "metrics.json"):
-            p.unlink(missing_ok=True)
-        shutil.rmtree(out / "checkpoint", ignore_errors=True)
-
-    cuda_wanted = cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    device = "cuda" if cuda_wanted else "cpu"
-    encoder = load_encoder(cfg.encoder, device=device, allow_random=cfg.allow_random_encoder)
-    cfg.model.embedding_dim = encoder.embedding_size
-    cfgd = config_to_dict(cfg)
-    cfgd["encoder_resolved"] = encoder.spec
-    if cfg_path.is_file() and ckpt.is_file():
-        old = json.loads(cfg_path.read_text())
-        if old.get("kind", "diffusion") != "gan":
-            raise ConfigError(f"{out} holds a {old.get('kind', 'diffusion')!r} run, not a 'gan' one; use another --out")
-        diff = config_changes(old, cfgd)
-        if diff:
-            raise ConfigError(f"{out} holds a run with a different config ({', '.join(diff[:6])}); "
-                              "use another --out, or --fresh to start over")
-    atomic_write_text(cfg_path, json.dumps(cfgd, indent=2, default=str))
-
-    data = FaceTrainSet(cfg.data.path, cfg.data.image_size, cfg.data.format, cfg.data.max_images,
-                        exclude_people=cfg.data.excluded_people())
-    printer(f"learned.train: {len(data)} images of {data.num_identities} identities from {data.path} "
-            + (f"({data.excluded_people} people excluded) " if data.excluded_people else "")
-            + f"at {cfg.data.image_size} px, encoder {encoder.spec}")
-    emb = cached_embeddings(data, encoder, out / "cache", cfg.data.embed_batch_size, log=printer)
-    data.attach_embeddings(emb, cfg.data.condition)
-    if cfg.data.preload:
-        data.preload()
-    encoder_spec = dict(encoder.spec)
-    data_info = {"path": data.path, "format": data.source.kind, "num_images": len(data),
-                 "num_identities": data.num_identities, "fingerprint": data.fingerprint()["content"]}
-    grid_idx = data.first_of_each_identity(cfg.sample.grid_identities)
-    grid_cond = data.embeddings[grid_idx] if grid_idx else torch.zeros(0, encoder.embedding_size)
-    if cfg.gan.identity_weight <= 0:
-        encoder = None
-        if device == "cuda":
-            torch.cuda.empty_cache()
-
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = GANModule(cfg, encoder)
-    sampler = StepBatchSampler(len(data), cfg.train.batch_size, cfg.seed)
-    loader = torch.utils.data.DataLoader(
-        data, batch_sampler=sampler, collate_fn=batch_identity, num_workers=0 if cfg.data.preload else cfg.data.workers,
-        generator=torch.Generator().manual_seed(cfg.seed),  # worker seeds; the global RNG stays untouched
-        pin_memory=device == "cuda", persistent_workers=False if cfg.data.preload else cfg.data.workers > 0)
-    precision = cfg.train.precision
-    if precision == "auto":
-        precision = "bf16-mixed" if device == "cuda" else "32-true"
-    callbacks = [EMAUpdate(), AtomicCheckpoint(out, cfg.train.checkpoint_every),
-                 GANExporter(out, cfg, encoder_spec, data_info, grid_cond),
-                 GANProgressLine(cfg.train.log_every, cfg.train.batch_size, cfg.train.steps, printer)]
-    trainer = L.Trainer(
-        accelerator="gpu" if device == "cuda" else "cpu", devices=cfg.train.devices, precision=precision,
-        max_steps=cfg.train.steps, max_epochs=-1, logger=[CSVLogger(save_dir=str(out), name="logs")],
-        callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=cfg.train.progress_bar,
-        enable_model_summary=False, log_every_n_steps=max(1, cfg.train.log_every),
-        num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=str(out),
-        benchmark=True if device == "cuda" else None,
-    )
-    sampler.start_step = lambda: int(trainer.global_step)  # batch s of the run, also after a resume
-    resume = str(ckpt) if ckpt.is_file() else None
-    if resume:
-        printer(f"learned.train: resuming from {ckpt}")
-    trainer.fit(module, train_dataloaders=loader, ckpt_path=resume)
-    lg = module.loss_log
-    k = max(1, len(lg) // 5)
-    col = lambda i, part: _mean([r[i] for r in part])  # noqa: E731
-    metrics = {
-        "kind": "gan", "name": cfg.name, "global_step": int(trainer.global_step), "steps": cfg.train.steps,
-        "d_loss_first": col(1, lg[:k]), "d_loss_last": col(1, lg[-k:]),
-        "g_loss_first": col(2, lg[:k]), "g_loss_last": col(2, lg[-k:]),
-        "id_cos_first": col(3, lg[:k]), "id_cos_last": col(3, lg[-k:]),
-        "loss_log": lg, "checkpoint": str(out / "checkpoint"),
-        "samples": sorted(str(p) for p in (out / "samples").glob("*.png")),
-        "device": device, "precision": precision, "wall_s": round(time.time() - t_start, 2),
-    }
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
-    printer(f"learned.train: done, step {metrics['global_step']}/{cfg.train.steps} -> {out / 'checkpoint'}")
-    return metrics
+    """Train (or resume) ``cfg`` into ``out_dir`` (default ``cfg.out``); returns the metrics dict. The
+    FR encoder stays loaded for the identity loss (``gan.identity_weight`` > 0); a run dir of another
+    kind is refused."""
+    return trainer_common.run_training(
+        cfg, out_dir, fresh=fresh, printer=printer, build_module=GANModule, keep_encoder=cfg.gan.identity_weight > 0,
+        exporter=GANExporter, describe=describe_losses, loss_metrics=loss_metrics, check_kind=True)

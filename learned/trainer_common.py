@@ -1,0 +1,338 @@
+"""What the ``kind: diffusion`` and ``kind: gan`` trainers share: path resolution, the Lightning module
+plumbing (batch decoding, EMA update, learning-rate schedule, ``last.ckpt`` extras), the exporter and
+progress-line callbacks, and the run loop (run directory, resume, config check, data, Trainer).
+
+Each trainer supplies what differs: its config, its Lightning module, how the exported checkpoint's
+config and weights are made, how a sample grid is drawn, what the progress line prints and which loss
+summaries go into ``metrics.json``. See :mod:`learned.diffusion.trainer` for the run directory.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning.pytorch as L
+import torch
+
+from training.curriculum import ConfigError, config_to_dict
+
+from .config import LoopConfig, config_changes, tristate
+from .resume import EMAUpdate, StepBatchSampler, rng_state, set_rng_state
+
+
+def resolve_paths(cfg, base_dirs: list[Path]):
+    """Make the data paths and the encoder spec's paths absolute (cwd, config dir, repo root)."""
+    from training.curriculum import resolve_path
+
+    cfg.data.path = resolve_path(cfg.data.path, base_dirs)
+    if cfg.data.exclude_from_pairs is not None:
+        cfg.data.exclude_from_pairs.pairs = resolve_path(cfg.data.exclude_from_pairs.pairs, base_dirs)
+    cfg.data.exclude_people_file = resolve_path(cfg.data.exclude_people_file, base_dirs)
+    enc = cfg.encoder
+    if isinstance(enc, str):
+        if ":" in enc and not os.path.exists(enc):
+            arch, _, p = enc.partition(":")
+            cfg.encoder = f"{arch}:{resolve_path(p, base_dirs)}"
+        else:
+            cfg.encoder = resolve_path(enc, base_dirs)
+    elif isinstance(enc, dict):
+        enc = dict(enc)
+        for k in ("path", "checkpoint"):
+            if enc.get(k):
+                enc[k] = resolve_path(enc[k], base_dirs)
+        cfg.encoder = enc
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------
+# Lightning module plumbing
+# ----------------------------------------------------------------------------------------------
+
+
+class LearnedModule(L.LightningModule):
+    """Base of the trainers' Lightning modules (``self.cfg``: the run config, ``self.loss_log``: the
+    logged losses): decodes batches, decides channels_last in :meth:`setup` (subclasses convert their
+    networks after ``super().setup``) and keeps the loss log and the global RNG in ``last.ckpt``."""
+
+    _channels_last = False
+
+    def setup(self, stage: str) -> None:
+        cuda = self.device.type == "cuda" or (torch.cuda.is_available() and self.cfg.train.accelerator in ("auto", "gpu", "cuda"))
+        self._channels_last = tristate(self.cfg.train.channels_last, cuda)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        x = batch["image"].float().div_(127.5).sub_(1.0)
+        p = self.cfg.data.flip
+        if p > 0:
+            flip = torch.rand(x.shape[0], device=x.device) < p
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return {"x": x, "cond": batch["embedding"].float(), "label": batch["label"]}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["synthface"] = {"loss_log": list(self.loss_log), "config": config_to_dict(self.cfg),
+                                   "rng": rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        info = checkpoint.get("synthface") or {}
+        self.loss_log = [tuple(x) for x in info.get("loss_log", [])]
+        set_rng_state(info.get("rng"))
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
+    """One EMA update of ``ema`` toward ``model`` with the decay warmed up as
+    ``min(decay, (1 + step) / (10 + step))``; buffers are copied."""
+    d = min(decay, (1 + step) / (10 + step))
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1.0 - d)
+    for eb, b in zip(ema.buffers(), model.buffers()):
+        eb.copy_(b)
+
+
+def adam_kwargs(t: LoopConfig, device: torch.device) -> dict[str, Any]:
+    """``fused=True`` where ``train.fused_adam`` asks for it and the module is on CUDA."""
+    cuda = device.type == "cuda"
+    return {"fused": True} if tristate(t.fused_adam, cuda) and cuda else {}
+
+
+def lr_factor(t: LoopConfig) -> Callable[[int], float]:
+    """The learning-rate multiplier of step ``s``: linear warm-up over ``train.warmup_steps``, then
+    cosine decay to 0 at ``train.steps`` when ``train.lr_schedule`` is ``cosine``."""
+    total, warm = t.steps, max(0, t.warmup_steps)
+
+    def factor(s: int) -> float:
+        w = min(1.0, (s + 1) / warm) if warm else 1.0
+        if t.lr_schedule == "cosine":
+            w *= 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total))))
+        return w
+
+    return factor
+
+
+# ----------------------------------------------------------------------------------------------
+# callbacks
+# ----------------------------------------------------------------------------------------------
+
+
+class Exporter(L.Callback):
+    """Export ``<out>/checkpoint`` (config.json + ema.pt + model.pt) every ``checkpoint_every`` steps
+    and at the end, and write a sample grid ``<out>/samples/step-NNNNNNN.png`` (rows = the
+    identities of ``grid_cond``) every ``sample_every`` steps and at the end.
+
+    Subclasses supply :meth:`checkpoint` (the config dict and the weights to save) and
+    :meth:`sample_grid` (the grid's images, row-major)."""
+
+    def __init__(self, out: Path, cfg, encoder_spec: dict, data_info: dict, grid_cond: torch.Tensor):
+        super().__init__()
+        self.out, self.cfg, self.encoder_spec, self.data_info = out, cfg, encoder_spec, data_info
+        self.grid_cond = grid_cond
+        self._exported: int | None = None
+        self._sampled: int | None = None
+
+    def checkpoint(self, pl_module, step: int) -> tuple[dict[str, Any], dict[str, torch.nn.Module]]:
+        """``(config.json dict, {"ema": ..., "raw": ...})`` of the checkpoint at ``step``."""
+        raise NotImplementedError
+
+    def sample_grid(self, pl_module, cond: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """The ``rows * cols`` grid images in [-1, 1] for ``cond`` (each identity repeated ``cols`` times)."""
+        raise NotImplementedError
+
+    def grid_columns(self) -> int:
+        raise NotImplementedError
+
+    def export(self, trainer, pl_module) -> None:
+        from .checkpoint import save_checkpoint
+
+        step = int(trainer.global_step)
+        if self._exported == step or not trainer.is_global_zero:
+            return
+        cfgd, models = self.checkpoint(pl_module, step)
+        save_checkpoint(self.out / "checkpoint", cfgd, models)
+        self._exported = step
+
+    def grid(self, trainer, pl_module) -> Path | None:
+        from engine.contact_sheet import contact_sheet, save_png
+
+        step = int(trainer.global_step)
+        if self._sampled == step or not trainer.is_global_zero or self.grid_cond.numel() == 0:
+            return None
+        G, K = self.grid_cond.shape[0], self.grid_columns()
+        cond = self.grid_cond.to(pl_module.device).repeat_interleave(K, 0)
+        imgs = self.sample_grid(pl_module, cond, G, K)
+        path = self.out / "samples" / f"step-{step:07d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_png(contact_sheet((imgs.float().cpu() + 1) / 2, nrow=K), path)
+        self._sampled = step
+        return path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = int(trainer.global_step)
+        t = self.cfg.train
+        if t.checkpoint_every > 0 and step % t.checkpoint_every == 0:
+            self.export(trainer, pl_module)
+        if t.sample_every > 0 and step % t.sample_every == 0:
+            self.grid(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.export(trainer, pl_module)
+        self.grid(trainer, pl_module)
+
+
+class ProgressLine(L.Callback):
+    """One printed line every ``every`` steps (and at the last): step, what ``describe(outputs)``
+    says of the step's training outputs (the losses), lr, images/s."""
+
+    def __init__(self, every: int, batch_size: int, total: int, printer: Callable[[str], None] = print,
+                 describe: Callable[[Any], str] | None = None):
+        super().__init__()
+        self.every, self.batch_size, self.total, self.printer = max(1, every), batch_size, total, printer
+        self.describe = describe or describe_loss
+        self._t0, self._s0 = 0.0, 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._t0, self._s0 = time.perf_counter(), int(trainer.global_step)
+        self.printer(f"learned.train: step {self._s0}/{self.total}")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = int(trainer.global_step)
+        if step % self.every and step != self.total:
+            return
+        dt = max(time.perf_counter() - self._t0, 1e-9)
+        ips = (step - self._s0) * self.batch_size * trainer.world_size / dt
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        self.printer(f"learned.train: step {step}/{self.total} {self.describe(outputs)} lr {lr:.3g} {ips:.1f} img/s")
+
+
+def describe_loss(outputs: Any) -> str:
+    """``loss X`` of a training step's outputs (nan when there is none)."""
+    loss = float(outputs["loss"]) if isinstance(outputs, dict) and "loss" in outputs else float("nan")
+    return f"loss {loss:.4f}"
+
+
+# ----------------------------------------------------------------------------------------------
+# run
+# ----------------------------------------------------------------------------------------------
+
+
+def quiet_lightning() -> None:
+    """Silence the Lightning warnings and info lines that say nothing about a learned run."""
+    for pat in (".*does not have many workers.*", ".*resuming from a checkpoint that ended before the epoch ended.*",
+                ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*", ".*overridden `on_after_batch_transfer`.*",
+                ".*GPU available but not used.*", ".*precision.*is not supported.*",
+                ".*smaller than the logging interval.*"):
+        warnings.filterwarnings("ignore", pat)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_training(cfg, out_dir: str | os.PathLike | None, *, fresh: bool, printer: Callable[[str], None],
+                 build_module: Callable[[Any, Any], L.LightningModule], keep_encoder: bool,
+                 exporter: Callable[..., Exporter], describe: Callable[[Any], str],
+                 loss_metrics: Callable[[list], dict[str, Any]], check_kind: bool = False,
+                 gradient_clip_val: float | None = None) -> dict[str, Any]:
+    """Train (or resume) ``cfg`` into ``out_dir`` (default ``cfg.out``); returns the metrics dict.
+
+    ``build_module(cfg, encoder)``: the Lightning module (``encoder`` is the frozen FR encoder when
+    ``keep_encoder``, else None: it is released once the embeddings are cached);
+    ``exporter(out, cfg, encoder_spec, data_info, grid_cond)``: the :class:`Exporter`;
+    ``describe``: the progress line's loss text; ``loss_metrics(loss_log)``: the loss summaries of
+    ``metrics.json``; ``check_kind``: refuse a run dir of another kind with its own message (else the
+    config check refuses it); ``gradient_clip_val``: Lightning's (automatic optimisation only)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    from training.module import AtomicCheckpoint, atomic_write_text
+
+    from .data import FaceTrainSet, batch_identity, cached_embeddings
+    from .encoder import load_encoder
+
+    quiet_lightning()
+    t_start = time.time()
+    out = Path(out_dir or cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "last.ckpt"
+    cfg_path = out / "train_config.json"
+    if fresh:
+        for p in (ckpt, cfg_path, out / "metrics.json"):
+            p.unlink(missing_ok=True)
+        shutil.rmtree(out / "checkpoint", ignore_errors=True)
+
+    cuda_wanted = cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    device = "cuda" if cuda_wanted else "cpu"
+    encoder = load_encoder(cfg.encoder, device=device, allow_random=cfg.allow_random_encoder)
+    cfg.model.embedding_dim = encoder.embedding_size
+    cfgd = config_to_dict(cfg)
+    cfgd["encoder_resolved"] = encoder.spec
+    if cfg_path.is_file() and ckpt.is_file():
+        old = json.loads(cfg_path.read_text())
+        if check_kind and old.get("kind", "diffusion") != cfg.kind:
+            raise ConfigError(f"{out} holds a {old.get('kind', 'diffusion')!r} run, not a {cfg.kind!r} one; "
+                              "use another --out")
+        diff = config_changes(old, cfgd)
+        if diff:
+            raise ConfigError(f"{out} holds a run with a different config ({', '.join(diff[:6])}); "
+                              "use another --out, or --fresh to start over")
+    atomic_write_text(cfg_path, json.dumps(cfgd, indent=2, default=str))
+
+    data = FaceTrainSet(cfg.data.path, cfg.data.image_size, cfg.data.format, cfg.data.max_images,
+                        exclude_people=cfg.data.excluded_people())
+    printer(f"learned.train: {len(data)} images of {data.num_identities} identities from {data.path} "
+            + (f"({data.excluded_people} people excluded) " if data.excluded_people else "")
+            + f"at {cfg.data.image_size} px, encoder {encoder.spec}")
+    emb = cached_embeddings(data, encoder, out / "cache", cfg.data.embed_batch_size, log=printer)
+    data.attach_embeddings(emb, cfg.data.condition)
+    if cfg.data.preload:
+        data.preload()
+    encoder_spec = dict(encoder.spec)
+    data_info = {"path": data.path, "format": data.source.kind, "num_images": len(data),
+                 "num_identities": data.num_identities, "fingerprint": data.fingerprint()["content"]}
+    grid_idx = data.first_of_each_identity(cfg.sample.grid_identities)
+    grid_cond = data.embeddings[grid_idx] if grid_idx else torch.zeros(0, encoder.embedding_size)
+    if not keep_encoder:
+        encoder = None
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = build_module(cfg, encoder)
+    sampler = StepBatchSampler(len(data), cfg.train.batch_size, cfg.seed)
+    loader = torch.utils.data.DataLoader(
+        data, batch_sampler=sampler, collate_fn=batch_identity, num_workers=0 if cfg.data.preload else cfg.data.workers,
+        generator=torch.Generator().manual_seed(cfg.seed),  # worker seeds; the global RNG stays untouched
+        pin_memory=device == "cuda", persistent_workers=False if cfg.data.preload else cfg.data.workers > 0)
+    precision = cfg.train.precision
+    if precision == "auto":
+        precision = "bf16-mixed" if device == "cuda" else "32-true"
+    callbacks = [EMAUpdate(), AtomicCheckpoint(out, cfg.train.checkpoint_every),
+                 exporter(out, cfg, encoder_spec, data_info, grid_cond),
+                 ProgressLine(cfg.train.log_every, cfg.train.batch_size, cfg.train.steps, printer, describe)]
+    trainer = L.Trainer(
+        accelerator="gpu" if device == "cuda" else "cpu", devices=cfg.train.devices, precision=precision,
+        max_steps=cfg.train.steps, max_epochs=-1, logger=[CSVLogger(save_dir=str(out), name="logs")],
+        callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=cfg.train.progress_bar,
+        enable_model_summary=False, log_every_n_steps=max(1, cfg.train.log_every),
+        gradient_clip_val=gradient_clip_val, num_sanity_val_steps=0, limit_val_batches=0,
+        default_root_dir=str(out), benchmark=True if device == "cuda" else None,
+    )
+    sampler.start_step = lambda: int(trainer.global_step)  # batch s of the run, also after a resume
+    resume = str(ckpt) if ckpt.is_file() else None
+    if resume:
+        printer(f"learned.train: resuming from {ckpt}")
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=resume)
+    metrics = {
+        "kind": cfg.kind, "name": cfg.name, "global_step": int(trainer.global_step), "steps": cfg.train.steps,
+        **loss_metrics(module.loss_log),
+        "loss_log": module.loss_log, "checkpoint": str(out / "checkpoint"),
+        "samples": sorted(str(p) for p in (out / "samples").glob("*.png")),
+        "device": device, "precision": precision, "wall_s": round(time.time() - t_start, 2),
+    }
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
+    printer(f"learned.train: done, step {metrics['global_step']}/{cfg.train.steps} -> {out / 'checkpoint'}")
+    return metrics
