@@ -41,44 +41,64 @@ def make_face_folder(root: Path, ids: int = 6, per_id: int = 4, size: int = 32, 
 
 
 _RUNS: dict[str, dict] = {}
+CONFIGS = {"diffusion": TINY_CONFIG, "gan": GAN_TINY_CONFIG}
+RUN_DIRS = {"diffusion": "learned-tiny", "gan": "learned-gan-tiny"}  # under the session's base temp dir
+
+
+def kind_config(kind: str, data: Path, *overrides: str):
+    """The tiny CPU config of ``kind`` (diffusion or gan) on ``data`` with extra ``key=value`` overrides."""
+    from learned.train import load_config
+
+    return load_config(CONFIGS[kind], [f"data.path={data}", *overrides])
 
 
 def tiny_config(data: Path, *overrides: str):
     """The tiny CPU diffusion config on ``data`` with extra ``key=value`` overrides."""
-    from learned.train import load_config
-
-    return load_config(TINY_CONFIG, [f"data.path={data}", *overrides])
-
-
-def tiny_run(base: Path, steps: int = 40) -> dict:
-    """Train the tiny config once per test session under ``base`` (a session tmp dir) and return
-    ``{"data": folder, "out": run dir, "checkpoint": checkpoint dir, "metrics": ...}``."""
-    key = f"{base}:{steps}"
-    if key not in _RUNS:
-        from learned.train import run_training
-
-        data = make_face_folder(base / "faces")
-        out = base / "run"
-        metrics = run_training(tiny_config(data, f"train.steps={steps}"), out, printer=lambda s: None)
-        _RUNS[key] = {"data": data, "out": out, "checkpoint": out / "checkpoint", "metrics": metrics}
-    return _RUNS[key]
+    return kind_config("diffusion", data, *overrides)
 
 
 def tiny_gan_config(data: Path, *overrides: str):
     """The tiny CPU GAN config on ``data`` with extra ``key=value`` overrides."""
-    from learned.train import load_config
-
-    return load_config(GAN_TINY_CONFIG, [f"data.path={data}", *overrides])
+    return kind_config("gan", data, *overrides)
 
 
-def tiny_gan_run(base: Path, steps: int = 30) -> dict:
-    """:func:`tiny_run` for the tiny GAN config (once per test session under ``base``)."""
-    key = f"gan:{base}:{steps}"
+def kind_run(kind: str, base: Path, steps: int) -> dict:
+    """Train the tiny ``kind`` config once per test session under ``base`` (a session tmp dir) and
+    return ``{"data": folder, "out": run dir, "checkpoint": checkpoint dir, "metrics": ...}``."""
+    key = f"{base}:{steps}" if kind == "diffusion" else f"{kind}:{base}:{steps}"
     if key not in _RUNS:
         from learned.train import run_training
 
         data = make_face_folder(base / "faces")
         out = base / "run"
-        metrics = run_training(tiny_gan_config(data, f"train.steps={steps}"), out, printer=lambda s: None)
+        metrics = run_training(kind_config(kind, data, f"train.steps={steps}"), out, printer=lambda s: None)
         _RUNS[key] = {"data": data, "out": out, "checkpoint": out / "checkpoint", "metrics": metrics}
     return _RUNS[key]
+
+
+def tiny_run(base: Path, steps: int = 40) -> dict:
+    """:func:`kind_run` for the tiny diffusion config (40 steps)."""
+    return kind_run("diffusion", base, steps)
+
+
+def tiny_gan_run(base: Path, steps: int = 30) -> dict:
+    """:func:`kind_run` for the tiny GAN config (30 steps)."""
+    return kind_run("gan", base, steps)
+
+
+def session_run(kind: str, tmp_path_factory) -> dict:
+    """The session's tiny run of ``kind`` (what the test modules' ``run`` fixtures return)."""
+    return (tiny_run if kind == "diffusion" else tiny_gan_run)(tmp_path_factory.getbasetemp() / RUN_DIRS[kind])
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """A rendered dataset's files and bytes (not ``summary.json`` nor the journal)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "summary.json" and not p.relative_to(root).as_posix().startswith(".journal/")}
+
+
+def render_args(kind: str, run: dict, out: Path, *extra: str) -> list[str]:
+    """``engine.render`` arguments for a small both-format dataset of ``run``'s checkpoint."""
+    return ["--source", kind, "--checkpoint", str(run["checkpoint"]), "--size", "16", "--ids", "5",
+            "--per-id", "2", "--block-ids", "2", "--format", "both", "--render-workers", "0", "--workers", "0",
+            "--no-progress", "--no-fsync", "--out", str(out), *extra]

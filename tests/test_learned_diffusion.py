@@ -11,14 +11,14 @@ import torch
 from engine.interface import generator
 from learned.checkpoint import CheckpointError, load_checkpoint
 from learned.diffusion import CosineSchedule, ScheduleConfig, UNet, UNetConfig, build_model, sample
-from tests.learned_helpers import TINY_CONFIG, make_face_folder, tiny_config, tiny_run
+from tests.learned_helpers import TINY_CONFIG, make_face_folder, session_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    return tiny_run(tmp_path_factory.getbasetemp() / "learned-tiny")
+    return session_run("diffusion", tmp_path_factory)
 
 
 def _small(D=8, **kw):
@@ -159,23 +159,6 @@ def test_training_loss_falls_checkpoint_round_trips(run):
     c = torch.nn.functional.normalize(torch.randn(2, 32), dim=-1)
     g = lambda: [generator(1, i) for i in range(2)]  # noqa: E731
     assert torch.equal(ck.model.sample(c, g(), steps=3), fresh.sample(c, g(), steps=3))
-
-
-def test_resume_continues_and_refuses_another_config(tmp_path, run):
-    from learned.train import run_training
-    from training.curriculum import ConfigError
-
-    out = tmp_path / "run"
-    shutil.copytree(run["out"], out)
-    lines = []
-    m = run_training(tiny_config(run["data"], "train.steps=44"), out, printer=lines.append)
-    assert any("resuming" in ln for ln in lines) and m["global_step"] == 44
-    assert load_checkpoint(out / "checkpoint").config["train"]["step"] == 44
-    with pytest.raises(ConfigError, match="different config.*train.lr"):
-        run_training(tiny_config(run["data"], "train.steps=46", "train.lr=0.1"), out, printer=lines.append)
-    # a torn temp file of an interrupted checkpoint write does not disturb the resume
-    (out / ".last.ckpt.tmp").write_bytes(b"torn")
-    assert run_training(tiny_config(run["data"], "train.steps=46"), out, printer=lines.append)["global_step"] == 46
 
 
 def test_checkpoint_errors(tmp_path, run):
@@ -381,28 +364,3 @@ def test_face_data_excludes_evaluation_people(tmp_path):
     assert ds.fingerprint()["content"] != full.fingerprint()["content"]  # another embedding cache entry
     with pytest.raises(ValueError, match="no image is left"):
         FaceTrainSet(root, 16, exclude_people={f"person{i:02d}" for i in range(5)})
-
-
-def _state(out):
-    return torch.load(out / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-
-
-def test_resume_is_the_uninterrupted_run(tmp_path):
-    """Stopping after 3 steps and resuming to 6 gives the weights *and* the EMA of an uninterrupted
-    6-step run: optimiser, EMA (updated before the checkpoint is written), global RNG (timesteps,
-    noise, condition dropout, flips) and the data order (not restarted at the first batches) resume."""
-    from learned.train import run_training
-
-    data = make_face_folder(tmp_path / "faces", ids=4, per_id=3, singletons=1, size=16)
-    ov = ("train.batch_size=4", "train.checkpoint_every=3", "train.sample_every=0")
-    run_training(tiny_config(data, "train.steps=6", *ov), tmp_path / "a", printer=lambda s: None)
-    run_training(tiny_config(data, "train.steps=3", *ov), tmp_path / "b", printer=lambda s: None)
-    run_training(tiny_config(data, "train.steps=6", *ov), tmp_path / "b", printer=lambda s: None)
-    a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
-    assert set(a) == set(b) and any(k.startswith("ema.") for k in a)
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    # the exported EMA is the one of the training state (the step's EMA update came first)
-    ema = torch.load(tmp_path / "b" / "checkpoint" / "ema.pt", weights_only=True)
-    for k, v in ema.items():
-        assert torch.equal(v, b["ema." + k]), k

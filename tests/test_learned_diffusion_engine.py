@@ -7,25 +7,18 @@ import pytest
 import torch
 
 from engine import render as R
-from tests.learned_helpers import tiny_run
+from tests.learned_helpers import render_args, session_run, tree
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    return tiny_run(tmp_path_factory.getbasetemp() / "learned-tiny")
-
-
-def tree(root):
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != "summary.json" and not p.relative_to(root).as_posix().startswith(".journal/")}
+    return session_run("diffusion", tmp_path_factory)
 
 
 def _args(run, out, *extra):
-    return ["--source", "diffusion", "--checkpoint", str(run["checkpoint"]), "--size", "16", "--ids", "5",
-            "--per-id", "2", "--block-ids", "2", "--format", "both", "--render-workers", "0", "--workers", "0",
-            "--no-progress", "--no-fsync", "--out", str(out), *extra]
+    return render_args("diffusion", run, out, *extra)
 
 
 def test_cli_render_and_resume_is_byte_identical(tmp_path, run, monkeypatch, capsys):
@@ -85,21 +78,6 @@ def test_render_workers_build_the_source_from_the_checkpoint(tmp_path, run):
     R.render_dataset(ids=2, per_id=2, source="diffusion", checkpoint=str(run["checkpoint"]), size=16,
                      out=ref, block_ids=1, render_workers=0, workers=0, progress=False, fsync=False, log=None)
     assert tree(out) == tree(ref)
-
-
-@pytest.mark.parametrize("extra, msg", [
-    (["--checkpoint", "/does/not/exist"], "checkpoint not found"),
-    ([], "needs a checkpoint"),
-    (["--size", "112"], "generates 16 px images"),
-])
-def test_cli_errors(tmp_path, run, capsys, extra, msg):
-    argv = ["--source", "diffusion", "--ids", "2", "--out", str(tmp_path / "x"), "--no-progress", "--render-workers", "0"]
-    if "--checkpoint" not in extra and msg != "needs a checkpoint":
-        argv += ["--checkpoint", str(run["checkpoint"])]
-    if "--size" not in extra:
-        argv += ["--size", "16"]
-    assert R.main(argv + extra) == 2
-    assert msg in capsys.readouterr().err
 
 
 def test_morphable_rejects_a_checkpoint(tmp_path, run, capsys):

@@ -20,7 +20,7 @@ from learned.gan import (Discriminator, DiscriminatorConfig, GANGenerator, Gener
                          hash_normal)
 from learned.gan.augment import cutout, parse_policy, translation
 from learned.gan.losses import r1_penalty
-from tests.learned_helpers import GAN_TINY_CONFIG, make_face_folder, tiny_gan_config, tiny_gan_run
+from tests.learned_helpers import GAN_TINY_CONFIG, make_face_folder, session_run, tiny_gan_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    return tiny_gan_run(tmp_path_factory.getbasetemp() / "learned-gan-tiny")
+    return session_run("gan", tmp_path_factory)
 
 
 def _gcfg(D=8, **kw):
@@ -296,47 +296,6 @@ def test_training_run_checkpoint_round_trips(run):
     c = _unit(2, 32)
     g = lambda: [generator(1, i) for i in range(2)]  # noqa: E731
     assert torch.equal(ck.model.sample(c, g()), fresh.eval().sample(c, g()))
-
-
-def test_resume_continues_and_refuses_another_config(tmp_path, run):
-    from learned.train import run_training
-    from training.curriculum import ConfigError
-
-    out = tmp_path / "run"
-    shutil.copytree(run["out"], out)
-    lines = []
-    m = run_training(tiny_gan_config(run["data"], "train.steps=33"), out, printer=lines.append)
-    assert any("resuming" in ln for ln in lines) and m["global_step"] == 33
-    assert load_checkpoint(out / "checkpoint").config["train"]["step"] == 33
-    with pytest.raises(ConfigError, match="different config.*gan.r1_gamma"):
-        run_training(tiny_gan_config(run["data"], "train.steps=35", "gan.r1_gamma=2.0"), out, printer=lines.append)
-    (out / ".last.ckpt.tmp").write_bytes(b"torn")  # a torn write of an interrupted save does not matter
-    assert run_training(tiny_gan_config(run["data"], "train.steps=35"), out, printer=lines.append)["global_step"] == 35
-    # a diffusion config pointed at a GAN run dir is refused (and vice versa, by the kind check)
-    from tests.learned_helpers import tiny_config
-
-    with pytest.raises(ConfigError, match="different config"):
-        run_training(tiny_config(run["data"], "train.steps=36"), out, printer=lines.append)
-
-
-def test_resume_is_the_uninterrupted_run(tmp_path):
-    """Stopped after 4 steps (an R1 step next) and resumed to 6: G, D, the EMA of G and the exported
-    EMA equal an uninterrupted 6-step run (optimisers, EMA before the checkpoint write, global RNG of
-    latents/augmentation/flips, and the data order all resume)."""
-    from learned.train import run_training
-
-    data = make_face_folder(tmp_path / "faces", ids=4, per_id=3, singletons=1, size=16)
-    ov = ("train.batch_size=4", "train.checkpoint_every=4", "train.sample_every=0")
-    run_training(tiny_gan_config(data, "train.steps=6", *ov), tmp_path / "a", printer=lambda s: None)
-    run_training(tiny_gan_config(data, "train.steps=4", *ov), tmp_path / "b", printer=lambda s: None)
-    run_training(tiny_gan_config(data, "train.steps=6", *ov), tmp_path / "b", printer=lambda s: None)
-    a, b = (torch.load(tmp_path / r / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"] for r in "ab")
-    assert set(a) == set(b) and any(k.startswith("G_ema.") for k in a)
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    ema = torch.load(tmp_path / "b" / "checkpoint" / "ema.pt", weights_only=True)
-    for k, v in ema.items():
-        assert torch.equal(v, b["G_ema." + k]), k
 
 
 def test_resume_after_kill_9(tmp_path):

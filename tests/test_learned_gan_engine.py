@@ -9,25 +9,18 @@ import torch
 from PIL import Image
 
 from engine import render as R
-from tests.learned_helpers import tiny_gan_run
+from tests.learned_helpers import render_args, session_run, tree
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    return tiny_gan_run(tmp_path_factory.getbasetemp() / "learned-gan-tiny")
-
-
-def tree(root):
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != "summary.json" and not p.relative_to(root).as_posix().startswith(".journal/")}
+    return session_run("gan", tmp_path_factory)
 
 
 def _args(run, out, *extra):
-    return ["--source", "gan", "--checkpoint", str(run["checkpoint"]), "--size", "16", "--ids", "5",
-            "--per-id", "2", "--block-ids", "2", "--format", "both", "--render-workers", "0", "--workers", "0",
-            "--no-progress", "--no-fsync", "--out", str(out), *extra]
+    return render_args("gan", run, out, *extra)
 
 
 def test_cli_render_resume_and_shards_are_byte_identical(tmp_path, run, monkeypatch, capsys):
@@ -94,22 +87,6 @@ def test_stream_matches_the_disk_images(tmp_path, run):
     for i, (r, k) in enumerate(zip(rows.tolist(), ks.tolist())):  # and as the JPEGs on disk
         disk = torch.from_numpy(np.array(Image.open(out / "images" / f"{r:06d}" / f"{k:03d}.jpg").convert("RGB")))
         assert float((disk.permute(2, 0, 1).float() / 255 - stream[i]).abs().mean()) < 0.03
-
-
-@pytest.mark.parametrize("extra, msg", [
-    (["--checkpoint", "/does/not/exist"], "checkpoint not found"),
-    ([], "needs a checkpoint"),
-    (["--size", "112"], "generates 16 px images"),
-    (["--override", "noise_mode=fresh"], "unknown noise_mode"),
-])
-def test_cli_errors(tmp_path, run, capsys, extra, msg):
-    argv = ["--source", "gan", "--ids", "2", "--out", str(tmp_path / "x"), "--no-progress", "--render-workers", "0"]
-    if "--checkpoint" not in extra and msg != "needs a checkpoint":
-        argv += ["--checkpoint", str(run["checkpoint"])]
-    if "--size" not in extra:
-        argv += ["--size", "16"]
-    assert R.main(argv + extra) == 2
-    assert msg in capsys.readouterr().err
 
 
 def test_diffusion_source_refuses_a_gan_checkpoint(tmp_path, run, capsys):
