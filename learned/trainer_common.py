@@ -51,6 +51,15 @@ def resolve_paths(cfg, base_dirs: list[Path]):
     return cfg
 
 
+def validate_kind_and_encoder(cfg, kind: str) -> None:
+    """The checks every learned training config makes: its ``kind``, and an ``encoder`` given."""
+    if cfg.kind != kind:
+        raise ConfigError(f"kind: expected {kind!r}, got {cfg.kind!r}")
+    if cfg.encoder in (None, ""):
+        raise ConfigError("encoder: required: a training/ backbone run dir, 'ARCH:PATH' of an arcface_torch .pth, "
+                          "or a mapping {arch, checkpoint, embedding_size, input_size}")
+
+
 # ----------------------------------------------------------------------------------------------
 # Lightning module plumbing
 # ----------------------------------------------------------------------------------------------

@@ -102,3 +102,22 @@ def render_args(kind: str, run: dict, out: Path, *extra: str) -> list[str]:
     return ["--source", kind, "--checkpoint", str(run["checkpoint"]), "--size", "16", "--ids", "5",
             "--per-id", "2", "--block-ids", "2", "--format", "both", "--render-workers", "0", "--workers", "0",
             "--no-progress", "--no-fsync", "--out", str(out), *extra]
+
+
+def interrupted_render(monkeypatch, source_cls, argv: list[str]) -> None:
+    """Run ``engine.render`` with ``argv`` while ``source_cls.render`` raises KeyboardInterrupt on its
+    second call (after the first block): the command exits 130, then the source is restored."""
+    from engine import render as R
+
+    real = source_cls.render
+    calls = {"n": 0}
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(source_cls, "render", flaky)
+    assert R.main(argv) == 130
+    monkeypatch.setattr(source_cls, "render", real)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engine import render as R
-from tests.learned_helpers import render_args, session_run, tree
+from tests.learned_helpers import interrupted_render, render_args, session_run, tree
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,18 +37,7 @@ def test_cli_render_and_resume_is_byte_identical(tmp_path, run, monkeypatch, cap
 
     # interrupted after the first of 3 blocks (the source fails on its second render call) ...
     part = tmp_path / "part"
-    real = DiffusionSource.render
-    calls = {"n": 0}
-
-    def flaky(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(self, *a, **k)
-
-    monkeypatch.setattr(DiffusionSource, "render", flaky)
-    assert R.main(_args(run, part)) == 130
-    monkeypatch.setattr(DiffusionSource, "render", real)
+    interrupted_render(monkeypatch, DiffusionSource, _args(run, part))
     assert (part / ".journal" / "shard-0-of-1.jsonl").read_text().count("\n") == 1
     # ... the same command resumes and gives the same bytes as the uninterrupted run
     assert R.main(_args(run, part)) == 0

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from engine import render as R
-from tests.learned_helpers import render_args, session_run, tree
+from tests.learned_helpers import interrupted_render, render_args, session_run, tree
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,18 +40,7 @@ def test_cli_render_resume_and_shards_are_byte_identical(tmp_path, run, monkeypa
 
     # interrupted after the first of 3 blocks, then the same command resumes to the same bytes
     part = tmp_path / "part"
-    real = GANSource.render
-    calls = {"n": 0}
-
-    def flaky(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(self, *a, **k)
-
-    monkeypatch.setattr(GANSource, "render", flaky)
-    assert R.main(_args(run, part, "--override", "truncation=0.9")) == 130
-    monkeypatch.setattr(GANSource, "render", real)
+    interrupted_render(monkeypatch, GANSource, _args(run, part, "--override", "truncation=0.9"))
     assert R.main(_args(run, part, "--override", "truncation=0.9")) == 0
     assert "resuming shard 0/1: 1 of 3 blocks already done" in capsys.readouterr().out
     assert tree(part) == tree(full)

@@ -95,11 +95,7 @@ class DiffusionTrainConfig:
     train: LoopConfig = field(default_factory=LoopConfig)
 
     def validate(self, path: str = "") -> None:
-        if self.kind != "diffusion":
-            raise ConfigError(f"kind: expected 'diffusion', got {self.kind!r}")
-        if self.encoder in (None, ""):
-            raise ConfigError("encoder: required: a training/ backbone run dir, 'ARCH:PATH' of an arcface_torch .pth, "
-                              "or a mapping {arch, checkpoint, embedding_size, input_size}")
+        trainer_common.validate_kind_and_encoder(self, "diffusion")
 
 
 CONFIG_CLASS = DiffusionTrainConfig

@@ -133,11 +133,7 @@ class GANTrainConfig:
     train: GANLoopConfig = field(default_factory=GANLoopConfig)
 
     def validate(self, path: str = "") -> None:
-        if self.kind != "gan":
-            raise ConfigError(f"kind: expected 'gan', got {self.kind!r}")
-        if self.encoder in (None, ""):
-            raise ConfigError("encoder: required: a training/ backbone run dir, 'ARCH:PATH' of an arcface_torch .pth, "
-                              "or a mapping {arch, checkpoint, embedding_size, input_size}")
+        trainer_common.validate_kind_and_encoder(self, "gan")
         S, gl, dl = self.data.image_size, len(self.model.channels), len(self.discriminator.channels)
         if gl != dl:
             raise ConfigError(f"discriminator.channels: {dl} levels, the generator (model.channels) has {gl}")
