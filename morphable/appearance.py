@@ -116,11 +116,14 @@ def hair_colour(mel: torch.Tensor, red: torch.Tensor, grey: torch.Tensor) -> tor
     return c * (1 - grey[..., None]) + greyc * grey[..., None]
 
 
-def scalp_hair(p: torch.Tensor, app: torch.Tensor, jitter: torch.Tensor | float = 0.0) -> torch.Tensor:
+def scalp_hair(p: torch.Tensor, app: torch.Tensor, jitter: torch.Tensor | float = 0.0,
+               edge: tuple[float, float] = (-0.007, 0.005)) -> torch.Tensor:
     """(P,) scalp-hair coverage in [0, 1] at rest positions ``p`` (P, 3) of identities with
     appearance ``app`` (P, A): a hairline that is a function of the azimuth around the vertical axis
     (forehead, temples, above the ears, nape), raised by baldness, thinned by ``hair_density``;
-    ``jitter`` (P,) displaces the hairline (strand noise)."""
+    ``jitter`` (P,) displaces the hairline (strand noise); ``edge`` is the ramp across it (metres,
+    below/above the line): narrow for the colour, wide for the hair volume so that the raised shell
+    has no steps on a coarse mesh."""
     a = lambda name: app[:, _P[name]]  # noqa: E731
     x, y, z = p.unbind(-1)
     phi = torch.atan2(x, z - (-0.09)).abs()  # 0 at the front, pi at the back (axis behind the eyes)
@@ -131,7 +134,7 @@ def scalp_hair(p: torch.Tensor, app: torch.Tensor, jitter: torch.Tensor | float 
     hl = torch.where(phi < 0.6, front - 0.02 * (phi / 0.6) ** 2,
                      torch.where(phi < 1.25, temple + (side - temple) * (phi - 0.6) / 0.65,
                                  side + (back - side) * ((phi - 1.25) / (math.pi - 1.25)).clamp(0, 1)))
-    hair = _smoothstep(-0.004, 0.004, y - hl + jitter)
+    hair = _smoothstep(edge[0], edge[1], y - hl + jitter)  # a soft, thinning edge rather than a cut
     # a bald crown: hair remains only on the sides and back
     t_crown = ((y - (front - 0.05)) / 0.05).clamp(0, 1)
     hair = hair * (1 - 0.95 * a("bald") * t_crown * t_crown * (3 - 2 * t_crown))
@@ -200,7 +203,11 @@ def shade_albedo(
 
     # ---- scalp hair
     hn = _noise(q * torch.tensor([1.0, 0.3, 1.0], device=q.device), 0.0025, slice(6, 18))
-    hair = scalp_hair(p, app, 0.003 * hn) * (region == REGION_IDS["skin"])
+    wave = _noise(q, 0.012, slice(0, 6))  # the hairline wanders on a centimetre scale
+    hair = scalp_hair(p, app, 0.0025 * wave + 0.0015 * hn) * (region == REGION_IDS["skin"])
+    # strands: the soft edge thins out in fine streaks along the hair's growth
+    fine = _noise(q * torch.tensor([1.0, 0.2, 1.0], device=q.device), 0.0012, slice(12, 24))
+    hair = hair * (1 - 0.6 * (1 - hair) * (0.5 + 0.5 * fine))
     hcol = hair_colour(a("hair_melanin"), a("hair_red"), a("hair_grey")) * (0.75 + 0.25 * (hn * 0.5 + 0.5))[:, None]
     alb = alb * (1 - hair[:, None]) + hcol * hair[:, None]
     spec = spec * (1 - hair) + 0.3 * hair

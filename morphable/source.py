@@ -47,6 +47,54 @@ def _clothing_rgb(u: torch.Tensor) -> torch.Tensor:
     return torch.tensor(rgb) ** 2.2
 
 
+def _lid_shading(region: torch.Tensor, idx: tuple[torch.Tensor, ...], B: int, S: int) -> torch.Tensor:
+    """(P,) multiplicative shading at the covered pixels ``idx`` from the visible region map: the
+    lash line (eye pixels just under skin, and the skin just above them), the upper lid's shadow on
+    the eye, and a fainter lower lash line. Screen-space, so it follows blinks, gaze and pose; its
+    widths scale with the image (1 px per 112 px)."""
+    dev = region.device
+    reg = torch.full((B, S, S), -1, dtype=torch.int8, device=dev)
+    reg[idx] = region.to(torch.int8)
+    eye, skin = reg == REGION_IDS["eye"], reg == REGION_IDS["skin"]
+    k = max(1, round(S / 112))
+    skin_above = torch.zeros_like(eye)  # skin within k px above
+    eye_below = torch.zeros_like(eye)  # eye within k px below
+    for d in range(1, k + 1):
+        skin_above[:, d:] |= skin[:, :-d]
+        eye_below[:, :-d] |= eye[:, d:]
+    lash = eye & skin_above
+    near = torch.zeros_like(eye)  # skin or lash a little further up: the lid's shadow
+    near[:, k + 1:] |= skin[:, : -(k + 1)] | lash[:, : -(k + 1)]
+    near[:, 2 * k + 1:] |= skin[:, : -(2 * k + 1)]
+    lower = torch.zeros_like(eye)
+    lower[:, :-k] = eye[:, :-k] & skin[:, k:]
+    # one 4-bit code per pixel, read at the covered pixels through a flat index, then a lookup table
+    code = (lash.to(torch.uint8) | ((eye & near).to(torch.uint8) << 1) | (lower.to(torch.uint8) << 2)
+            | ((skin & eye_below).to(torch.uint8) << 3))
+    flat = (idx[0] * S + idx[1]) * S + idx[2]
+    return _LID_LUT.to(dev)[code.view(-1)[flat].long()]
+
+
+def _lid_lut() -> torch.Tensor:
+    """(16,) shading factor for each code: bit 0 lash (eye side), 1 lid shadow, 2 lower lash line,
+    3 lash (skin side)."""
+    lut = torch.ones(16)
+    for c in range(16):
+        lash, shadow, lower, lash_skin = (c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1, (c >> 3) & 1
+        f = 1.0
+        if lash:
+            f = 0.3
+        else:
+            f = (0.72 if shadow else 1.0) * (0.8 if lower else 1.0)
+        if lash_skin:
+            f = 0.55
+        lut[c] = f
+    return lut
+
+
+_LID_LUT = _lid_lut()
+
+
 def _first_index(inv: torch.Tensor, n: int) -> torch.Tensor:
     """(n,) position of the first occurrence of each value 0..n-1 in ``inv``."""
     pos = torch.arange(inv.numel(), device=inv.device)
@@ -322,7 +370,7 @@ class MorphableSource(IdentitySampler):
         v = self.model.vertices(shape, fac["expression"])  # (B, V, 3)
         if cfg.identity.hair_volume > 0:
             U, V = len(uniq), v.shape[1]
-            cov = scalp_hair(self.model.mean.repeat(U, 1), app_u.repeat_interleave(V, 0)).view(U, V)
+            cov = scalp_hair(self.model.mean.repeat(U, 1), app_u.repeat_interleave(V, 0), edge=(-0.01, 0.03)).view(U, V)
             cov = cov * self._scalp_vertex
             thick = cfg.identity.hair_volume * ((app_u[:, APPEARANCE_PARAMS.index("hair_density")] - 0.6) / 0.4).clamp(0.1, 1)
             v = v + (self._rest_normals[None] * (cov * thick[:, None])[..., None])[inv]
@@ -417,6 +465,7 @@ class MorphableSource(IdentitySampler):
         mean_irr = lum_map.sum((1, 2)) / torch.bincount(bsel, minlength=B).clamp_min(1)
         gain = (2.0 ** fac["light_exposure"]) * 0.9 / mean_irr.clamp_min(1e-3)
         lin = lin * gain[bsel][:, None]
+        lin = lin * _lid_shading(self._face_region[fid], idx, B, S)[:, None]
 
         # background
         use_img = (fac["_use_image"] > 0).tolist()

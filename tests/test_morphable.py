@@ -217,3 +217,22 @@ def test_rotation_matrix_is_proper():
     R = euler_to_matrix(torch.tensor([30.0]), torch.tensor([-10.0]), torch.tensor([5.0]))
     assert torch.allclose(R @ R.transpose(1, 2), torch.eye(3)[None], atol=1e-6)
     assert torch.allclose(torch.det(R), torch.ones(1), atol=1e-6)
+
+
+def test_lid_shading_darkens_the_lash_line_only():
+    from morphable.default_model import REGION_IDS
+    from morphable.source import _lid_shading
+
+    S = 112
+    reg = torch.full((1, S, S), REGION_IDS["skin"])
+    reg[0, 50:56, 40:60] = REGION_IDS["eye"]  # an eye opening under skin
+    reg[0, :, :10] = -1  # uncovered pixels (background)
+    mask = reg >= 0
+    idx = mask.nonzero(as_tuple=True)
+    f = torch.ones(1, S, S)
+    f[idx] = _lid_shading(reg[idx], idx, 1, S)
+    assert torch.all(f[0, 50, 40:60] == 0.3)  # top row of the eye: lashes
+    assert torch.all(f[0, 49, 40:60] == 0.55)  # skin just above: the lash line on the lid
+    assert torch.all(f[0, 51, 40:60] < 1) and torch.all(f[0, 53, 40:60] == 1)  # lid shadow, then open eye
+    assert torch.all(f[0, 55, 40:60] == 0.8)  # lower lash line
+    assert torch.all(f[0, 10:40] == 1) and torch.all(f[0, 60:] == 1)  # elsewhere untouched
