@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -188,3 +189,39 @@ def separability_report(embedding: torch.Tensor, space: str, min_distance: float
         pairwise_std=float(pd.std()) if pd.numel() > 1 else 0.0,
     )
     return report
+
+
+def reject_close(candidates: Callable[[int, int], torch.Tensor], n: int, min_distance: float, max_tries: int,
+                 chunk: int = 256) -> tuple[list[int], torch.Tensor, int]:
+    """Sequential rejection sampling over a deterministic candidate stream.
+
+    ``candidates(start, count)`` -> (count, D) embeddings of candidates ``start .. start+count``.
+    Candidate ``i`` is accepted if it is at least ``min_distance`` from every accepted one, so the
+    result is prefix-stable. Returns (accepted candidate indices, (n, D) float64 embeddings,
+    number rejected); raises ``ValueError`` after ``max_tries * n`` rejections."""
+    acc: list[int] = []
+    buf: torch.Tensor | None = None
+    c, rejected = 0, 0
+    while len(acc) < n:
+        e = candidates(c, chunk).double()
+        if buf is None:
+            buf = torch.empty(n, e.shape[1], dtype=torch.float64)
+        start = len(acc)
+        d_prev = torch.cdist(e, buf[:start]).min(1).values if start else torch.full((e.shape[0],), math.inf, dtype=torch.float64)
+        for i in range(e.shape[0]):
+            k = len(acc)
+            if k >= n:
+                break
+            close = float(d_prev[i]) < min_distance
+            if not close and k > start:
+                close = float(torch.cdist(e[i : i + 1], buf[start:k]).min()) < min_distance
+            if close:
+                rejected += 1
+                if rejected > max_tries * max(n, 1):
+                    raise ValueError(f"could not find {n} identities at min_distance {min_distance}: {k} found after "
+                                     f"{rejected} rejections; lower identity.min_distance")
+                continue
+            buf[k] = e[i]
+            acc.append(c + i)
+        c += e.shape[0]
+    return acc, buf, rejected

@@ -32,14 +32,14 @@ A GAN source plugs in by subclassing :class:`LearnedSource` (``kind = "gan"``, `
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 
-from engine.interface import Identities, IdentitySampler, RenderBatch, derive_seed, generator, separability_report
+from engine.interface import (Identities, IdentitySampler, RenderBatch, derive_seed, generator, reject_close,
+                              separability_report)
 
 from .checkpoint import load_checkpoint
 
@@ -124,42 +124,6 @@ def _apply(obj: Any, over: Mapping[str, Any], where: str) -> None:
                     raise ValueError(f"override {where}{k} must be a {'whole ' if _NUMERIC[k] is int else ''}number, "
                                      f"got {v!r}") from None
             setattr(obj, k, v)
-
-
-def reject_close(candidates: Callable[[int, int], torch.Tensor], n: int, min_distance: float, max_tries: int,
-                 chunk: int = 256) -> tuple[list[int], torch.Tensor, int]:
-    """Sequential rejection sampling over a deterministic candidate stream.
-
-    ``candidates(start, count)`` -> (count, D) embeddings of candidates ``start .. start+count``.
-    Candidate ``i`` is accepted if it is at least ``min_distance`` from every accepted one, so the
-    result is prefix-stable. Returns (accepted candidate indices, (n, D) float64 embeddings,
-    number rejected); raises ``ValueError`` after ``max_tries * n`` rejections."""
-    acc: list[int] = []
-    buf: torch.Tensor | None = None
-    c, rejected = 0, 0
-    while len(acc) < n:
-        e = candidates(c, chunk).double()
-        if buf is None:
-            buf = torch.empty(n, e.shape[1], dtype=torch.float64)
-        start = len(acc)
-        d_prev = torch.cdist(e, buf[:start]).min(1).values if start else torch.full((e.shape[0],), math.inf, dtype=torch.float64)
-        for i in range(e.shape[0]):
-            k = len(acc)
-            if k >= n:
-                break
-            close = float(d_prev[i]) < min_distance
-            if not close and k > start:
-                close = float(torch.cdist(e[i : i + 1], buf[start:k]).min()) < min_distance
-            if close:
-                rejected += 1
-                if rejected > max_tries * max(n, 1):
-                    raise ValueError(f"could not find {n} identities at min_distance {min_distance}: {k} found after "
-                                     f"{rejected} rejections; lower identity.min_distance")
-                continue
-            buf[k] = e[i]
-            acc.append(c + i)
-        c += e.shape[0]
-    return acc, buf, rejected
 
 
 class LearnedSource(IdentitySampler):

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engine.interface import Identities, IdentitySampler, RenderBatch, generator, separability_report
+from engine.interface import Identities, IdentitySampler, RenderBatch, generator, reject_close, separability_report
 
 from . import background as bg
 from .appearance import APPEARANCE_PARAMS, sample_appearance, scalp_hair, shade_albedo
@@ -214,37 +214,20 @@ class MorphableSource(IdentitySampler):
             raise ValueError(f"number of identities must be >= 1, got {n}")
         n = int(n)
         md = float(self.cfg.identity.min_distance)
-        acc_s, acc_a, acc_o, acc_m, acc_e = [], [], [], [], []
-        buf = torch.empty(n, self.num_shape + len(APPEARANCE_PARAMS), dtype=torch.float64)
-        c, rejected, chunk = 0, 0, max(64, min(4096, n // 4))
-        while len(acc_e) < n:
-            s, a, o, m = self._candidates(seed, c, chunk)
-            e = self._embedding(s, a).double()
-            start = len(acc_e)
-            # distances to everything accepted before this chunk in one matrix product, then the
-            # (few) candidates of this chunk against each other in order: the same sequential rule
-            d_prev = torch.cdist(e, buf[:start]).min(1).values if start else torch.full((chunk,), float("inf"), dtype=torch.float64)
-            for i in range(chunk):
-                k = len(acc_e)
-                if k >= n:
-                    break
-                close = float(d_prev[i]) < md
-                if not close and k > start:
-                    close = float(torch.cdist(e[i : i + 1], buf[start:k]).min()) < md
-                if close:
-                    rejected += 1
-                    if rejected > self.cfg.identity.max_tries * max(n, 1):
-                        raise ValueError(
-                            f"could not find {n} identities at min_distance {md}: {k} found after "
-                            f"{rejected} rejections; lower identity.min_distance"
-                        )
-                    continue
-                buf[k] = e[i]
-                acc_s.append(s[i]), acc_a.append(a[i]), acc_o.append(o[i]), acc_m.append(m[i]), acc_e.append(e[i])
-            c += chunk
-        E = torch.stack(acc_e).float()
+        chunks: dict[int, tuple[torch.Tensor, ...]] = {}
+
+        def candidates(start: int, count: int) -> torch.Tensor:
+            s, a, o, m = self._candidates(seed, start, count)
+            chunks[start] = (s, a, o, m)
+            return self._embedding(s, a)
+
+        chunk = max(64, min(4096, n // 4))
+        acc, E, rejected = reject_close(candidates, n, md, int(self.cfg.identity.max_tries), chunk)
+        E = E.float()
+        # the accepted candidates' parameters, from the chunks they were drawn in
+        acc_s, acc_a, acc_o, acc_m = ([chunks[i - i % chunk][j][i % chunk] for i in acc] for j in range(4))
         rep = separability_report(E, space="whitened shape PCA + appearance / sqrt(dim)", min_distance=md)
-        rep.update(candidates=len(acc_e) + rejected, rejected=rejected)
+        rep.update(candidates=len(acc) + rejected, rejected=rejected)
         sem = torch.stack(acc_m)
         meta = {"gender": sem[:, 0], "age": sem[:, 1], "african": sem[:, 2], "asian": sem[:, 3], "caucasian": sem[:, 4]}
         app = torch.stack(acc_a)
