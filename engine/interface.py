@@ -153,6 +153,24 @@ class IdentitySampler(abc.ABC):
 
 
 
+def check_render_args(identities: Identities, rows, variations) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate the arguments of :meth:`IdentitySampler.render`; returns ``rows`` and ``variations``
+    as 1-D int64 CPU tensors. Raises ``ValueError`` naming the problem."""
+    rows = torch.as_tensor(rows, dtype=torch.int64).cpu()
+    variations = torch.as_tensor(variations, dtype=torch.int64).cpu()
+    if rows.ndim != 1 or rows.shape != variations.shape:
+        raise ValueError(f"rows and variations must be 1-D of equal length, got {tuple(rows.shape)} and "
+                         f"{tuple(variations.shape)}")
+    if rows.numel() == 0:
+        raise ValueError("render needs at least one (row, variation) pair, got none")
+    if int(rows.min()) < 0 or int(rows.max()) >= len(identities):
+        raise ValueError(f"rows must index the {len(identities)} identities, got range [{int(rows.min())}, "
+                         f"{int(rows.max())}]")
+    if int(variations.min()) < 0:
+        raise ValueError("variation indices must be >= 0")
+    return rows, variations
+
+
 def pairwise_min_distance(x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
     """(N,) distance from each row of ``x`` (N, D) to its nearest other row (in row chunks, so
     memory stays O(chunk * N))."""

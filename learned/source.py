@@ -38,8 +38,8 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-from engine.interface import (Identities, IdentitySampler, RenderBatch, derive_seed, generator, reject_close,
-                              separability_report)
+from engine.interface import (Identities, IdentitySampler, RenderBatch, check_render_args, derive_seed, generator,
+                              reject_close, separability_report)
 
 from .checkpoint import load_checkpoint
 
@@ -265,16 +265,7 @@ class LearnedSource(IdentitySampler):
         raise NotImplementedError
 
     def render(self, identities: Identities, rows: torch.Tensor, variations: torch.Tensor, seed: int) -> RenderBatch:
-        rows = torch.as_tensor(rows, dtype=torch.int64).cpu()
-        variations = torch.as_tensor(variations, dtype=torch.int64).cpu()
-        if rows.ndim != 1 or rows.shape != variations.shape:
-            raise ValueError(f"rows and variations must be 1-D of equal length, got {tuple(rows.shape)} and {tuple(variations.shape)}")
-        if rows.numel() == 0:
-            raise ValueError("render needs at least one (row, variation) pair, got none")
-        if int(rows.min()) < 0 or int(rows.max()) >= len(identities):
-            raise ValueError(f"rows must index the {len(identities)} identities, got range [{int(rows.min())}, {int(rows.max())}]")
-        if int(variations.min()) < 0:
-            raise ValueError("variation indices must be >= 0")
+        rows, variations = check_render_args(identities, rows, variations)
         if "embedding" not in identities.params or identities.params["embedding"].shape[1] != self.embedding_dim:
             raise ValueError(f"identities were not sampled by a {self.embedding_dim}-d learned source")
         params = self.sampling()

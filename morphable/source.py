@@ -7,7 +7,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engine.interface import Identities, IdentitySampler, RenderBatch, generator, reject_close, separability_report
+from engine.interface import (Identities, IdentitySampler, RenderBatch, check_render_args, generator, reject_close,
+                              separability_report)
 
 from . import background as bg
 from .appearance import APPEARANCE_PARAMS, sample_appearance, scalp_hair, shade_albedo
@@ -324,16 +325,7 @@ class MorphableSource(IdentitySampler):
         )
 
     def _render(self, identities: Identities, rows: torch.Tensor, variations: torch.Tensor, seed: int) -> RenderBatch:
-        rows = torch.as_tensor(rows, dtype=torch.int64).cpu()
-        variations = torch.as_tensor(variations, dtype=torch.int64).cpu()
-        if rows.ndim != 1 or rows.shape != variations.shape:
-            raise ValueError(f"rows and variations must be 1-D of equal length, got {tuple(rows.shape)} and {tuple(variations.shape)}")
-        if rows.numel() == 0:
-            raise ValueError("render needs at least one (row, variation) pair, got none")
-        if (int(rows.min()) < 0 or int(rows.max()) >= len(identities)):
-            raise ValueError(f"rows must index the {len(identities)} identities, got range [{int(rows.min())}, {int(rows.max())}]")
-        if variations.numel() and int(variations.min()) < 0:
-            raise ValueError("variation indices must be >= 0")
+        rows, variations = check_render_args(identities, rows, variations)
         cfg, dev = self.cfg, self.device
         B = rows.numel()
         size, ss = cfg.size, cfg.supersample
