@@ -14,3 +14,28 @@
 
 Submodules are imported on use (Lightning and the networks are not loaded by ``import learned``).
 """
+
+# Public API, imported lazily: ``from learned import load_encoder, DiffusionSource, run_training``.
+_LAZY = {
+    "FREncoder": ("encoder", "FREncoder"), "EncoderError": ("encoder", "EncoderError"),
+    "load_encoder": ("encoder", "load_encoder"),
+    "LearnedSource": ("source", "LearnedSource"), "DiffusionSource": ("source", "DiffusionSource"),
+    "GANSource": ("gan.source", "GANSource"),
+    "CheckpointError": ("checkpoint", "CheckpointError"), "load_checkpoint": ("checkpoint", "load_checkpoint"),
+    "save_checkpoint": ("checkpoint", "save_checkpoint"),
+    "load_config": ("train", "load_config"), "run_training": ("train", "run_training"),
+    "register_trainer": ("train", "register_trainer"),
+    "evaluate_generator": ("evaluate", "evaluate"), "EvaluateError": ("evaluate", "EvaluateError"),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        mod, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{mod}", __name__), attr)
+    raise AttributeError(f"module 'learned' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

@@ -61,3 +61,12 @@ def test_random_encoder_only_when_allowed():
     x = torch.rand(2, 3, 56, 56)
     torch.testing.assert_close(a(x), b(x))
     assert a.spec["random_init_seed"] == 3
+
+
+def test_learned_public_api_resolves_lazily():
+    import learned
+
+    for name in learned.__all__:
+        assert getattr(learned, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        learned.nope  # noqa: B018
