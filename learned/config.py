@@ -134,10 +134,21 @@ RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.sample_ever
                      "train.progress_bar", "data.workers", "out", "name")
 
 
+#: Sections added to a kind's config after runs were made, with the values that mean "off": a saved
+#: run config without the section matches a new one whose section has these values (it resumes).
+LATER_SECTIONS: dict[str, dict[str, Any]] = {"style": {"enabled": False}}
+
+
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Dotted keys whose values differ between two resolved run configs (``train_config.json``),
-    ignoring :data:`RESUMABLE_CHANGES`: a non-empty list means the run cannot be resumed as is."""
+    ignoring :data:`RESUMABLE_CHANGES` (and a :data:`LATER_SECTIONS` section the old config lacks
+    and the new one leaves off): a non-empty list means the run cannot be resumed as is."""
     import json
+
+    for key, off in LATER_SECTIONS.items():
+        sec = new.get(key)
+        if key not in old and isinstance(sec, dict) and all(sec.get(k) == v for k, v in off.items()):
+            new = {k: v for k, v in new.items() if k != key}
 
     def comparable(d: dict) -> dict:
         d = json.loads(json.dumps(d, default=str))

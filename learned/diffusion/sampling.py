@@ -34,22 +34,26 @@ def ddim_noise_std(a_t: float, s_t: float, a_s: float, s_s: float, eta: float) -
 
 
 def guided_x0(model: Callable, schedule: CosineSchedule, z: torch.Tensor, t: float, cond: torch.Tensor,
-              guidance: torch.Tensor, clip: bool = True, autocast: bool = False) -> torch.Tensor:
+              guidance: torch.Tensor, clip: bool = True, autocast: bool = False,
+              style: torch.Tensor | None = None) -> torch.Tensor:
     """Data prediction at time ``t`` with classifier-free guidance on ``v``:
     ``v = v_null + w (v_cond - v_null)`` per image (``guidance`` (B,)); ``w == 1`` everywhere skips
-    the unconditional pass."""
+    the unconditional pass. Guidance is on the identity only: a ``style`` (B, ...) goes to both passes."""
     B = z.shape[0]
     tt = torch.full((B,), float(t), device=z.device)
     need_uncond = bool((guidance != 1.0).any())
     dev_type = z.device.type
+    kw = {} if style is None else {"style": style}
     with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=autocast):
         if need_uncond:
             drop = torch.cat([torch.zeros(B, dtype=torch.bool, device=z.device), torch.ones(B, dtype=torch.bool, device=z.device)])
-            v2 = model(torch.cat([z, z]), torch.cat([tt, tt]), torch.cat([cond, cond]), drop=drop).float()
+            if style is not None:
+                kw = {"style": torch.cat([style, style])}
+            v2 = model(torch.cat([z, z]), torch.cat([tt, tt]), torch.cat([cond, cond]), drop=drop, **kw).float()
             vc, vu = v2[:B], v2[B:]
             v = vu + guidance.view(-1, 1, 1, 1).to(vc.dtype) * (vc - vu)
         else:
-            v = model(z, tt, cond).float()
+            v = model(z, tt, cond, **kw).float()
     a, s = schedule.alpha_sigma(torch.tensor([float(t)]))
     x0 = float(a) * z - float(s) * v
     return x0.clamp(-1, 1) if clip else x0
@@ -58,7 +62,7 @@ def guided_x0(model: Callable, schedule: CosineSchedule, z: torch.Tensor, t: flo
 @torch.no_grad()
 def sample(model: Callable, schedule: CosineSchedule, cond: torch.Tensor, generators: Sequence[torch.Generator],
            image_size: int, steps: int = 25, solver: str = "dpmpp2m", guidance: float | torch.Tensor = 1.0,
-           eta: float = 0.0, clip: bool = True, autocast: bool = False) -> torch.Tensor:
+           eta: float = 0.0, clip: bool = True, autocast: bool = False, style: torch.Tensor | None = None) -> torch.Tensor:
     """Sample ``B = len(cond)`` images in ``[-1, 1]`` (float32, on ``cond``'s device).
 
     Args:
@@ -71,6 +75,8 @@ def sample(model: Callable, schedule: CosineSchedule, cond: torch.Tensor, genera
         eta: DDIM stochasticity (0 = deterministic DDIM); per-step noise from ``generators``.
         clip: clamp the data prediction to ``[-1, 1]`` at every step.
         autocast: run the network under bf16 autocast (CUDA).
+        style: (B, C, S, S) style conditions (``model(..., style=...)``), or None: the model is called
+            without a ``style`` argument (identity-only models).
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; use one of {', '.join(SOLVERS)}")
@@ -78,7 +84,10 @@ def sample(model: Callable, schedule: CosineSchedule, cond: torch.Tensor, genera
         raise ValueError(f"steps must be >= 1, got {steps}")
     if len(generators) != cond.shape[0]:
         raise ValueError(f"need one generator per image: {len(generators)} generators for {cond.shape[0]} conditions")
+    if style is not None and style.shape[0] != cond.shape[0]:
+        raise ValueError(f"need one style per image: {style.shape[0]} styles for {cond.shape[0]} conditions")
     dev = cond.device
+    style = None if style is None else style.to(dev)
     B, N = cond.shape[0], int(steps)
     w = torch.as_tensor(guidance, dtype=torch.float32, device=dev).reshape(-1).expand(B).contiguous()
     z = initial_noise(generators, (3, image_size, image_size)).to(dev)
@@ -89,7 +98,7 @@ def sample(model: Callable, schedule: CosineSchedule, cond: torch.Tensor, genera
     lam = torch.log(alpha / sigma)  # +inf at the end
     x0_prev = None
     for i in range(N):
-        x0 = guided_x0(model, schedule, z, ts[i], cond, w, clip, autocast)
+        x0 = guided_x0(model, schedule, z, ts[i], cond, w, clip, autocast, style)
         if i == N - 1:
             return x0
         a_i, s_i, a_n, s_n = (float(v) for v in (alpha[i], sigma[i], alpha[i + 1], sigma[i + 1]))

@@ -37,6 +37,7 @@ from ..trainer_common import resolve_paths  # noqa: F401  (learned.train's train
 from .model import DiffusionModel
 from .sampling import SOLVERS
 from .schedule import ScheduleConfig
+from .style import StyleConfig
 from .unet import UNetConfig
 
 log = logging.getLogger(__name__)
@@ -91,11 +92,13 @@ class DiffusionTrainConfig:
     model: UNetConfig = field(default_factory=UNetConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     diffusion: ConditionConfig = field(default_factory=ConditionConfig)
+    style: StyleConfig = field(default_factory=StyleConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
 
     def validate(self, path: str = "") -> None:
         trainer_common.validate_kind_and_encoder(self, "diffusion")
+        self.style.check_image_size(self.data.image_size)
 
 
 CONFIG_CLASS = DiffusionTrainConfig
@@ -112,7 +115,7 @@ class DiffusionModule(LearnedModule):
     def __init__(self, cfg: DiffusionTrainConfig):
         super().__init__()
         self.cfg = cfg
-        self.model = DiffusionModel(cfg.model, cfg.schedule, cfg.data.image_size)
+        self.model = DiffusionModel(cfg.model, cfg.schedule, cfg.data.image_size, cfg.style)
         self.ema = copy.deepcopy(self.model)
         for p in self.ema.parameters():
             p.requires_grad_(False)
@@ -136,7 +139,17 @@ class DiffusionModule(LearnedModule):
         eps = torch.randn_like(x)
         z, v = self.model.schedule.add_noise(x, t, eps)
         drop = torch.rand(B, device=x.device) < self.cfg.diffusion.cond_drop
-        pred = self._net()(z, t, cond, drop=drop)
+        if not self.cfg.style.enabled:
+            pred = self._net()(z, t, cond, drop=drop)
+        else:
+            st = self.cfg.style
+            src = x
+            if st.flip > 0:
+                fl = torch.rand(B, device=x.device) < st.flip
+                src = torch.where(fl[:, None, None, None], x.flip(-1), x)
+            style = self.model.style_of(src)
+            style_drop = torch.rand(B, device=x.device) < st.drop
+            pred = self._net()(z, t, cond, drop=drop, style=style, style_drop=style_drop)
         return F.mse_loss(pred.float(), v.float())
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -11,6 +11,10 @@ embedding) or the learned *null* condition (classifier-free guidance, Contextual
   ``c`` (``F.scaled_dot_product_attention``).
 - **Null condition**: a learned ``(D,)`` vector that replaces ``c`` where ``drop`` is true; it goes
   through the same projections, so "unconditional" is just another input.
+- **Style** (optional, ``style_channels > 0``): a low-pass image (:mod:`learned.diffusion.style`)
+  concatenated to ``z_t`` at the stem, plus a presence channel (1 where a style is given). "No style"
+  (``style=None`` or ``style_drop`` true) is all zeros, presence included. Without style channels the
+  network is exactly the identity-only one (same parameters, same outputs).
 
 Sizes: the network is built for one ``image_size``; the input is padded (replicate) up to a
 multiple of ``2 ** (levels - 1)`` and the output cropped back, so 64 px (4 levels: 64/32/16/8) and
@@ -171,16 +175,20 @@ class _Level(nn.Module):
 
 
 class UNet(nn.Module):
-    """ADM-style UNet, see the module docstring. ``forward(z, t, cond, drop=None) -> v``.
+    """ADM-style UNet, see the module docstring. ``forward(z, t, cond, drop=None, style=None,
+    style_drop=None) -> v``; ``style`` (B, style_channels, S, S) only when ``style_channels > 0``.
 
     ``image_size`` fixes where attention runs (levels whose feature side, for the padded input, is
     in ``cfg.attention_resolutions``); the network accepts that size only.
     """
 
-    def __init__(self, cfg: UNetConfig, image_size: int):
+    def __init__(self, cfg: UNetConfig, image_size: int, style_channels: int = 0):
         super().__init__()
         cfg.validate()
         self.cfg, self.image_size = cfg, int(image_size)
+        if int(style_channels) < 0:
+            raise ValueError(f"style_channels must be >= 0, got {style_channels}")
+        self.style_channels = int(style_channels)
         C, G = cfg.base_channels, cfg.groups
         self.levels = len(cfg.channel_mult)
         self.padded = self.padded_size(self.image_size)
@@ -194,7 +202,7 @@ class UNet(nn.Module):
         self.id_tokens = nn.Linear(D, cfg.identity_tokens * ctx_dim)
         self.token_pos = nn.Parameter(torch.randn(cfg.identity_tokens, ctx_dim) * 0.02)
         self.ctx_norm = nn.LayerNorm(ctx_dim)
-        self.stem = nn.Conv2d(3, C, 3, padding=1)
+        self.stem = nn.Conv2d(3 + (self.style_channels + 1 if self.style_channels else 0), C, 3, padding=1)
 
         def attn(lvl: int, ch: int) -> nn.Module:
             return AttentionBlock(ch, ctx_dim, cfg.head_channels, G) if lvl in attn_levels else nn.Identity()
@@ -246,10 +254,27 @@ class UNet(nn.Module):
         tok = self.id_tokens(c).view(c.shape[0], self.cfg.identity_tokens, self.ctx_dim) + self.token_pos
         return e, self.ctx_norm(tok)
 
-    def forward(self, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+    def style_input(self, z: torch.Tensor, style: torch.Tensor | None, style_drop: torch.Tensor | None) -> torch.Tensor:
+        """``z`` with the style channels and the presence channel appended (zeros: no style)."""
+        B, H, W = z.shape[0], z.shape[-2], z.shape[-1]
+        if style is None:
+            return torch.cat([z, z.new_zeros(B, self.style_channels + 1, H, W)], 1)
+        if tuple(style.shape) != (B, self.style_channels, H, W):
+            raise ValueError(f"style must be (B, {self.style_channels}, {H}, {W}) for this UNet, got {tuple(style.shape)}")
+        keep = torch.ones(B, dtype=torch.bool, device=z.device) if style_drop is None else ~style_drop.to(z.device)
+        keep = keep[:, None, None, None]
+        s = torch.where(keep, style.to(z.dtype), torch.zeros((), dtype=z.dtype, device=z.device))
+        return torch.cat([z, s, keep.to(z.dtype).expand(B, 1, H, W)], 1)
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, drop: torch.Tensor | None = None,
+                style: torch.Tensor | None = None, style_drop: torch.Tensor | None = None) -> torch.Tensor:
         H, W = z.shape[-2:]
         if (H, W) != (self.image_size, self.image_size):
             raise ValueError(f"this UNet was built for {self.image_size} px images, got {H}x{W}")
+        if self.style_channels:
+            z = self.style_input(z, style, style_drop)
+        elif style is not None:
+            raise ValueError("this UNet takes no style (it was built with style_channels=0)")
         P = self.padded
         x = z if P == H else F.pad(z, (0, P - W, 0, P - H), mode="replicate")
         emb_id, ctx = self.condition(cond, drop)
