@@ -76,6 +76,29 @@ def _lid_shading(region: torch.Tensor, idx: tuple[torch.Tensor, ...], B: int, S:
     return _LID_LUT.to(dev)[code.view(-1)[flat].long()]
 
 
+def _teeth(region: torch.Tensor, idx: tuple[torch.Tensor, ...], B: int, S: int) -> torch.Tensor:
+    """(P,) teeth seen through an open mouth, from the visible region map at the covered pixels
+    ``idx``: 1 where mouth-interior pixels (cavity or tongue) lie just under the upper lip (the upper
+    incisors, ~4 px at 112 px), 2 just above the lower lip (the lower ones, ~2 px), else 0. Screen
+    space: the default head has no teeth geometry, and this follows any expression and pose."""
+    dev = region.device
+    reg = torch.full((B, S, S), -1, dtype=torch.int8, device=dev)
+    reg[idx] = region.to(torch.int8)
+    inside = (reg == REGION_IDS["mouth_cavity"]) | (reg == REGION_IDS["tongue"])
+    if not bool(inside.any()):
+        return torch.zeros(len(idx[0]), dtype=torch.uint8, device=dev)
+    lips = reg == REGION_IDS["lips"]
+    up, low = max(1, round(4 * S / 112)), max(1, round(2 * S / 112))
+    lip_above, lip_below = torch.zeros_like(inside), torch.zeros_like(inside)
+    for d in range(1, up + 1):
+        lip_above[:, d:] |= lips[:, :-d]
+    for d in range(1, low + 1):
+        lip_below[:, :-d] |= lips[:, d:]
+    code = (inside & lip_above).to(torch.uint8) | ((inside & lip_below & ~lip_above).to(torch.uint8) << 1)
+    flat = (idx[0] * S + idx[1]) * S + idx[2]
+    return code.view(-1)[flat]
+
+
 def _lid_lut() -> torch.Tensor:
     """(16,) shading factor for each code: bit 0 lash (eye side), 1 lid shadow, 2 lower lash line,
     3 lash (skin side)."""
@@ -396,6 +419,11 @@ class MorphableSource(IdentitySampler):
             rest = pix[:, 6:9][direct]
             a2, s2 = shade_albedo(rest, self._face_region[fid[direct]], app[bsel[direct]], off[bsel[direct]], self._eye_centres)
             alb[direct], specw[direct] = a2, s2
+        teeth = _teeth(self._face_region[fid], idx, B, S)  # (P,) 0 none, 1 upper, 2 lower
+        if bool((teeth > 0).any()):
+            t = teeth > 0
+            tc = torch.tensor([0.62, 0.58, 0.48], device=dev) * torch.where(teeth[t] == 1, 1.0, 0.8)[:, None]
+            alb[t], specw[t] = tc, 0.6
         cloth = self._face_region[fid] == REGION_IDS["clothing"]
         if bool(cloth.any()):
             # per-image clothing colour with a faint woven texture

@@ -236,3 +236,23 @@ def test_lid_shading_darkens_the_lash_line_only():
     assert torch.all(f[0, 51, 40:60] < 1) and torch.all(f[0, 53, 40:60] == 1)  # lid shadow, then open eye
     assert torch.all(f[0, 55, 40:60] == 0.8)  # lower lash line
     assert torch.all(f[0, 10:40] == 1) and torch.all(f[0, 60:] == 1)  # elsewhere untouched
+
+
+def test_teeth_show_under_the_upper_lip_and_over_the_lower_lip():
+    from morphable.default_model import REGION_IDS
+    from morphable.source import _teeth
+
+    S = 112
+    reg = torch.full((1, S, S), REGION_IDS["skin"])
+    reg[0, 70:73, 40:70] = REGION_IDS["lips"]  # upper lip
+    reg[0, 73:83, 45:65] = REGION_IDS["mouth_cavity"]  # an open mouth
+    reg[0, 83:86, 40:70] = REGION_IDS["lips"]  # lower lip
+    idx = (reg >= 0).nonzero(as_tuple=True)
+    t = torch.zeros(1, S, S, dtype=torch.uint8)
+    t[idx] = _teeth(reg[idx], idx, 1, S)
+    assert torch.all(t[0, 73:77, 45:65] == 1) and torch.all(t[0, 77:81, 45:65] == 0)  # 4 px of upper teeth
+    assert torch.all(t[0, 81:83, 45:65] == 2)  # 2 px of lower teeth
+    assert int((t > 0).sum()) == 20 * 6  # nothing outside the mouth
+    closed = torch.full((1, S, S), REGION_IDS["skin"])
+    idx = (closed >= 0).nonzero(as_tuple=True)
+    assert int(_teeth(closed[idx], idx, 1, S).sum()) == 0
