@@ -48,14 +48,12 @@ def _clothing_rgb(u: torch.Tensor) -> torch.Tensor:
     return torch.tensor(rgb) ** 2.2
 
 
-def _lid_shading(region: torch.Tensor, idx: tuple[torch.Tensor, ...], B: int, S: int) -> torch.Tensor:
+def _lid_shading(reg: torch.Tensor, idx: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """(P,) multiplicative shading at the covered pixels ``idx`` from the visible region map: the
     lash line (eye pixels just under skin, and the skin just above them), the upper lid's shadow on
     the eye, and a fainter lower lash line. Screen-space, so it follows blinks, gaze and pose; its
     widths scale with the image (1 px per 112 px)."""
-    dev = region.device
-    reg = torch.full((B, S, S), -1, dtype=torch.int8, device=dev)
-    reg[idx] = region.to(torch.int8)
+    dev, S = reg.device, reg.shape[-1]
     eye, skin = reg == REGION_IDS["eye"], reg == REGION_IDS["skin"]
     k = max(1, round(S / 112))
     skin_above = torch.zeros_like(eye)  # skin within k px above
@@ -76,14 +74,19 @@ def _lid_shading(region: torch.Tensor, idx: tuple[torch.Tensor, ...], B: int, S:
     return _LID_LUT.to(dev)[code.view(-1)[flat].long()]
 
 
-def _teeth(region: torch.Tensor, idx: tuple[torch.Tensor, ...], B: int, S: int) -> torch.Tensor:
+def _region_map(region: torch.Tensor, idx: tuple[torch.Tensor, ...], B: int, S: int) -> torch.Tensor:
+    """(B, S, S) int8 region id of each pixel (``region`` (P,) at the covered pixels ``idx``; -1 elsewhere)."""
+    reg = torch.full((B, S, S), -1, dtype=torch.int8, device=region.device)
+    reg[idx] = region.to(torch.int8)
+    return reg
+
+
+def _teeth(reg: torch.Tensor, idx: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """(P,) teeth seen through an open mouth, from the visible region map at the covered pixels
     ``idx``: 1 where mouth-interior pixels (cavity or tongue) lie just under the upper lip (the upper
     incisors, ~4 px at 112 px), 2 just above the lower lip (the lower ones, ~2 px), else 0. Screen
     space: the default head has no teeth geometry, and this follows any expression and pose."""
-    dev = region.device
-    reg = torch.full((B, S, S), -1, dtype=torch.int8, device=dev)
-    reg[idx] = region.to(torch.int8)
+    dev, S = reg.device, reg.shape[-1]
     inside = (reg == REGION_IDS["mouth_cavity"]) | (reg == REGION_IDS["tongue"])
     if not bool(inside.any()):
         return torch.zeros(len(idx[0]), dtype=torch.uint8, device=dev)
@@ -419,7 +422,8 @@ class MorphableSource(IdentitySampler):
             rest = pix[:, 6:9][direct]
             a2, s2 = shade_albedo(rest, self._face_region[fid[direct]], app[bsel[direct]], off[bsel[direct]], self._eye_centres)
             alb[direct], specw[direct] = a2, s2
-        teeth = _teeth(self._face_region[fid], idx, B, S)  # (P,) 0 none, 1 upper, 2 lower
+        reg_map = _region_map(self._face_region[fid], idx, B, S)
+        teeth = _teeth(reg_map, idx)  # (P,) 0 none, 1 upper, 2 lower
         if bool((teeth > 0).any()):
             t = teeth > 0
             tc = torch.tensor([0.62, 0.58, 0.48], device=dev) * torch.where(teeth[t] == 1, 1.0, 0.8)[:, None]
@@ -468,7 +472,7 @@ class MorphableSource(IdentitySampler):
         mean_irr = lum_map.sum((1, 2)) / torch.bincount(bsel, minlength=B).clamp_min(1)
         gain = (2.0 ** fac["light_exposure"]) * 0.9 / mean_irr.clamp_min(1e-3)
         lin = lin * gain[bsel][:, None]
-        lin = lin * _lid_shading(self._face_region[fid], idx, B, S)[:, None]
+        lin = lin * _lid_shading(reg_map, idx)[:, None]
 
         # background
         use_img = (fac["_use_image"] > 0).tolist()
