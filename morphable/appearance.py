@@ -205,9 +205,8 @@ def shade_albedo(
     hn = _noise(q * torch.tensor([1.0, 0.3, 1.0], device=q.device), 0.0025, slice(6, 18))
     wave = _noise(q, 0.012, slice(0, 6))  # the hairline wanders on a centimetre scale
     hair = scalp_hair(p, app, 0.0025 * wave + 0.0015 * hn) * (region == REGION_IDS["skin"])
-    # strands: the soft edge thins out in fine streaks along the hair's growth
-    fine = _noise(q * torch.tensor([1.0, 0.2, 1.0], device=q.device), 0.0012, slice(12, 24))
-    hair = hair * (1 - 0.6 * (1 - hair) * (0.5 + 0.5 * fine))
+    # strands: the soft edge thins out in streaks along the hair's growth
+    hair = hair * (1 - 0.6 * (1 - hair) * (0.5 + 0.5 * hn))
     hcol = hair_colour(a("hair_melanin"), a("hair_red"), a("hair_grey")) * (0.75 + 0.25 * (hn * 0.5 + 0.5))[:, None]
     alb = alb * (1 - hair[:, None]) + hcol * hair[:, None]
     spec = spec * (1 - hair) + 0.3 * hair
