@@ -24,6 +24,14 @@ per-step noise) come from ``generator(seed, "learned-noise", r, k)``, so an imag
 section, the preset and ``overrides``; they are logged per image in ``RenderBatch.factors``
 (``guidance``, ``steps``, ``noise_seed``).
 
+**Style** (checkpoints trained with ``style.enabled: true``): ``overrides={"style": {"provider": ...}}``
+gives each image a layout/style image, of which the model sees the low-pass version: ``none``
+(default, no style), ``morphable`` (image ``k`` of the identity's morphable counterpart, or of a fixed
+morphable identity, rendered with a morphable preset: graphics set pose, light and layout) or
+``folder`` (images of a folder); see :mod:`learned.style_providers`. The provider's per-image factors
+(``style_yaw``, ``style_pitch``, ``style_roll``, ... or ``style_image``) join ``RenderBatch.factors``.
+A provider other than ``none`` with a checkpoint trained without a style is an error.
+
 **Landmarks**: the generators are trained on ArcFace-aligned crops (lfw-dev is aligned to the 5-point
 template), so each image is labelled with the template points scaled to the image size; the source
 only produces aligned images (``aligned=False`` is an error).
@@ -42,6 +50,7 @@ from engine.interface import (Identities, IdentitySampler, RenderBatch, check_re
                               reject_close, separability_report)
 
 from .checkpoint import load_checkpoint
+from .style_providers import StyleSourceConfig, make_provider
 
 #: ArcFace 5-point template for a 112x112 aligned crop (left eye, right eye, nose, mouth corners).
 ARCFACE_112 = torch.tensor(
@@ -83,6 +92,7 @@ class DiffusionConfig(LearnedConfig):
     steps: int | None = None
     eta: float | None = None
     clip: bool | None = None
+    style: StyleSourceConfig = field(default_factory=StyleSourceConfig)
 
 
 #: Presets: ``default``/``wild`` use the checkpoint's sampling settings (the variation is what the
@@ -90,7 +100,8 @@ class DiffusionConfig(LearnedConfig):
 PRESETS: dict[str, dict[str, Any]] = {"default": {}, "wild": {}, "consistent": {"guidance_mult": 1.5}}
 
 
-_NUMERIC = {"guidance": float, "eta": float, "steps": int, "max_batch": int, "min_distance": float, "max_tries": int}
+_NUMERIC = {"guidance": float, "eta": float, "steps": int, "max_batch": int, "min_distance": float, "max_tries": int,
+            "fixed_identity": int}
 
 
 def _apply(obj: Any, over: Mapping[str, Any], where: str) -> None:
@@ -134,7 +145,8 @@ class LearnedSource(IdentitySampler):
     ``(cond (B, D), generators, params) -> (B, 3, S, S) in [-1, 1]``, where ``params`` is
     :meth:`sampling` (resolved per-source sampling settings, also put into :meth:`config`) and
     ``generators[b]`` is image ``b``'s own generator (every random draw of image ``b`` must come from
-    it); :meth:`_factors` adds per-image metadata columns.
+    it); :meth:`_factors` adds per-image metadata columns; :meth:`_chunk_inputs` adds per-image inputs
+    of a chunk (e.g. the diffusion source's styles) to ``params`` and their factors.
     """
 
     name = "learned"
@@ -270,12 +282,14 @@ class LearnedSource(IdentitySampler):
             raise ValueError(f"identities were not sampled by a {self.embedding_dim}-d learned source")
         params = self.sampling()
         mb = max(1, int(self.cfg.max_batch))
-        out = []
+        out, chunk_factors = [], []
         for s in range(0, rows.numel(), mb):
             r, k = rows[s : s + mb], variations[s : s + mb]
             gens = [generator(seed, "learned-noise", int(a), int(b)) for a, b in zip(r, k)]
             cond = identities.params["embedding"][r].to(self.device)
-            out.append(self._generate(cond, gens, params).float())
+            inputs, fac = self._chunk_inputs(identities, r, k, seed)
+            out.append(self._generate(cond, gens, {**params, **inputs} if inputs else params).float())
+            chunk_factors.append(fac)
         x = torch.cat(out)
         img = ((x + 1) / 2).clamp(0, 1)
         if img.shape[-1] != self.size:
@@ -285,12 +299,19 @@ class LearnedSource(IdentitySampler):
         lm = (ARCFACE_112 * (self.size / 112.0)).expand(B, 5, 2).clone()
         seeds = torch.tensor([derive_seed(seed, "learned-noise", int(a), int(b)) for a, b in zip(rows, variations)],
                              dtype=torch.int64)
-        factors = {"noise_seed": seeds, **self._factors(params, B)}
+        factors = {"noise_seed": seeds, **self._factors(params, B),
+                   **{n: torch.cat([f[n] for f in chunk_factors]) for n in (chunk_factors[0] if chunk_factors else {})}}
         return RenderBatch(images=img.float(), identity=rows.to(img.device), variation=variations.to(img.device),
                            landmarks=lm.to(img.device), factors={k: v.to(img.device) for k, v in factors.items()})
 
     def _factors(self, params: dict[str, Any], B: int) -> dict[str, torch.Tensor]:
         return {}
+
+    def _chunk_inputs(self, identities: Identities, rows: torch.Tensor, variations: torch.Tensor,
+                      seed: int) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """Per-image inputs of one chunk for :meth:`_generate` (merged into ``params``) and their
+        per-image factors; each image's must depend on its own (seed, row, variation) only."""
+        return {}, {}
 
 
 class DiffusionSource(LearnedSource):
@@ -303,8 +324,8 @@ class DiffusionSource(LearnedSource):
         size: output side; the checkpoint's by default (another size needs ``resize: true``).
         aligned: must be True.
         device: ``cpu`` or ``cuda`` (bf16 autocast on CUDA).
-        overrides: :class:`LearnedConfig` keys, e.g. ``{"guidance": 3.0, "solver": "ddim", "steps": 20,
-            "identity": {"mode": "morphable", "min_distance": 1.0}}``.
+        overrides: :class:`DiffusionConfig` keys, e.g. ``{"guidance": 3.0, "solver": "ddim", "steps": 20,
+            "identity": {"mode": "morphable", "min_distance": 1.0}, "style": {"provider": "morphable"}}``.
     """
 
     name = "diffusion"
@@ -333,11 +354,24 @@ class DiffusionSource(LearnedSource):
             raise ValueError(f"unknown solver {s['solver']!r} (use one of {', '.join(SOLVERS)})")
         if int(s["steps"]) < 1 or float(s["guidance"]) < 0:
             raise ValueError(f"steps must be >= 1 and guidance >= 0, got steps={s['steps']} guidance={s['guidance']}")
+        st = self.model.style_cfg
+        # the provider's images are only seen low-passed to st.size px: a small render suffices
+        render = self.native_size if self.cfg.style.provider != "morphable" else \
+            max(16, min(self.native_size, max(32, 4 * int(st.size))))
+        self.style_provider = make_provider(self.cfg.style, self.model.takes_style, self.ckpt.path, render, self.device)
+
+    def _chunk_inputs(self, identities, rows, variations, seed):
+        if self.style_provider is None:
+            return {}, {}
+        images, factors = self.style_provider(identities, rows, variations, int(seed))
+        style = self.model.style_of(images.to(self.device).float() * 2 - 1)
+        return {"style": style}, factors
 
     def _generate(self, cond: torch.Tensor, gens: list[torch.Generator], params: dict[str, Any]) -> torch.Tensor:
         return self.model.sample(cond, gens, steps=int(params["steps"]), solver=str(params["solver"]),
                                  guidance=float(params["guidance"]), eta=float(params["eta"] or 0.0),
-                                 clip=bool(params["clip"] if params["clip"] is not None else True))
+                                 clip=bool(params["clip"] if params["clip"] is not None else True),
+                                 style=params.get("style"))
 
     def _factors(self, params: dict[str, Any], B: int) -> dict[str, torch.Tensor]:
         return {"guidance": torch.full((B,), float(params["guidance"])),
