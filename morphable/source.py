@@ -108,14 +108,8 @@ def _lid_lut() -> torch.Tensor:
     lut = torch.ones(16)
     for c in range(16):
         lash, shadow, lower, lash_skin = (c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1, (c >> 3) & 1
-        f = 1.0
-        if lash:
-            f = 0.3
-        else:
-            f = (0.72 if shadow else 1.0) * (0.8 if lower else 1.0)
-        if lash_skin:
-            f = 0.55
-        lut[c] = f
+        f = 0.3 if lash else (0.72 if shadow else 1.0) * (0.8 if lower else 1.0)
+        lut[c] = 0.55 if lash_skin else f
     return lut
 
 
