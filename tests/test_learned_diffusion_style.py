@@ -124,6 +124,27 @@ def test_style_changes_the_output_and_no_style_is_the_dropped_style(style_run):
     assert torch.equal(m(z, t, c), m(z, t, c, style=dark, style_drop=torch.ones(2, dtype=torch.bool)))
 
 
+@pytest.mark.parametrize("flip", [0.0, 1.0])
+def test_training_style_is_the_images_own_low_pass_dropped_independently(tmp_path, flip):
+    from learned.diffusion.trainer import DiffusionModule
+
+    cfg = tiny_config(tmp_path, *STYLE, f"style.flip={flip}", "model.embedding_dim=8")
+    module = DiffusionModule(cfg)
+    seen = {}
+
+    def net(z, t, cond, drop=None, style=None, style_drop=None):
+        seen.update(drop=drop, style=style, style_drop=style_drop)
+        return torch.zeros_like(z)
+
+    module._net = lambda: net
+    x = torch.rand(64, 3, 16, 16) * 2 - 1
+    torch.manual_seed(0)
+    module.diffusion_loss(x, torch.randn(64, 8))
+    torch.testing.assert_close(seen["style"], low_pass(x.flip(-1) if flip else x, 4))
+    sd, d = seen["style_drop"], seen["drop"]
+    assert 10 < int(sd.sum()) < 54 and not torch.equal(sd, d)  # p = 0.5, not the identity dropout
+
+
 def test_old_run_configs_resume_and_style_changes_do_not(tmp_path):
     from learned.config import config_changes
     from training.curriculum import config_to_dict
