@@ -215,7 +215,7 @@ def test_real_configs_parse():
 
     from tests.learned_helpers import TINY_CONFIG as T
 
-    for name, size in (("diffusion_lfw64.yaml", 64), ("diffusion_lfw112.yaml", 112)):
+    for name, size in (("diffusion_lfw64.yaml", 64), ("diffusion_lfw112.yaml", 112), ("diffusion_lfw32_cpu.yaml", 32)):
         data = yaml.safe_load((T.parent / name).read_text())
         cfg = parse_config(data, ["encoder=/some/backbone"], resolve=False)
         assert cfg.kind == "diffusion" and cfg.data.image_size == size and cfg.diffusion.cond_drop == 0.25
