@@ -32,7 +32,10 @@ Metrics (``c_k`` is the L2-normalised mean of identity ``k``'s unit image embedd
   conditions). The report records whether the source names the same encoder (``same_encoder``).
 * **Memorisation** (with ``train``): for each sample, its most similar training image by cosine; the
   distribution of those maxima, the fraction above ``memorisation_threshold`` and a picture pairing the
-  most similar samples with their nearest training images.
+  most similar samples with their nearest training images. A fixed threshold only suits strong
+  encoders, so the check is also calibrated to the encoder: the fraction of samples closer to a
+  training image than the 99th percentile of how close real training faces come to *another person's*
+  training image (:func:`real_reference`).
 * **Frechet distance** (with ``real``): ``|mu_g - mu_r|^2 + Tr(S_g + S_r - 2 (S_g S_r)^(1/2))`` between
   Gaussian fits (mean, unbiased covariance) of the generated and real embeddings. The trace of the
   matrix square root is computed as ``Tr((S_g^(1/2) S_r S_g^(1/2))^(1/2))`` from symmetric
@@ -69,7 +72,7 @@ import torch.nn.functional as F
 __all__ = [
     "EvaluateError", "EmbeddedSet", "embed_dataset", "embed_source", "evaluate", "verification_scores",
     "equal_error_rate", "identity_centres", "uniqueness", "consistency", "identity_preservation",
-    "nearest_neighbours", "memorisation", "frechet_distance", "main", "DEFINITIONS",
+    "nearest_neighbours", "memorisation", "real_reference", "frechet_distance", "main", "DEFINITIONS",
 ]
 
 #: DCFace's same-subject cosine threshold, the default of ``tau_u`` and ``tau_c``.
@@ -389,14 +392,43 @@ def nearest_neighbours(query, reference, chunk: int = 4096) -> tuple[torch.Tenso
     return torch.cat(vals).double(), torch.cat(idx)
 
 
+def real_reference(training, labels, max_images: int = 2000) -> torch.Tensor:
+    """Calibration for :func:`memorisation`: for (up to ``max_images``, evenly spread) training images,
+    the cosine to the most similar training image of *another* identity (M',). A generated image
+    closer to a training image than real faces come to other people's images is suspicious, whatever
+    the encoder's scale (weak encoders put every face at cosine ~0.9+)."""
+    t = F.normalize(_as_tensor(training, torch.float32), dim=1)
+    lab = _labels(labels)
+    M = t.shape[0]
+    if M < 2 or int(lab.unique().numel()) < 2:
+        return torch.zeros(0, dtype=torch.float64)
+    sub = torch.linspace(0, M - 1, min(M, max_images)).round().long().unique()
+    out = []
+    for s in range(0, sub.numel(), 512):
+        q = sub[s:s + 512]
+        sim = t[q] @ t.T
+        sim[lab[q][:, None] == lab[None, :]] = -float("inf")
+        out.append(sim.max(1).values)
+    return torch.cat(out).double()
+
+
 def memorisation(samples, training, threshold: float = DEFAULT_MEMORISATION_THRESHOLD,
-                 top: int = MEMORISED_SHOWN) -> dict[str, Any]:
+                 top: int = MEMORISED_SHOWN, training_labels=None) -> dict[str, Any]:
     """Nearest training image of every sample (cosine): ``max_similarity`` (N,), ``nearest`` (N,),
     ``fraction_above`` the threshold, ``num_above``, ``mean``, ``quantiles`` and ``top`` (sample indices
-    of the ``top`` highest maxima, most similar first)."""
+    of the ``top`` highest maxima, most similar first). With ``training_labels``, also the encoder-
+    calibrated check of :func:`real_reference`: ``real_other_q50`` / ``real_other_q99`` (how close real
+    faces come to another person's training image) and ``fraction_above_real_q99``."""
     sim, idx = nearest_neighbours(samples, training)
     order = torch.argsort(sim, descending=True, stable=True)[:top]
-    return {
+    calib: dict[str, Any] = {}
+    if training_labels is not None:
+        ref = real_reference(training, training_labels)
+        if ref.numel():
+            q50, q99 = torch.quantile(ref, torch.tensor([0.5, 0.99], dtype=ref.dtype)).tolist()
+            calib = {"real_other_q50": q50, "real_other_q99": q99, "real_reference_images": int(ref.numel()),
+                     "fraction_above_real_q99": float((sim > q99).double().mean()) if sim.numel() else 0.0}
+    return {**calib,
         "threshold": float(threshold),
         "fraction_above": float((sim > threshold).double().mean()) if sim.numel() else 0.0,
         "num_above": int((sim > threshold).sum()),
@@ -961,7 +993,7 @@ def evaluate(encoder, *, dataset=None, source=None, checkpoint=None, ids: int | 
 
     # memorisation
     if train_set is not None:
-        mem = memorisation(gen.embeddings, train_set.embeddings, tau_m)
+        mem = memorisation(gen.embeddings, train_set.embeddings, tau_m, training_labels=train_set.labels)
         rec = {k: v for k, v in mem.items() if k not in ("max_similarity", "nearest", "top")}
         rec.update(applicable=True, training_set=train_set.describe, most_similar=[
             {"sample": gen.item_name(i), "identity": gen.names[int(gen.labels[i])],
@@ -1055,6 +1087,9 @@ def render_markdown(r: Mapping[str, Any]) -> str:
               "| memorisation (fraction above threshold) | "
               + (f"{100 * mem['fraction_above']:.2f}% above {mem['threshold']:.2f} (max "
                  f"{_f(mem['quantiles'].get('q100'), 3)})" if mem.get("applicable") else "not applicable") + " |",
+              "| memorisation, calibrated (closer than 99% of real other-person neighbours) | "
+              + (f"{100 * mem['fraction_above_real_q99']:.2f}%" if "fraction_above_real_q99" in mem else "not applicable")
+              + " |",
               "| Frechet distance to real | " + (_f(fd['distance'], 4) if fd.get("applicable") else "not applicable")
               + " |",
               f"| separability: min centre distance (required {sep['min_distance_required']:.3f}) | "
@@ -1099,6 +1134,12 @@ def render_markdown(r: Mapping[str, Any]) -> str:
                   f"{_f(mem['mean'], 3)}, median {_f(q.get('q50'), 3)}, 99th percentile {_f(q.get('q99'), 3)}, max "
                   f"{_f(q.get('q100'), 3)}; {mem['num_above']} samples ({100 * mem['fraction_above']:.2f}%) above "
                   f"{mem['threshold']:.2f}.", "", "| sample | nearest training image | cosine |", "| --- | --- | --- |"]
+        if "real_other_q99" in mem:
+            lines += [f"Calibrated to this encoder: a real training face's most similar training image of *another* "
+                      f"person has cosine median {_f(mem['real_other_q50'], 3)}, 99th percentile "
+                      f"{_f(mem['real_other_q99'], 3)} ({mem['real_reference_images']} faces); "
+                      f"**{100 * mem['fraction_above_real_q99']:.2f}%** of the samples are closer than that 99th "
+                      "percentile to a training image (about 1% is what unrelated new faces give).", ""]
         lines += [f"| {m['sample']} | {m['nearest_training_image']} | {m['similarity']:.4f} |" for m in mem["most_similar"]]
         lines.append("")
         for key in ("memorisation_histogram", "memorisation_pairs"):

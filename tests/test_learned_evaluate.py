@@ -423,3 +423,26 @@ def test_real_lfw_dev_frechet(lfw_dev, folders):
     rep = evaluate(pixel_encoder(), dataset=folders["gen"], real=lfw_dev, max_images=80)
     fd = rep["frechet"]
     assert fd["applicable"] and fd["num_real"] == 80 and math.isfinite(fd["distance"]) and fd["distance"] > 0
+
+
+def test_memorisation_is_calibrated_against_real_other_person_neighbours():
+    """With a weak encoder every face is at cosine ~0.9+: the fixed threshold flags everything, the
+    calibrated fraction flags only samples closer to a training image than real faces come to another
+    person's image."""
+    from learned.evaluate import memorisation, real_reference
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.nn.functional.normalize(torch.ones(16), dim=0)
+    def weak(n):  # embeddings crowded around one direction, as a weak encoder gives
+        return torch.nn.functional.normalize(base + 0.15 * torch.randn(n, 16, generator=g), dim=1)
+    train = weak(200)
+    labels = torch.arange(200) // 2  # 100 people, 2 images each
+    ref = real_reference(train, labels)
+    assert ref.numel() == 200 and float(ref.min()) > 0.5
+    new = weak(100)
+    copies = train[:10] + 1e-4 * torch.randn(10, 16, generator=g)
+    m = memorisation(torch.cat([new, copies]), train, threshold=0.7, training_labels=labels)
+    assert m["fraction_above"] > 0.9  # the fixed threshold cannot tell
+    assert m["real_other_q50"] < m["real_other_q99"] < 1.0
+    # the 10 copies are above the calibrated line, most new faces are not
+    assert 10 / 110 <= m["fraction_above_real_q99"] < 0.2
