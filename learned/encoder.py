@@ -16,7 +16,6 @@ size and returns L2-normalised embeddings. Its parameters are frozen and it stay
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -109,36 +108,35 @@ def load_encoder(spec: str | os.PathLike | Mapping[str, Any], device: str | torc
         raise EncoderError(f"unknown encoder spec key(s) {sorted(unknown)}; expected path, or arch + checkpoint "
                            "[+ embedding_size, input_size, backbone_kwargs]")
     if "path" in s:
+        from training.module import load_backbone
+
         p = Path(s["path"]).expanduser()
-        d = p if p.is_dir() else p.parent
-        meta_path = d / "model_config.json"
         if not p.exists():
             raise EncoderError(f"encoder not found: {p}")
+        meta_path = (p if p.is_dir() else p.parent) / "model_config.json"
         if not meta_path.is_file():
             raise EncoderError(f"encoder {p}: no model_config.json beside it; for an arcface_torch .pth say "
                                f"'ARCH:{p}' (e.g. 'iresnet50:{p}')")
-        meta = json.loads(meta_path.read_text())
-        weights = p if p.is_file() and p.suffix == ".pt" else d / meta.get("weights", "backbone.pt")
-        if not weights.is_file():
-            raise EncoderError(f"encoder weights not found: {weights}")
         try:
-            model = create_backbone(meta["backbone"], meta["embedding_size"], input_size=meta["input_size"],
-                                    **meta.get("backbone_kwargs", {}))
-            sd = torch.load(weights, map_location="cpu", weights_only=True)
-            model.load_state_dict(sd)
+            model = load_backbone(p)
+        except FileNotFoundError as e:
+            raise EncoderError(f"encoder weights not found: {e.filename}") from None
         except (KeyError, RuntimeError) as e:
             raise EncoderError(f"cannot rebuild encoder from {meta_path}: {e}") from e
-        insz = meta["input_size"]
+        insz, emb = model.input_size, int(model.embedding_size)
         resolved = {"path": str(p.resolve())}
-        emb = int(meta["embedding_size"])
     else:
         arch = s.get("arch")
         if not arch:
             raise EncoderError(f"encoder spec {s} needs 'arch' (one of {', '.join(list_backbones())})")
         emb = int(s.get("embedding_size", 512))
         insz = s.get("input_size", 112)
+        seeded = not s.get("checkpoint") and "random_init_seed" in s
         try:
-            model = create_backbone(arch, emb, input_size=insz, **s.get("backbone_kwargs", {}))
+            with torch.random.fork_rng(devices=[], enabled=seeded):  # seeded init, global RNG untouched
+                if seeded:
+                    torch.manual_seed(int(s["random_init_seed"]))
+                model = create_backbone(arch, emb, input_size=insz, **s.get("backbone_kwargs", {}))
         except KeyError as e:
             raise EncoderError(str(e.args[0])) from None
         if s.get("checkpoint"):
@@ -150,13 +148,10 @@ def load_encoder(spec: str | os.PathLike | Mapping[str, Any], device: str | torc
             except (RuntimeError, ValueError) as e:
                 raise EncoderError(str(e)) from None
             resolved = {"arch": arch, "checkpoint": str(ck.resolve()), "embedding_size": emb, "input_size": insz}
-        elif "random_init_seed" in s:
+        elif seeded:
             if not allow_random:
                 raise EncoderError("encoder spec has no checkpoint (random weights carry no identity); "
                                    "pass allow_random=True only for tests")
-            with torch.random.fork_rng(devices=[]):  # seeded init, global RNG untouched
-                torch.manual_seed(int(s["random_init_seed"]))
-                model = create_backbone(arch, emb, input_size=insz, **s.get("backbone_kwargs", {}))
             resolved = {"arch": arch, "embedding_size": emb, "input_size": insz,
                         "random_init_seed": int(s["random_init_seed"])}
         else:
