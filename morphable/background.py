@@ -1,13 +1,14 @@
 """Procedural and image backgrounds, one per image, deterministic by that image's generator."""
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .degrade import gaussian_blur
 
 _IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -70,20 +71,6 @@ def _bicubic_matrix(n: int, size: int) -> torch.Tensor:
     return F.interpolate(eye, size=(size, 1), mode="bicubic", align_corners=False)[:, 0, :, 0].T.contiguous()
 
 
-def gaussian_blur(img: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Blur each of the (B, 3, H, W) images with its own gaussian ``sigma`` (B,) in pixels; images
-    with ``sigma <= 0.05`` are returned unchanged."""
-    on = sigma > 0.05
-    if not bool(on.any()):
-        return img
-    import kornia
-
-    k = int(2 * math.ceil(3 * float(sigma[on].max())) + 1)
-    out = img.clone()
-    out[on] = kornia.filters.gaussian_blur2d(img[on], (k, k), sigma[on].to(img)[:, None].expand(-1, 2))
-    return out
-
-
 def compose_procedural(draws: list[dict[str, torch.Tensor]], size: int, blur: torch.Tensor | None = None) -> torch.Tensor:
     """(B, 3, size, size) linear-RGB procedural backgrounds from :func:`draw_procedural` draws: a
     colour field of random gradients and multi-scale value noise, with up to 3 soft blocks (walls,
@@ -110,7 +97,7 @@ def compose_procedural(draws: list[dict[str, torch.Tensor]], size: int, blur: to
         m = (my[:, :, None] * mx[:, None, :])[:, None] * on[:, None, None, None]
         out = out * (1 - m) + c[:, :, None, None] * m
     if blur is not None:
-        out = gaussian_blur(out, blur * (size / full))
+        out = gaussian_blur(out, blur * (size / full), min_sigma=0.05)
     out = F.interpolate(out, size=(full, full), mode="bilinear", align_corners=False)
     return out.clamp(0.0, 1.0)
 

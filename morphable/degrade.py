@@ -5,9 +5,23 @@ parameters; the ops are batched kornia/torch calls.
 """
 from __future__ import annotations
 
+import math
+
 import kornia
 import torch
 import torch.nn.functional as F
+
+
+def gaussian_blur(img: torch.Tensor, sigma: torch.Tensor, min_sigma: float = 0.0) -> torch.Tensor:
+    """Blur each of the (B, C, H, W) images with its own gaussian ``sigma`` (B,) in pixels (one kernel
+    size, from the largest sigma); images with ``sigma <= min_sigma`` are returned unchanged."""
+    on = sigma > min_sigma
+    if not bool(on.any()):
+        return img
+    k = int(2 * math.ceil(3 * float(sigma[on].max())) + 1)
+    out = img.clone()
+    out[on] = kornia.filters.gaussian_blur2d(img[on], (k, k), sigma[on].clamp_min(1e-3).to(img)[:, None].expand(-1, 2))
+    return out
 
 
 _RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]])
@@ -39,13 +53,7 @@ def apply_degradations(img: torch.Tensor, p: dict[str, torch.Tensor], noise: tor
     """
     B, _, H, W = img.shape
     out = img
-    blur = p["blur"]
-    on = blur > 0
-    if bool(on.any()):
-        k = int(2 * torch.ceil(3 * blur.max()).item() + 1)
-        sig = blur[on].clamp_min(1e-3)[:, None].expand(-1, 2).to(img)
-        out = out.clone()
-        out[on] = kornia.filters.gaussian_blur2d(out[on], (k, k), sig)
+    out = gaussian_blur(out, p["blur"])
     low = p["lowres"] < 1.0
     if bool(low.any()):
         out = out.clone()

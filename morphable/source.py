@@ -15,7 +15,7 @@ from .appearance import APPEARANCE_PARAMS, sample_appearance, scalp_hair, shade_
 from .camera import (Camera, apply_affine, colour_temperature_rgb, direction, euler_to_matrix, focal_scale,
                      similarity_transform, template)
 from .default_model import load_default_model
-from .degrade import apply_degradations
+from .degrade import apply_degradations, gaussian_blur
 from .model import MorphableModel
 from .occluders import draw_glasses, draw_patches
 from .raster import edge_antialias, interpolate_at, rasterize, vertex_normals
@@ -484,7 +484,7 @@ class MorphableSource(IdentitySampler):
                 if use_img[b]:
                     back[b], i_img = bg.from_image(self._bg_files, S, g)
                     fac["background_image"][b] = float(i_img)
-            back[use_img] = bg.gaussian_blur(back[use_img], bl[use_img])
+            back[use_img] = gaussian_blur(back[use_img], bl[use_img], min_sigma=0.05)
         back = back.to(dev)
         back = back * (2.0 ** fac["light_exposure"])[:, None, None, None]
         img = back.permute(0, 2, 3, 1).clone()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .model import MorphableModel
 from .raster import interpolate, rasterize
@@ -59,17 +58,12 @@ def uv_grid(uv: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     return torch.stack([t[..., 0] * 2 - 1, (1 - t[..., 1]) * 2 - 1], -1)
 
 
-def sample(tex: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Bilinear lookup of (B, C, T, T) textures at (B, H, W, 2) grid points -> (B, H, W, C)."""
-    return F.grid_sample(tex, grid, mode="bilinear", padding_mode="border", align_corners=False).permute(0, 2, 3, 1)
-
-
 def sample_at(tex: torch.Tensor, which: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Bilinear lookup at ``P`` scattered points: texture ``which[p]`` of ``tex`` (U, C, T, T) at
     ``grid[p]`` (P, 2) in ``grid_sample`` coordinates -> (P, C).
 
-    Same convention as :func:`sample` (``align_corners=False``, border padding) without expanding
-    the textures to one per image or sampling uncovered pixels.
+    Same convention as ``F.grid_sample(..., align_corners=False, padding_mode="border")`` without
+    expanding the textures to one per image or sampling uncovered pixels.
     """
     from . import native
 
