@@ -48,10 +48,15 @@ def _clothing_rgb(u: torch.Tensor) -> torch.Tensor:
     return torch.tensor(rgb) ** 2.2
 
 
-def _lid_shading(reg: torch.Tensor, idx: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """(P,) multiplicative shading at the covered pixels ``idx`` from the visible region map: the
-    lash line (eye pixels just under skin, and the skin just above them), the upper lid's shadow on
-    the eye, and a fainter lower lash line. Screen-space, so it follows blinks, gaze and pose; its
+def _flat_index(idx: tuple[torch.Tensor, ...], S: int) -> torch.Tensor:
+    """(P,) flat positions ``(b * S + y) * S + x`` of the pixels ``idx`` = (b, y, x) in (B, S, S) maps."""
+    return (idx[0] * S + idx[1]) * S + idx[2]
+
+
+def _lid_shading(reg: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """(P,) multiplicative shading at the covered pixels ``flat`` (:func:`_flat_index`) from the
+    visible region map: the lash line (eye pixels just under skin, and the skin just above them), the
+    upper lid's shadow on the eye, and a fainter lower lash line. Screen-space, so it follows blinks, gaze and pose; its
     widths scale with the image (1 px per 112 px)."""
     dev, S = reg.device, reg.shape[-1]
     eye, skin = reg == REGION_IDS["eye"], reg == REGION_IDS["skin"]
@@ -67,29 +72,28 @@ def _lid_shading(reg: torch.Tensor, idx: tuple[torch.Tensor, ...]) -> torch.Tens
     near[:, 2 * k + 1:] |= skin[:, : -(2 * k + 1)]
     lower = torch.zeros_like(eye)
     lower[:, :-k] = eye[:, :-k] & skin[:, k:]
-    # one 4-bit code per pixel, read at the covered pixels through a flat index, then a lookup table
+    # one 4-bit code per pixel, read at the covered pixels, then a lookup table
     code = (lash.to(torch.uint8) | ((eye & near).to(torch.uint8) << 1) | (lower.to(torch.uint8) << 2)
             | ((skin & eye_below).to(torch.uint8) << 3))
-    flat = (idx[0] * S + idx[1]) * S + idx[2]
     return _LID_LUT.to(dev)[code.view(-1)[flat].long()]
 
 
-def _region_map(region: torch.Tensor, idx: tuple[torch.Tensor, ...], B: int, S: int) -> torch.Tensor:
-    """(B, S, S) int8 region id of each pixel (``region`` (P,) at the covered pixels ``idx``; -1 elsewhere)."""
+def _region_map(region: torch.Tensor, flat: torch.Tensor, B: int, S: int) -> torch.Tensor:
+    """(B, S, S) int8 region id of each pixel (``region`` (P,) at the covered pixels ``flat``; -1 elsewhere)."""
     reg = torch.full((B, S, S), -1, dtype=torch.int8, device=region.device)
-    reg[idx] = region.to(torch.int8)
+    reg.view(-1)[flat] = region.to(torch.int8)
     return reg
 
 
-def _teeth(reg: torch.Tensor, idx: tuple[torch.Tensor, ...]) -> torch.Tensor:
+def _teeth(reg: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     """(P,) teeth seen through an open mouth, from the visible region map at the covered pixels
-    ``idx``: 1 where mouth-interior pixels (cavity or tongue) lie just under the upper lip (the upper
+    ``flat``: 1 where mouth-interior pixels (cavity or tongue) lie just under the upper lip (the upper
     incisors, ~4 px at 112 px), 2 just above the lower lip (the lower ones, ~2 px), else 0. Screen
     space: the default head has no teeth geometry, and this follows any expression and pose."""
     dev, S = reg.device, reg.shape[-1]
     inside = (reg == REGION_IDS["mouth_cavity"]) | (reg == REGION_IDS["tongue"])
     if not bool(inside.any()):
-        return torch.zeros(len(idx[0]), dtype=torch.uint8, device=dev)
+        return torch.zeros(len(flat), dtype=torch.uint8, device=dev)
     lips = reg == REGION_IDS["lips"]
     up, low = max(1, round(4 * S / 112)), max(1, round(2 * S / 112))
     lip_above, lip_below = torch.zeros_like(inside), torch.zeros_like(inside)
@@ -98,7 +102,6 @@ def _teeth(reg: torch.Tensor, idx: tuple[torch.Tensor, ...]) -> torch.Tensor:
     for d in range(1, low + 1):
         lip_below[:, :-d] |= lips[:, d:]
     code = (inside & lip_above).to(torch.uint8) | ((inside & lip_below & ~lip_above).to(torch.uint8) << 1)
-    flat = (idx[0] * S + idx[1]) * S + idx[2]
     return code.view(-1)[flat]
 
 
@@ -403,6 +406,7 @@ class MorphableSource(IdentitySampler):
         pos = pix[:, 3:6]
         bsel = idx[0]
         fid = frag.face[idx]
+        region = self._face_region[fid]  # (P,) region of each covered pixel
         # albedo: baked texture for skin/lips, per-pixel for the rest
         direct = ~self._baked[fid]
         if self._tex is not None:
@@ -414,15 +418,16 @@ class MorphableSource(IdentitySampler):
             alb, specw = torch.zeros(len(fid), 3, device=dev), torch.zeros(len(fid), device=dev)
         if bool(direct.any()):
             rest = pix[:, 6:9][direct]
-            a2, s2 = shade_albedo(rest, self._face_region[fid[direct]], app[bsel[direct]], off[bsel[direct]], self._eye_centres)
+            a2, s2 = shade_albedo(rest, region[direct], app[bsel[direct]], off[bsel[direct]], self._eye_centres)
             alb[direct], specw[direct] = a2, s2
-        reg_map = _region_map(self._face_region[fid], idx, B, S)
-        teeth = _teeth(reg_map, idx)  # (P,) 0 none, 1 upper, 2 lower
+        flat = _flat_index(idx, S)
+        reg_map = _region_map(region, flat, B, S)
+        teeth = _teeth(reg_map, flat)  # (P,) 0 none, 1 upper, 2 lower
         if bool((teeth > 0).any()):
             t = teeth > 0
             tc = torch.tensor([0.62, 0.58, 0.48], device=dev) * torch.where(teeth[t] == 1, 1.0, 0.8)[:, None]
             alb[t], specw[t] = tc, 0.6
-        cloth = self._face_region[fid] == REGION_IDS["clothing"]
+        cloth = region == REGION_IDS["clothing"]
         if bool(cloth.any()):
             # per-image clothing colour with a faint woven texture
             pc = pix[:, 6:9][cloth]
@@ -466,7 +471,7 @@ class MorphableSource(IdentitySampler):
         mean_irr = lum_map.sum((1, 2)) / torch.bincount(bsel, minlength=B).clamp_min(1)
         gain = (2.0 ** fac["light_exposure"]) * 0.9 / mean_irr.clamp_min(1e-3)
         lin = lin * gain[bsel][:, None]
-        lin = lin * _lid_shading(reg_map, idx)[:, None]
+        lin = lin * _lid_shading(reg_map, flat)[:, None]
 
         # background
         use_img = (fac["_use_image"] > 0).tolist()

@@ -221,7 +221,7 @@ def test_rotation_matrix_is_proper():
 
 def test_lid_shading_darkens_the_lash_line_only():
     from morphable.default_model import REGION_IDS
-    from morphable.source import _lid_shading, _region_map
+    from morphable.source import _flat_index, _lid_shading, _region_map
 
     S = 112
     reg = torch.full((1, S, S), REGION_IDS["skin"])
@@ -230,7 +230,8 @@ def test_lid_shading_darkens_the_lash_line_only():
     mask = reg >= 0
     idx = mask.nonzero(as_tuple=True)
     f = torch.ones(1, S, S)
-    f[idx] = _lid_shading(_region_map(reg[idx], idx, 1, S), idx)
+    flat = _flat_index(idx, S)
+    f[idx] = _lid_shading(_region_map(reg[idx], flat, 1, S), flat)
     assert torch.all(f[0, 50, 40:60] == 0.3)  # top row of the eye: lashes
     assert torch.all(f[0, 49, 40:60] == 0.55)  # skin just above: the lash line on the lid
     assert torch.all(f[0, 51, 40:60] < 1) and torch.all(f[0, 53, 40:60] == 1)  # lid shadow, then open eye
@@ -240,7 +241,7 @@ def test_lid_shading_darkens_the_lash_line_only():
 
 def test_teeth_show_under_the_upper_lip_and_over_the_lower_lip():
     from morphable.default_model import REGION_IDS
-    from morphable.source import _region_map, _teeth
+    from morphable.source import _flat_index, _region_map, _teeth
 
     S = 112
     reg = torch.full((1, S, S), REGION_IDS["skin"])
@@ -249,10 +250,12 @@ def test_teeth_show_under_the_upper_lip_and_over_the_lower_lip():
     reg[0, 83:86, 40:70] = REGION_IDS["lips"]  # lower lip
     idx = (reg >= 0).nonzero(as_tuple=True)
     t = torch.zeros(1, S, S, dtype=torch.uint8)
-    t[idx] = _teeth(_region_map(reg[idx], idx, 1, S), idx)
+    flat = _flat_index(idx, S)
+    t[idx] = _teeth(_region_map(reg[idx], flat, 1, S), flat)
     assert torch.all(t[0, 73:77, 45:65] == 1) and torch.all(t[0, 77:81, 45:65] == 0)  # 4 px of upper teeth
     assert torch.all(t[0, 81:83, 45:65] == 2)  # 2 px of lower teeth
     assert int((t > 0).sum()) == 20 * 6  # nothing outside the mouth
     closed = torch.full((1, S, S), REGION_IDS["skin"])
     idx = (closed >= 0).nonzero(as_tuple=True)
-    assert int(_teeth(_region_map(closed[idx], idx, 1, S), idx).sum()) == 0
+    flat = _flat_index(idx, S)
+    assert int(_teeth(_region_map(closed[idx], flat, 1, S), flat).sum()) == 0
