@@ -292,3 +292,15 @@ def test_benchmark_variants_mix_sources_in_one_curriculum(tmp_path):
     bad = {**raw, "variants": {"x": {"sources": {"a": {**fake, "num_ids": 4}}, "weights": {"zz": 1.0}}}}
     with pytest.raises(ConfigError, match="variants.x.weights"):
         from_dict(BenchmarkConfig, bad, "")
+
+
+def test_variant_fine_tune_weights_keep_their_form():
+    """A template's synthetic weight (number, [start, end] or {start, end}) is shared out over a
+    variant's sources in its own form (a ramp stays a ramp); the main arm keeps it untouched."""
+    from training.benchmark import _scale_weight
+
+    w = {"start": 0.5, "end": 0.0}
+    assert _scale_weight(w, 1.0) is w
+    assert _scale_weight(w, 0.25) == {"start": 0.125, "end": 0.0}
+    assert _scale_weight([0.5, 0.1], 0.5) == [0.25, 0.05]
+    assert _scale_weight(0.4, 0.5) == 0.2

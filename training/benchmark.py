@@ -288,6 +288,28 @@ def _train_cfg(bc: BenchmarkConfig, name: str, sources: dict[str, Any], phase: d
     return parse_config(raw, resolve=False)
 
 
+def _arm_dir(arm: str, variant: str) -> str:
+    """Run-dir stem of an arm: ``synthetic`` / ``finetune`` for the main synthetic source,
+    ``synthetic_<variant>`` / ``finetune_<variant>`` for a variant."""
+    return f"{arm}_{variant}" if variant else arm
+
+
+def _arm_label(arm: str, variant: str) -> str:
+    """Row name of an arm: ``synthetic``, ``finetune`` or ``synthetic:<variant>``, ``finetune:<variant>``."""
+    return f"{arm}:{variant}" if variant else arm
+
+
+def _scale_weight(w: Any, frac: float) -> Any:
+    """A phase weight (number, ``[start, end]`` or ``{start, end}``) times ``frac`` (unchanged for 1)."""
+    if frac == 1.0:
+        return w
+    if isinstance(w, dict):
+        return {k: v * frac for k, v in w.items()}
+    if isinstance(w, (list, tuple)):
+        return [v * frac for v in w]
+    return w * frac
+
+
 def _result_row(arm: str, n_req: int | None, n_ids: int | None, n_imgs: int | None, metrics: dict[str, Any],
                 wall: float) -> dict[str, Any]:
     ev = metrics.get("final_eval", {}).get("lfw-eval", {})
@@ -449,63 +471,51 @@ def run_benchmark(bc: BenchmarkConfig, out_dir: str | os.PathLike | None = None,
     printer("benchmark: " + disjoint_msg)
 
     rows: list[dict[str, Any]] = []
-    syn_src = config_to_dict(bc.synthetic)
     auth_aug = bc.authentic_augment
-    syn_backbone = None
     syn_ids = bc.synthetic.num_ids
+    # the synthetic arms: the main one ("synthetic", its one source) and the variants (name, sources, mix)
+    syn_arms = [("", {"synthetic": config_to_dict(bc.synthetic)}, {"synthetic": 1.0})]
+    syn_arms += [(name, {k: config_to_dict(v) for k, v in var.sources.items()}, var.mix())
+                 for name, var in bc.variants.items()]
+    backbones: dict[str, str] = {}
     if "synthetic" in bc.arms:
-        cfg = _train_cfg(bc, "synthetic", {"synthetic": syn_src}, _phase(bc.pretrain, "pretrain", {"synthetic": 1.0}),
-                         out / "runs" / "synthetic")
-        m, wall = _run(cfg, out / "runs" / "synthetic", fresh, printer)
-        syn_backbone = str(out / "runs" / "synthetic" / "backbone.pt")
-        syn_ids = m.get("sources", {}).get("synthetic", {}).get("num_classes")
-        rows.append(_result_row("synthetic", 0, 0, 0, m, wall))
-    var_src = {name: {k: config_to_dict(v) for k, v in var.sources.items()} for name, var in bc.variants.items()}
-    var_backbone: dict[str, str] = {}
-    if "synthetic" in bc.arms:
-        for name, var in bc.variants.items():
-            run_dir = out / "runs" / f"synthetic_{name}"
-            cfg = _train_cfg(bc, f"synthetic_{name}", var_src[name], _phase(bc.pretrain, "pretrain", var.mix()), run_dir)
+        for name, sources, mix in syn_arms:
+            run_dir = out / "runs" / _arm_dir("synthetic", name)
+            cfg = _train_cfg(bc, _arm_dir("synthetic", name), sources, _phase(bc.pretrain, "pretrain", mix), run_dir)
             m, wall = _run(cfg, run_dir, fresh, printer)
-            var_backbone[name] = str(run_dir / "backbone.pt")
-            rows.append(_result_row(f"synthetic:{name}", 0, 0, 0, m, wall))
+            backbones[name] = str(run_dir / "backbone.pt")
+            if not name:
+                syn_ids = m.get("sources", {}).get("synthetic", {}).get("num_classes")
+            rows.append(_result_row(_arm_label("synthetic", name), 0, 0, 0, m, wall))
     for n_req, n in sizes:
         n_imgs = sum(min(counts[p], bc.lfw.images_per_id or counts[p]) for p in pool[:n])
         auth_src = {"type": "folder", "path": str(Path(bc.lfw.root) / "images"), "people_file": str(people_files[n]),
                     "images_per_id": bc.lfw.images_per_id, "augment": auth_aug}
-        for arm in ("authentic", "finetune"):
-            if arm not in bc.arms:
-                continue
+        jobs = [("authentic", "", syn_arms[0][1], syn_arms[0][2])] if "authentic" in bc.arms else []
+        jobs += [("finetune", name, sources, mix) for name, sources, mix in syn_arms] if "finetune" in bc.arms else []
+        for arm, name, syn_sources, mix in jobs:
             tmpl = bc.authentic if arm == "authentic" else bc.finetune
-            sources = {"authentic": auth_src}
             phase = _phase(tmpl, arm, {"authentic": 1.0})
-            if "synthetic" in phase["weights"] and phase["weights"].get("synthetic"):
-                sources["synthetic"] = syn_src
-            run_dir = out / "runs" / f"{arm}_{n}"
-            cfg = _train_cfg(bc, f"{arm}_{n}", sources, phase, run_dir,
-                             init_backbone=syn_backbone if arm == "finetune" else None)
-            m, wall = _run(cfg, run_dir, fresh, printer)
-            got = m.get("sources", {}).get("authentic", {}).get("num_classes")
-            if got is not None and got != n:
-                raise AssertionError(f"{arm}_{n}: trained on {got} authentic identities, expected {n}")
-            rows.append(_result_row(arm, n_req, n, n_imgs, m, wall))
-        for name, var in bc.variants.items():
-            if "finetune" not in bc.arms:
-                continue
-            phase = _phase(bc.finetune, "finetune", {"authentic": 1.0})
             sources = {"authentic": auth_src}
-            w_syn = float(phase["weights"].pop("synthetic", 0.0) or 0.0)
-            if w_syn > 0:  # the template mixes synthetic data into fine-tuning: this variant's sources
-                for k, frac in var.mix().items():
-                    phase["weights"][k] = w_syn * frac
-                    sources[k] = var_src[name][k]
-            run_dir = out / "runs" / f"finetune_{name}_{n}"
-            cfg = _train_cfg(bc, f"finetune_{name}_{n}", sources, phase, run_dir, init_backbone=var_backbone[name])
+            if phase["weights"].get("synthetic"):  # the template mixes synthetic data in: this arm's sources
+                weights = {}
+                for k, w in phase["weights"].items():
+                    if k != "synthetic":
+                        weights[k] = w
+                        continue
+                    for src, frac in mix.items():
+                        weights[src] = _scale_weight(w, frac)
+                        sources[src] = syn_sources[src]
+                phase["weights"] = weights
+            label = f"{_arm_dir(arm, name)}_{n}"
+            run_dir = out / "runs" / label
+            cfg = _train_cfg(bc, label, sources, phase, run_dir,
+                             init_backbone=backbones[name] if arm == "finetune" else None)
             m, wall = _run(cfg, run_dir, fresh, printer)
             got = m.get("sources", {}).get("authentic", {}).get("num_classes")
             if got is not None and got != n:
-                raise AssertionError(f"finetune_{name}_{n}: trained on {got} authentic identities, expected {n}")
-            rows.append(_result_row(f"finetune:{name}", n_req, n, n_imgs, m, wall))
+                raise AssertionError(f"{label}: trained on {got} authentic identities, expected {n}")
+            rows.append(_result_row(_arm_label(arm, name), n_req, n, n_imgs, m, wall))
 
     header = [
         f"Config: `{bc.name}`; backbone `{bc.model.backbone}` at {bc.model.input_size}px; synthetic source "
