@@ -216,10 +216,12 @@ def reject_close(candidates: Callable[[int, int], torch.Tensor], n: int, min_dis
     ``candidates(start, count)`` -> (count, D) embeddings of candidates ``start .. start+count``.
     Candidate ``i`` is accepted if it is at least ``min_distance`` from every accepted one, so the
     result is prefix-stable. Returns (accepted candidate indices, (n, D) float64 embeddings,
-    number rejected); raises ``ValueError`` after ``max_tries * n`` rejections."""
+    number rejected); raises ``ValueError`` after ``max_tries * n`` rejections, naming the distances
+    at which the rejected candidates lay (what ``min_distance`` this candidate stream can reach)."""
     acc: list[int] = []
     buf: torch.Tensor | None = None
     c, rejected = 0, 0
+    near: list[float] = []  # each rejected candidate's distance to its nearest accepted one
     while len(acc) < n:
         e = candidates(c, chunk).double()
         if buf is None:
@@ -230,14 +232,18 @@ def reject_close(candidates: Callable[[int, int], torch.Tensor], n: int, min_dis
             k = len(acc)
             if k >= n:
                 break
-            close = float(d_prev[i]) < min_distance
-            if not close and k > start:
-                close = float(torch.cdist(e[i : i + 1], buf[start:k]).min()) < min_distance
-            if close:
+            dist = float(d_prev[i])
+            if dist >= min_distance and k > start:
+                dist = min(dist, float(torch.cdist(e[i : i + 1], buf[start:k]).min()))
+            if dist < min_distance:
                 rejected += 1
+                near.append(dist)
                 if rejected > max_tries * max(n, 1):
+                    q = torch.tensor(near, dtype=torch.float64).quantile(torch.tensor([0.5, 0.9], dtype=torch.float64))
                     raise ValueError(f"could not find {n} identities at min_distance {min_distance}: {k} found after "
-                                     f"{rejected} rejections; lower identity.min_distance")
+                                     f"{rejected} rejections (rejected candidates lay at a median distance "
+                                     f"{float(q[0]):.3f}, 90th percentile {float(q[1]):.3f}, from their nearest "
+                                     f"accepted identity); lower identity.min_distance")
                 continue
             buf[k] = e[i]
             acc.append(c + i)

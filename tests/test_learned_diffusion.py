@@ -273,7 +273,7 @@ def test_identities_separable_prefix_stable_and_reported(run):
     assert "encoder" in rep["space"] and rep["mode"] == "random"
     torch.testing.assert_close(ids.embedding.norm(dim=-1), torch.ones(20))
     assert torch.equal(src.sample_identities(7, seed=0).embedding, ids.embedding[:7])
-    with pytest.raises(ValueError, match="lower identity.min_distance"):
+    with pytest.raises(ValueError, match=r"median distance \d\.\d{3}, 90th percentile \d\.\d{3}.*lower identity.min_distance"):
         DiffusionSource(checkpoint=str(run["checkpoint"]),
                         overrides={"identity": {"min_distance": 1.9, "max_tries": 2}}).sample_identities(10, seed=0)
 
