@@ -357,7 +357,7 @@ def test_real_configs_parse_and_build():
 
     import yaml
 
-    for name, size, start in (("gan_lfw64.yaml", 64, 4), ("gan_lfw112.yaml", 112, 7)):
+    for name, size, start in (("gan_lfw64.yaml", 64, 4), ("gan_lfw112.yaml", 112, 7), ("gan_lfw32_cpu.yaml", 32, 4)):
         data = yaml.safe_load((GAN_TINY_CONFIG.parent / name).read_text())
         cfg = parse_config(data, ["encoder=/some/backbone"], resolve=False)
         assert cfg.kind == "gan" and cfg.data.image_size == size and cfg.data.path.endswith("lfw-dev/images")

@@ -184,10 +184,11 @@ def test_shipped_benchmark_configs_parse(name):
     assert sorted(bc.sweep) == [100, 300, 1000]
 
 
-def test_gpu_session_benchmark_config_parses():
+@pytest.mark.parametrize("path", ["gpu30/bench_learned.yaml", "bench_learned_cpu.yaml"])
+def test_learned_benchmark_configs_parse(path):
     from training.benchmark import load_benchmark_config
 
-    bc = load_benchmark_config(REPO_ROOT / "configs" / "gpu30" / "bench_learned.yaml")
+    bc = load_benchmark_config(REPO_ROOT / "configs" / path)
     assert bc.lfw.eval_folds == [4, 5] and bc.lfw.train_folds == [1, 2, 3]
     assert list(bc.variants) == ["diffusion", "gan", "morphable+diffusion"]
     assert bc.variants["morphable+diffusion"].mix() == {"morphable": 0.5, "diffusion": 0.5}
