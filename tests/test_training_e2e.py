@@ -267,7 +267,8 @@ def test_benchmark_variants_mix_sources_in_one_curriculum(tmp_path):
         "name": "bench-variants", "lfw": {"root": str(root)}, "sweep": [3],
         "synthetic": {**fake, "num_ids": 6},
         "variants": {"a+b": {"sources": {"a": {**fake, "num_ids": 4}, "b": {**fake, "num_ids": 5, "seed": 3}},
-                             "weights": {"a": 3.0, "b": 1.0}}},
+                             "weights": {"a": 3.0, "b": 1.0}},
+                     "b": {"sources": {"b": {**fake, "num_ids": 5, "seed": 3}}}},
         "model": {"backbone": "tiny", "embedding_size": 16, "input_size": 24, "backbone_kwargs": {"width": 8},
                   "margins": {"s": 16.0, "m": 0.2}},
         "pretrain": {"steps": 4, "lr": 0.05}, "authentic": {"steps": 3, "lr": 0.05},
@@ -278,7 +279,8 @@ def test_benchmark_variants_mix_sources_in_one_curriculum(tmp_path):
     bc = from_dict(BenchmarkConfig, raw, "")
     res = run_benchmark(bc, tmp_path / "out", printer=_quiet)
     out = tmp_path / "out"
-    assert [r["arm"] for r in res["rows"]] == ["synthetic", "synthetic:a+b", "authentic", "finetune", "finetune:a+b"]
+    assert [r["arm"] for r in res["rows"]] == ["synthetic", "synthetic:a+b", "synthetic:b", "authentic", "finetune",
+                                               "finetune:a+b", "finetune:b"]
     pre = json.load(open(out / "runs" / "synthetic_a+b" / "metrics.json"))
     assert {k: v["num_classes"] for k, v in pre["sources"].items()} == {"a": 4, "b": 5}
     cfg = (out / "runs" / "synthetic_a+b" / "config.yaml").read_text()
@@ -288,7 +290,7 @@ def test_benchmark_variants_mix_sources_in_one_curriculum(tmp_path):
     ft_cfg = (out / "runs" / "finetune_a+b_3" / "config.yaml").read_text()
     assert "authentic: 0.5" in ft_cfg and "a: 0.375" in ft_cfg and "b: 0.125" in ft_cfg
     md = (out / "results.md").read_text()
-    assert "| finetune:a+b | 3 |" in md and "Variant `a+b`" in md
+    assert "| finetune:a+b | 3 |" in md and md.index("Variant `a+b`") < md.index("Variant `b`")  # config order
     bad = {**raw, "variants": {"x": {"sources": {"a": {**fake, "num_ids": 4}}, "weights": {"zz": 1.0}}}}
     with pytest.raises(ConfigError, match="variants.x.weights"):
         from_dict(BenchmarkConfig, bad, "")

@@ -527,10 +527,10 @@ def run_benchmark(bc: BenchmarkConfig, out_dir: str | os.PathLike | None = None,
         f"{'included in' if bc.lfw.include_unpaired else 'excluded from'} training and never evaluated on.",
         disjoint_msg,
     ]
-    for name, var in bc.variants.items():
+    for i, (name, var) in enumerate(bc.variants.items()):  # after the first line, in config order
         mix = ", ".join(f"{k} `{v.source or v.path}` x{w:.2f}" for k, v in var.sources.items()
                         for kk, w in var.mix().items() if kk == k)
-        header.insert(1, f"Variant `{name}`: {mix}.")
+        header.insert(1 + i, f"Variant `{name}`: {mix}.")
     csv_path, md_path = write_table(rows, out, header)
     png = plot_results(rows, out / "accuracy_vs_ids.png", f"{bc.name}: accuracy vs authentic identities")
     result = {"name": bc.name, "rows": rows, "split": split_info, "table_csv": str(csv_path),
