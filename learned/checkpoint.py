@@ -8,6 +8,8 @@ A checkpoint is a directory::
                    "train": {"step": N, ...}, "weights": {"ema": "ema.pt", "raw": "model.pt"}}
     ema.pt        plain state_dict of the EMA weights (what sources sample with)
     model.pt      plain state_dict of the raw (trained) weights
+    condition_stats.pt  (optional) mean and covariance of the training condition embeddings,
+                  listed as "condition_stats" in config.json (``identity.mode=fitted`` samples them)
 
 Weights are read with ``torch.load(weights_only=True)``. The model class comes from the *kind*
 registry: ``register_kind("gan", "learned.gan.model:build_model")`` maps a kind to a builder
@@ -33,6 +35,7 @@ FORMAT = "synthface-learned-checkpoint"
 VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHT_FILES = {"ema": "ema.pt", "raw": "model.pt"}
+CONDITION_STATS = "condition_stats.pt"
 
 #: kind -> "module:function" building the network from a checkpoint's config dict.
 _KINDS: dict[str, str] = {
@@ -165,11 +168,44 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None, weights: s
     return LoadedCheckpoint(ck_kind, cfg, model, d, weights, _sha(wfile))
 
 
-def save_checkpoint(out_dir: str | os.PathLike, config: Mapping[str, Any], weights: Mapping[str, nn.Module | Mapping]) -> Path:
+def condition_stats(cond: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Gaussian fit of the (N, D) condition embeddings a generator was trained on: ``mean`` (D,),
+    ``cov`` (D, D, unbiased) in float64, and ``count``."""
+    x = cond.detach().double().cpu()
+    if x.dim() != 2 or x.shape[0] < 2:
+        raise ValueError(f"condition statistics need (N >= 2, D) embeddings, got {tuple(x.shape)}")
+    return {"mean": x.mean(0), "cov": torch.cov(x.T).reshape(x.shape[1], x.shape[1]),
+            "count": torch.tensor(x.shape[0])}
+
+
+def load_condition_stats(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The :func:`condition_stats` saved with the checkpoint at ``path``; :class:`CheckpointError`
+    if it has none (checkpoints exported before they were saved)."""
+    cfg = read_config(path)
+    d = checkpoint_dir(path)
+    name = cfg.get("condition_stats")
+    if not name or not (d / name).is_file():
+        raise CheckpointError(f"{d} has no condition statistics ({CONDITION_STATS}: the mean and covariance "
+                              "of its training conditions, saved by python -m learned.train since they were "
+                              "added); retrain or resume the run to export them, or use identity.mode=random")
+    try:
+        st = torch.load(d / name, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read {d / name}: {type(e).__name__}: {e}") from None
+    D = int(cfg.get("embedding_dim", st.get("mean", torch.empty(0)).numel()))
+    if not isinstance(st, Mapping) or st.get("mean") is None or tuple(st["mean"].shape) != (D,) \
+            or st.get("cov") is None or tuple(st["cov"].shape) != (D, D):
+        raise CheckpointError(f"{d / name} does not hold a mean ({D},) and covariance ({D}, {D})")
+    return dict(st)
+
+
+def save_checkpoint(out_dir: str | os.PathLike, config: Mapping[str, Any], weights: Mapping[str, nn.Module | Mapping],
+                    cond_stats: Mapping[str, torch.Tensor] | None = None) -> Path:
     """Write a checkpoint directory: each ``weights[name]`` (a module or state_dict; names ``ema``,
-    ``raw``) to its file, then ``config.json`` (last, atomically: a complete config always lists
-    complete weights). ``config`` needs ``kind``, ``image_size`` and ``model``; ``format``,
-    ``version``, ``weights`` and ``synthface_version`` are filled in. Returns the directory."""
+    ``raw``) to its file, ``cond_stats`` (:func:`condition_stats`) to ``condition_stats.pt``, then
+    ``config.json`` (last, atomically: a complete config always lists complete files). ``config``
+    needs ``kind``, ``image_size`` and ``model``; ``format``, ``version``, ``weights``,
+    ``condition_stats`` and ``synthface_version`` are filled in. Returns the directory."""
     from engine.metadata import synthface_version
     from training.module import atomic_torch_save, atomic_write_text
 
@@ -188,5 +224,8 @@ def save_checkpoint(out_dir: str | os.PathLike, config: Mapping[str, Any], weigh
         files[name] = WEIGHT_FILES[name]
     cfg = {"format": FORMAT, "version": VERSION, **dict(config), "weights": files,
            "synthface_version": synthface_version()}
+    if cond_stats is not None:
+        atomic_torch_save({k: v.detach().cpu() for k, v in cond_stats.items()}, out / CONDITION_STATS)
+        cfg["condition_stats"] = CONDITION_STATS
     atomic_write_text(out / CONFIG_NAME, json.dumps(cfg, indent=2, sort_keys=False, default=str))
     return out

@@ -8,6 +8,13 @@ conditioned on). ``identity.mode``:
 
 - ``random`` (default): candidate ``i`` is a uniformly random unit vector drawn from
   ``generator(seed, "learned-identity", i)`` (so the stream is prefix-stable);
+- ``fitted``: candidate ``i`` is ``normalize(mean + L z_i)``, ``z_i`` the same standard normal as
+  in ``random`` mode and ``mean``, ``L L^T = cov`` the Gaussian fit of the training conditions saved
+  with the checkpoint (``condition_stats.pt``): conditions from the region of the sphere the generator
+  was trained on. Under an encoder whose face embeddings fill a narrow cone (a small or weak one),
+  uniformly random conditions lie far outside it and the images do not land near them; this mode
+  keeps them in distribution, and usually needs a smaller ``identity.min_distance`` (the error of an
+  unreachable one names the distances the stream reaches).
 - ``morphable``: candidate ``i`` is the ``i``-th identity of ``morphable.MorphableSource`` (preset
   ``identity.morphable_preset``, frontal by default) rendered once (variation 0, 112 px, aligned)
   and embedded with the checkpoint's encoder (flip-averaged, as in training): the graphics-plus-
@@ -49,7 +56,7 @@ import torch.nn.functional as F
 from engine.interface import (Identities, IdentitySampler, RenderBatch, check_render_args, derive_seed, generator,
                               reject_close, separability_report)
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_condition_stats
 from .style_providers import StyleSourceConfig, make_provider
 
 #: ArcFace 5-point template for a 112x112 aligned crop (left eye, right eye, nose, mouth corners).
@@ -167,8 +174,8 @@ class LearnedSource(IdentitySampler):
         _apply(self.cfg, dict(overrides or {}), "")
         if self.cfg.weights not in ("ema", "raw"):
             raise ValueError(f"override weights must be 'ema' or 'raw', got {self.cfg.weights!r}")
-        if self.cfg.identity.mode not in ("random", "morphable"):
-            raise ValueError(f"identity.mode must be 'random' or 'morphable', got {self.cfg.identity.mode!r}")
+        if self.cfg.identity.mode not in ("random", "fitted", "morphable"):
+            raise ValueError(f"identity.mode must be 'random', 'fitted' or 'morphable', got {self.cfg.identity.mode!r}")
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' requested but CUDA is not available")
@@ -184,6 +191,7 @@ class LearnedSource(IdentitySampler):
                              f"pass --size {self.native_size} (or override resize=true to resample)")
         self.embedding_dim = int(self.ckpt.config.get("embedding_dim") or self.ckpt.config["model"]["embedding_dim"])
         self._encoder = None
+        self._cond_stats = load_condition_stats(self.ckpt.path) if self.cfg.identity.mode == "fitted" else None
 
     # -- config -----------------------------------------------------------------------------------
     def sampling(self) -> dict[str, Any]:
@@ -228,6 +236,20 @@ class LearnedSource(IdentitySampler):
             return F.normalize(z.double(), dim=-1)
         return cand
 
+    def _fitted_candidates(self, seed: int) -> Callable[[int, int], torch.Tensor]:
+        st = self._cond_stats
+        mean, cov = st["mean"].double(), st["cov"].double()
+        # Cholesky of the covariance, with a jitter of 1e-6 of its mean variance (rank-deficient fits)
+        jitter = 1e-6 * float(cov.diagonal().mean().clamp_min(1e-12))
+        L = torch.linalg.cholesky(cov + jitter * torch.eye(cov.shape[0], dtype=cov.dtype))
+        D = self.embedding_dim
+
+        def cand(start: int, count: int) -> torch.Tensor:
+            z = torch.stack([torch.randn(D, generator=generator(seed, "learned-identity", i))
+                             for i in range(start, start + count)])
+            return F.normalize(mean + z.double() @ L.T, dim=-1)
+        return cand
+
     def _morphable_candidates(self, seed: int, meta_out: dict) -> Callable[[int, int], torch.Tensor]:
         from morphable import MorphableSource
 
@@ -256,6 +278,8 @@ class LearnedSource(IdentitySampler):
         meta_src: dict[str, Any] = {}
         if ic.mode == "random":
             cand, chunk = self._random_candidates(seed), max(64, min(4096, n // 4))
+        elif ic.mode == "fitted":
+            cand, chunk = self._fitted_candidates(seed), max(64, min(4096, n // 4))
         else:
             cand, chunk = self._morphable_candidates(seed, meta_src), min(32, max(8, n))
         acc, E, rejected = reject_close(cand, n, float(ic.min_distance), int(ic.max_tries), chunk)

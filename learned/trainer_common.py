@@ -139,10 +139,12 @@ class Exporter(L.Callback):
     Subclasses supply :meth:`checkpoint` (the config dict and the weights to save) and
     :meth:`sample_grid` (the grid's images, row-major)."""
 
-    def __init__(self, out: Path, cfg, encoder_spec: dict, data_info: dict, grid_cond: torch.Tensor):
+    def __init__(self, out: Path, cfg, encoder_spec: dict, data_info: dict, grid_cond: torch.Tensor,
+                 cond_stats: dict[str, torch.Tensor] | None = None):
         super().__init__()
         self.out, self.cfg, self.encoder_spec, self.data_info = out, cfg, encoder_spec, data_info
         self.grid_cond = grid_cond
+        self.cond_stats = cond_stats  # saved beside the weights (identity.mode=fitted)
         self._exported: int | None = None
         self._sampled: int | None = None
 
@@ -164,7 +166,7 @@ class Exporter(L.Callback):
         if self._exported == step or not trainer.is_global_zero:
             return
         cfgd, models = self.checkpoint(pl_module, step)
-        save_checkpoint(self.out / "checkpoint", cfgd, models)
+        save_checkpoint(self.out / "checkpoint", cfgd, models, cond_stats=self.cond_stats)
         self._exported = step
 
     def grid(self, trainer, pl_module) -> Path | None:
@@ -251,7 +253,7 @@ def run_training(cfg, out_dir: str | os.PathLike | None, *, fresh: bool, printer
 
     ``build_module(cfg, encoder)``: the Lightning module (``encoder`` is the frozen FR encoder when
     ``keep_encoder``, else None: it is released once the embeddings are cached);
-    ``exporter(out, cfg, encoder_spec, data_info, grid_cond)``: the :class:`Exporter`;
+    ``exporter(out, cfg, encoder_spec, data_info, grid_cond, cond_stats)``: the :class:`Exporter`;
     ``describe``: the progress line's loss text; ``loss_metrics(loss_log)``: the loss summaries of
     ``metrics.json``; ``check_kind``: refuse a run dir of another kind with its own message (else the
     config check refuses it); ``gradient_clip_val``: Lightning's (automatic optimisation only)."""
@@ -259,6 +261,7 @@ def run_training(cfg, out_dir: str | os.PathLike | None, *, fresh: bool, printer
 
     from training.module import AtomicCheckpoint, atomic_write_text
 
+    from .checkpoint import condition_stats
     from .data import FaceTrainSet, batch_identity, cached_embeddings
     from .encoder import load_encoder
 
@@ -320,7 +323,8 @@ def run_training(cfg, out_dir: str | os.PathLike | None, *, fresh: bool, printer
     if precision == "auto":
         precision = "bf16-mixed" if device == "cuda" else "32-true"
     callbacks = [EMAUpdate(), AtomicCheckpoint(out, cfg.train.checkpoint_every),
-                 exporter(out, cfg, encoder_spec, data_info, grid_cond),
+                 exporter(out, cfg, encoder_spec, data_info, grid_cond,
+                          condition_stats(data.embeddings) if len(data) >= 2 else None),
                  ProgressLine(cfg.train.log_every, cfg.train.batch_size, cfg.train.steps, printer, describe)]
     trainer = L.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu", devices=cfg.train.devices, precision=precision,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -276,6 +277,38 @@ def test_identities_separable_prefix_stable_and_reported(run):
     with pytest.raises(ValueError, match=r"median distance \d\.\d{3}, 90th percentile \d\.\d{3}.*lower identity.min_distance"):
         DiffusionSource(checkpoint=str(run["checkpoint"]),
                         overrides={"identity": {"min_distance": 1.9, "max_tries": 2}}).sample_identities(10, seed=0)
+
+
+def test_condition_stats_exported_and_fitted_identities(run, tmp_path):
+    from learned.checkpoint import load_condition_stats
+    from learned.source import DiffusionSource
+
+    st = load_condition_stats(run["checkpoint"])  # the training run saved the fit of its conditions
+    n_img = sum(1 for _ in Path(run["data"]).glob("*/*.png"))
+    D = st["mean"].numel()
+    assert int(st["count"]) == n_img and st["cov"].shape == (D, D) and torch.allclose(st["cov"], st["cov"].T)
+    assert torch.linalg.eigvalsh(st["cov"]).min() > -1e-9
+    fit = DiffusionSource(checkpoint=str(run["checkpoint"]), overrides={"identity": {"mode": "fitted", "min_distance": 0.005}})
+    ids = fit.sample_identities(12, seed=0)
+    assert ids.report["mode"] == "fitted" and ids.report["achieved_min_distance"] >= 0.005
+    torch.testing.assert_close(ids.embedding.norm(dim=-1), torch.ones(12))
+    assert torch.equal(fit.sample_identities(5, seed=0).embedding, ids.embedding[:5])  # prefix-stable
+    assert not torch.equal(fit.sample_identities(5, seed=1).embedding, ids.embedding[:5])
+    # in the region of the training conditions: closer to their mean direction than uniform ones
+    mu = torch.nn.functional.normalize(st["mean"].float(), dim=0)
+    rnd = DiffusionSource(checkpoint=str(run["checkpoint"]), overrides={"identity": {"min_distance": 0.05}})
+    assert (ids.embedding @ mu).mean() > (rnd.sample_identities(12, seed=0).embedding @ mu).mean() + 0.2
+    # a checkpoint exported without the statistics: a clear error naming the way out
+    old = tmp_path / "old"
+    shutil.copytree(run["checkpoint"], old)
+    cfg = json.loads((old / "config.json").read_text())
+    (old / cfg.pop("condition_stats")).unlink()
+    (old / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="no condition statistics.*identity.mode=random"):
+        DiffusionSource(checkpoint=str(old), overrides={"identity": {"mode": "fitted"}})
+    DiffusionSource(checkpoint=str(old))  # random mode does not need them
+    with pytest.raises(ValueError, match="'random', 'fitted' or 'morphable'"):
+        DiffusionSource(checkpoint=str(run["checkpoint"]), overrides={"identity": {"mode": "uniform"}})
 
 
 def test_morphable_identities_embedded_by_the_encoder(run, default_model):

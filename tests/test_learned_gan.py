@@ -296,6 +296,15 @@ def test_training_run_checkpoint_round_trips(run):
     c = _unit(2, 32)
     g = lambda: [generator(1, i) for i in range(2)]  # noqa: E731
     assert torch.equal(ck.model.sample(c, g()), fresh.eval().sample(c, g()))
+    # the fit of the training conditions travels with the generator (identity.mode=fitted)
+    from learned.checkpoint import load_condition_stats
+    from learned import GANSource
+
+    st = load_condition_stats(run["checkpoint"])
+    assert int(st["count"]) == 26 and st["cov"].shape == (32, 32)
+    ids = GANSource(checkpoint=str(run["checkpoint"]),
+                    overrides={"identity": {"mode": "fitted", "min_distance": 0.005}}).sample_identities(4, seed=0)
+    assert ids.report["mode"] == "fitted" and ids.embedding.shape == (4, 32)
 
 
 def test_resume_after_kill_9(tmp_path):
