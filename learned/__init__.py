@@ -7,7 +7,7 @@
   identity loss; ``GANSource`` in :mod:`learned.gan.source` (registered as ``"gan"``).
 - :mod:`learned.data`: face training images with cached encoder embeddings.
 - :mod:`learned.checkpoint`: ``save_checkpoint`` / ``load_checkpoint`` (weights + ``config.json``,
-  a registry of checkpoint kinds).
+  a registry of checkpoint kinds), ``load_condition_stats`` (the fit of the training conditions).
 - :mod:`learned.train`: ``python -m learned.train --config configs/learned/NAME.yaml`` (registry of trainers by ``kind``).
 - :mod:`learned.source`: ``DiffusionSource`` (registered in ``engine.sources`` as ``"diffusion"``).
 - :mod:`learned.evaluate`: ``python -m learned.evaluate`` on a checkpoint or a face folder.
@@ -23,6 +23,7 @@ _LAZY = {
     "GANSource": ("gan.source", "GANSource"),
     "CheckpointError": ("checkpoint", "CheckpointError"), "load_checkpoint": ("checkpoint", "load_checkpoint"),
     "save_checkpoint": ("checkpoint", "save_checkpoint"),
+    "load_condition_stats": ("checkpoint", "load_condition_stats"),
     "load_config": ("train", "load_config"), "run_training": ("train", "run_training"),
     "register_trainer": ("train", "register_trainer"),
     "evaluate_generator": ("evaluate", "evaluate"), "EvaluateError": ("evaluate", "EvaluateError"),
