@@ -778,7 +778,7 @@ def _load_encoder(spec, device: str, allow_random: bool):
         raise EvaluateError(f"bad encoder spec {spec!r}: {e}") from None
 
 
-def _make_source(name, checkpoint, preset, size, device):
+def _make_source(name, checkpoint, preset, size, device, overrides=None):
     from engine.interface import IdentitySampler
     from engine.sources import SourceError, create_source
 
@@ -794,6 +794,8 @@ def _make_source(name, checkpoint, preset, size, device):
     if size is not None:
         _check_positive("size", size, 8)
         kwargs["size"] = int(size)
+    if overrides:
+        kwargs["overrides"] = dict(overrides)
     try:
         return create_source(name, **kwargs), str(name)
     except SourceError as e:
@@ -857,7 +859,7 @@ def _jsonable(x: Any) -> Any:
 
 def evaluate(encoder, *, dataset=None, source=None, checkpoint=None, ids: int | None = None,
              per_id: int | None = None, seed: int = 0, preset: str | None = None, size: int | None = None,
-             real=None, train=None, out=None, max_images: int | None = None, batch_size: int = 128,
+             overrides: Mapping[str, Any] | None = None, real=None, train=None, out=None, max_images: int | None = None, batch_size: int = 128,
              device: str = "cpu", workers: int = 0, max_pairs: int = DEFAULT_MAX_PAIRS,
              uniqueness_threshold: float = DEFAULT_ID_THRESHOLD,
              consistency_threshold: float = DEFAULT_ID_THRESHOLD,
@@ -868,7 +870,8 @@ def evaluate(encoder, *, dataset=None, source=None, checkpoint=None, ids: int | 
 
     ``encoder`` is a spec for :func:`learned.encoder.load_encoder` (or an :class:`FREncoder`). Give
     exactly one of ``dataset`` (a path) and ``source`` (a registry name, ``module:Class`` or an
-    ``IdentitySampler`` instance, with ``ids`` and ``per_id``). ``real`` and ``train`` are face folders
+    ``IdentitySampler`` instance, with ``ids`` and ``per_id``; ``overrides`` go to the source as in
+    ``engine.render --override``). ``real`` and ``train`` are face folders
     (or any dataset :func:`engine.formats.open_dataset` reads); ``max_images`` caps each dataset read.
     ``allow_random_encoder`` accepts an untrained ``random_init_seed`` encoder spec (tests only).
     """
@@ -876,8 +879,8 @@ def evaluate(encoder, *, dataset=None, source=None, checkpoint=None, ids: int | 
     t_start = time.perf_counter()
     if (dataset is None) == (source is None):
         raise EvaluateError("give exactly one of --dataset DIR or --source NAME")
-    if dataset is not None and (ids is not None or per_id is not None or checkpoint is not None):
-        raise EvaluateError("--ids/--per-id/--checkpoint go with --source, not --dataset")
+    if dataset is not None and (ids is not None or per_id is not None or checkpoint is not None or overrides):
+        raise EvaluateError("--ids/--per-id/--checkpoint/--override go with --source, not --dataset")
     if source is not None and (ids is None or per_id is None):
         raise EvaluateError("--source needs --ids N and --per-id K")
     _check_positive("max_images", max_images, 2)
@@ -907,11 +910,12 @@ def evaluate(encoder, *, dataset=None, source=None, checkpoint=None, ids: int | 
         gen = folder(dataset, "dataset", 2)
         src_obj = None
     else:
-        src_obj, src_name = _make_source(source, checkpoint, preset, size, device)
+        src_obj, src_name = _make_source(source, checkpoint, preset, size, device, overrides)
         say(f"rendering {ids} x {per_id} images from source {src_name} (seed {seed}) ...")
         gen = embed_source(src_obj, enc, int(ids), int(per_id), seed=seed, batch_size=batch_size)
         gen.describe.update(source=src_name, checkpoint=None if checkpoint is None else str(checkpoint),
-                            preset=preset)
+                            preset=preset, overrides=dict(overrides or {}),
+                            identity_mode=(gen.extra.get("identity_report") or {}).get("mode"))
         say(f"  {len(gen)} images in {gen.seconds:.1f}s")
     # validate the optional folders before the (possibly long) metrics
     real_set = folder(real, "real folder", 1) if real is not None else None
@@ -1065,7 +1069,8 @@ def render_markdown(r: Mapping[str, Any]) -> str:
     else:
         ck = f", checkpoint `{inp['checkpoint']}`" if inp.get("checkpoint") else ""
         pr = f", preset `{inp['preset']}`" if inp.get("preset") else ""
-        lines.append(f"Evaluated: source `{inp['source']}`{ck}{pr}, {inp['ids']} identities x {inp['per_id']} "
+        ov = "".join(f", `{k}={v}`" for k, v in (inp.get("overrides") or {}).items())
+        lines.append(f"Evaluated: source `{inp['source']}`{ck}{pr}{ov}, {inp['ids']} identities x {inp['per_id']} "
                      f"variations, seed {inp['seed']}.")
     e = r["encoder"]
     lines += [f"Encoder: `{json.dumps(e['spec'])}` ({e['embedding_size']}-d, input {e['input_size'][0]}x"
@@ -1185,6 +1190,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="render seed (also seeds pair sampling; default 0)")
     g.add_argument("--preset", help="source preset")
     g.add_argument("--size", type=int, help="source image size")
+    g.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="source override (YAML value), repeatable, as in engine.render (e.g. identity.mode=fitted)")
     p.add_argument("--real", help="real face folder for the Frechet distance (e.g. ../shared/data/lfw-dev)")
     p.add_argument("--train", help="the generator's training folder, for the memorisation check")
     p.add_argument("--out", default="eval_report", help="output directory (default: eval_report)")
@@ -1217,10 +1224,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     try:
+        import yaml
+
+        overrides = {}
+        for item in args.override:
+            if "=" not in item:
+                raise EvaluateError(f"bad --override {item!r}: expected KEY=VALUE")
+            k, v = item.split("=", 1)
+            overrides[k.strip()] = yaml.safe_load(v)
         report = evaluate(
             _parse_encoder(args.encoder, args.allow_random_encoder), dataset=args.dataset, source=args.source,
             checkpoint=args.checkpoint, ids=args.ids, per_id=args.per_id, seed=args.seed, preset=args.preset,
-            size=args.size, real=args.real, train=args.train, out=args.out, max_images=args.max_images,
+            size=args.size, overrides=overrides, real=args.real, train=args.train, out=args.out, max_images=args.max_images,
             batch_size=args.batch_size, device=args.device, workers=args.workers, max_pairs=args.max_pairs,
             uniqueness_threshold=args.uniqueness_threshold, consistency_threshold=args.consistency_threshold,
             memorisation_threshold=args.memorisation_threshold, allow_random_encoder=args.allow_random_encoder,

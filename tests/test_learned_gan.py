@@ -472,9 +472,15 @@ def test_evaluate_runs_on_a_gan_checkpoint(tmp_path, run):
 
     out = tmp_path / "eval"
     enc = json.dumps(load_checkpoint(run["checkpoint"]).config["encoder"])
-    rc = main(["--encoder", enc, "--allow-random-encoder", "--source", "gan", "--checkpoint", str(run["checkpoint"]),
-               "--size", "16", "--ids", "3", "--per-id", "2", "--out", str(out)])
+    args = ["--encoder", enc, "--allow-random-encoder", "--source", "gan", "--checkpoint", str(run["checkpoint"]),
+            "--size", "16", "--ids", "3", "--per-id", "2", "--out", str(out)]
+    rc = main(args + ["--override", "identity.mode=fitted", "--override", "identity.min_distance=0.005"])
     assert rc == 0 and list(out.glob("*.json"))
+    inp = json.loads((out / "report.json").read_text())["input"]  # the override reached the source
+    assert inp["identity_mode"] == "fitted" and inp["overrides"]["identity.mode"] == "fitted"
+    assert "`identity.mode=fitted`" in (out / "report.md").read_text()
+    assert main(args + ["--override", "identity.mode"]) == 2
+    assert main(args + ["--override", "identity.mode=uniform"]) == 2
 
 
 def test_throughput_benchmark_runs_on_the_tiny_gan(tmp_path):
