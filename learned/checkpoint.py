@@ -187,16 +187,17 @@ def load_condition_stats(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not name or not (d / name).is_file():
         raise CheckpointError(f"{d} has no condition statistics ({CONDITION_STATS}: the mean and covariance "
                               "of its training conditions, saved by python -m learned.train since they were "
-                              "added); retrain or resume the run to export them, or use identity.mode=random")
+                              "added); extend its run (python -m learned.train ... --override train.steps=N) or "
+                              "retrain to export them, or use identity.mode=random")
     try:
         st = torch.load(d / name, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"cannot read {d / name}: {type(e).__name__}: {e}") from None
-    D = int(cfg.get("embedding_dim", st.get("mean", torch.empty(0)).numel()))
-    if not isinstance(st, Mapping) or st.get("mean") is None or tuple(st["mean"].shape) != (D,) \
-            or st.get("cov") is None or tuple(st["cov"].shape) != (D, D):
+    D = int(cfg.get("embedding_dim") or cfg["model"].get("embedding_dim") or 0)
+    if not isinstance(st, Mapping) or not all(isinstance(st.get(k), torch.Tensor) for k in ("mean", "cov")) \
+            or tuple(st["mean"].shape) != (D,) or tuple(st["cov"].shape) != (D, D):
         raise CheckpointError(f"{d / name} does not hold a mean ({D},) and covariance ({D}, {D})")
-    return dict(st)
+    return {**st, "sha256": _sha(d / name)}
 
 
 def save_checkpoint(out_dir: str | os.PathLike, config: Mapping[str, Any], weights: Mapping[str, nn.Module | Mapping],

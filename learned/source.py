@@ -204,6 +204,7 @@ class LearnedSource(IdentitySampler):
         return {"source": self.name, "kind": self.kind, "preset": self.preset, "size": self.size, "aligned": True,
                 "checkpoint": str(self.ckpt.path.resolve()), "checkpoint_sha256": self.ckpt.sha256,
                 "checkpoint_step": self.ckpt.config.get("train", {}).get("step"), "native_size": self.native_size,
+                **({"condition_stats_sha256": self._cond_stats["sha256"]} if self._cond_stats else {}),
                 "encoder": self.encoder_spec(), **c, **self.sampling()}
 
     def encoder_spec(self) -> Any:

@@ -291,6 +291,7 @@ def test_condition_stats_exported_and_fitted_identities(run, tmp_path):
     fit = DiffusionSource(checkpoint=str(run["checkpoint"]), overrides={"identity": {"mode": "fitted", "min_distance": 0.005}})
     ids = fit.sample_identities(12, seed=0)
     assert ids.report["mode"] == "fitted" and ids.report["achieved_min_distance"] >= 0.005
+    assert fit.config()["condition_stats_sha256"] == st["sha256"] and fit.config()["identity"]["mode"] == "fitted"
     torch.testing.assert_close(ids.embedding.norm(dim=-1), torch.ones(12))
     assert torch.equal(fit.sample_identities(5, seed=0).embedding, ids.embedding[:5])  # prefix-stable
     assert not torch.equal(fit.sample_identities(5, seed=1).embedding, ids.embedding[:5])
