@@ -198,6 +198,11 @@ class LearnedSource(IdentitySampler):
         """Resolved sampling settings passed to :meth:`_generate` (none in the base class)."""
         return {}
 
+    def _overridden(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """``settings`` (checkpoint defaults, then the preset) with each override that is set
+        (not None) in :attr:`cfg` winning."""
+        return {k: v if getattr(self.cfg, k) is None else getattr(self.cfg, k) for k, v in settings.items()}
+
     def config(self) -> dict[str, Any]:
         c = asdict(self.cfg)
         c.pop("encoder", None)
@@ -228,27 +233,21 @@ class LearnedSource(IdentitySampler):
                                  f"is conditioned on {self.embedding_dim}-d ones")
         return self._encoder
 
-    def _random_candidates(self, seed: int) -> Callable[[int, int], torch.Tensor]:
+    def _normal_candidates(self, seed: int) -> Callable[[int, int], torch.Tensor]:
+        """Candidate ``i``: a standard normal (D,) from ``generator(seed, "learned-identity", i)``,
+        normalised (``random`` mode) or first mapped through the fit of the training conditions,
+        ``mean + L z`` with ``L L^T = cov`` (``fitted`` mode)."""
         D = self.embedding_dim
+        if self._cond_stats is not None:
+            mean, cov = self._cond_stats["mean"].double(), self._cond_stats["cov"].double()
+            # Cholesky of the covariance, with a jitter of 1e-6 of its mean variance (rank-deficient fits)
+            jitter = 1e-6 * float(cov.diagonal().mean().clamp_min(1e-12))
+            L = torch.linalg.cholesky(cov + jitter * torch.eye(cov.shape[0], dtype=cov.dtype))
 
         def cand(start: int, count: int) -> torch.Tensor:
             z = torch.stack([torch.randn(D, generator=generator(seed, "learned-identity", i))
-                             for i in range(start, start + count)])
-            return F.normalize(z.double(), dim=-1)
-        return cand
-
-    def _fitted_candidates(self, seed: int) -> Callable[[int, int], torch.Tensor]:
-        st = self._cond_stats
-        mean, cov = st["mean"].double(), st["cov"].double()
-        # Cholesky of the covariance, with a jitter of 1e-6 of its mean variance (rank-deficient fits)
-        jitter = 1e-6 * float(cov.diagonal().mean().clamp_min(1e-12))
-        L = torch.linalg.cholesky(cov + jitter * torch.eye(cov.shape[0], dtype=cov.dtype))
-        D = self.embedding_dim
-
-        def cand(start: int, count: int) -> torch.Tensor:
-            z = torch.stack([torch.randn(D, generator=generator(seed, "learned-identity", i))
-                             for i in range(start, start + count)])
-            return F.normalize(mean + z.double() @ L.T, dim=-1)
+                             for i in range(start, start + count)]).double()
+            return F.normalize(z if self._cond_stats is None else mean + z @ L.T, dim=-1)
         return cand
 
     def _morphable_candidates(self, seed: int, meta_out: dict) -> Callable[[int, int], torch.Tensor]:
@@ -277,10 +276,8 @@ class LearnedSource(IdentitySampler):
             raise ValueError(f"number of identities must be >= 1, got {n}")
         n, ic = int(n), self.cfg.identity
         meta_src: dict[str, Any] = {}
-        if ic.mode == "random":
-            cand, chunk = self._random_candidates(seed), max(64, min(4096, n // 4))
-        elif ic.mode == "fitted":
-            cand, chunk = self._fitted_candidates(seed), max(64, min(4096, n // 4))
+        if ic.mode in ("random", "fitted"):
+            cand, chunk = self._normal_candidates(seed), max(64, min(4096, n // 4))
         else:
             cand, chunk = self._morphable_candidates(seed, meta_src), min(32, max(8, n))
         acc, E, rejected = reject_close(cand, n, float(ic.min_distance), int(ic.max_tries), chunk)
@@ -363,11 +360,7 @@ class DiffusionSource(LearnedSource):
         out = {k: s.get(k) for k in ("guidance", "solver", "steps", "eta", "clip")}
         if "guidance_mult" in PRESETS[self.preset] and out["guidance"] is not None:
             out["guidance"] = float(out["guidance"]) * PRESETS[self.preset]["guidance_mult"]
-        for k in out:
-            v = getattr(self.cfg, k)
-            if v is not None:
-                out[k] = v
-        return out
+        return self._overridden(out)
 
     def __init__(self, checkpoint: str | None = None, preset: str = "default", size: int | None = None,
                  aligned: bool = True, device: str = "cpu", overrides: Mapping[str, Any] | None = None):

@@ -75,11 +75,7 @@ class GANSource(LearnedSource):
         out = {"truncation": float(s.get("truncation", 1.0)), "truncation_samples": int(s.get("truncation_samples", 256)),
                "noise_mode": str(s.get("noise_mode", "random"))}
         out.update(GAN_PRESETS.get(self.preset, {}))
-        for k in out:
-            v = getattr(self.cfg, k)
-            if v is not None:
-                out[k] = v
-        return out
+        return self._overridden(out)
 
     def _generate(self, cond: torch.Tensor, gens: list[torch.Generator], params: dict[str, Any]) -> torch.Tensor:
         return self.model.sample(cond, gens, truncation=float(params["truncation"]), noise_mode=str(params["noise_mode"]),
