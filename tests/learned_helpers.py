@@ -40,6 +40,17 @@ def make_face_folder(root: Path, ids: int = 6, per_id: int = 4, size: int = 32, 
     return root
 
 
+#: Bad constructor input every learned source refuses in the shared base (``LearnedSource``) with
+#: these messages, for a tiny 16 px checkpoint; each source's test adds its own rows.
+LEARNED_SOURCE_BAD_INPUT = [
+    ({}, "needs a checkpoint"),
+    ({"checkpoint": "/does/not/exist"}, "checkpoint not found"),
+    ({"size": 32}, "generates 16 px images, not 32"),
+    ({"aligned": False}, "aligned crops only"),
+    ({"preset": "nope"}, "unknown preset"),
+    ({"overrides": {"identity": {"mode": "gan"}}}, "identity.mode"),
+]
+
 _RUNS: dict[str, dict] = {}
 CONFIGS = {"diffusion": TINY_CONFIG, "gan": GAN_TINY_CONFIG}
 RUN_DIRS = {"diffusion": "learned-tiny", "gan": "learned-gan-tiny"}  # under the session's base temp dir

@@ -12,7 +12,7 @@ import torch
 from engine.interface import generator
 from learned.checkpoint import CheckpointError, load_checkpoint
 from learned.diffusion import CosineSchedule, ScheduleConfig, UNet, UNetConfig, build_model, sample
-from tests.learned_helpers import TINY_CONFIG, make_face_folder, session_run
+from tests.learned_helpers import LEARNED_SOURCE_BAD_INPUT, TINY_CONFIG, make_face_folder, session_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -343,14 +343,8 @@ def test_render_labels_and_factors(run):
     json.dumps(cfg)
 
 
-@pytest.mark.parametrize("kwargs, msg", [
-    ({}, "needs a checkpoint"),
-    ({"checkpoint": "/does/not/exist"}, "checkpoint not found"),
-    ({"size": 32}, "generates 16 px images, not 32"),
-    ({"aligned": False}, "aligned crops only"),
-    ({"preset": "nope"}, "unknown preset"),
+@pytest.mark.parametrize("kwargs, msg", LEARNED_SOURCE_BAD_INPUT + [
     ({"overrides": {"bogus": 1}}, "unknown override 'bogus'"),
-    ({"overrides": {"identity": {"mode": "gan"}}}, "identity.mode"),
     ({"overrides": {"solver": "euler"}}, "unknown solver"),
     ({"overrides": {"steps": 2.5}}, "steps must be a whole number"),
     ({"overrides": {"identity.bogus": 1}}, "unknown override 'identity.bogus'"),

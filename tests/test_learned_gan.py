@@ -20,7 +20,8 @@ from learned.gan import (Discriminator, DiscriminatorConfig, GANGenerator, Gener
                          hash_normal)
 from learned.gan.augment import cutout, parse_policy, translation
 from learned.gan.losses import r1_penalty
-from tests.learned_helpers import GAN_TINY_CONFIG, make_face_folder, session_run, tiny_gan_config
+from tests.learned_helpers import (GAN_TINY_CONFIG, LEARNED_SOURCE_BAD_INPUT, make_face_folder, session_run,
+                                   tiny_gan_config)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parent.parent
@@ -447,17 +448,11 @@ def test_gan_source_identities_factors_and_config(tmp_path, run):
     assert not torch.allclose(r2.images, e2.images)
 
 
-@pytest.mark.parametrize("kwargs, msg", [
-    ({}, "needs a checkpoint"),
-    ({"checkpoint": "/does/not/exist"}, "checkpoint not found"),
-    ({"size": 32}, "generates 16 px images, not 32"),
-    ({"aligned": False}, "aligned crops only"),
-    ({"preset": "nope"}, "unknown preset"),
+@pytest.mark.parametrize("kwargs, msg", LEARNED_SOURCE_BAD_INPUT + [
     ({"overrides": {"guidance": 2.0}}, "unknown override 'guidance'"),
     ({"overrides": {"truncation": 1.5}}, "truncation must be in"),
     ({"overrides": {"truncation": "lots"}}, "truncation must be a number"),
     ({"overrides": {"noise_mode": "fresh"}}, "unknown noise_mode"),
-    ({"overrides": {"identity": {"mode": "gan"}}}, "identity.mode"),
 ])
 def test_gan_source_bad_input(run, kwargs, msg):
     from learned.gan.source import GANSource
