@@ -18,6 +18,7 @@ import math
 import torch
 
 from .default_model import REGION_IDS
+from .hair import STYLES, sample_style
 
 #: Per-identity appearance parameters (each a column of ``params["appearance"]``), all in [0, 1]
 #: except where noted.
@@ -26,6 +27,9 @@ APPEARANCE_PARAMS = (
     "brow_color", "brow_thickness", "brow_height", "brow_arch", "brow_density",
     "iris_melanin", "iris_hue", "hair_melanin", "hair_red", "hair_grey", "hairline", "bald", "hair_density",
     "beard", "beard_stubble",
+    # identity-level additions of layout 2: hair geometry (style index / number of styles, and
+    # uniforms within the style), make-up, the resting mouth
+    "hair_style", "hair_length", "hair_thickness", "hair_phase", "lipstick", "lip_hue", "eye_makeup", "mouth_rest",
 )
 _P = {n: i for i, n in enumerate(APPEARANCE_PARAMS)}
 
@@ -78,9 +82,24 @@ def sample_appearance(semantic: torch.Tensor, g: torch.Generator) -> torch.Tenso
     hair_density = 0.7 + 0.3 * u()
     beard = torch.where((u() < 0.45) & (gender > 0.6), u(), torch.zeros(n))
     stubble = u()
+    # hair geometry: the style's prior depends on gender, age and ancestry (morphable.hair); bald
+    # and buzzed styles keep only a thin painted scalp, receding ones a high hairline
+    style = sample_style(gender, age, afr, u())
+    ns = len(STYLES)
+    is_ = lambda name: style == STYLES.index(name)  # noqa: E731
+    hair_density = torch.where(is_("bald"), 0.12 + 0.1 * u(), torch.where(is_("buzz"), 0.45 + 0.2 * u(), hair_density))
+    bald = torch.where(is_("receding"), (0.45 + 0.5 * u()).clamp_max(1.0), torch.where(is_("bald"), bald, bald * 0.5))
+    hair_length, hair_thickness, hair_phase = u(), u(), u()
+    # make-up, mostly on female-read faces: lipstick strength and hue (0 nude .. 1 deep red), eye make-up
+    fem = (1 - gender).clamp(0, 1)
+    lipstick = torch.where(u() < 0.6 * fem ** 1.5, 0.3 + 0.7 * u(), torch.zeros(n))
+    lip_hue = u()
+    eye_makeup = torch.where(u() < 0.5 * fem ** 1.5, 0.3 + 0.7 * u(), torch.zeros(n))
+    mouth_rest = u()
     cols = [melanin, hemoglobin, redness, blotches, freckles, lip_tint, brow_color, brow_thickness, brow_height,
             brow_arch, brow_density, iris_mel, iris_hue, hair_mel, hair_red, hair_grey, hairline, bald,
-            hair_density, beard, stubble]
+            hair_density, beard, stubble, (style.float() + 0.5) / ns, hair_length, hair_thickness, hair_phase,
+            lipstick, lip_hue, eye_makeup, mouth_rest]
     return torch.stack(cols, 1)
 
 
@@ -117,13 +136,14 @@ def hair_colour(mel: torch.Tensor, red: torch.Tensor, grey: torch.Tensor) -> tor
 
 
 def scalp_hair(p: torch.Tensor, app: torch.Tensor, jitter: torch.Tensor | float = 0.0,
-               edge: tuple[float, float] = (-0.007, 0.005)) -> torch.Tensor:
+               edge: tuple[float, float] = (-0.007, 0.005), ears: torch.Tensor | float = 0.0) -> torch.Tensor:
     """(P,) scalp-hair coverage in [0, 1] at rest positions ``p`` (P, 3) of identities with
     appearance ``app`` (P, A): a hairline that is a function of the azimuth around the vertical axis
     (forehead, temples, above the ears, nape), raised by baldness, thinned by ``hair_density``;
     ``jitter`` (P,) displaces the hairline (strand noise); ``edge`` is the ramp across it (metres,
     below/above the line): narrow for the colour, wide for the hair volume so that the raised shell
-    has no steps on a coarse mesh."""
+    has no steps on a coarse mesh. ``ears`` (P,) in [0, 1]: how much the hair covers the ears
+    (0: sideburns stop before the ear, as on short hair)."""
     a = lambda name: app[:, _P[name]]  # noqa: E731
     x, y, z = p.unbind(-1)
     phi = torch.atan2(x, z - (-0.09)).abs()  # 0 at the front, pi at the back (axis behind the eyes)
@@ -140,7 +160,7 @@ def scalp_hair(p: torch.Tensor, app: torch.Tensor, jitter: torch.Tensor | float 
     hair = hair * (1 - 0.95 * a("bald") * t_crown * t_crown * (3 - 2 * t_crown))
     # sideburns stop before the ear: keep skin where the ear is (|x| large, y around the eye line)
     ear = _smoothstep(0.068, 0.075, x.abs()) * (1 - _smoothstep(0.01, 0.03, y))
-    return hair * (1 - ear) * a("hair_density")
+    return hair * (1 - ear * (1 - ears)) * a("hair_density")
 
 
 def shade_albedo(
@@ -179,11 +199,20 @@ def shade_albedo(
     socket = torch.exp(-(((ax - 0.032) / 0.016) ** 2 + ((y + 0.006) / 0.009) ** 2))
     mel = mel * (1 + 0.15 * socket)
     alb = skin_base(mel, hem)
+    # eye make-up: shadow on the upper lid and a darker rim, fading towards the brow
+    lid = torch.exp(-(((ax - 0.033) / 0.016) ** 2 + ((y - 0.004) / 0.006) ** 2)) * _smoothstep(-0.03, -0.01, z)
+    em = (a("eye_makeup") * lid * 0.6)[:, None]
+    alb = alb * (1 - em) + alb * torch.tensor([0.35, 0.28, 0.32], device=p.device) * em
     spec = torch.full_like(x, 0.5)
 
     # ---- lips
     lips = region == REGION_IDS["lips"]
     lip_col = skin_base(a("melanin") * (1.15 + 0.1 * a("lip_tint")), a("hemoglobin") + 0.6 + 0.6 * a("lip_tint"))
+    # lipstick: from nude pink (hue 0) to deep red / berry (hue 1), stronger on the lips' centre
+    hue = a("lip_hue")[:, None]
+    stick = torch.tensor([0.55, 0.22, 0.24], device=p.device) * (1 - hue) + torch.tensor([0.42, 0.03, 0.06], device=p.device) * hue
+    ls = a("lipstick")[:, None] * 0.85
+    lip_col = lip_col * (1 - ls) + stick * ls
     alb = torch.where(lips[:, None], lip_col, alb)
     spec = torch.where(lips, 0.8, spec)
 
@@ -255,3 +284,27 @@ def shade_albedo(
     sock = region == REGION_IDS["eye_cavity"]
     alb = torch.where(sock[:, None], alb * torch.tensor([0.55, 0.4, 0.4], device=p.device), alb)
     return alb.clamp(0, 1), spec.clamp(0, 1)
+
+
+def shade_hair(coords: torch.Tensor, app: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Albedo (P, 3) and specular weight (P,) of ``P`` points of the hair mesh.
+
+    Args:
+        coords: (P, 2) hair-mesh coordinates (phi / pi around the head, t from the crown (0) down
+            to the curtain's end (1)), see :class:`~morphable.hair.HairRig`.
+        app: (P, A) appearance parameters; offset: (P, 3) per-identity noise offsets.
+    """
+    a = lambda name: app[:, _P[name]]  # noqa: E731
+    ph, t = coords[:, 0] * math.pi, coords[:, 1]
+    curl = _P["hair_phase"]
+    o = offset[:, 0] * 0.01 + app[:, curl] * 6.0
+    # strands run from the crown down: fine streaks across phi, bent by a slow wave (more for curly styles)
+    bend = 0.6 * torch.sin(t * 23 + o) + 0.3 * torch.sin(ph * 5 - o)
+    fine = torch.sin(ph * 260 + 3 * bend + o) * 0.5 + torch.sin(ph * 610 - 5 * bend + 1.3 * o) * 0.3
+    clump = torch.sin(ph * 37 + 2 * bend + 0.7 * o)
+    shade = (0.78 + 0.14 * fine + 0.1 * clump).clamp(0.45, 1.1)
+    # roots a little darker under the crown's parting, ends slightly lighter (sun-bleached)
+    shade = shade * (0.9 + 0.1 * _smoothstep(0.0, 0.15, t)) * (1 + 0.12 * _smoothstep(0.6, 1.0, t))
+    col = hair_colour(a("hair_melanin"), a("hair_red"), a("hair_grey")) * shade[:, None]
+    spec = 0.04 + 0.06 * (fine * 0.5 + 0.5)  # a faint sheen: hair's highlight is narrow and broken
+    return col.clamp(0, 1), spec

@@ -39,7 +39,7 @@ _FACE_PREFIXES = (
 )
 #: Region ids stored per face in ``regions["face_region"]``.
 REGION_IDS = {"skin": 0, "eye": 1, "eye_back": 2, "eye_cavity": 3, "mouth_cavity": 4, "tongue": 5, "lips": 6,
-              "clothing": 7}
+              "clothing": 7, "hair": 8}  # hair: the faces of the hair mesh (morphable.hair), not of the model
 #: Height of the bust kept from the full body (metres from the top of the head).
 BUST_HEIGHT = 0.42
 #: Height of the neckline relative to the eyes (metres).

@@ -11,11 +11,12 @@ from engine.interface import (Identities, IdentitySampler, RenderBatch, check_re
                               separability_report)
 
 from . import background as bg
-from .appearance import APPEARANCE_PARAMS, sample_appearance, scalp_hair, shade_albedo
+from .appearance import APPEARANCE_PARAMS, sample_appearance, scalp_hair, shade_albedo, shade_hair
 from .camera import (Camera, apply_affine, colour_temperature_rgb, direction, euler_to_matrix, focal_scale,
                      similarity_transform, template)
 from .default_model import load_default_model
 from .degrade import apply_degradations, gaussian_blur
+from .hair import STYLES, build_rig, hair_vertices, style_table
 from .model import MorphableModel
 from .occluders import draw_glasses, draw_patches
 from .raster import edge_antialias, interpolate_at, rasterize, vertex_normals
@@ -197,6 +198,52 @@ class MorphableSource(IdentitySampler):
         self.tex_res = int(self.cfg.texture_res) if self.cfg.texture_res else (256 if size * self.cfg.supersample <= 256 else 512)
         self._tex = ({k: v.to(self.device) for k, v in texel_map(self.model, self.tex_res, self._baked).items()}
                      if bool(self._baked.any()) else None)
+        self._setup_hair()
+
+    def _setup_hair(self) -> None:
+        """The hair mesh rig (models with a cranium and vertex regions, i.e. the default model) and the
+        model's per-face / per-vertex tables extended by its faces and vertices."""
+        m, dev = self.model, self.device
+        V = m.num_vertices
+        self._hair = None
+        faces, faces_out, fuv = m.faces, m.faces, m.faces_uv
+        region, baked, rest = self._face_region, self._baked, m.mean
+        head_w = self._head_weight
+        if self.cfg.identity.hair_mesh and "vertex_region" in m.regions and float(m.mean[:, 1].max()) > 0.09:
+            mean = m.mean.cpu()
+            head = (m.regions["vertex_region"].cpu() == REGION_IDS["skin"]) & (mean[:, 1] > -0.2)
+            rig = build_rig(mean, head).to(dev)
+            self._hair = rig
+            Fh, H = rig.faces.shape[0], rig.num_vertices
+            faces = torch.cat([m.faces, rig.faces + V])
+            faces_out = torch.cat([m.faces, rig.faces[: rig.num_outward] + V])
+            if fuv is not None:
+                fuv = torch.cat([fuv, torch.zeros(Fh, 3, dtype=fuv.dtype, device=fuv.device)])
+            region = torch.cat([region, torch.full((Fh,), REGION_IDS["hair"], dtype=region.dtype, device=dev)])
+            baked = torch.cat([baked, torch.zeros(Fh, dtype=torch.bool, device=dev)])
+            rest = torch.cat([m.mean, torch.cat([rig.coords, torch.zeros(H, 1, device=dev)], 1)])
+            head_w = torch.cat([head_w, torch.ones(H, device=dev)])
+        self._faces_all, self._faces_out, self._faces_uv_all = faces, faces_out, fuv
+        self._region_all, self._baked_all, self._rest_all, self._head_weight_all = region, baked, rest, head_w
+
+    def _hair_mesh(self, shape_u: torch.Tensor, app_u: torch.Tensor) -> torch.Tensor:
+        """(U, H, 3) hair-mesh vertices of ``U`` identities (shape (U, K), appearance (U, A)) in the
+        rest frame; a function of the identity alone (no expression), so an image never depends on
+        its batch."""
+        rig, P = self._hair, APPEARANCE_PARAMS.index
+        U = shape_u.shape[0]
+        rest = self.model.vertices(shape_u)
+        # identities differ in stature, so their heads sit at different heights: work in each head's
+        # own frame (its eye midpoint at the origin, like the mean's)
+        mid = self.model.landmark_points(rest)[:, :2].mean(1, keepdim=True)  # (U, 1, 3)
+        rest = rest - mid
+        style = (app_u[:, P("hair_style")] * len(STYLES)).long().clamp(0, len(STYLES) - 1)
+        sup = self.model.mean[rig.support]  # (Nc, 3) rest positions of the support vertices
+        Nc = sup.shape[0]
+        ears = style_table(style)["ears"].repeat_interleave(Nc)
+        cov = scalp_hair(sup.repeat(U, 1), app_u.repeat_interleave(Nc, 0), edge=(-0.004, 0.01), ears=ears).view(U, Nc)
+        return mid + hair_vertices(rig, rest, cov, style, app_u[:, P("hair_length")], app_u[:, P("hair_thickness")],
+                                   app_u[:, P("hair_phase")] * 2 * math.pi)
 
     # ------------------------------------------------------------------ config
     def config(self) -> dict[str, Any]:
@@ -212,6 +259,7 @@ class MorphableSource(IdentitySampler):
             z = torch.zeros(self.model.num_shape)
             z[: self.num_shape] = torch.randn(self.num_shape, generator=g) * self.cfg.identity.shape_scale
             if W is not None:
+                z = self._push_gender(z, W, g)
                 s = torch.cat([z, torch.ones(1)]) @ W.cpu()
             else:
                 s = torch.tensor([0.5, 0.6, 1 / 3, 1 / 3, 1 / 3])
@@ -219,6 +267,20 @@ class MorphableSource(IdentitySampler):
             o = (torch.rand(3, generator=g) - 0.5) * 200.0
             shape.append(z), app.append(a), off.append(o), sem.append(s)
         return torch.stack(shape), torch.stack(app), torch.stack(off), torch.stack(sem)
+
+    def _push_gender(self, z: torch.Tensor, W: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Move shape coefficients ``z`` (K,) along the model's gender direction (the regression
+        ``W`` (K+1, 5), column 0) towards a female- or male-read target (about 0.1 or 0.9, half
+        each) by ``identity.gender_contrast`` (0: the model's own spread, mostly in between)."""
+        c = float(self.cfg.identity.gender_contrast)
+        side, jit = torch.rand(1, generator=g), torch.randn(1, generator=g)
+        if c <= 0:
+            return z
+        w = W[: z.shape[0], 0].cpu().clone()
+        w[self.num_shape:] = 0
+        gen = float(torch.dot(z, w) + W[-1, 0])
+        target = (0.1 if float(side) < 0.5 else 0.9) + 0.07 * float(jit)
+        return z + c * (target - gen) * w / w.dot(w).clamp_min(1e-12)
 
     def _embedding(self, shape: torch.Tensor, app: torch.Tensor) -> torch.Tensor:
         """Identity embedding: whitened shape coefficients + appearance parameters scaled to unit
@@ -255,8 +317,9 @@ class MorphableSource(IdentitySampler):
         sem = torch.stack(acc_m)
         meta = {"gender": sem[:, 0], "age": sem[:, 1], "african": sem[:, 2], "asian": sem[:, 3], "caucasian": sem[:, 4]}
         app = torch.stack(acc_a)
-        for k in ("melanin", "hair_melanin", "iris_melanin", "beard"):
+        for k in ("melanin", "hair_melanin", "iris_melanin", "beard", "lipstick", "eye_makeup", "mouth_rest"):
             meta[k] = app[:, APPEARANCE_PARAMS.index(k)]
+        meta["hair_style"] = (app[:, APPEARANCE_PARAMS.index("hair_style")] * len(STYLES)).floor().clamp(0, len(STYLES) - 1)
         return Identities(
             params={"shape": torch.stack(acc_s), "appearance": app, "noise_offset": torch.stack(acc_o)},
             embedding=E, seed=int(seed), report=rep, meta=meta,
@@ -365,19 +428,26 @@ class MorphableSource(IdentitySampler):
         app_u = app[first]
 
         # geometry: identity + expression, then scalp hair as a volume (displaced along the normal)
-        v = self.model.vertices(shape, fac["expression"])  # (B, V, 3)
+        # the identity's resting mouth (a slight smile for most people) under the sampled expression
+        expr = fac["expression"].clone()
+        for unit in ("mouthSmileLeft", "mouthSmileRight"):
+            if unit in self._expr_index:
+                expr[:, self._expr_index[unit]] += 0.08 + 0.22 * app[:, APPEARANCE_PARAMS.index("mouth_rest")]
+        v = self.model.vertices(shape, expr)  # (B, V, 3)
         if cfg.identity.hair_volume > 0:
             U, V = len(uniq), v.shape[1]
             cov = scalp_hair(self.model.mean.repeat(U, 1), app_u.repeat_interleave(V, 0), edge=(-0.01, 0.03)).view(U, V)
             cov = cov * self._scalp_vertex
             thick = cfg.identity.hair_volume * ((app_u[:, APPEARANCE_PARAMS.index("hair_density")] - 0.6) / 0.4).clamp(0.1, 1)
             v = v + (self._rest_normals[None] * (cov * thick[:, None])[..., None])[inv]
+        if self._hair is not None:
+            v = torch.cat([v, self._hair_mesh(shape[first], app_u)[inv]], 1)  # (B, V + H, 3)
         # The head turns by the full pose, the torso (below the neck) by a fraction of it; the neck
         # blends the two.
         R = euler_to_matrix(fac["yaw"], fac["pitch"], fac["roll"])
         Rt = euler_to_matrix(fac["yaw"] * 0.35, fac["pitch"] * 0.15, fac["roll"] * 0.3)
         piv = _PIVOT.to(dev)
-        w = self._head_weight[None, :, None]
+        w = self._head_weight_all[None, :, None]
         v = w * ((v - piv) @ R.transpose(1, 2)) + (1 - w) * ((v - piv) @ Rt.transpose(1, 2)) + piv
         cam = Camera.from_35mm(fac["camera_distance"], fac["camera_focal_mm"], S)
         proj_l = cam.project(self.model.landmark_points(v))
@@ -394,24 +464,29 @@ class MorphableSource(IdentitySampler):
             M = torch.cat([torch.diag_embed(torch.stack([sc, sc], -1)), t[..., None]], -1)
         pv = cam.project(v)
         scr = torch.cat([apply_affine(M, pv[..., :2]), pv[..., 2:]], -1)
-        frag = rasterize(scr, self.model.faces, S, S)
+        faces = self._faces_all
+        frag = rasterize(scr, faces, S, S)
         mask = frag.mask
 
         # normals in camera frame (world and camera axes are parallel)
-        vn = F.normalize(vertex_normals(v, self.model.faces), dim=-1)
-        attrs = torch.cat([vn, v, self.model.mean.expand(B, -1, -1)], -1)
+        vn = F.normalize(vertex_normals(v, self._faces_out), dim=-1)
+        attrs = torch.cat([vn, v, self._rest_all.expand(B, -1, -1)], -1)
         idx = mask.nonzero(as_tuple=True)
-        pix = interpolate_at(frag, idx, self.model.faces, attrs)  # (P, 9) at the covered pixels
+        pix = interpolate_at(frag, idx, faces, attrs)  # (P, 9) at the covered pixels
         n = F.normalize(pix[:, 0:3], dim=-1)
         pos = pix[:, 3:6]
         bsel = idx[0]
         fid = frag.face[idx]
-        region = self._face_region[fid]  # (P,) region of each covered pixel
+        region = self._region_all[fid]  # (P,) region of each covered pixel
+        hair = region == REGION_IDS["hair"]
+        if bool(hair.any()):  # the hair curtain is double-sided: face its normal to the viewer
+            facing = (n[hair] * (cam.position[bsel[hair]] - pos[hair])).sum(-1, keepdim=True)
+            n[hair] = torch.where(facing < 0, -n[hair], n[hair])
         # albedo: baked texture for skin/lips, per-pixel for the rest
-        direct = ~self._baked[fid]
+        direct = ~self._baked_all[fid] & ~hair
         if self._tex is not None:
             tex = self._bake(app_u, off[first])  # (U, 4, T, T)
-            uvp = interpolate_at(frag, idx, self.model.faces_uv, self.model.uv.to(v.dtype))  # (P, 2)
+            uvp = interpolate_at(frag, idx, self._faces_uv_all, self.model.uv.to(v.dtype))  # (P, 2)
             texel = sample_texture_at(tex, inv[bsel], uv_grid(uvp, self._tex["box"]))  # (P, 4)
             alb, specw = texel[:, :3], texel[:, 3]
         else:
@@ -420,6 +495,8 @@ class MorphableSource(IdentitySampler):
             rest = pix[:, 6:9][direct]
             a2, s2 = shade_albedo(rest, region[direct], app[bsel[direct]], off[bsel[direct]], self._eye_centres)
             alb[direct], specw[direct] = a2, s2
+        if bool(hair.any()):
+            alb[hair], specw[hair] = shade_hair(pix[:, 6:8][hair], app[bsel[hair]], off[bsel[hair]])
         flat = _flat_index(idx, S)
         reg_map = _region_map(region, flat, B, S)
         teeth = _teeth(reg_map, flat)  # (P,) 0 none, 1 upper, 2 lower
@@ -555,12 +632,12 @@ class MorphableSource(IdentitySampler):
         vl = (vs - centre) @ Rl.transpose(1, 2)
         scale = res / 0.32  # a 32 cm window around the head
         scr = torch.stack([vl[..., 0] * scale + res / 2, -vl[..., 1] * scale + res / 2, 1.0 - vl[..., 2]], -1)
-        fr = rasterize(scr, self.model.faces, res, res, barycentrics=False)
+        fr = rasterize(scr, self._faces_all, res, res, barycentrics=False)
         # the visible points in the light frame: interpolate the light-frame vertices (a linear map
         # commutes with barycentric interpolation)
         vl_all = torch.zeros_like(v)
         vl_all[sub] = vl
-        pl = interpolate_at(frag, tuple(t[psel] for t in idx), self.model.faces, vl_all)
+        pl = interpolate_at(frag, tuple(t[psel] for t in idx), self._faces_all, vl_all)
         dmap = torch.where(fr.mask, fr.depth, torch.full_like(fr.depth, 1e9))
         fx, fy = pl[:, 0] * scale + res / 2 - 0.5, -pl[:, 1] * scale + res / 2 - 0.5
         x0, y0 = fx.floor(), fy.floor()

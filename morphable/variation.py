@@ -172,7 +172,11 @@ class IdentityConfig:
     ``min_distance`` is the separability threshold (see ``MorphableSource.sample_identities``) in the
     identity embedding space: whitened shape coefficients concatenated with appearance parameters,
     divided by sqrt(dimension) so that two independent draws are ~sqrt(2) apart. ``hair_volume``
-    lifts the hair-covered scalp along its normal, so hair has a silhouette, not only a colour.
+    lifts the hair-covered scalp along its normal, so hair has a silhouette, not only a colour;
+    ``hair_mesh`` adds hair geometry in the identity's style (:mod:`morphable.hair`: caps, fringes,
+    bobs, long hair, buns, curls) to models that have a cranium (the default model);
+    ``gender_contrast`` moves each identity's shape along the model's gender direction towards a
+    clearly female- or male-read face (1) or leaves the model's own, mostly androgynous spread (0).
     """
 
     shape_scale: float = 1.0
@@ -180,6 +184,8 @@ class IdentityConfig:
     min_distance: float = 0.9
     max_tries: int = 50
     hair_volume: float = 0.012  # metres of scalp-hair thickness at full density (0 = painted hair only)
+    hair_mesh: bool = True
+    gender_contrast: float = 1.0  # 0: the model's gender spread (mostly androgynous); 1: female- or male-read
 
 
 @dataclass
