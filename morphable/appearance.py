@@ -30,7 +30,25 @@ APPEARANCE_PARAMS = (
     # identity-level additions of layout 2: hair geometry (style index / number of styles, and
     # uniforms within the style), make-up, the resting mouth
     "hair_style", "hair_length", "hair_thickness", "hair_phase", "lipstick", "lip_hue", "eye_makeup", "mouth_rest",
+    # resting face shape as small per-identity blendshape offsets (see REST_FEATURES)
+    "eye_aperture", "brow_rest", "mouth_width", "lip_fullness", "nose_flare", "jaw_forward", "cheek_fullness",
+    "asymmetry",
 )
+#: Resting features: appearance column -> ARKit units moved by ``s = 2u - 1`` in [-1, 1], as
+#: (unit, weight for s < 0, weight for s > 0) so that each column spans e.g. narrow .. wide eyes.
+#: Side pairs (``...Left``/``...Right``) are scaled by 1 -/+ 0.35 * (2 * asymmetry - 1).
+REST_FEATURES = {
+    "eye_aperture": (("eyeSquintLeft", -0.55, 0.0), ("eyeSquintRight", -0.55, 0.0), ("eyeBlinkLeft", -0.22, 0.0),
+                     ("eyeBlinkRight", -0.22, 0.0), ("eyeWideLeft", 0.0, 0.35), ("eyeWideRight", 0.0, 0.35)),
+    "brow_rest": (("browDownLeft", -0.5, 0.0), ("browDownRight", -0.5, 0.0), ("browOuterUpLeft", 0.0, 0.45),
+                  ("browOuterUpRight", 0.0, 0.45), ("browInnerUp", 0.0, 0.25)),
+    "mouth_width": (("mouthPucker", -0.35, 0.0), ("mouthStretchLeft", 0.0, 0.4), ("mouthStretchRight", 0.0, 0.4)),
+    "lip_fullness": (("mouthRollLower", -0.35, 0.0), ("mouthRollUpper", -0.35, 0.0), ("mouthShrugUpper", 0.0, 0.3),
+                     ("mouthFunnel", 0.0, 0.15)),
+    "nose_flare": (("noseSneerLeft", -0.0, 0.45), ("noseSneerRight", -0.0, 0.45)),
+    "jaw_forward": (("jawForward", -0.35, 0.4),),
+    "cheek_fullness": (("cheekSquintLeft", 0.0, 0.35), ("cheekSquintRight", 0.0, 0.35), ("cheekPuff", -0.15, 0.12)),
+}
 _P = {n: i for i, n in enumerate(APPEARANCE_PARAMS)}
 
 _K_MEL = torch.tensor([2.51, 3.06, 3.49])
@@ -71,7 +89,7 @@ def sample_appearance(semantic: torch.Tensor, g: torch.Generator) -> torch.Tenso
     hair_mel = (0.55 + 0.6 * melanin + 0.25 * nrm()).clamp(0.0, 1.0)
     hair_red = torch.where(u() < 0.08 * cau, u(), 0.15 * u())
     old = ((age - 0.6) / 0.35).clamp(0, 1)
-    hair_grey = (old * u() * 1.2).clamp(0, 1)
+    hair_grey = (old ** 2 * u() * 1.2).clamp(0, 1)  # greying mostly past 50
     brow_color = (hair_mel + 0.1 * nrm()).clamp(0, 1)
     brow_thickness = (0.35 + 0.3 * gender + 0.25 * u()).clamp(0, 1)
     brow_height, brow_arch, brow_density = u(), (u() * (1.2 - 0.5 * gender)).clamp(0, 1), (0.5 + 0.5 * u())
@@ -96,10 +114,11 @@ def sample_appearance(semantic: torch.Tensor, g: torch.Generator) -> torch.Tenso
     lip_hue = u()
     eye_makeup = torch.where(u() < 0.5 * fem ** 1.5, 0.3 + 0.7 * u(), torch.zeros(n))
     mouth_rest = u()
+    rest = [u() for _ in range(len(REST_FEATURES) + 1)]
     cols = [melanin, hemoglobin, redness, blotches, freckles, lip_tint, brow_color, brow_thickness, brow_height,
             brow_arch, brow_density, iris_mel, iris_hue, hair_mel, hair_red, hair_grey, hairline, bald,
             hair_density, beard, stubble, (style.float() + 0.5) / ns, hair_length, hair_thickness, hair_phase,
-            lipstick, lip_hue, eye_makeup, mouth_rest]
+            lipstick, lip_hue, eye_makeup, mouth_rest, *rest]
     return torch.stack(cols, 1)
 
 
@@ -308,3 +327,22 @@ def shade_hair(coords: torch.Tensor, app: torch.Tensor, offset: torch.Tensor) ->
     col = hair_colour(a("hair_melanin"), a("hair_red"), a("hair_grey")) * shade[:, None]
     spec = 0.04 + 0.06 * (fine * 0.5 + 0.5)  # a faint sheen: hair's highlight is narrow and broken
     return col.clamp(0, 1), spec
+
+
+def rest_expression(app: torch.Tensor, labels: list[str]) -> torch.Tensor:
+    """(N, len(labels)) resting blendshape weights of ``N`` identities (``app`` (N, A)) over the
+    model's expression units ``labels`` (units a model lacks are skipped): the features of
+    :data:`REST_FEATURES` plus a slight resting smile (``mouth_rest``: most faces at rest are not sad)."""
+    index = {n: i for i, n in enumerate(labels)}
+    out = torch.zeros(app.shape[0], len(labels), dtype=app.dtype, device=app.device)
+    asym = 0.35 * (2 * app[:, _P["asymmetry"]] - 1)
+    for col, units in REST_FEATURES.items():
+        s = 2 * app[:, _P[col]] - 1
+        for unit, w_neg, w_pos in units:
+            if unit in index:
+                side = 1 + asym if unit.endswith("Left") else (1 - asym if unit.endswith("Right") else 1.0)
+                out[:, index[unit]] += torch.where(s < 0, -s * w_neg, s * w_pos) * side
+    for unit in ("mouthSmileLeft", "mouthSmileRight"):
+        if unit in index:
+            out[:, index[unit]] += 0.08 + 0.22 * app[:, _P["mouth_rest"]]
+    return out

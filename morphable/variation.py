@@ -168,7 +168,9 @@ class OccluderConfig:
 class IdentityConfig:
     """How identities are drawn.
 
-    ``shape_scale`` multiplies the standard-normal shape coefficients (1 = the model's prior);
+    ``shape_scale`` multiplies the standard-normal shape coefficients (1 = the model's prior),
+    ``detail_scale`` those past the first 10 again (more local variation of the features without
+    more of the global build; a real-face recogniser tells the faces further apart, BENCHMARKS.md);
     ``min_distance`` is the separability threshold (see ``MorphableSource.sample_identities``) in the
     identity embedding space: whitened shape coefficients concatenated with appearance parameters,
     divided by sqrt(dimension) so that two independent draws are ~sqrt(2) apart. ``hair_volume``
@@ -180,6 +182,7 @@ class IdentityConfig:
     """
 
     shape_scale: float = 1.0
+    detail_scale: float = 1.3  # extra scale of the shape components past the first 10 (local facial detail)
     num_shape: int = 80
     min_distance: float = 0.9
     max_tries: int = 50
@@ -210,11 +213,11 @@ class RenderConfig:
 
 def _frontal() -> RenderConfig:
     c = RenderConfig()
-    c.pose = PoseConfig(yaw=Uniform(-8, 8), pitch=Uniform(-6, 6), roll=Uniform(-4, 4))
-    c.expression = ExpressionConfig(prob=0.3, max_units=2, intensity=Uniform(0.1, 0.5), presets=True)
-    c.light = LightConfig(ambient=Uniform(0.6, 0.9), sh_detail=Uniform(0.0, 0.15), azimuth=Normal(0, 25, -45, 45),
-                          elevation=Uniform(10, 40), intensity=Uniform(0.3, 0.8), temperature=Uniform(4500, 6500),
-                          tint=Normal(0, 0.01, -0.03, 0.03), specular=Uniform(0.02, 0.12), shadows=0.0,
+    c.pose = PoseConfig(yaw=Uniform(-15, 15), pitch=Uniform(-10, 8), roll=Uniform(-6, 6))
+    c.expression = ExpressionConfig(prob=0.6, max_units=2, intensity=Uniform(0.2, 0.8), presets=True)
+    c.light = LightConfig(ambient=Uniform(0.35, 0.65), sh_detail=Uniform(0.0, 0.25), azimuth=Normal(0, 30, -60, 60),
+                          elevation=Uniform(10, 45), intensity=Uniform(0.6, 1.3), temperature=Uniform(4000, 6500),
+                          tint=Normal(0, 0.01, -0.03, 0.03), specular=Uniform(0.08, 0.3), shadows=0.3,
                           white_balance=Uniform(0.9, 1.0),
                           exposure=Normal(0, 0.08, -0.2, 0.2))
     c.camera = CameraConfig(distance=Uniform(0.8, 1.5), focal_mm=Uniform(50, 85), jitter=0.0)
