@@ -21,7 +21,7 @@ from typing import Any, Callable
 import lightning.pytorch as L
 import torch
 
-from training.curriculum import ConfigError, config_to_dict
+from common.config import ConfigError, config_to_dict
 
 from .config import LoopConfig, config_changes, tristate
 from .resume import EMAUpdate, StepBatchSampler, rng_state, set_rng_state
@@ -29,7 +29,7 @@ from .resume import EMAUpdate, StepBatchSampler, rng_state, set_rng_state
 
 def resolve_paths(cfg, base_dirs: list[Path]):
     """Make the data paths and the encoder spec's paths absolute (cwd, config dir, repo root)."""
-    from training.curriculum import resolve_path
+    from common.config import resolve_path
 
     cfg.data.path = resolve_path(cfg.data.path, base_dirs)
     if cfg.data.exclude_from_pairs is not None:

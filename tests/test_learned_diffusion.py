@@ -188,7 +188,7 @@ def test_checkpoint_errors(tmp_path, run):
 
 def test_config_errors_name_the_key(tmp_path):
     from learned.train import main, parse_config
-    from training.curriculum import ConfigError
+    from common.config import ConfigError
 
     import yaml
 

@@ -45,10 +45,11 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
+from common.config import REPO_ROOT, ConfigError, apply_overrides, config_to_dict, from_dict, resolve_path
+from common.config import join_key as _join
 from engine.interface import derive_seed
 
-from .curriculum import (ConfigError, EvalConfig, ModelConfig, SourceConfig, TrainerConfig, _join, apply_overrides,
-                         config_to_dict, from_dict, parse_config, resolve_path, REPO_ROOT)
+from .curriculum import EvalConfig, ModelConfig, SourceConfig, TrainerConfig, parse_config
 
 log = logging.getLogger("synthface.benchmark")
 

@@ -33,9 +33,11 @@ from torch import nn
 
 from engine.formats import fsync_dir
 
+from common.config import ConfigError, config_to_dict
+
 from .augment import build_augment
 from .backbones import create_backbone, load_arcface_torch
-from .curriculum import ConfigError, Curriculum, ModelConfig, OptimizerConfig, TrainConfig, config_to_dict
+from .curriculum import Curriculum, ModelConfig, OptimizerConfig, TrainConfig
 from .heads import create_head
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,9 @@ import numpy as np
 import torch
 import yaml
 
-from .curriculum import ConfigError, Curriculum, EvalConfig, TrainConfig, config_to_dict, load_config
+from common.config import ConfigError, config_to_dict
+
+from .curriculum import Curriculum, EvalConfig, TrainConfig, load_config
 from .data import MixedDataModule, build_sources
 from .module import (AtomicCheckpoint, FaceRecognitionModule, PeriodicEval, ProgressPrinter, atomic_write_text,
                      load_backbone, save_backbone)
