@@ -9,9 +9,9 @@ Writing
   ``<identity>`` is zero-padded to ``id_width(num_ids)`` digits (at least 6) and ``<k>`` to
   ``k_width(per_id)`` digits (at least 3), so that *sorted* directory / file order equals numeric
   order and a generic ImageFolder reader assigns label ``i`` to identity ``i``. Every file is written
-  atomically (:func:`atomic_write_bytes`: hidden temp name in the same directory, fsync, ``os.replace``),
-  so a crash never leaves a half-written ``.jpg``; leftover ``.<name>.tmp-*`` files are hidden and
-  removed by :func:`remove_stale_tmp`.
+  atomically (:func:`atomic_write_bytes`, i.e. :func:`common.io.atomic_write`: hidden temp name in
+  the same directory, fsync, ``os.replace``), so a crash never leaves a half-written ``.jpg``;
+  leftover ``.<name>.tmp-*`` files are hidden and removed by :func:`remove_stale_tmp`.
 
 * **RecordIO** (``train.rec`` + ``train.idx`` + ``property``), byte-compatible with MXNet's
   ``MXIndexedRecordIO`` and insightface's ``MXFaceDataset``:
@@ -51,6 +51,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from common.io import atomic_write as atomic_write_bytes  # noqa: F401  (engine.formats' name for it)
+from common.io import fsync_dir, tmp_name  # noqa: F401
+
 # --------------------------------------------------------------------------------------------------
 # constants
 # --------------------------------------------------------------------------------------------------
@@ -75,50 +78,8 @@ class CorruptRecordError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------------
-# atomic files
+# atomic files (the writer is common.io's; see the imports)
 # --------------------------------------------------------------------------------------------------
-
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    """fsync a directory so that renames / creations in it are durable."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def tmp_name(path: str | os.PathLike) -> Path:
-    """Hidden temp name in the same directory as ``path`` (unique per process)."""
-    p = Path(path)
-    return p.with_name(f".{p.name}.tmp-{os.getpid()}")
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, ``os.replace``.
-
-    Either the old content (or no file) or the complete new content is visible, never a prefix.
-    Raises ``OSError`` (e.g. ``ENOSPC``) after removing the temp file.
-    """
-    tmp = tmp_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def remove_stale_tmp(root: str | os.PathLike) -> int:

@@ -78,6 +78,8 @@ from typing import Any, Callable
 
 import torch
 
+from common.io import atomic_path
+
 from . import formats as F
 from . import metadata as M
 from .contact_sheet import contact_sheet, save_png
@@ -912,11 +914,10 @@ def _finalize_rec(ctx: _Ctx, n: int, entries: dict[int, dict]) -> None:
             f.seek(end)
             tail = _write_trailer(f, trailer, end)
     else:
-        tmp = F.tmp_name(rec)
         offs = []
         parts: dict[int, Any] = {}
         try:
-            with open(tmp, "wb") as f:
+            with atomic_path(rec, fsync=ctx.fsync) as tmp, open(tmp, "wb") as f:
                 pos = 0
                 for b in range(ctx.num_blocks):
                     e = entries[b]
@@ -933,10 +934,6 @@ def _finalize_rec(ctx: _Ctx, n: int, entries: dict[int, dict]) -> None:
                     f.write(data)
                     pos += len(data)
                 tail = _write_trailer(f, trailer, pos)
-            os.replace(tmp, rec)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         finally:
             for p in parts.values():
                 p.close()

@@ -22,7 +22,6 @@ space concatenates the classes of the sources active anywhere in it (source orde
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
