@@ -78,6 +78,7 @@ from typing import Any, Callable
 
 import torch
 
+from common.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, SynthfaceError, report
 from common.io import atomic_path
 
 from . import formats as F
@@ -107,22 +108,22 @@ DEFAULT_RENDER_WORKERS = max(1, min(8, _usable_cpus()))
 DEFAULT_MP_CONTEXT = "forkserver"
 
 
-class RenderError(Exception):
+class RenderError(SynthfaceError):
     """A user-facing error (bad arguments/config, refused output dir, ...): one-line message."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 class DiskFullError(RenderError):
     """No space left on device; the journal is consistent and a rerun resumes."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 class WorkerError(RenderError):
     """A worker process died or could not set up its source; the journal is consistent."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1110,17 +1111,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg, _ = resolve_args(argv)
         render_dataset(**cfg)
-    except RenderError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    except SynthfaceError as e:  # RenderError, ConfigError of a source config: one line, no traceback
+        return report(e)
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except OSError as e:  # permissions, read-only file system, ...: one line, no traceback
         where = f" ({e.filename})" if e.filename else ""
         print(f"error: {e.strerror or e}{where}; fix it and rerun the same command to resume", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 if __name__ == "__main__":

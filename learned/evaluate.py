@@ -69,6 +69,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.errors import EvaluateError
+from common.errors import report as report_error
+
 __all__ = [
     "EvaluateError", "EmbeddedSet", "embed_dataset", "embed_source", "evaluate", "verification_scores",
     "equal_error_rate", "identity_centres", "uniqueness", "consistency", "identity_preservation",
@@ -110,10 +113,6 @@ DEFINITIONS: dict[str, str] = {
         "engine.interface.separability_report of the identity centres (Euclidean distances of unit vectors), "
         "required minimum distance sqrt(2 - 2 tau_u)."),
 }
-
-
-class EvaluateError(ValueError):
-    """Bad input to the evaluator: a missing or unusable dataset, source or encoder, or a bad number."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1240,9 +1239,8 @@ def main(argv: list[str] | None = None) -> int:
             uniqueness_threshold=args.uniqueness_threshold, consistency_threshold=args.consistency_threshold,
             memorisation_threshold=args.memorisation_threshold, allow_random_encoder=args.allow_random_encoder,
             log=log)
-    except EvaluateError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except EvaluateError as e:  # bad input to the evaluator: a missing or unusable dataset, source or encoder, ...
+        return report_error(e)
     v = report["verification"]
     print(f"EER {100 * v['eer']:.2f}% | uniqueness {report['uniqueness']['uniqueness']:.4f} | consistency "
           f"{report['consistency']['consistency']:.4f} | report: {Path(args.out) / 'report.md'}")

@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from common.config import REPO_ROOT, ConfigError, apply_overrides, config_to_dict, from_dict
+from common.errors import report
 
 #: kind -> trainer module (see the module docstring for what it must define).
 _TRAINERS: dict[str, str] = {
@@ -105,11 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         run_training(cfg, args.out, fresh=args.fresh)
     except (ConfigError, FileNotFoundError) as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
+        return report(e, "config error")
     except ValueError as e:  # EncoderError, dataset errors: one line
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report(e)
     return 0
 
 
