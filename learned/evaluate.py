@@ -70,6 +70,7 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import EvaluateError
+from common.metrics import equal_error_rate
 from common.errors import report as report_error
 
 __all__ = [
@@ -208,40 +209,6 @@ def verification_scores(embeddings, labels, max_pairs: int = DEFAULT_MAX_PAIRS,
         scores[s:s + step] = (x * y).sum(1).double().numpy()
     issame = np.r_[np.ones(len(ga), dtype=bool), np.zeros(len(ia), dtype=bool)]
     return scores, issame
-
-
-def equal_error_rate(scores, issame) -> tuple[float, float]:
-    """``(eer, threshold)`` of "accept when score >= threshold" (higher score = more similar).
-
-    The EER is where the false accept rate equals the false reject rate along the ROC (linearly
-    interpolated between its two nearest points; the threshold is the one at the first ROC point with
-    FAR >= FRR). Perfectly separated scores give ``(0.0, lowest genuine score)``.
-    """
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    y = np.asarray(issame, dtype=bool).reshape(-1)
-    if len(s) != len(y):
-        raise EvaluateError(f"{len(s)} scores but {len(y)} labels")
-    if not np.all(np.isfinite(s)):
-        raise EvaluateError("scores contain NaN/inf (did the encoder produce NaN embeddings?)")
-    if y.all() or (~y).all():
-        raise EvaluateError("EER needs both genuine and impostor scores")
-    # ROC points (one per distinct score, descending), with integer counts so that FAR = FRR is exact
-    order = np.argsort(-s, kind="mergesort")
-    ss, yy = s[order], y[order]
-    last = np.r_[np.nonzero(np.diff(ss))[0], len(ss) - 1]
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    tp = np.r_[0, np.cumsum(yy)[last]]
-    fp = np.r_[0, np.cumsum(~yy)[last]]
-    thr = np.r_[np.inf, ss[last]]
-    fn = n_pos - tp
-    d = fp * n_pos - fn * n_neg  # sign of FAR - FRR; increases along the curve
-    i = int(np.argmax(d >= 0))
-    far, frr = fp / n_neg, fn / n_pos
-    if i == 0 or d[i] == 0:
-        return float(far[i]), float(thr[i])
-    a0, a1 = far[i - 1] - frr[i - 1], far[i] - frr[i]
-    w = -a0 / (a1 - a0)
-    return float(far[i - 1] + w * (far[i] - far[i - 1])), float(thr[i])
 
 
 def identity_centres(embeddings, labels) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

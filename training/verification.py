@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.metrics import equal_error_rate, roc_curve
+
 __all__ = [
     "MissingImageError",
     "UnsafePickleError",
@@ -333,24 +335,6 @@ def embed(model: nn.Module, images: torch.Tensor | Iterable[Any], batch_size: in
 # ----------------------------------------------------------------------------------------------
 
 
-def roc_curve(scores: np.ndarray, issame: np.ndarray) -> dict[str, np.ndarray]:
-    """ROC of 'accept if score >= threshold': arrays ``fpr``, ``tpr``, ``thresholds`` (decreasing;
-    the first threshold is ``+inf`` with fpr = tpr = 0), one point per distinct score."""
-    scores = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(issame, dtype=bool)
-    order = np.argsort(-scores, kind="mergesort")
-    s, yy = scores[order], y[order]
-    distinct = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
-    tp = np.cumsum(yy)[distinct]
-    fp = np.cumsum(~yy)[distinct]
-    n_pos, n_neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
-    return {
-        "fpr": np.r_[0.0, fp / n_neg],
-        "tpr": np.r_[0.0, tp / n_pos],
-        "thresholds": np.r_[np.inf, s[distinct]],
-    }
-
-
 def _best_threshold(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Threshold maximising accuracy of 'same if score > t' -> (t, accuracy).
 
@@ -458,16 +442,7 @@ def evaluate_scores(scores: np.ndarray, issame: Sequence[bool] | np.ndarray,
         far_ach[far] = float(np.mean(imp > thr))
 
     roc = roc_curve(scores, y)
-    fpr, tpr, thr = roc["fpr"], roc["tpr"], roc["thresholds"]
-    fnr = 1.0 - tpr
-    d = fpr - fnr  # increasing from -1 to 1 along the curve
-    i = int(np.argmax(d >= 0))
-    if i == 0 or d[i] == 0:
-        eer, eer_t = float(fpr[i]), float(thr[i])
-    else:
-        w = -d[i - 1] / (d[i] - d[i - 1])
-        eer = float(fpr[i - 1] + w * (fpr[i] - fpr[i - 1]))
-        eer_t = float(thr[i])
+    eer, eer_t = equal_error_rate(scores, y)
     from scipy.stats import rankdata
 
     ranks = rankdata(scores)
