@@ -6,7 +6,9 @@
   e.g. :class:`~common.errors.ConfigError`) and the exit codes of the command lines;
 * :mod:`common.io`: atomic file writes (bytes, text, ``torch.save``, any writer);
 * :mod:`common.align`: the ArcFace 5-point alignment template;
-* :mod:`common.metrics`: verification metrics shared by FR evaluation and generator evaluation (EER);
+* :mod:`common.metrics`: verification metrics shared by FR evaluation and generator evaluation (ROC,
+  EER); :mod:`common.plots`: figures without pyplot, genuine/impostor score histograms;
+* :mod:`common.people`: LFW ``pairs.txt``, people files and the pairs-folds people subset config;
 * :mod:`common.progress`, :mod:`common.checkpoint`: the training progress line and the atomic
   ``last.ckpt`` callback (Lightning).
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.config import ConfigError
-from training.curriculum import PairsPeopleConfig
+from common.people import PairsPeopleConfig, pairs_people, read_people_file
 
 
 @dataclass
@@ -51,8 +51,6 @@ class DataConfig:
 
     def excluded_people(self) -> set[str]:
         """The identity names to leave out (empty set: none)."""
-        from training.data import pairs_people, read_people_file
-
         out: set[str] = set()
         if self.exclude_from_pairs is not None:
             out |= pairs_people(self.exclude_from_pairs.pairs, self.exclude_from_pairs.folds)

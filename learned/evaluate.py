@@ -71,6 +71,7 @@ import torch.nn.functional as F
 
 from common.errors import EvaluateError
 from common.metrics import equal_error_rate
+from common.plots import new_figure, plot_score_histograms
 from common.errors import report as report_error
 
 __all__ = [
@@ -633,19 +634,10 @@ def embed_source(source, encoder, ids: int, per_id: int, seed: int = 0, batch_si
 # ------------------------------------------------------------------------------------------------
 
 
-def _figure(figsize):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def _hist_png(values: torch.Tensor, path: Path, title: str, xlabel: str, threshold: float | None = None,
               threshold_label: str = "threshold") -> str:
     v = values.double().numpy()
-    fig = _figure((6.4, 4.4))
+    fig = new_figure((6.4, 4.4))
     ax = fig.add_subplot(1, 1, 1)
     lo, hi = float(min(v.min(), threshold if threshold is not None else v.min())), float(v.max())
     edges = np.linspace(lo - 1e-3, max(hi, lo + 1e-3) + 1e-3, 51)
@@ -667,7 +659,7 @@ def _memorised_png(gen: EmbeddedSet, train: EmbeddedSet, mem: Mapping[str, Any],
     gi = gen.fetch(top)
     ti = train.fetch([int(mem["nearest"][i]) for i in top])
     k = len(top)
-    fig = _figure((1.75 * k + 0.9, 4.6))
+    fig = new_figure((1.75 * k + 0.9, 4.6))
     for j, i in enumerate(top):
         nearest = int(mem["nearest"][i])
         for row, (img, label) in enumerate(((gi[j], gen.item_name(i)), (ti[j], train.item_name(nearest)))):
@@ -914,8 +906,6 @@ def evaluate(encoder, *, dataset=None, source=None, checkpoint=None, ids: int | 
         "genuine_quantiles": _quantiles(torch.from_numpy(g)), "impostor_quantiles": _quantiles(torch.from_numpy(i_)),
     }
     if outdir is not None:
-        from training.verification import plot_score_histograms
-
         plot_score_histograms(scores, issame, outdir / "similarity_histograms.png", threshold=eer_t,
                               title=f"Genuine vs impostor cosine (EER {100 * eer:.2f}%)")
         files["similarity_histograms"] = "similarity_histograms.png"

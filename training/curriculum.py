@@ -37,11 +37,11 @@ from common.config import join_key as _join
 from common.config import key_error as _err
 from common.config import suggest as _suggest
 from common.config import type_name as _type_name
+from common.people import PairsPeopleConfig
 
 __all__ = [
     "ModelConfig",
     "SourceConfig",
-    "PairsPeopleConfig",
     "LRConfig",
     "OptimizerConfig",
     "PhaseConfig",
@@ -111,18 +111,6 @@ class ModelConfig:
                            f"available: {', '.join(_hd.list_heads())}")
         except ImportError:  # pragma: no cover
             pass
-
-
-@dataclass
-class PairsPeopleConfig:
-    """The people mentioned in folds ``folds`` (1-based) of an LFW-format ``pairs`` file."""
-
-    pairs: str
-    folds: list[int] | None = None
-
-    def validate(self, path: str) -> None:
-        if self.folds is not None and (not self.folds or any(f < 1 for f in self.folds)):
-            raise _err(path, "folds", f"must be a non-empty list of 1-based fold numbers, got {self.folds}")
 
 
 @dataclass
