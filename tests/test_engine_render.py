@@ -381,6 +381,21 @@ def test_cli_subprocess_error_has_no_traceback(tmp_path):
     assert p.stderr.strip() == "error: bad --shard 'a/b': expected K/N with integers 0 <= K < N (e.g. 0/4)"
 
 
+def test_cli_config_value_error_is_one_line_before_rendering(tmp_path):
+    # an inverted range in a render config is refused when the source config loads, not in a render worker
+    cfg = tmp_path / "inv.yaml"
+    cfg.write_text("ids: 4\nper_id: 2\noverrides: {pose: {yaw: {lo: 30, hi: -30}}}\n")
+    p = subprocess.run(
+        [sys.executable, "-m", "engine.render", "--config", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "pose.yaw: lo (30) > hi (-30)" in lines[0], p.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_single_formats_match_both(reference, tmp_path):
     _, ref = reference
     render(tmp_path / "rec", format="rec")
