@@ -85,7 +85,7 @@ from . import formats as F
 from . import metadata as M
 from .contact_sheet import contact_sheet, save_png
 from .interface import IdentitySampler, separability_report
-from .sources import SourceError, create_source
+from .sources import SourceError, SourceSpec
 
 LAYOUT_VERSION = 1
 FORMATS = ("imagefolder", "rec", "both")
@@ -259,22 +259,30 @@ class _Timers:
     finalize: float = 0.0
 
 
-def _make_source(source, preset, size, aligned, device, overrides, checkpoint=None) -> tuple[IdentitySampler, str]:
+def source_spec(source: str | SourceSpec, preset: str = "wild", size: int = 112, aligned: bool = True,
+                device: str = "cpu", overrides: dict | None = None, checkpoint: str | os.PathLike | None = None
+                ) -> SourceSpec:
+    """The :class:`SourceSpec` of a ``render_dataset`` call (a spec given as ``source`` is used as is);
+    ``checkpoint`` (learned sources only) is one of its keywords only when given."""
+    if isinstance(source, SourceSpec):
+        return source
+    kwargs: dict[str, Any] = dict(preset=preset, size=size, aligned=aligned, device=device, overrides=dict(overrides or {}))
+    if checkpoint is not None:
+        kwargs["checkpoint"] = str(checkpoint)
+    return SourceSpec(str(source), kwargs)
+
+
+def _make_source(source: SourceSpec | IdentitySampler) -> tuple[IdentitySampler, str]:
     if isinstance(source, IdentitySampler):
         cls = type(source)
         return source, f"{cls.__module__}:{cls.__qualname__}"
-    extra = {} if checkpoint is None else {"checkpoint": str(checkpoint)}  # learned sources only
     try:
-        src = create_source(str(source), preset=preset, size=size, aligned=aligned, device=device, overrides=dict(overrides or {}), **extra)
+        src = source.create()
     except SourceError as e:
         raise RenderError(str(e)) from None
-    except TypeError as e:
-        if extra and "checkpoint" in str(e):
-            raise RenderError(f"source {source!r} takes no --checkpoint") from None
-        raise RenderError(f"cannot create source {source!r} with preset {preset!r}: {e}") from None
     except (ValueError, TypeError, KeyError) as e:
-        raise RenderError(f"cannot create source {source!r} with preset {preset!r}: {e}") from None
-    return src, str(source)
+        raise RenderError(f"cannot create source {source.name!r} with preset {source.kwargs.get('preset')!r}: {e}") from None
+    return src, source.name
 
 
 def render_dataset(*args, **kwargs) -> dict[str, Any]:
@@ -285,8 +293,10 @@ def render_dataset(*args, **kwargs) -> dict[str, Any]:
     block_ids=8, overrides=None, merge=False, progress=True, fsync=True, mp_context="forkserver",
     log=print, render_workers=None, checkpoint=None)``.
 
-    ``source`` is a registry name, a ``module:Class`` path or an :class:`IdentitySampler` instance (then
-    ``preset/size/aligned/device/overrides/checkpoint`` are not used). ``checkpoint`` (learned sources
+    ``source`` is a registry name or a ``module:Class`` path (made into a
+    :class:`~engine.sources.SourceSpec` with ``preset/size/aligned/device/overrides/checkpoint``: the one
+    value the render workers build their source from), a ``SourceSpec``, or an :class:`IdentitySampler`
+    instance (then ``preset/size/aligned/device/overrides/checkpoint`` are not used). ``checkpoint`` (learned sources
     such as ``diffusion``) is passed to the source constructor only when given. ``render_workers`` is the number of
     processes that render blocks (``None``: :data:`DEFAULT_RENDER_WORKERS` on CPU, 0 on CUDA; 0: render
     in the main process, with ``workers`` encode/write processes); an instance ``source`` is pickled
@@ -354,7 +364,10 @@ def _render_dataset(
     shard_k, shard_n = parse_shard(shard)
     seed = int(seed)
 
-    src, source_name = _make_source(source, preset, size, aligned, device, overrides, checkpoint)
+    if not isinstance(source, IdentitySampler):
+        source = source_spec(source, preset, size, aligned, device, overrides, checkpoint)
+        preset = source.kwargs.get("preset", preset)
+    src, source_name = _make_source(source)
     on_cuda = str(getattr(src, "device", device)).startswith("cuda")
     if render_workers is None:
         render_workers = 0 if on_cuda else DEFAULT_RENDER_WORKERS
@@ -449,7 +462,7 @@ def _render_dataset(
         if todo:
             init = None
             if render_workers:
-                init = _render_worker_args(ctx, source, source_name, preset, size, aligned, device, overrides, say, checkpoint)
+                init = _render_worker_args(ctx, source, say)
                 if init is None:
                     render_workers = 0
             rendered = _run_blocks(ctx, todo, jpath, part if want_rec else None, rec_off, workers, render_workers, init,
@@ -589,8 +602,7 @@ def _render_block(job: _Job, source: IdentitySampler, identities, b: int):
 _WORKER: dict[str, Any] = {}  # per-process state of a render worker, set by _render_worker_init
 
 
-def _render_worker_args(ctx: _Ctx, source, source_name, preset, size, aligned, device, overrides, say,
-                        checkpoint=None) -> tuple | None:
+def _render_worker_args(ctx: _Ctx, source: SourceSpec | IdentitySampler, say) -> tuple | None:
     """Initializer args of the render pool, or ``None`` (render in the main process) if the caller's
     source instance cannot be pickled."""
     import pickle
@@ -603,7 +615,7 @@ def _render_worker_args(ctx: _Ctx, source, source_name, preset, size, aligned, d
                 f"({type(e).__name__}: {e}); rendering in the main process (render_workers=0)")
             return None
     else:
-        spec = ("create", (source_name, preset, size, aligned, device, dict(overrides or {}), checkpoint))
+        spec = ("create", source)
     ids_blob = pickle.dumps(ctx.identities, protocol=pickle.HIGHEST_PROTOCOL)
     return _Job.of(ctx), spec, ids_blob, M.json_bytes(ctx.source.config())
 
@@ -618,7 +630,7 @@ def _render_worker_init(job: _Job, spec: tuple, ids_blob: bytes, config_json: by
     _WORKER.clear()
     try:
         kind, payload = spec
-        src = pickle.loads(payload) if kind == "pickle" else _make_source(*payload)[0]
+        src = pickle.loads(payload) if kind == "pickle" else _make_source(payload)[0]
         if M.json_bytes(src.config()) != config_json:
             raise RuntimeError("the source built in the worker has a different config() than in the main process")
         _WORKER.update(job=job, source=src, identities=pickle.loads(ids_blob))

@@ -738,14 +738,12 @@ def _load_encoder(spec, device: str, allow_random: bool):
 
 def _make_source(name, checkpoint, preset, size, device, overrides=None):
     from engine.interface import IdentitySampler
-    from engine.sources import SourceError, create_source
+    from engine.sources import SourceError, SourceSpec
 
     if isinstance(name, IdentitySampler):
         return name, getattr(name, "name", type(name).__name__)
     kwargs: dict[str, Any] = {"device": device}
     if checkpoint is not None:
-        if not Path(checkpoint).expanduser().exists():
-            raise EvaluateError(f"checkpoint not found: {checkpoint}")
         kwargs["checkpoint"] = str(checkpoint)
     if preset is not None:
         kwargs["preset"] = preset
@@ -755,13 +753,10 @@ def _make_source(name, checkpoint, preset, size, device, overrides=None):
     if overrides:
         kwargs["overrides"] = dict(overrides)
     try:
-        return create_source(name, **kwargs), str(name)
-    except SourceError as e:
+        return SourceSpec(str(name), kwargs).create(), str(name)
+    except SourceError as e:  # unknown source, checkpoint not found or not taken
         raise EvaluateError(str(e)) from None
-    except TypeError as e:
-        extra = " (it takes no --checkpoint)" if checkpoint is not None and "checkpoint" in str(e) else ""
-        raise EvaluateError(f"cannot create source {name!r}{extra}: {e}") from None
-    except (ValueError, OSError, KeyError, RuntimeError) as e:
+    except (ValueError, TypeError, OSError, KeyError, RuntimeError) as e:
         raise EvaluateError(f"cannot create source {name!r}: {e}") from None
 
 
