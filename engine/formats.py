@@ -245,6 +245,17 @@ def frame_record(payload: bytes) -> bytes:
     return bytes(out)
 
 
+def _record_header(read: Callable[[int, int], bytes], offset: int) -> tuple[int, int]:
+    """``(cflag, length)`` of the record part whose header is at ``offset``."""
+    head = read(8, offset)
+    if len(head) != 8:
+        raise CorruptRecordError(f"truncated record header at offset {offset}")
+    magic, lrec = struct.unpack("<II", head)
+    if magic != RECORDIO_MAGIC:
+        raise CorruptRecordError(f"bad RecordIO magic 0x{magic:08x} at offset {offset}")
+    return lrec >> 29, lrec & ((1 << 29) - 1)
+
+
 def read_record_at(read: Callable[[int, int], bytes], offset: int) -> tuple[bytes, int]:
     """Read one (possibly multi-part) record at ``offset`` with ``read(n, offset)``.
 
@@ -252,13 +263,7 @@ def read_record_at(read: Callable[[int, int], bytes], offset: int) -> tuple[byte
     """
     parts: list[bytes] = []
     while True:
-        head = read(8, offset)
-        if len(head) != 8:
-            raise CorruptRecordError(f"truncated record header at offset {offset}")
-        magic, lrec = struct.unpack("<II", head)
-        if magic != RECORDIO_MAGIC:
-            raise CorruptRecordError(f"bad RecordIO magic 0x{magic:08x} at offset {offset}")
-        cflag, length = lrec >> 29, lrec & ((1 << 29) - 1)
+        cflag, length = _record_header(read, offset)
         padded = (length + 3) >> 2 << 2
         data = read(length, offset + 8) if length else b""
         if len(data) != length:
@@ -271,6 +276,41 @@ def read_record_at(read: Callable[[int, int], bytes], offset: int) -> tuple[byte
             raise CorruptRecordError(f"bad RecordIO cflag {cflag} at offset {offset}")
         parts.append(_MAGIC_BYTES)
     return b"".join(parts), offset
+
+
+def record_offsets(f, start: int, end: int) -> list[int]:
+    """Offsets of the records in ``[start, end)`` of an open binary file (or ``BytesIO``) of framed
+    records, walking only their headers; raises :class:`CorruptRecordError` when the records do not
+    end exactly at ``end``."""
+    def read(n: int, off: int) -> bytes:
+        f.seek(off)
+        return f.read(n)
+
+    offs = []
+    pos = start
+    while pos < end:
+        offs.append(pos)
+        while True:
+            cflag, length = _record_header(read, pos)
+            pos += 8 + ((length + 3) >> 2 << 2)
+            if cflag in (0, 3):
+                break
+    if pos != end:
+        raise CorruptRecordError(f"records overrun the journaled range ending at {end}")
+    return offs
+
+
+def append_records(f, records: Sequence[tuple[int, bytes]], pos: int) -> list[tuple[int, int]]:
+    """Write framed ``(key, record)`` pairs at offset ``pos`` (the current end) of ``f``, fsync, and
+    return their ``(key, offset)`` pairs for the index."""
+    tail = []
+    for key, framed in records:
+        tail.append((key, pos))
+        f.write(framed)
+        pos += len(framed)
+    f.flush()
+    os.fsync(f.fileno())
+    return tail
 
 
 def iter_records(path: str | os.PathLike) -> Iterable[tuple[int, bytes]]:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from engine import formats as F
+from engine import journal as J
 from engine import metadata as M
 from engine import render as R
 from tests.fake_source import FakeSource
@@ -237,7 +238,7 @@ def test_resume_after_simulated_crash(reference, tmp_path, monkeypatch):
     class Crash(Exception):
         pass
 
-    real = R._append_journal
+    real = J.append_journal
     calls = {"n": 0}
 
     def crashing(path, entry):
@@ -246,10 +247,10 @@ def test_resume_after_simulated_crash(reference, tmp_path, monkeypatch):
             raise Crash()
         real(path, entry)
 
-    monkeypatch.setattr(R, "_append_journal", crashing)
+    monkeypatch.setattr(J, "append_journal", crashing)
     with pytest.raises(Crash):
         render(out)
-    monkeypatch.setattr(R, "_append_journal", real)
+    monkeypatch.setattr(J, "append_journal", real)
     j = out / ".journal" / "shard-0-of-1.jsonl"
     assert len(j.read_text().splitlines()) == 1
     with open(j, "ab") as f:
