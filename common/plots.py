@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["new_figure", "plot_score_histograms"]
+__all__ = ["new_figure", "save_figure", "plot_score_histograms"]
 
 
 def new_figure(figsize=(5.5, 4.5)):
@@ -19,6 +19,15 @@ def new_figure(figsize=(5.5, 4.5)):
     fig = Figure(figsize=figsize, dpi=100)
     FigureCanvasAgg(fig)
     return fig
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Lay ``fig`` out tightly and write it as PNG to ``path`` (parent dirs created); returns the path."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
 
 
 def plot_score_histograms(scores: np.ndarray, issame: Sequence[bool] | np.ndarray, path: str | os.PathLike,
@@ -40,8 +49,4 @@ def plot_score_histograms(scores: np.ndarray, issame: Sequence[bool] | np.ndarra
     if title:
         ax.set_title(title)
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save_figure(fig, path)

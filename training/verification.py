@@ -27,7 +27,7 @@ from torch import nn
 
 from common.metrics import equal_error_rate, roc_curve
 from common.people import MissingImageError, read_lfw_pairs
-from common.plots import new_figure, plot_score_histograms
+from common.plots import new_figure, plot_score_histograms, save_figure
 
 __all__ = [
     "MissingImageError",
@@ -452,11 +452,7 @@ def plot_roc(results_or_scores: Any, path: PathLike, title: str | None = None) -
         ax.set_title(title)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------
