@@ -52,7 +52,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from common.io import atomic_write as atomic_write_bytes  # noqa: F401  (engine.formats' name for it)
-from common.io import fsync_dir, tmp_name  # noqa: F401
+from common.io import fsync_dir
 
 # --------------------------------------------------------------------------------------------------
 # constants

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from common.io import atomic_path
+from common.io import atomic_path, fsync_dir
 
 from . import formats as F
 from . import metadata as M
@@ -104,7 +104,7 @@ def append_journal(path: Path, entry: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     if new:
-        F.fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
@@ -190,7 +190,7 @@ def check_or_write_desc(out_dir: Path, desc: dict) -> None:
             raise RenderError(f"--out {out_dir} is not empty and holds no {M.DATASET_JSON}; refusing to mix datasets")
     out_dir.mkdir(parents=True, exist_ok=True)
     M.write_json(path, desc)
-    F.fsync_dir(out_dir)
+    fsync_dir(out_dir)
 
 
 def remove_block_tmp(ctx: Ctx, blocks: list[int]) -> None:
@@ -229,7 +229,7 @@ def finalize(ctx: Ctx, n: int, say) -> None:
             raise RenderError(f"metadata of {out} has {table.num_rows} rows, expected {ctx.ids * ctx.per_id}")
         M.write_parquet(table, out / M.METADATA_NAME)
         _write_sheet(ctx)
-        F.fsync_dir(out)
+        fsync_dir(out)
         M.write_json(out / JOURNAL_DIR / COMPLETE_NAME, {"num_blocks": ctx.num_blocks, "shards": n})
         if n > 1 and ctx.want_rec:
             shutil.rmtree(out / PARTS_DIR, ignore_errors=True)

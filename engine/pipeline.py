@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from common.io import fsync_dir
+
 from . import formats as F
 from . import journal as J
 from . import metadata as M
@@ -310,8 +312,8 @@ def run_blocks(ctx, todo, jpath, part, rec_off, workers, render_workers, init, m
         F.atomic_write_bytes(meta_path(ctx.out, b), meta if isinstance(meta, bytes) else M.parquet_bytes(meta))
         if ctx.fsync:
             if ctx.want_if:
-                F.fsync_dir(ctx.out / F.IMAGES_DIR)
-            F.fsync_dir(ctx.out / BLOCKS_DIR)
+                fsync_dir(ctx.out / F.IMAGES_DIR)
+            fsync_dir(ctx.out / BLOCKS_DIR)
         J.append_journal(jpath, entry)  # via the module: tests patch it
         tm.commit += time.perf_counter() - t0
         rendered += n
