@@ -46,6 +46,8 @@ DEFAULT_MP_CONTEXT = "forkserver"
 
 @dataclass
 class Timers:
+    """Seconds per stage of a render run (reported in ``summary.json``'s ``time_s``)."""
+
     setup: float = 0.0
     render: float = 0.0
     encode: float = 0.0
