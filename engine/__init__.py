@@ -10,7 +10,7 @@ Kept light on purpose: worker processes import this package, so heavy modules lo
 from .contact_sheet import contact_sheet
 from .formats import CorruptRecordError, FaceImageDataset, ImageFolderDataset, RecDataset, open_dataset
 from .interface import Identities, IdentitySampler, RenderBatch, derive_seed, generator, separability_report
-from .sources import create_source, known_sources, register_source
+from .sources import SourceError, SourceSpec, create_source, known_sources, register_source
 from .stream import RenderStream
 
 
@@ -24,6 +24,6 @@ def __getattr__(name):
 
 __all__ = [
     "CorruptRecordError", "DiskFullError", "FaceImageDataset", "Identities", "IdentitySampler", "ImageFolderDataset",
-    "RecDataset", "RenderBatch", "RenderError", "RenderStream", "contact_sheet", "create_source", "derive_seed",
+    "RecDataset", "RenderBatch", "RenderError", "RenderStream", "SourceError", "SourceSpec", "contact_sheet", "create_source", "derive_seed",
     "generator", "known_sources", "open_dataset", "register_source", "render_dataset", "separability_report",
 ]

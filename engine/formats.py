@@ -9,9 +9,9 @@ Writing
   ``<identity>`` is zero-padded to ``id_width(num_ids)`` digits (at least 6) and ``<k>`` to
   ``k_width(per_id)`` digits (at least 3), so that *sorted* directory / file order equals numeric
   order and a generic ImageFolder reader assigns label ``i`` to identity ``i``. Every file is written
-  atomically (:func:`atomic_write_bytes`: hidden temp name in the same directory, fsync, ``os.replace``),
-  so a crash never leaves a half-written ``.jpg``; leftover ``.<name>.tmp-*`` files are hidden and
-  removed by :func:`remove_stale_tmp`.
+  atomically (:func:`atomic_write_bytes`, i.e. :func:`common.io.atomic_write`: hidden temp name in
+  the same directory, fsync, ``os.replace``), so a crash never leaves a half-written ``.jpg``;
+  leftover ``.<name>.tmp-*`` files are hidden and removed by :func:`remove_stale_tmp`.
 
 * **RecordIO** (``train.rec`` + ``train.idx`` + ``property``), byte-compatible with MXNet's
   ``MXIndexedRecordIO`` and insightface's ``MXFaceDataset``:
@@ -51,6 +51,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from common.io import atomic_write as atomic_write_bytes  # noqa: F401  (engine.formats' name for it)
+from common.io import fsync_dir
+
 # --------------------------------------------------------------------------------------------------
 # constants
 # --------------------------------------------------------------------------------------------------
@@ -75,50 +78,8 @@ class CorruptRecordError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------------
-# atomic files
+# atomic files (the writer is common.io's; see the imports)
 # --------------------------------------------------------------------------------------------------
-
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    """fsync a directory so that renames / creations in it are durable."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def tmp_name(path: str | os.PathLike) -> Path:
-    """Hidden temp name in the same directory as ``path`` (unique per process)."""
-    p = Path(path)
-    return p.with_name(f".{p.name}.tmp-{os.getpid()}")
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, ``os.replace``.
-
-    Either the old content (or no file) or the complete new content is visible, never a prefix.
-    Raises ``OSError`` (e.g. ``ENOSPC``) after removing the temp file.
-    """
-    tmp = tmp_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def remove_stale_tmp(root: str | os.PathLike) -> int:
@@ -284,6 +245,17 @@ def frame_record(payload: bytes) -> bytes:
     return bytes(out)
 
 
+def _record_header(read: Callable[[int, int], bytes], offset: int) -> tuple[int, int]:
+    """``(cflag, length)`` of the record part whose header is at ``offset``."""
+    head = read(8, offset)
+    if len(head) != 8:
+        raise CorruptRecordError(f"truncated record header at offset {offset}")
+    magic, lrec = struct.unpack("<II", head)
+    if magic != RECORDIO_MAGIC:
+        raise CorruptRecordError(f"bad RecordIO magic 0x{magic:08x} at offset {offset}")
+    return lrec >> 29, lrec & ((1 << 29) - 1)
+
+
 def read_record_at(read: Callable[[int, int], bytes], offset: int) -> tuple[bytes, int]:
     """Read one (possibly multi-part) record at ``offset`` with ``read(n, offset)``.
 
@@ -291,13 +263,7 @@ def read_record_at(read: Callable[[int, int], bytes], offset: int) -> tuple[byte
     """
     parts: list[bytes] = []
     while True:
-        head = read(8, offset)
-        if len(head) != 8:
-            raise CorruptRecordError(f"truncated record header at offset {offset}")
-        magic, lrec = struct.unpack("<II", head)
-        if magic != RECORDIO_MAGIC:
-            raise CorruptRecordError(f"bad RecordIO magic 0x{magic:08x} at offset {offset}")
-        cflag, length = lrec >> 29, lrec & ((1 << 29) - 1)
+        cflag, length = _record_header(read, offset)
         padded = (length + 3) >> 2 << 2
         data = read(length, offset + 8) if length else b""
         if len(data) != length:
@@ -310,6 +276,41 @@ def read_record_at(read: Callable[[int, int], bytes], offset: int) -> tuple[byte
             raise CorruptRecordError(f"bad RecordIO cflag {cflag} at offset {offset}")
         parts.append(_MAGIC_BYTES)
     return b"".join(parts), offset
+
+
+def record_offsets(f, start: int, end: int) -> list[int]:
+    """Offsets of the records in ``[start, end)`` of an open binary file (or ``BytesIO``) of framed
+    records, walking only their headers; raises :class:`CorruptRecordError` when the records do not
+    end exactly at ``end``."""
+    def read(n: int, off: int) -> bytes:
+        f.seek(off)
+        return f.read(n)
+
+    offs = []
+    pos = start
+    while pos < end:
+        offs.append(pos)
+        while True:
+            cflag, length = _record_header(read, pos)
+            pos += 8 + ((length + 3) >> 2 << 2)
+            if cflag in (0, 3):
+                break
+    if pos != end:
+        raise CorruptRecordError(f"records overrun the journaled range ending at {end}")
+    return offs
+
+
+def append_records(f, records: Sequence[tuple[int, bytes]], pos: int) -> list[tuple[int, int]]:
+    """Write framed ``(key, record)`` pairs at offset ``pos`` (the current end) of ``f``, fsync, and
+    return their ``(key, offset)`` pairs for the index."""
+    tail = []
+    for key, framed in records:
+        tail.append((key, pos))
+        f.write(framed)
+        pos += len(framed)
+    f.flush()
+    os.fsync(f.fileno())
+    return tail
 
 
 def iter_records(path: str | os.PathLike) -> Iterable[tuple[int, bytes]]:

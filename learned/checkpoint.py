@@ -208,7 +208,7 @@ def save_checkpoint(out_dir: str | os.PathLike, config: Mapping[str, Any], weigh
     needs ``kind``, ``image_size`` and ``model``; ``format``, ``version``, ``weights``,
     ``condition_stats`` and ``synthface_version`` are filled in. Returns the directory."""
     from engine.metadata import synthface_version
-    from training.module import atomic_torch_save, atomic_write_text
+    from common.io import atomic_torch_save, atomic_write_text
 
     out = Path(out_dir)
     for key in ("kind", "image_size", "model"):

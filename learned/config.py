@@ -2,15 +2,16 @@
 
 A learned training config is YAML with a top-level ``kind`` that picks the trainer (see
 :mod:`learned.train`) and the sections below; each kind adds its own sections (``model``,
-``schedule``, ...) in its own dataclass. Validation reuses :func:`training.curriculum.from_dict`:
-unknown keys and wrong types raise :class:`~training.curriculum.ConfigError` naming the key.
+``schedule``, ...) in its own dataclass. Validation reuses :func:`common.config.from_dict`:
+unknown keys and wrong types raise :class:`~common.errors.ConfigError` naming the key.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from training.curriculum import ConfigError, PairsPeopleConfig
+from common.config import ConfigError
+from common.people import PairsPeopleConfig, pairs_people, read_people_file
 
 
 @dataclass
@@ -50,8 +51,6 @@ class DataConfig:
 
     def excluded_people(self) -> set[str]:
         """The identity names to leave out (empty set: none)."""
-        from training.data import pairs_people, read_people_file
-
         out: set[str] = set()
         if self.exclude_from_pairs is not None:
             out |= pairs_people(self.exclude_from_pairs.pairs, self.exclude_from_pairs.folds)

@@ -177,7 +177,7 @@ def cached_embeddings(data: FaceTrainSet, encoder, cache_dir: str | os.PathLike,
                       log: Callable[[str], None] = print) -> torch.Tensor:
     """:func:`compute_embeddings`, cached in ``cache_dir/embeddings-<key>.pt`` keyed by the dataset
     fingerprint and the encoder spec (atomic write; read with ``weights_only=True``)."""
-    from training.module import atomic_torch_save
+    from common.io import atomic_torch_save
 
     key_src = {"version": CACHE_VERSION, "data": data.fingerprint(), "encoder": encoder.spec, "flip_avg": True}
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True, default=str).encode()).hexdigest()[:16]

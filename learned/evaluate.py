@@ -69,6 +69,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.errors import EvaluateError
+from common.metrics import equal_error_rate
+from common.plots import new_figure, plot_score_histograms
+from common.errors import report as report_error
+
 __all__ = [
     "EvaluateError", "EmbeddedSet", "embed_dataset", "embed_source", "evaluate", "verification_scores",
     "equal_error_rate", "identity_centres", "uniqueness", "consistency", "identity_preservation",
@@ -110,10 +115,6 @@ DEFINITIONS: dict[str, str] = {
         "engine.interface.separability_report of the identity centres (Euclidean distances of unit vectors), "
         "required minimum distance sqrt(2 - 2 tau_u)."),
 }
-
-
-class EvaluateError(ValueError):
-    """Bad input to the evaluator: a missing or unusable dataset, source or encoder, or a bad number."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -209,40 +210,6 @@ def verification_scores(embeddings, labels, max_pairs: int = DEFAULT_MAX_PAIRS,
         scores[s:s + step] = (x * y).sum(1).double().numpy()
     issame = np.r_[np.ones(len(ga), dtype=bool), np.zeros(len(ia), dtype=bool)]
     return scores, issame
-
-
-def equal_error_rate(scores, issame) -> tuple[float, float]:
-    """``(eer, threshold)`` of "accept when score >= threshold" (higher score = more similar).
-
-    The EER is where the false accept rate equals the false reject rate along the ROC (linearly
-    interpolated between its two nearest points; the threshold is the one at the first ROC point with
-    FAR >= FRR). Perfectly separated scores give ``(0.0, lowest genuine score)``.
-    """
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    y = np.asarray(issame, dtype=bool).reshape(-1)
-    if len(s) != len(y):
-        raise EvaluateError(f"{len(s)} scores but {len(y)} labels")
-    if not np.all(np.isfinite(s)):
-        raise EvaluateError("scores contain NaN/inf (did the encoder produce NaN embeddings?)")
-    if y.all() or (~y).all():
-        raise EvaluateError("EER needs both genuine and impostor scores")
-    # ROC points (one per distinct score, descending), with integer counts so that FAR = FRR is exact
-    order = np.argsort(-s, kind="mergesort")
-    ss, yy = s[order], y[order]
-    last = np.r_[np.nonzero(np.diff(ss))[0], len(ss) - 1]
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    tp = np.r_[0, np.cumsum(yy)[last]]
-    fp = np.r_[0, np.cumsum(~yy)[last]]
-    thr = np.r_[np.inf, ss[last]]
-    fn = n_pos - tp
-    d = fp * n_pos - fn * n_neg  # sign of FAR - FRR; increases along the curve
-    i = int(np.argmax(d >= 0))
-    far, frr = fp / n_neg, fn / n_pos
-    if i == 0 or d[i] == 0:
-        return float(far[i]), float(thr[i])
-    a0, a1 = far[i - 1] - frr[i - 1], far[i] - frr[i]
-    w = -a0 / (a1 - a0)
-    return float(far[i - 1] + w * (far[i] - far[i - 1])), float(thr[i])
 
 
 def identity_centres(embeddings, labels) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -667,19 +634,10 @@ def embed_source(source, encoder, ids: int, per_id: int, seed: int = 0, batch_si
 # ------------------------------------------------------------------------------------------------
 
 
-def _figure(figsize):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def _hist_png(values: torch.Tensor, path: Path, title: str, xlabel: str, threshold: float | None = None,
               threshold_label: str = "threshold") -> str:
     v = values.double().numpy()
-    fig = _figure((6.4, 4.4))
+    fig = new_figure((6.4, 4.4))
     ax = fig.add_subplot(1, 1, 1)
     lo, hi = float(min(v.min(), threshold if threshold is not None else v.min())), float(v.max())
     edges = np.linspace(lo - 1e-3, max(hi, lo + 1e-3) + 1e-3, 51)
@@ -701,7 +659,7 @@ def _memorised_png(gen: EmbeddedSet, train: EmbeddedSet, mem: Mapping[str, Any],
     gi = gen.fetch(top)
     ti = train.fetch([int(mem["nearest"][i]) for i in top])
     k = len(top)
-    fig = _figure((1.75 * k + 0.9, 4.6))
+    fig = new_figure((1.75 * k + 0.9, 4.6))
     for j, i in enumerate(top):
         nearest = int(mem["nearest"][i])
         for row, (img, label) in enumerate(((gi[j], gen.item_name(i)), (ti[j], train.item_name(nearest)))):
@@ -780,14 +738,12 @@ def _load_encoder(spec, device: str, allow_random: bool):
 
 def _make_source(name, checkpoint, preset, size, device, overrides=None):
     from engine.interface import IdentitySampler
-    from engine.sources import SourceError, create_source
+    from engine.sources import SourceError, SourceSpec
 
     if isinstance(name, IdentitySampler):
         return name, getattr(name, "name", type(name).__name__)
     kwargs: dict[str, Any] = {"device": device}
     if checkpoint is not None:
-        if not Path(checkpoint).expanduser().exists():
-            raise EvaluateError(f"checkpoint not found: {checkpoint}")
         kwargs["checkpoint"] = str(checkpoint)
     if preset is not None:
         kwargs["preset"] = preset
@@ -797,13 +753,10 @@ def _make_source(name, checkpoint, preset, size, device, overrides=None):
     if overrides:
         kwargs["overrides"] = dict(overrides)
     try:
-        return create_source(name, **kwargs), str(name)
-    except SourceError as e:
+        return SourceSpec(str(name), kwargs).create(), str(name)
+    except SourceError as e:  # unknown source, checkpoint not found or not taken
         raise EvaluateError(str(e)) from None
-    except TypeError as e:
-        extra = " (it takes no --checkpoint)" if checkpoint is not None and "checkpoint" in str(e) else ""
-        raise EvaluateError(f"cannot create source {name!r}{extra}: {e}") from None
-    except (ValueError, OSError, KeyError, RuntimeError) as e:
+    except (ValueError, TypeError, OSError, KeyError, RuntimeError) as e:
         raise EvaluateError(f"cannot create source {name!r}: {e}") from None
 
 
@@ -948,8 +901,6 @@ def evaluate(encoder, *, dataset=None, source=None, checkpoint=None, ids: int | 
         "genuine_quantiles": _quantiles(torch.from_numpy(g)), "impostor_quantiles": _quantiles(torch.from_numpy(i_)),
     }
     if outdir is not None:
-        from training.verification import plot_score_histograms
-
         plot_score_histograms(scores, issame, outdir / "similarity_histograms.png", threshold=eer_t,
                               title=f"Genuine vs impostor cosine (EER {100 * eer:.2f}%)")
         files["similarity_histograms"] = "similarity_histograms.png"
@@ -1240,9 +1191,8 @@ def main(argv: list[str] | None = None) -> int:
             uniqueness_threshold=args.uniqueness_threshold, consistency_threshold=args.consistency_threshold,
             memorisation_threshold=args.memorisation_threshold, allow_random_encoder=args.allow_random_encoder,
             log=log)
-    except EvaluateError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except EvaluateError as e:  # bad input to the evaluator: a missing or unusable dataset, source or encoder, ...
+        return report_error(e)
     v = report["verification"]
     print(f"EER {100 * v['eer']:.2f}% | uniqueness {report['uniqueness']['uniqueness']:.4f} | consistency "
           f"{report['consistency']['consistency']:.4f} | report: {Path(args.out) / 'report.md'}")

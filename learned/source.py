@@ -53,6 +53,7 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn.functional as F
 
+from common.align import ARCFACE_TEMPLATE, template
 from engine.interface import (Identities, IdentitySampler, RenderBatch, check_render_args, derive_seed, generator,
                               reject_close, separability_report)
 
@@ -60,9 +61,7 @@ from .checkpoint import load_checkpoint, load_condition_stats
 from .style_providers import StyleSourceConfig, make_provider
 
 #: ArcFace 5-point template for a 112x112 aligned crop (left eye, right eye, nose, mouth corners).
-ARCFACE_112 = torch.tensor(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
-)
+ARCFACE_112 = ARCFACE_TEMPLATE
 
 
 @dataclass
@@ -318,7 +317,7 @@ class LearnedSource(IdentitySampler):
             img = F.interpolate(img, size=(self.size, self.size), mode="bilinear", align_corners=False,
                                 antialias=img.shape[-1] > self.size).clamp(0, 1)
         B = rows.numel()
-        lm = (ARCFACE_112 * (self.size / 112.0)).expand(B, 5, 2).clone()
+        lm = template(self.size).expand(B, 5, 2).clone()
         seeds = torch.tensor([derive_seed(seed, "learned-noise", int(a), int(b)) for a, b in zip(rows, variations)],
                              dtype=torch.int64)
         factors = {"noise_seed": seeds, **self._factors(params, B),

@@ -4,7 +4,7 @@ The YAML's ``kind`` picks the trainer from a registry (``diffusion`` built in; a
 itself with ``register_trainer("gan", "learned.gan.trainer")``). A trainer module provides:
 
 - ``CONFIG_CLASS``: a dataclass with a ``kind`` field, validated by
-  :func:`training.curriculum.from_dict` (unknown keys and bad types are errors naming the key);
+  :func:`common.config.from_dict` (unknown keys and bad types are errors naming the key);
 - ``resolve_paths(cfg, base_dirs) -> cfg``: make input paths absolute (cwd, config dir, repo root);
 - ``run_training(cfg, out_dir=None, *, fresh=False, printer=print) -> dict``: train or resume into
   ``out_dir``, writing ``last.ckpt`` (atomic), ``checkpoint/`` (:mod:`learned.checkpoint`), sample grids,
@@ -25,7 +25,8 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from training.curriculum import REPO_ROOT, ConfigError, apply_overrides, config_to_dict, from_dict
+from common.config import REPO_ROOT, ConfigError, apply_overrides, config_to_dict, from_dict
+from common.errors import report
 
 #: kind -> trainer module (see the module docstring for what it must define).
 _TRAINERS: dict[str, str] = {
@@ -105,11 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         run_training(cfg, args.out, fresh=args.fresh)
     except (ConfigError, FileNotFoundError) as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
+        return report(e, "config error")
     except ValueError as e:  # EncoderError, dataset errors: one line
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report(e)
     return 0
 
 

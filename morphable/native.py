@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from common.io import atomic_path
+
 _SOURCE = r"""
 #include <stdint.h>
 #include <math.h>
@@ -265,14 +267,13 @@ def _compile() -> Path:
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+    # atomic: concurrent workers may race to build the same file
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp, atomic_path(out, fsync=False, suffix=".so") as lib:
         src = Path(tmp) / "raster.c"
         src.write_text(_SOURCE)
-        lib = Path(tmp) / "raster.so"
         res = subprocess.run([cc, *_FLAGS, str(src), "-o", str(lib)], capture_output=True, text=True)
         if res.returncode != 0:
             raise RuntimeError(f"{cc} failed: {res.stderr.strip()[:500]}")
-        os.replace(lib, out)  # atomic: concurrent workers may race to build the same file
     return out
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from common.errors import ConfigError
+
 
 @dataclass
 class Uniform:
@@ -253,35 +255,63 @@ def _dist_from(value: Any, where: str) -> Any:
             return Normal(**{k: float(v) for k, v in value.items()})
         if keys == {"p"}:
             return Bernoulli(float(value["p"]))
-        raise ValueError(f"{where}: a distribution is {{lo, hi}} (uniform), {{mean, std[, lo, hi]}} "
-                         f"(normal) or {{p}} (bernoulli), got keys {sorted(keys)}")
+        raise ConfigError(f"{where}: a distribution is {{lo, hi}} (uniform), {{mean, std[, lo, hi]}} "
+                          f"(normal) or {{p}} (bernoulli), got keys {sorted(keys)}")
     if isinstance(value, (int, float)):
         return Uniform(float(value), float(value))
-    raise ValueError(f"{where}: expected a distribution or a number, got {value!r}")
+    raise ConfigError(f"{where}: expected a distribution or a number, got {value!r}")
 
 
 def apply_overrides(cfg: Any, overrides: dict[str, Any], where: str = "") -> Any:
     """Apply nested ``overrides`` (e.g. ``{"pose": {"yaw": {"lo": -30, "hi": 30}}}``) to a config
-    dataclass in place; unknown keys raise ``ValueError`` naming the key."""
+    dataclass in place, then check the values (:func:`validate`); unknown keys, wrong types and
+    values out of range raise :class:`~common.errors.ConfigError` (a ``ValueError``) naming the key."""
     names = {f.name: f for f in fields(cfg)}
     for key, value in overrides.items():
         path = f"{where}.{key}" if where else key
         if key not in names:
-            raise ValueError(f"unknown config key {path!r}; known: {sorted(names)}")
+            raise ConfigError(f"unknown config key {path!r}; known: {sorted(names)}")
         cur = getattr(cfg, key)
         if is_dataclass(cur) and not isinstance(cur, (Uniform, Normal, Bernoulli)):
             if not isinstance(value, dict):
-                raise ValueError(f"{path}: expected a mapping, got {value!r}")
+                raise ConfigError(f"{path}: expected a mapping, got {value!r}")
             apply_overrides(cur, value, path)
         elif isinstance(cur, (Uniform, Normal, Bernoulli)):
             setattr(cfg, key, _dist_from(value, path))
         else:
             if isinstance(cur, bool):
                 if not isinstance(value, bool):
-                    raise ValueError(f"{path}: expected true/false, got {value!r}")
+                    raise ConfigError(f"{path}: expected true/false, got {value!r}")
             elif isinstance(cur, (int, float)) and not isinstance(value, (int, float)):
-                raise ValueError(f"{path}: expected a number, got {value!r}")
+                raise ConfigError(f"{path}: expected a number, got {value!r}")
             setattr(cfg, key, type(cur)(value) if isinstance(cur, (int, float)) and not isinstance(cur, bool) else value)
+    if not where:
+        validate(cfg)
+    return cfg
+
+
+def validate(cfg: Any, where: str = "") -> Any:
+    """Check the values of a config dataclass (recursively), as a config is loaded rather than when a
+    render first samples them: every distribution's range (``lo <= hi``; a normal's ``std >= 0``; a
+    bernoulli's ``p`` in [0, 1]) and every probability (a ``prob`` or ``*_prob`` field) in [0, 1].
+    Raises :class:`~common.errors.ConfigError` naming the key (``pose.yaw: lo (30) > hi (-30)``);
+    returns ``cfg``."""
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        path = f"{where}.{f.name}" if where else f.name
+        if isinstance(v, (Uniform, Normal)):
+            if v.hi < v.lo:
+                raise ConfigError(f"{path}: lo ({v.lo:g}) > hi ({v.hi:g})")
+            if isinstance(v, Normal) and v.std < 0:
+                raise ConfigError(f"{path}: std must be >= 0, got {v.std:g}")
+        elif isinstance(v, Bernoulli):
+            if not 0.0 <= v.p <= 1.0:
+                raise ConfigError(f"{path}: p must be in [0, 1], got {v.p:g}")
+        elif is_dataclass(v):
+            validate(v, path)
+        elif (f.name == "prob" or f.name.endswith("_prob")) and isinstance(v, (int, float)) and not isinstance(v, bool):
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"{path}: a probability must be in [0, 1], got {v:g}")
     return cfg
 
 

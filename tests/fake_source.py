@@ -16,13 +16,12 @@ from typing import Any
 
 import torch
 
+from common.align import ARCFACE_TEMPLATE
 from engine.interface import IdentitySampler, Identities, RenderBatch, generator, separability_report
 from tests.conformance import check_conformance  # noqa: F401  (re-exported)
 
 #: ArcFace 5-point template for a 112x112 aligned crop.
-ARCFACE_112 = torch.tensor(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
-)
+ARCFACE_112 = ARCFACE_TEMPLATE
 
 PRESETS: dict[str, dict[str, float]] = {
     "frontal": {"max_yaw": 10.0, "max_pitch": 5.0, "noise": 0.02, "min_light": 0.8},

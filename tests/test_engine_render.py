@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from engine import formats as F
+from engine import journal as J
 from engine import metadata as M
 from engine import render as R
 from tests.fake_source import FakeSource
@@ -237,7 +238,7 @@ def test_resume_after_simulated_crash(reference, tmp_path, monkeypatch):
     class Crash(Exception):
         pass
 
-    real = R._append_journal
+    real = J.append_journal
     calls = {"n": 0}
 
     def crashing(path, entry):
@@ -246,10 +247,10 @@ def test_resume_after_simulated_crash(reference, tmp_path, monkeypatch):
             raise Crash()
         real(path, entry)
 
-    monkeypatch.setattr(R, "_append_journal", crashing)
+    monkeypatch.setattr(J, "append_journal", crashing)
     with pytest.raises(Crash):
         render(out)
-    monkeypatch.setattr(R, "_append_journal", real)
+    monkeypatch.setattr(J, "append_journal", real)
     j = out / ".journal" / "shard-0-of-1.jsonl"
     assert len(j.read_text().splitlines()) == 1
     with open(j, "ab") as f:
@@ -379,6 +380,21 @@ def test_cli_subprocess_error_has_no_traceback(tmp_path):
     )
     assert p.returncode == 2
     assert p.stderr.strip() == "error: bad --shard 'a/b': expected K/N with integers 0 <= K < N (e.g. 0/4)"
+
+
+def test_cli_config_value_error_is_one_line_before_rendering(tmp_path):
+    # an inverted range in a render config is refused when the source config loads, not in a render worker
+    cfg = tmp_path / "inv.yaml"
+    cfg.write_text("ids: 4\nper_id: 2\noverrides: {pose: {yaw: {lo: 30, hi: -30}}}\n")
+    p = subprocess.run(
+        [sys.executable, "-m", "engine.render", "--config", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "pose.yaw: lo (30) > hi (-30)" in lines[0], p.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_single_formats_match_both(reference, tmp_path):

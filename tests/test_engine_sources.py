@@ -33,6 +33,31 @@ def test_register_and_create():
     assert S._REGISTRY["morphable"] == "morphable:MorphableSource"
 
 
+def test_create_source_owns_the_checkpoint_errors(tmp_path):
+    ck = tmp_path / "ck.pt"
+    ck.write_bytes(b"x")
+    with pytest.raises(S.SourceError, match="takes no --checkpoint"):
+        S.create_source("tests.fake_source:FakeSource", checkpoint=str(ck))
+    with pytest.raises(S.SourceError, match="checkpoint not found: /does/not/exist"):
+        S.create_source("diffusion", checkpoint="/does/not/exist")
+    with pytest.raises(S.SourceError, match="takes no keyword 'colour'"):
+        S.create_source("tests.fake_source:FakeSource", colour="red")
+
+
+def test_source_spec_is_one_picklable_value():
+    import dataclasses
+    import pickle
+
+    spec = S.SourceSpec("tests.fake_source:FakeSource", {"size": 24})
+    assert pickle.loads(pickle.dumps(spec)) == spec
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.name = "other"  # type: ignore[misc]
+    a, b = spec.create(), pickle.loads(pickle.dumps(spec)).create()
+    ids = a.sample_identities(2, seed=1)
+    rows, var = torch.tensor([0, 1]), torch.tensor([0, 0])
+    assert torch.equal(a.render(ids, rows, var, seed=1).images, b.render(ids, rows, var, seed=1).images)
+
+
 def test_fake_source_conformance():
     check_conformance(FakeSource(size=16))
     check_conformance(FakeSource(preset="frontal", size=16, aligned=False))

@@ -188,7 +188,7 @@ def test_checkpoint_errors(tmp_path, run):
 
 def test_config_errors_name_the_key(tmp_path):
     from learned.train import main, parse_config
-    from training.curriculum import ConfigError
+    from common.config import ConfigError
 
     import yaml
 
@@ -376,7 +376,7 @@ def test_face_data_excludes_evaluation_people(tmp_path):
     """A generator whose data are judged on some LFW folds must not train on those people."""
     from learned.config import DataConfig
     from learned.data import FaceTrainSet
-    from training.curriculum import PairsPeopleConfig
+    from common.people import PairsPeopleConfig
 
     root = make_face_folder(tmp_path / "faces", ids=3, per_id=3, singletons=2, size=24)
     pairs = tmp_path / "pairs.txt"  # LFW format: fold 1 names person00 + person03, fold 2 person01

@@ -147,7 +147,7 @@ def test_training_style_is_the_images_own_low_pass_dropped_independently(tmp_pat
 
 def test_old_run_configs_resume_and_style_changes_do_not(tmp_path):
     from learned.config import config_changes
-    from training.curriculum import config_to_dict
+    from common.config import config_to_dict
 
     off = config_to_dict(tiny_config(tmp_path))
     on = config_to_dict(tiny_config(tmp_path, "style.enabled=true"))
@@ -158,7 +158,7 @@ def test_old_run_configs_resume_and_style_changes_do_not(tmp_path):
 
 def test_style_config_errors(tmp_path):
     from learned.train import parse_config
-    from training.curriculum import ConfigError
+    from common.config import ConfigError
 
     import yaml
 

@@ -343,7 +343,7 @@ def test_resume_after_kill_9(tmp_path):
 
 def test_config_errors_name_the_key(tmp_path):
     from learned.train import main, parse_config
-    from training.curriculum import ConfigError
+    from common.config import ConfigError
 
     import yaml
 

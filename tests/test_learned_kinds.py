@@ -28,7 +28,7 @@ RESUME = {"diffusion": (40, "train.lr=0.1", "train.lr"), "gan": (30, "gan.r1_gam
 @pytest.mark.parametrize("kind", KINDS)
 def test_resume_continues_and_refuses_another_config(tmp_path, run, kind):
     from learned.train import run_training
-    from training.curriculum import ConfigError
+    from common.config import ConfigError
 
     steps, change, key = RESUME[kind]
     out = tmp_path / "run"

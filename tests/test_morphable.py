@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from common.errors import ConfigError
 from morphable import MorphableSource, rasterize, template
 from morphable.camera import similarity_transform, apply_affine, euler_to_matrix
 from morphable.raster import interpolate
@@ -208,9 +209,23 @@ def test_bad_parameters_are_named(default_model):
         src.render(ids, torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long), seed=0)
     with pytest.raises(ValueError, match="rows must index"):
         src.render(ids, torch.tensor([5]), torch.tensor([0]), seed=0)
-    with pytest.raises(ValueError, match="Uniform needs lo <= hi"):
-        MorphableSource(preset="frontal", size=32, model=default_model,
-                        overrides={"pose": {"yaw": {"lo": 5, "hi": -5}}}).render(ids, torch.tensor([0]), torch.tensor([0]), seed=0)
+    with pytest.raises(ConfigError, match=r"^pose\.yaw: lo \(5\) > hi \(-5\)$"):  # refused when loaded, not at render
+        MorphableSource(preset="frontal", size=32, model=default_model, overrides={"pose": {"yaw": {"lo": 5, "hi": -5}}})
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"pose": {"yaw": {"lo": 30, "hi": -30}}}, r"^pose\.yaw: lo \(30\) > hi \(-30\)$"),
+    ({"light": {"azimuth": {"mean": 0, "std": 10, "lo": 5, "hi": -5}}}, r"^light\.azimuth: lo \(5\) > hi \(-5\)$"),
+    ({"pose": {"roll": {"mean": 0, "std": -1}}}, r"^pose\.roll: std must be >= 0, got -1$"),
+    ({"degradation": {"blur_prob": 1.5}}, r"^degradation\.blur_prob: a probability must be in \[0, 1\], got 1\.5$"),
+    ({"expression": {"prob": -0.1}}, r"^expression\.prob: a probability must be in \[0, 1\]"),
+])
+def test_render_config_values_checked_when_loaded(overrides, match):
+    from morphable.variation import apply_overrides, preset
+
+    with pytest.raises(ConfigError, match=match):
+        apply_overrides(preset("wild"), overrides)
+    assert apply_overrides(preset("wild"), {"pose": {"yaw": {"lo": -30, "hi": 30}}}).pose.yaw.hi == 30
 
 
 def test_rotation_matrix_is_proper():

@@ -6,7 +6,8 @@ import copy
 import pytest
 import yaml
 
-from training.curriculum import (ConfigError, Curriculum, LRConfig, apply_overrides, load_config, parse_config)
+from common.config import ConfigError, apply_overrides
+from training.curriculum import Curriculum, LRConfig, load_config, parse_config
 
 from tests.test_training_utils import FAKE_SOURCE, REPO_ROOT, tiny_train_dict
 
@@ -196,7 +197,7 @@ def test_learned_benchmark_configs_parse(path):
 
 def test_benchmark_config_errors():
     from training.benchmark import BenchmarkConfig
-    from training.curriculum import from_dict
+    from common.config import from_dict
 
     base = {"lfw": {"root": "x"}, "synthetic": {"type": "stream", "source": FAKE_SOURCE, "num_ids": 3},
             "sweep": [2], "pretrain": {"steps": 1}, "finetune": {"steps": 1}, "authentic": {"steps": 1}}

@@ -164,9 +164,8 @@ def test_map_source_subsets(tmp_path):
 
 def test_map_source_people_from_pairs_folds(tmp_path):
     root = make_fake_lfw(tmp_path / "lfw", n_folds=3, people_per_fold=6, pairs_per_fold=4, size=16)
-    from training.curriculum import PairsPeopleConfig, SourceConfig
-
-    from training.data import pairs_people
+    from common.people import PairsPeopleConfig, pairs_people
+    from training.curriculum import SourceConfig
 
     pp = PairsPeopleConfig(pairs=str(root / "pairs.txt"), folds=[1, 2])
     f12 = pairs_people(root / "pairs.txt", [1, 2])

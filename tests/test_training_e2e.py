@@ -84,7 +84,8 @@ def test_head_reinit_at_finetune_changes_num_classes(tmp_path):
 
 
 def test_freeze_prefix_error_names_the_key(tmp_path):
-    from training.curriculum import ConfigError, Curriculum
+    from common.config import ConfigError
+    from training.curriculum import Curriculum
     from training.module import FaceRecognitionModule
 
     raw = tiny_train_dict(tmp_path, steps=2)
@@ -155,7 +156,7 @@ def test_kill9_mid_phase_then_resume(tmp_path):
 
 def test_benchmark_end_to_end_on_fake_lfw(tmp_path):
     from training.benchmark import BenchmarkConfig, run_benchmark
-    from training.curriculum import from_dict
+    from common.config import from_dict
 
     root = make_fake_lfw(tmp_path / "lfw", n_folds=5, people_per_fold=8, pairs_per_fold=5, size=24)
     raw = {
@@ -236,7 +237,7 @@ def test_lfw_dev_eval_uses_only_the_requested_folds():
 
 def test_benchmark_reuses_finished_runs_and_retrains_changed_ones(tmp_path):
     from training.benchmark import BenchmarkConfig, run_benchmark
-    from training.curriculum import from_dict
+    from common.config import from_dict
 
     root = make_fake_lfw(tmp_path / "lfw", n_folds=5, people_per_fold=6, pairs_per_fold=3, size=16)
     raw = {
@@ -259,7 +260,7 @@ def test_benchmark_variants_mix_sources_in_one_curriculum(tmp_path):
     """Extra synthetic arms (e.g. morphable + diffusion mixed): each is pretrained on its own sources
     with its weights, fine-tuned from its own backbone, and gets its own rows and plot lines."""
     from training.benchmark import BenchmarkConfig, run_benchmark
-    from training.curriculum import ConfigError, from_dict
+    from common.config import ConfigError, from_dict
 
     root = make_fake_lfw(tmp_path / "lfw", n_folds=5, people_per_fold=6, pairs_per_fold=4, size=24)
     fake = {"type": "stream", "source": FAKE_SOURCE, "per_id": 2, "fixed_variations": True, "cache": True}

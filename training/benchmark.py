@@ -45,10 +45,12 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
+from common.config import REPO_ROOT, ConfigError, apply_overrides, config_to_dict, from_dict, resolve_path
+from common.config import join_key as _join
+from common.errors import report
 from engine.interface import derive_seed
 
-from .curriculum import (ConfigError, EvalConfig, ModelConfig, SourceConfig, TrainerConfig, _join, apply_overrides,
-                         config_to_dict, from_dict, parse_config, resolve_path, REPO_ROOT)
+from .curriculum import EvalConfig, ModelConfig, SourceConfig, TrainerConfig, parse_config
 
 log = logging.getLogger("synthface.benchmark")
 
@@ -558,8 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         bc = load_benchmark_config(args.config, args.override)
     except (ConfigError, FileNotFoundError) as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
+        return report(e, "config error")
     if not os.path.isdir(os.path.join(bc.lfw.root, "images")):
         print(f"benchmark: no LFW-layout data at {bc.lfw.root} (expected images/ and pairs.txt)", file=sys.stderr)
         return 3

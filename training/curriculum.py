@@ -22,25 +22,26 @@ space concatenates the classes of the sources active anywhere in it (source orde
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
-import difflib
 import math
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, Union
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import yaml
 
+from common.config import REPO_ROOT, ConfigError, apply_overrides, from_dict, resolve_path
+from common.config import convert as _convert
+from common.config import join_key as _join
+from common.config import key_error as _err
+from common.config import suggest as _suggest
+from common.config import type_name as _type_name
+from common.people import PairsPeopleConfig
+
 __all__ = [
-    "ConfigError",
     "ModelConfig",
     "SourceConfig",
-    "PairsPeopleConfig",
     "LRConfig",
     "OptimizerConfig",
     "PhaseConfig",
@@ -52,14 +53,8 @@ __all__ = [
     "Curriculum",
     "load_config",
     "parse_config",
-    "apply_overrides",
-    "config_to_dict",
-    "from_dict",
     "allocate_counts",
-    "REPO_ROOT",
 ]
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 SOURCE_TYPES = ("folder", "rec", "rendered", "engine", "stream")
 MAP_TYPES = ("folder", "rec", "rendered")
@@ -67,148 +62,6 @@ PRECISIONS = ("32", "32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true",
 SCHEDULES = ("cosine", "step", "poly", "constant", "linear")
 OPTIMIZERS = ("sgd", "adamw", "adam")
 RAMPS = ("linear", "cosine", "step")
-
-
-class ConfigError(ValueError):
-    """An invalid configuration; the message starts with the dotted path of the bad key."""
-
-
-# ----------------------------------------------------------------------------------------------
-# generic dict -> dataclass conversion with key-path errors
-# ----------------------------------------------------------------------------------------------
-
-
-def _suggest(key: str, allowed: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _type_name(v: Any) -> str:
-    return "null" if v is None else type(v).__name__
-
-
-def _convert(tp: Any, value: Any, path: str) -> Any:
-    if tp is Any or tp is object:
-        return value
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise ConfigError(f"{path}: must not be null")
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _convert(a, value, path)
-            except ConfigError as e:
-                errors.append(str(e))
-        names = " or ".join(getattr(a, "__name__", str(a)) for a in args if a is not type(None))
-        raise ConfigError(f"{path}: expected {names}, got {_type_name(value)} {value!r}"
-                          if len(errors) != 1 else errors[0])
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        sval = str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and \
-            any(isinstance(a, str) for a in allowed) else value
-        if sval not in allowed:
-            raise ConfigError(f"{path}: must be one of {', '.join(map(repr, allowed))}, got {value!r}"
-                              + _suggest(str(value), [str(a) for a in allowed]))
-        return sval
-    if dataclasses.is_dataclass(tp):
-        coerce = getattr(tp, "_coerce", None)
-        if coerce is not None:
-            value = coerce(value)
-        return from_dict(tp, value, path)
-    if origin in (list, tuple, Sequence) or tp in (list, tuple):
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected a list, got {_type_name(value)} {value!r}")
-        args = typing.get_args(tp)
-        sub = args[0] if args else Any
-        return [_convert(sub, v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin in (dict, Mapping) or tp is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{path}: expected a mapping, got {_type_name(value)} {value!r}")
-        args = typing.get_args(tp)
-        sub = args[1] if len(args) == 2 else Any
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise ConfigError(f"{path}: keys must be strings, got {k!r}")
-            out[k] = _convert(sub, v, f"{path}.{k}")
-        return out
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true/false, got {_type_name(value)} {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                f = float(value.replace("_", ""))
-                if f.is_integer():
-                    return int(f)
-            except ValueError:
-                pass
-        raise ConfigError(f"{path}: expected an integer, got {_type_name(value)} {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads '5e-4' as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{path}: expected a number, got {_type_name(value)} {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{path}: expected a string, got {_type_name(value)} {value!r}")
-    return value
-
-
-def from_dict(cls: type, data: Any, path: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, checking keys and types; errors name ``path.key``."""
-    where = path or cls.__name__
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {_type_name(data)} {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
-    for k in data:
-        if k not in fields:
-            raise ConfigError(f"{_join(path, k)}: unknown key{_suggest(k, list(fields))}; "
-                              f"allowed keys: {', '.join(fields)}")
-    kwargs = {}
-    for name, f in fields.items():
-        if name in data:
-            kwargs[name] = _convert(hints[name], data[name], _join(path, name))
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{_join(path, name)}: required key is missing")
-    obj = cls(**kwargs)
-    validate = getattr(obj, "validate", None)
-    if validate is not None:
-        validate(path)
-    return obj
-
-
-def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
-
-
-def _err(path: str, key: str, msg: str) -> ConfigError:
-    return ConfigError(f"{_join(path, key)}: {msg}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,18 +111,6 @@ class ModelConfig:
                            f"available: {', '.join(_hd.list_heads())}")
         except ImportError:  # pragma: no cover
             pass
-
-
-@dataclass
-class PairsPeopleConfig:
-    """The people mentioned in folds ``folds`` (1-based) of an LFW-format ``pairs`` file."""
-
-    pairs: str
-    folds: list[int] | None = None
-
-    def validate(self, path: str) -> None:
-        if self.folds is not None and (not self.folds or any(f < 1 for f in self.folds)):
-            raise _err(path, "folds", f"must be a non-empty list of 1-based fold numbers, got {self.folds}")
 
 
 @dataclass
@@ -729,68 +570,6 @@ class TrainConfig:
 # ----------------------------------------------------------------------------------------------
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
-    """Apply ``a.b.c=value`` overrides (``phases.0.steps=100``; values parsed as YAML) to a raw dict."""
-    data = copy.deepcopy(data)
-    for ov in overrides or ():
-        if "=" not in ov:
-            raise ConfigError(f"override {ov!r}: expected key.path=value")
-        key, _, raw = ov.partition("=")
-        keys = [k for k in key.strip().split(".") if k]
-        if not keys:
-            raise ConfigError(f"override {ov!r}: empty key")
-        value = _parse_value(raw)
-        node: Any = data
-        for i, k in enumerate(keys):
-            last = i == len(keys) - 1
-            where = ".".join(keys[: i + 1])
-            if isinstance(node, list):
-                try:
-                    idx = int(k)
-                    node[idx]  # noqa: B018 - bounds check
-                except (ValueError, IndexError):
-                    raise ConfigError(f"override {ov!r}: {where}: not a valid list index (list has {len(node)} "
-                                      "items)") from None
-                if last:
-                    node[idx] = value
-                else:
-                    node = node[idx]
-            elif isinstance(node, dict):
-                if last:
-                    node[k] = value
-                else:
-                    if node.get(k) is None:
-                        node[k] = {}
-                    node = node[k]
-            else:
-                raise ConfigError(f"override {ov!r}: {'.'.join(keys[:i])} is not a mapping or list")
-    return data
-
-
-def resolve_path(p: str | None, base_dirs: Sequence[Path]) -> str | None:
-    """Absolute path for ``p``: as is if absolute or existing relative to the working directory,
-    else the first of ``base_dirs`` where it exists, else relative to the working directory."""
-    if p is None:
-        return None
-    p = os.path.expanduser(os.path.expandvars(str(p)))
-    if os.path.isabs(p):
-        return p
-    if os.path.exists(p):
-        return os.path.abspath(p)
-    for b in base_dirs:
-        cand = Path(b) / p
-        if cand.exists():
-            return str(cand.resolve())
-    return os.path.abspath(p)
-
-
 def resolve_paths(cfg: TrainConfig, base_dirs: Sequence[Path]) -> TrainConfig:
     """Resolve every input path of ``cfg`` in place (see :func:`resolve_path`)."""
     cfg.model.init_backbone = resolve_path(cfg.model.init_backbone, base_dirs)
@@ -829,18 +608,6 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Train
     with open(path) as f:
         data = yaml.safe_load(f) or {}
     return parse_config(data, overrides, base_dir=path.parent)
-
-
-def config_to_dict(cfg: Any) -> Any:
-    """Plain (YAML/JSON-serialisable) dict of a config dataclass (private fields dropped)."""
-    if dataclasses.is_dataclass(cfg):
-        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
-                if not f.name.startswith("_")}
-    if isinstance(cfg, Mapping):
-        return {k: config_to_dict(v) for k, v in cfg.items()}
-    if isinstance(cfg, (list, tuple)):
-        return [config_to_dict(v) for v in cfg]
-    return cfg
 
 
 # ----------------------------------------------------------------------------------------------

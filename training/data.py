@@ -40,9 +40,7 @@ With ``num_workers > 0`` worker ``w`` builds the batches of steps ``start + w, s
 from __future__ import annotations
 
 import logging
-import os
 import time
-from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -50,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from common.people import pairs_people, read_people_file
 from engine.interface import derive_seed
 
 from .curriculum import Curriculum, SourceConfig, TrainConfig, allocate_counts, weyl_u
@@ -73,34 +72,6 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def read_people_file(path: str | os.PathLike) -> list[str]:
-    """Identity names from a text file: the first whitespace-separated token of each line; blank
-    lines, ``#`` comments and purely numeric lines (LFW ``people.txt`` fold headers) are skipped."""
-    names: list[str] = []
-    with open(path) as f:
-        for line in f:
-            tok = line.split("#", 1)[0].split()
-            if not tok:
-                continue
-            if tok[0].lstrip("-").isdigit():
-                continue
-            names.append(tok[0])
-    return names
-
-
-def pairs_people(pairs_txt: str | os.PathLike, folds: Sequence[int] | None = None) -> set[str]:
-    """Names mentioned in folds ``folds`` (1-based; all if ``None``) of an LFW ``pairs.txt``."""
-    from .verification import read_lfw_pairs
-
-    keep = None if folds is None else {int(f) - 1 for f in folds}
-    out: set[str] = set()
-    for a, b, _, f in read_lfw_pairs(pairs_txt, image_root=Path(pairs_txt).parent, check_files=False):
-        if keep is None or f in keep:
-            out.add(Path(a).parent.name)
-            out.add(Path(b).parent.name)
-    return out
 
 
 def to_uint8_batch(images: Sequence[torch.Tensor] | torch.Tensor, size: int) -> torch.Tensor:

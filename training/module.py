@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -31,11 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.formats import fsync_dir
+from common.checkpoint import AtomicCheckpoint
+from common.config import ConfigError, config_to_dict
+from common.io import atomic_torch_save, atomic_write_text
+from common.progress import ProgressPrinter as _ProgressPrinter
 
 from .augment import build_augment
 from .backbones import create_backbone, load_arcface_torch
-from .curriculum import ConfigError, Curriculum, ModelConfig, OptimizerConfig, TrainConfig, config_to_dict
+from .curriculum import Curriculum, ModelConfig, OptimizerConfig, TrainConfig
 from .heads import create_head
 
 log = logging.getLogger(__name__)
@@ -52,38 +54,6 @@ __all__ = [
     "atomic_write_text",
     "resolve_freeze",
 ]
-
-
-# ----------------------------------------------------------------------------------------------
-# files
-# ----------------------------------------------------------------------------------------------
-
-
-def _replace_atomic(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temp file in the same directory, fsync, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    _replace_atomic(tmp, path)
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-    _replace_atomic(tmp, path)
-    return path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -451,71 +421,21 @@ class FaceRecognitionModule(L.LightningModule):
 # ----------------------------------------------------------------------------------------------
 
 
-class AtomicCheckpoint(L.Callback):
-    """Write ``<dirpath>/last.ckpt`` every ``every_n_steps`` optimizer steps and at the end of
-    training, atomically (temp file + fsync + ``os.replace``). ``every_n_steps=0``: end only."""
-
-    def __init__(self, dirpath: str | os.PathLike, every_n_steps: int = 1000, filename: str = "last.ckpt"):
-        super().__init__()
-        self.dirpath = Path(dirpath)
-        self.every = int(every_n_steps)
-        self.filename = filename
-        self._last_saved: int | None = None
-
-    @property
-    def path(self) -> Path:
-        return self.dirpath / self.filename
-
-    def save(self, trainer: L.Trainer) -> None:
-        step = int(trainer.global_step)
-        if self._last_saved == step:
-            return
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        tmp = self.dirpath / f".{self.filename}.tmp"
-        trainer.save_checkpoint(tmp, weights_only=False)  # rank 0 writes; collective barrier inside
-        if trainer.is_global_zero:
-            _replace_atomic(tmp, self.path)
-        trainer.strategy.barrier("AtomicCheckpoint")
-        self._last_saved = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.every > 0 and trainer.global_step > 0 and trainer.global_step % self.every == 0:
-            self.save(trainer)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.save(trainer)
-
-
-class ProgressPrinter(L.Callback):
+class ProgressPrinter(_ProgressPrinter):
     """Print one line every ``every`` steps: phase, global step, loss, lr, images/s."""
 
     def __init__(self, every: int = 50, printer: Callable[[str], None] = print):
-        super().__init__()
-        self.every = max(1, int(every))
-        self.printer = printer
-        self._t0: float | None = None
-        self._s0 = 0
+        super().__init__(every, printer, ips_digits=0)
 
-    def on_train_start(self, trainer, pl_module) -> None:
-        self._t0, self._s0 = time.time(), int(trainer.global_step)
+    def opening(self, trainer, pl_module) -> str:
         ph = pl_module.phase
-        if trainer.is_global_zero:
-            self.printer(f"[{ph.name}] phase {ph.index + 1}/{len(pl_module.curriculum.phases)}: global steps "
-                         f"{ph.start}..{ph.end} ({ph.steps} steps), starting at {ph.start + trainer.global_step}, "
-                         f"{pl_module.num_classes} classes, frozen params: {len(pl_module.frozen_params)}")
+        return (f"[{ph.name}] phase {ph.index + 1}/{len(pl_module.curriculum.phases)}: global steps "
+                f"{ph.start}..{ph.end} ({ph.steps} steps), starting at {ph.start + trainer.global_step}, "
+                f"{pl_module.num_classes} classes, frozen params: {len(pl_module.frozen_params)}")
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = int(trainer.global_step)
-        if not trainer.is_global_zero or (step % self.every and step != pl_module.phase.steps):
-            return
-        now = time.time()
-        n = max(step - self._s0, 1)
-        ips = n * pl_module.curriculum.batch_size * trainer.world_size / max(now - (self._t0 or now), 1e-9)
-        loss = outputs["loss"].item() if isinstance(outputs, Mapping) and "loss" in outputs else float("nan")
-        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
-        ph = pl_module.phase
-        self.printer(f"[{ph.name}] step {ph.start + step}/{pl_module.curriculum.total_steps} loss {loss:.4f} "
-                     f"lr {lr:.3g} {ips:.0f} img/s")
+    def position(self, trainer, pl_module) -> tuple[str, int, int, int, int]:
+        ph, cur = pl_module.phase, pl_module.curriculum
+        return f"[{ph.name}] ", ph.start + int(trainer.global_step), cur.total_steps, ph.steps, cur.batch_size
 
 
 class PeriodicEval(L.Callback):

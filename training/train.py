@@ -33,7 +33,10 @@ import numpy as np
 import torch
 import yaml
 
-from .curriculum import ConfigError, Curriculum, EvalConfig, TrainConfig, config_to_dict, load_config
+from common.config import ConfigError, config_to_dict
+from common.errors import report
+
+from .curriculum import Curriculum, EvalConfig, TrainConfig, load_config
 from .data import MixedDataModule, build_sources
 from .module import (AtomicCheckpoint, FaceRecognitionModule, PeriodicEval, ProgressPrinter, atomic_write_text,
                      load_backbone, save_backbone)
@@ -428,8 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.override)
     except (ConfigError, FileNotFoundError) as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
+        return report(e, "config error")
     if args.dry_run:
         print(json.dumps(_jsonable(plan(cfg)), indent=2))
         return 0

@@ -25,6 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.metrics import equal_error_rate, roc_curve
+from common.people import MissingImageError, read_lfw_pairs
+from common.plots import new_figure, plot_score_histograms, save_figure
+
 __all__ = [
     "MissingImageError",
     "UnsafePickleError",
@@ -50,98 +54,8 @@ DEFAULT_FARS: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4)
 PathLike = str | os.PathLike
 
 
-class MissingImageError(FileNotFoundError, ValueError):
-    """Images referenced by a pairs file are missing (both a ``FileNotFoundError`` and a ``ValueError``)."""
-
-
 class UnsafePickleError(pickle.UnpicklingError):
     """A ``.bin`` file references a global that is not on the allow-list."""
-
-
-# ----------------------------------------------------------------------------------------------
-# LFW pairs.txt
-# ----------------------------------------------------------------------------------------------
-
-
-def _lfw_path(root: Path, name: str, idx: int) -> Path:
-    return root / "images" / name / f"{name}_{idx:04d}.jpg"
-
-
-def read_lfw_pairs(pairs_txt: PathLike, image_root: PathLike | None = None,
-                   check_files: bool = True) -> list[tuple[str, str, bool, int]]:
-    """Parse LFW's ``pairs.txt`` into ``[(path_a, path_b, same, fold), ...]`` (fold is 0-based).
-
-    Format: a header ``n_folds<TAB>n_per_fold`` (e.g. ``10\\t300``; a single number ``n`` as in
-    ``pairsDevTrain.txt`` means one fold), then for each fold ``n_per_fold`` same-person lines
-    ``Name<TAB>i<TAB>j`` followed by ``n_per_fold`` different-person lines
-    ``Name1<TAB>i<TAB>Name2<TAB>j`` (1-based image numbers). Fields may be separated by any
-    whitespace; blank lines are ignored.
-
-    Images resolve to ``<image_root>/images/<Name>/<Name>_%04d.jpg``; ``image_root`` defaults to
-    the folder holding ``pairs_txt``.
-
-    Raises:
-        ValueError: malformed header or line (the message gives the line number and content), or
-            a wrong number of lines.
-        MissingImageError: (``check_files=True``) referenced images that do not exist.
-    """
-    pairs_txt = Path(pairs_txt)
-    root = Path(image_root) if image_root is not None else pairs_txt.parent
-    lines = [(i + 1, ln.strip()) for i, ln in enumerate(pairs_txt.read_text().splitlines())]
-    lines = [(i, ln) for i, ln in lines if ln]
-    if not lines:
-        raise ValueError(f"{pairs_txt}: empty file")
-    hno, header = lines[0]
-    try:
-        head = [int(x) for x in header.split()]
-    except ValueError:
-        head = []
-    if len(head) == 1:
-        n_folds, n_per = 1, head[0]
-    elif len(head) == 2:
-        n_folds, n_per = head
-    else:
-        raise ValueError(f"{pairs_txt}:{hno}: expected a header 'n_folds<TAB>n_per_fold', got {header!r}")
-    if n_folds <= 0 or n_per <= 0:
-        raise ValueError(f"{pairs_txt}:{hno}: header values must be positive, got {header!r}")
-    body = lines[1:]
-    expected = 2 * n_folds * n_per
-    if len(body) != expected:
-        raise ValueError(f"{pairs_txt}: header {header!r} announces {n_folds} fold(s) x 2 x {n_per} = {expected} "
-                         f"pair lines but the file has {len(body)}")
-
-    out: list[tuple[str, str, bool, int]] = []
-    for k, (lno, ln) in enumerate(body):
-        fold, r = divmod(k, 2 * n_per)
-        same = r < n_per
-        f = ln.split()
-        try:
-            if same:
-                if len(f) != 3:
-                    raise ValueError(f"expected a same-person line 'Name<TAB>i<TAB>j' ({len(f)} fields)")
-                a, b = (f[0], int(f[1])), (f[0], int(f[2]))
-            else:
-                if len(f) != 4:
-                    raise ValueError(f"expected a different-person line 'Name1<TAB>i<TAB>Name2<TAB>j' "
-                                     f"({len(f)} fields)")
-                a, b = (f[0], int(f[1])), (f[2], int(f[3]))
-            if a[1] < 1 or b[1] < 1:
-                raise ValueError("image numbers are 1-based")
-        except ValueError as e:
-            msg = str(e)
-            if msg.startswith("invalid literal"):
-                msg = "image numbers must be integers"
-            raise ValueError(f"{pairs_txt}:{lno}: malformed line {ln!r} (fold {fold + 1}, "
-                             f"{'same' if same else 'different'}-person block): {msg}") from None
-        out.append((str(_lfw_path(root, *a)), str(_lfw_path(root, *b)), same, fold))
-
-    if check_files:
-        missing = sorted({p for a, b, _, _ in out for p in (a, b) if not os.path.isfile(p)})
-        if missing:
-            shown = ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" if len(missing) > 5 else "")
-            raise MissingImageError(f"{len(missing)} image(s) referenced by {pairs_txt} not found under "
-                                    f"{root / 'images'}: {shown}")
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -333,24 +247,6 @@ def embed(model: nn.Module, images: torch.Tensor | Iterable[Any], batch_size: in
 # ----------------------------------------------------------------------------------------------
 
 
-def roc_curve(scores: np.ndarray, issame: np.ndarray) -> dict[str, np.ndarray]:
-    """ROC of 'accept if score >= threshold': arrays ``fpr``, ``tpr``, ``thresholds`` (decreasing;
-    the first threshold is ``+inf`` with fpr = tpr = 0), one point per distinct score."""
-    scores = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(issame, dtype=bool)
-    order = np.argsort(-scores, kind="mergesort")
-    s, yy = scores[order], y[order]
-    distinct = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
-    tp = np.cumsum(yy)[distinct]
-    fp = np.cumsum(~yy)[distinct]
-    n_pos, n_neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
-    return {
-        "fpr": np.r_[0.0, fp / n_neg],
-        "tpr": np.r_[0.0, tp / n_pos],
-        "thresholds": np.r_[np.inf, s[distinct]],
-    }
-
-
 def _best_threshold(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Threshold maximising accuracy of 'same if score > t' -> (t, accuracy).
 
@@ -458,16 +354,7 @@ def evaluate_scores(scores: np.ndarray, issame: Sequence[bool] | np.ndarray,
         far_ach[far] = float(np.mean(imp > thr))
 
     roc = roc_curve(scores, y)
-    fpr, tpr, thr = roc["fpr"], roc["tpr"], roc["thresholds"]
-    fnr = 1.0 - tpr
-    d = fpr - fnr  # increasing from -1 to 1 along the curve
-    i = int(np.argmax(d >= 0))
-    if i == 0 or d[i] == 0:
-        eer, eer_t = float(fpr[i]), float(thr[i])
-    else:
-        w = -d[i - 1] / (d[i] - d[i - 1])
-        eer = float(fpr[i - 1] + w * (fpr[i] - fpr[i - 1]))
-        eer_t = float(thr[i])
+    eer, eer_t = equal_error_rate(scores, y)
     from scipy.stats import rankdata
 
     ranks = rankdata(scores)
@@ -523,16 +410,6 @@ def format_results(results: Mapping[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def _new_figure(figsize=(5.5, 4.5)):
-    # Figure + Agg canvas directly: no pyplot, no global backend switch, thread-safe.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def _as_curves(obj: Any) -> dict[str, dict[str, Any]]:
     if isinstance(obj, Mapping) and "roc" in obj:
         return {"": obj}
@@ -553,7 +430,7 @@ def plot_roc(results_or_scores: Any, path: PathLike, title: str | None = None) -
     dict (one curve each), or a ``(scores, issame)`` tuple. Returns the path written.
     """
     curves = _as_curves(results_or_scores)
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
     min_far = 1.0
     for label, res in curves.items():
@@ -575,37 +452,7 @@ def plot_roc(results_or_scores: Any, path: PathLike, title: str | None = None) -
         ax.set_title(title)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
-
-
-def plot_score_histograms(scores: np.ndarray, issame: Sequence[bool] | np.ndarray, path: PathLike,
-                          threshold: float | None = None, bins: int = 50, title: str | None = None) -> Path:
-    """Write overlaid genuine/impostor cosine-score histograms (densities) as PNG, with an optional
-    vertical threshold line. Returns the path written."""
-    scores = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(issame).astype(bool)
-    fig = _new_figure()
-    ax = fig.add_subplot(1, 1, 1)
-    lo, hi = (float(scores.min()), float(scores.max())) if len(scores) else (-1.0, 1.0)
-    edges = np.linspace(lo, hi if hi > lo else lo + 1e-3, bins + 1)
-    ax.hist(scores[y], bins=edges, density=True, alpha=0.55, label=f"genuine ({int(y.sum())})", color="tab:green")
-    ax.hist(scores[~y], bins=edges, density=True, alpha=0.55, label=f"impostor ({int((~y).sum())})", color="tab:red")
-    if threshold is not None:
-        ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:.3f}")
-    ax.set_xlabel("cosine similarity")
-    ax.set_ylabel("density")
-    if title:
-        ax.set_title(title)
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------

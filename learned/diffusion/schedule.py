@@ -29,7 +29,7 @@ class ScheduleConfig:
     shift: float = 0.0
 
     def validate(self, path: str = "schedule") -> None:
-        from training.curriculum import ConfigError
+        from common.config import ConfigError
 
         if self.kind != "cosine":
             raise ConfigError(f"{path}.kind: only 'cosine' is implemented, got {self.kind!r}")
@@ -43,7 +43,7 @@ class ScheduleConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ScheduleConfig":
-        from training.curriculum import from_dict
+        from common.config import from_dict
 
         return from_dict(cls, dict(d), "schedule")
 

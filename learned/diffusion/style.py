@@ -49,7 +49,7 @@ class StyleConfig:
         return 0 if not self.enabled else (1 if self.gray else 3)
 
     def validate(self, path: str = "style") -> None:
-        from training.curriculum import ConfigError
+        from common.config import ConfigError
 
         if int(self.size) < 1:
             raise ConfigError(f"{path}.size must be >= 1 pixel, got {self.size}")
@@ -60,7 +60,7 @@ class StyleConfig:
 
     def check_image_size(self, image_size: int, path: str = "style") -> None:
         """A style must be a low-pass image: ``size`` at most half the model's ``image_size``."""
-        from training.curriculum import ConfigError
+        from common.config import ConfigError
 
         if self.enabled and 2 * int(self.size) > int(image_size):
             raise ConfigError(f"{path}.size ({self.size}) must be at most half of data.image_size ({image_size}): "
@@ -71,7 +71,7 @@ class StyleConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "StyleConfig":
-        from training.curriculum import from_dict
+        from common.config import from_dict
 
         return from_dict(cls, dict(d or {}), "style")
 

@@ -27,12 +27,13 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from common.config import ConfigError, config_to_dict
+from common.progress import describe_loss
 from engine.interface import generator
-from training.curriculum import ConfigError, config_to_dict
 
 from .. import trainer_common
 from ..config import DataConfig, LoopConfig
-from ..trainer_common import LearnedModule, adam_kwargs, describe_loss, lr_factor
+from ..trainer_common import LearnedModule, adam_kwargs, lr_factor
 from ..trainer_common import resolve_paths  # noqa: F401  (learned.train's trainer interface)
 from .model import DiffusionModel
 from .sampling import SOLVERS

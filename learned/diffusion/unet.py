@@ -58,7 +58,7 @@ class UNetConfig:
     groups: int = 32
 
     def validate(self, path: str = "model") -> None:
-        from training.curriculum import ConfigError
+        from common.config import ConfigError
 
         if self.base_channels < 1 or self.num_res_blocks < 1 or self.embedding_dim < 1 or self.identity_tokens < 1:
             raise ConfigError(f"{path}: base_channels, num_res_blocks, embedding_dim and identity_tokens must be >= 1")
@@ -74,7 +74,7 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "UNetConfig":
-        from training.curriculum import from_dict
+        from common.config import from_dict
 
         return from_dict(cls, dict(d), "model")
 

@@ -69,7 +69,7 @@ class GeneratorConfig:
     noise: bool = True
 
     def validate(self, path: str = "model") -> None:
-        from training.curriculum import ConfigError
+        from common.config import ConfigError
 
         if min(self.z_dim, self.w_dim, self.embedding_dim, self.mapping_layers) < 1 or self.embed_features < 0:
             raise ConfigError(f"{path}: z_dim, w_dim, embedding_dim and mapping_layers must be >= 1, embed_features >= 0")
@@ -80,7 +80,7 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "GeneratorConfig":
-        from training.curriculum import from_dict
+        from common.config import from_dict
 
         return from_dict(cls, dict(d), "model")
 
@@ -104,7 +104,7 @@ class DiscriminatorConfig:
     mbstd_group: int = 4
 
     def validate(self, path: str = "discriminator") -> None:
-        from training.curriculum import ConfigError
+        from common.config import ConfigError
 
         if not self.channels or any(int(c) < 1 for c in self.channels):
             raise ConfigError(f"{path}.channels: need a non-empty list of positive integers, got {self.channels}")

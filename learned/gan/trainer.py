@@ -29,8 +29,8 @@ from typing import Any, Callable
 
 import torch
 
+from common.config import ConfigError, config_to_dict
 from engine.interface import generator
-from training.curriculum import ConfigError, config_to_dict
 
 from .. import trainer_common
 from ..config import DataConfig, LoopConfig

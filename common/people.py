@@ -1,0 +1,150 @@
+"""Who is in a face data set's protocol files: LFW ``pairs.txt`` (:func:`read_lfw_pairs`), people
+files (:func:`read_people_file`), the people of some folds of a pairs file (:func:`pairs_people`,
+configured by :class:`PairsPeopleConfig`). Training subsets its sources with them and the learned
+trainers exclude evaluation people from their data; :mod:`training.verification` reads the pairs.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .config import key_error
+
+__all__ = ["MissingImageError", "PairsPeopleConfig", "read_lfw_pairs", "read_people_file", "pairs_people"]
+
+PathLike = str | os.PathLike
+
+
+class MissingImageError(FileNotFoundError, ValueError):
+    """Images referenced by a pairs file are missing (both a ``FileNotFoundError`` and a ``ValueError``)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# LFW pairs.txt
+# ----------------------------------------------------------------------------------------------
+
+
+def _lfw_path(root: Path, name: str, idx: int) -> Path:
+    return root / "images" / name / f"{name}_{idx:04d}.jpg"
+
+
+def read_lfw_pairs(pairs_txt: PathLike, image_root: PathLike | None = None,
+                   check_files: bool = True) -> list[tuple[str, str, bool, int]]:
+    """Parse LFW's ``pairs.txt`` into ``[(path_a, path_b, same, fold), ...]`` (fold is 0-based).
+
+    Format: a header ``n_folds<TAB>n_per_fold`` (e.g. ``10\\t300``; a single number ``n`` as in
+    ``pairsDevTrain.txt`` means one fold), then for each fold ``n_per_fold`` same-person lines
+    ``Name<TAB>i<TAB>j`` followed by ``n_per_fold`` different-person lines
+    ``Name1<TAB>i<TAB>Name2<TAB>j`` (1-based image numbers). Fields may be separated by any
+    whitespace; blank lines are ignored.
+
+    Images resolve to ``<image_root>/images/<Name>/<Name>_%04d.jpg``; ``image_root`` defaults to
+    the folder holding ``pairs_txt``.
+
+    Raises:
+        ValueError: malformed header or line (the message gives the line number and content), or
+            a wrong number of lines.
+        MissingImageError: (``check_files=True``) referenced images that do not exist.
+    """
+    pairs_txt = Path(pairs_txt)
+    root = Path(image_root) if image_root is not None else pairs_txt.parent
+    lines = [(i + 1, ln.strip()) for i, ln in enumerate(pairs_txt.read_text().splitlines())]
+    lines = [(i, ln) for i, ln in lines if ln]
+    if not lines:
+        raise ValueError(f"{pairs_txt}: empty file")
+    hno, header = lines[0]
+    try:
+        head = [int(x) for x in header.split()]
+    except ValueError:
+        head = []
+    if len(head) == 1:
+        n_folds, n_per = 1, head[0]
+    elif len(head) == 2:
+        n_folds, n_per = head
+    else:
+        raise ValueError(f"{pairs_txt}:{hno}: expected a header 'n_folds<TAB>n_per_fold', got {header!r}")
+    if n_folds <= 0 or n_per <= 0:
+        raise ValueError(f"{pairs_txt}:{hno}: header values must be positive, got {header!r}")
+    body = lines[1:]
+    expected = 2 * n_folds * n_per
+    if len(body) != expected:
+        raise ValueError(f"{pairs_txt}: header {header!r} announces {n_folds} fold(s) x 2 x {n_per} = {expected} "
+                         f"pair lines but the file has {len(body)}")
+
+    out: list[tuple[str, str, bool, int]] = []
+    for k, (lno, ln) in enumerate(body):
+        fold, r = divmod(k, 2 * n_per)
+        same = r < n_per
+        f = ln.split()
+        try:
+            if same:
+                if len(f) != 3:
+                    raise ValueError(f"expected a same-person line 'Name<TAB>i<TAB>j' ({len(f)} fields)")
+                a, b = (f[0], int(f[1])), (f[0], int(f[2]))
+            else:
+                if len(f) != 4:
+                    raise ValueError(f"expected a different-person line 'Name1<TAB>i<TAB>Name2<TAB>j' "
+                                     f"({len(f)} fields)")
+                a, b = (f[0], int(f[1])), (f[2], int(f[3]))
+            if a[1] < 1 or b[1] < 1:
+                raise ValueError("image numbers are 1-based")
+        except ValueError as e:
+            msg = str(e)
+            if msg.startswith("invalid literal"):
+                msg = "image numbers must be integers"
+            raise ValueError(f"{pairs_txt}:{lno}: malformed line {ln!r} (fold {fold + 1}, "
+                             f"{'same' if same else 'different'}-person block): {msg}") from None
+        out.append((str(_lfw_path(root, *a)), str(_lfw_path(root, *b)), same, fold))
+
+    if check_files:
+        missing = sorted({p for a, b, _, _ in out for p in (a, b) if not os.path.isfile(p)})
+        if missing:
+            shown = ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" if len(missing) > 5 else "")
+            raise MissingImageError(f"{len(missing)} image(s) referenced by {pairs_txt} not found under "
+                                    f"{root / 'images'}: {shown}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# people files and subsets
+# ----------------------------------------------------------------------------------------------
+
+
+def read_people_file(path: str | os.PathLike) -> list[str]:
+    """Identity names from a text file: the first whitespace-separated token of each line; blank
+    lines, ``#`` comments and purely numeric lines (LFW ``people.txt`` fold headers) are skipped."""
+    names: list[str] = []
+    with open(path) as f:
+        for line in f:
+            tok = line.split("#", 1)[0].split()
+            if not tok:
+                continue
+            if tok[0].lstrip("-").isdigit():
+                continue
+            names.append(tok[0])
+    return names
+
+
+def pairs_people(pairs_txt: str | os.PathLike, folds: Sequence[int] | None = None) -> set[str]:
+    """Names mentioned in folds ``folds`` (1-based; all if ``None``) of an LFW ``pairs.txt``."""
+    keep = None if folds is None else {int(f) - 1 for f in folds}
+    out: set[str] = set()
+    for a, b, _, f in read_lfw_pairs(pairs_txt, image_root=Path(pairs_txt).parent, check_files=False):
+        if keep is None or f in keep:
+            out.add(Path(a).parent.name)
+            out.add(Path(b).parent.name)
+    return out
+
+
+@dataclass
+class PairsPeopleConfig:
+    """The people mentioned in folds ``folds`` (1-based) of an LFW-format ``pairs`` file."""
+
+    pairs: str
+    folds: list[int] | None = None
+
+    def validate(self, path: str) -> None:
+        if self.folds is not None and (not self.folds or any(f < 1 for f in self.folds)):
+            raise key_error(path, "folds", f"must be a non-empty list of 1-based fold numbers, got {self.folds}")
