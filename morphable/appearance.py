@@ -319,9 +319,11 @@ def shade_hair(coords: torch.Tensor, app: torch.Tensor, offset: torch.Tensor) ->
     o = offset[:, 0] * 0.01 + app[:, curl] * 6.0
     # strands run from the crown down: fine streaks across phi, bent by a slow wave (more for curly styles)
     bend = 0.6 * torch.sin(t * 23 + o) + 0.3 * torch.sin(ph * 5 - o)
-    fine = torch.sin(ph * 260 + 3 * bend + o) * 0.5 + torch.sin(ph * 610 - 5 * bend + 1.3 * o) * 0.3
-    clump = torch.sin(ph * 37 + 2 * bend + 0.7 * o)
-    shade = (0.78 + 0.14 * fine + 0.1 * clump).clamp(0.45, 1.1)
+    # incommensurate frequencies and a wandering phase: no regular ribbing (which reads as knitwear)
+    fine = (torch.sin(ph * 260 + 3 * bend + o) * torch.sin(ph * 97 + t * 31 - o) * 0.6
+            + torch.sin(ph * 610 - 5 * bend + 1.3 * o + 4 * torch.sin(t * 47 + ph * 13)) * 0.3)
+    clump = torch.sin(ph * 37 + 2 * bend + 0.7 * o) * torch.sin(ph * 11 - t * 9 + 2.1 * o)
+    shade = (0.8 + 0.09 * fine + 0.08 * clump).clamp(0.45, 1.1)
     # roots a little darker under the crown's parting, ends slightly lighter (sun-bleached)
     shade = shade * (0.9 + 0.1 * _smoothstep(0.0, 0.15, t)) * (1 + 0.12 * _smoothstep(0.6, 1.0, t))
     col = hair_colour(a("hair_melanin"), a("hair_red"), a("hair_grey")) * shade[:, None]

@@ -398,7 +398,8 @@ class MorphableSource(IdentitySampler):
         f["glasses"] = torch.tensor(float(glasses))
         f["lens_dark"] = torch.tensor(float(on(O.sunglasses_prob)) * (0.7 + 0.3 * float(torch.rand(1, generator=g))))
         f["frame_width"], f["lens_size"] = one(O.frame_width), one(O.lens_size)
-        fc = torch.rand(3, generator=g) ** 2 * 0.6
+        # frames as people wear them: mostly black, brown, grey or metal, slightly tinted
+        fc = (0.02 + 0.4 * torch.rand(1, generator=g) ** 2.5) * (1 + 0.5 * (torch.rand(3, generator=g) - 0.5))
         f["frame_r"], f["frame_g"], f["frame_b"] = fc[0], fc[1], fc[2]
         f["patch"] = torch.tensor(float(on(O.patch_prob)))
         pxy = torch.rand(2, generator=g)

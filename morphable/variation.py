@@ -91,17 +91,17 @@ class LightConfig:
     probability of hard cast shadows (shadow map), ``exposure`` final brightness.
     """
 
-    ambient: Dist = field(default_factory=lambda: Uniform(0.3, 0.8))
+    ambient: Dist = field(default_factory=lambda: Uniform(0.35, 0.8))
     sh_detail: Dist = field(default_factory=lambda: Uniform(0.0, 0.4))
-    azimuth: Dist = field(default_factory=lambda: Normal(0, 60, -150, 150))
+    azimuth: Dist = field(default_factory=lambda: Normal(0, 45, -120, 120))
     elevation: Dist = field(default_factory=lambda: Normal(20, 25, -40, 80))
-    intensity: Dist = field(default_factory=lambda: Uniform(0.3, 2.0))
-    temperature: Dist = field(default_factory=lambda: Uniform(3000, 8000))
-    white_balance: Dist = field(default_factory=lambda: Uniform(0.6, 1.0))
+    intensity: Dist = field(default_factory=lambda: Uniform(0.4, 1.5))
+    temperature: Dist = field(default_factory=lambda: Uniform(3200, 7500))
+    white_balance: Dist = field(default_factory=lambda: Uniform(0.75, 1.0))
     tint: Dist = field(default_factory=lambda: Normal(0, 0.04, -0.12, 0.12))
     specular: Dist = field(default_factory=lambda: Uniform(0.02, 0.25))
     shadows: float = 0.5
-    exposure: Dist = field(default_factory=lambda: Normal(0.0, 0.25, -0.8, 0.6))
+    exposure: Dist = field(default_factory=lambda: Normal(0.0, 0.2, -0.6, 0.5))
 
 
 @dataclass
@@ -137,11 +137,11 @@ class DegradationConfig:
     blur_prob: float = 0.3
     blur: Dist = field(default_factory=lambda: Uniform(0.3, 1.5))
     noise_prob: float = 0.3
-    noise: Dist = field(default_factory=lambda: Uniform(0.005, 0.04))
+    noise: Dist = field(default_factory=lambda: Uniform(0.005, 0.03))
     jpeg_prob: float = 0.3
     jpeg: Dist = field(default_factory=lambda: Uniform(30, 90))
     lowres_prob: float = 0.2
-    lowres: Dist = field(default_factory=lambda: Uniform(0.25, 0.7))
+    lowres: Dist = field(default_factory=lambda: Uniform(0.35, 0.8))
     jitter_prob: float = 0.5
     brightness: Dist = field(default_factory=lambda: Normal(0, 0.08, -0.25, 0.25))
     contrast: Dist = field(default_factory=lambda: Normal(1, 0.12, 0.6, 1.4))
@@ -160,7 +160,7 @@ class OccluderConfig:
     glasses_prob: float = 0.15
     sunglasses_prob: float = 0.3
     glasses_max_yaw: float = 50.0
-    frame_width: Dist = field(default_factory=lambda: Uniform(0.03, 0.08))
+    frame_width: Dist = field(default_factory=lambda: Uniform(0.02, 0.05))
     lens_size: Dist = field(default_factory=lambda: Uniform(0.38, 0.46))
     patch_prob: float = 0.08
     patch_size: Dist = field(default_factory=lambda: Uniform(0.12, 0.3))
