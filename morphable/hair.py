@@ -199,7 +199,8 @@ def hair_vertices(rig: HairRig, rest: torch.Tensor, coverage: torch.Tensor, styl
     theta, phi = rig.theta[None], rig.phi[None]
     cov = coverage
     # fringe: hair down to the brows in front of the forehead
-    fr = st["fringe"][:, None] * (phi.abs() < 0.95).float() * (theta < 1.22).float()
+    front = (phi.abs() < 0.9).float()
+    fr = st["fringe"][:, None] * front * (theta < 1.15).float()
     cov = torch.maximum(cov, fr)
     # styles with a curtain cover the sides and back of the head down to the ring it hangs from
     curtain = (st["len_hi"] > 0).float()[:, None] * ((phi.abs() - st["opening"][:, None] + 0.2) / 0.35).clamp(0, 1)
@@ -207,6 +208,7 @@ def hair_vertices(rig: HairRig, rest: torch.Tensor, coverage: torch.Tensor, styl
     thick = st["thick_lo"] + (st["thick_hi"] - st["thick_lo"]) * thickness  # (N,)
     curl = st["curl"][:, None] * _wave(phi, theta, phase[:, None])
     h = thick[:, None] * (1 + 0.35 * curl)
+    h = h * (1 - 0.6 * st["fringe"][:, None] * front * (theta > 0.8).float())  # a fringe lies flat on the brow
     # bun: a knot high at the back; ponytail: a small gathered knot lower at the back
     back = (phi.abs() - math.pi).abs()
     h = h + st["bun"][:, None] * 0.045 * torch.exp(-((back / 0.45) ** 2 + ((theta - 0.75) / 0.35) ** 2))
