@@ -249,3 +249,30 @@ def test_lfw_dev_detects_real_faces(lfw_dev, models):
     if d["genuine_pairs"] and d["impostor_pairs"]:
         assert d["impostor_mean"] > d["genuine_mean"]
 
+
+# ------------------------------------------------------------------------------------------------
+# learned.evaluate --judge
+# ------------------------------------------------------------------------------------------------
+
+TINY_ENCODER = {"arch": "tiny", "embedding_size": 32, "input_size": 56, "random_init_seed": 0}
+
+
+def test_evaluate_judge_flag(tiny_dataset, models, tmp_path, capsys):
+    from learned.evaluate import main
+
+    out = tmp_path / "eval"
+    rc = main(["--encoder", json.dumps(TINY_ENCODER), "--allow-random-encoder", "--dataset", str(tiny_dataset),
+               "--out", str(out), "--device", "cpu", "--judge", "-q"])
+    assert rc == 0, capsys.readouterr().err
+    rep = json.loads((out / "report.json").read_text())
+    s = rep["judge"]["sets"]["dataset"]
+    assert s["num_images"] == 9 and 0.0 <= s["detection_rate"] <= 1.0
+    assert "Real-face judge (dlib)" in (out / "report.md").read_text()
+
+
+def test_evaluate_judge_without_extra(monkeypatch, tmp_path):
+    from learned.evaluate import EvaluateError, evaluate
+
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    with pytest.raises(EvaluateError, match=r'--judge: .*pip install -e "\.\[judge\]"'):
+        evaluate(TINY_ENCODER, dataset=tmp_path, allow_random_encoder=True, judge=True)
