@@ -71,15 +71,17 @@ __all__ = [
 SAME_PERSON_THRESHOLD = 0.6
 #: ``|yaw|`` bins in degrees, ``[lo, hi)``; the last one also takes everything at or above 60.
 YAW_BINS: tuple[tuple[float, float], ...] = ((0, 15), (15, 30), (30, 45), (45, 60), (60, 90))
-#: HOG pyramid up-samplings (see DEFAULT_UPSAMPLE_NOTE).
-DEFAULT_UPSAMPLE = 0
+#: HOG pyramid up-samplings: 1, face_recognition's default. Measured on all 6,165 112-px ArcFace-aligned
+#: lfw-dev faces: detection 96.9% at 1 (98.5% at 0: also reliable, and 5x cheaper detection, but the
+#: descriptor dominates the time); at 1 the frontal baseline reproduces the external reference (96.2%).
+DEFAULT_UPSAMPLE = 1
 #: ``num_jitters`` of dlib's ``compute_face_descriptor`` (as face_recognition; 0 and 1 both mean no jitter).
 DEFAULT_JITTERS = 1
 #: All impostor pairs up to this many (lfw-dev has about 19 M), else a seeded uniform sample of this size.
 DEFAULT_MAX_PAIRS = 20_000_000
 #: Fallback face box (left, top, right, bottom) as fractions of the image width/height, for images
 #: without a detection: the median HOG box (upsample 0) of 300 112-px ArcFace-aligned lfw-dev faces,
-#: (16, 26, 102, 112) px. Used only for the "all images" figures.
+#: (16, 26, 102, 112) px (upsample 1: (16, 26, 96, 113)). Used only for the "all images" figures.
 FALLBACK_BOX = (0.143, 0.232, 0.911, 1.0)
 DESCRIPTOR_DIM = 128
 
