@@ -689,7 +689,7 @@ def plot_detection_by_yaw(sets: Mapping[str, Mapping[str, Any]], path: Path) -> 
     ax.set_ylabel("HOG detection rate (%)")
     ax.set_ylim(0, 110)
     ax.set_title("dlib HOG face detection vs head yaw", fontsize=10)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(path)
     return path.name
