@@ -5,6 +5,9 @@ Public API::
     from engine import create_source, render_dataset, open_dataset, RenderStream
     src = create_source("morphable", preset="wild", size=112)
 
+Real-face judge (optional extra ``judge``: dlib): ``python -m engine.judge DATASET --real DIR`` or
+``engine.judge_dataset(...)`` (see :mod:`engine.judge`).
+
 Kept light on purpose: worker processes import this package, so heavy modules load lazily.
 """
 from .contact_sheet import contact_sheet
@@ -19,11 +22,16 @@ def __getattr__(name):
         from . import render
 
         return getattr(render, name)
+    if name in ("judge_dataset", "judge_arrays"):  # the real-face judge needs the optional extra (dlib) only when run
+        from . import judge
+
+        return getattr(judge, name)
     raise AttributeError(f"module 'engine' has no attribute {name!r}")
 
 
 __all__ = [
     "CorruptRecordError", "DiskFullError", "FaceImageDataset", "Identities", "IdentitySampler", "ImageFolderDataset",
-    "RecDataset", "RenderBatch", "RenderError", "RenderStream", "SourceError", "SourceSpec", "contact_sheet", "create_source", "derive_seed",
-    "generator", "known_sources", "open_dataset", "register_source", "render_dataset", "separability_report",
+    "RecDataset", "RenderBatch", "RenderError", "RenderStream", "SourceError", "SourceSpec", "contact_sheet", "create_source",
+    "derive_seed", "generator", "judge_arrays", "judge_dataset", "known_sources", "open_dataset", "register_source",
+    "render_dataset", "separability_report",
 ]

