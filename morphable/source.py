@@ -560,7 +560,8 @@ class MorphableSource(IdentitySampler):
         wrap = torch.tensor([0.45, 0.22, 0.15], device=dev)
         ndl3 = torch.where(skin[:, None], ((ndl_raw[:, None] + wrap) / (1 + wrap)).clamp_min(0), ndl[:, None])
         if bool((fac["light_shadows"] > 0).any()):  # a shadow edge on skin is softened by the same scattering
-            shadow = torch.where(skin, shadow * 0.85 + 0.15 * (ndl > 0).float(), shadow)
+            on_px = fac["light_shadows"][bsel] > 0
+            shadow = torch.where(skin & on_px, shadow * 0.85 + 0.15 * (ndl > 0).float(), shadow)
         diff = (fac["light_intensity"][bsel] * shadow * (0.4 + 0.6 * occ.clamp(0, 1)))[:, None] * ndl3  # creases catch less
         irr = (amb[:, None] + diff) * col
         view = F.normalize(cam.position[bsel] - pos, dim=-1)
@@ -655,7 +656,7 @@ class MorphableSource(IdentitySampler):
         yaxis = torch.cross(zaxis, xaxis, dim=-1)
         Rl = torch.stack([xaxis, yaxis, zaxis], 1)  # rows: the light frame's axes
         vs = v[sub]
-        centre = vs.mean(1, keepdim=True)
+        centre = _PIVOT.to(dev).expand(Bs, 1, 3)  # the head's rotation centre (a vertex mean would follow long hair)
         vl = (vs - centre) @ Rl.transpose(1, 2)
         scale = res / 0.32  # a 32 cm window around the head
         scr = torch.stack([vl[..., 0] * scale + res / 2, -vl[..., 1] * scale + res / 2, 1.0 - vl[..., 2]], -1)

@@ -175,7 +175,8 @@ class IdentityConfig:
     more of the global build; a real-face recogniser tells the faces further apart, BENCHMARKS.md);
     ``min_distance`` is the separability threshold (see ``MorphableSource.sample_identities``) in the
     identity embedding space: whitened shape coefficients concatenated with appearance parameters,
-    divided by sqrt(dimension) so that two independent draws are ~sqrt(2) apart. ``hair_volume``
+    divided by sqrt(dimension) so that two independent draws are ~sqrt(2) apart at ``shape_scale`` =
+    ``detail_scale`` = 1 (about 1.6 with the default ``detail_scale``). ``hair_volume``
     lifts the hair-covered scalp along its normal, so hair has a silhouette, not only a colour;
     ``hair_mesh`` adds hair geometry in the identity's style (:mod:`morphable.hair`: caps, fringes,
     bobs, long hair, buns, curls) to models that have a cranium (the default model);

@@ -19,6 +19,9 @@ def test_morphable_source(default_model):
 
     # rendering is exact per image; batched rasterization moves a few edge pixels by < 2e-3
     check_conformance(MorphableSource(preset="frontal", size=32, model=default_model), n=4, k=2, atol=2e-3)
+    # half the images with cast shadows: an image without them must not see its batch-mates' shadow pass
+    check_conformance(MorphableSource(preset="frontal", size=32, model=default_model,
+                                      overrides={"light": {"shadows": 0.5}}), n=4, k=2, atol=2e-3)
 
 
 def test_diffusion_source(tmp_path_factory):
