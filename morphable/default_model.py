@@ -35,7 +35,7 @@ from .occlusion import model_occlusion
 
 log = logging.getLogger(__name__)
 
-MODEL_VERSION = 7  # 7: per-vertex ambient occlusion in regions['vertex_ao']
+MODEL_VERSION = 9  # 7: per-vertex ambient occlusion; 9: samples centred on their eyes, wider symmetric local modifiers, 120 components
 _FACE_PREFIXES = (
     "head-", "forehead-", "eyebrows-", "l-eye-", "r-eye-", "nose-", "mouth-", "chin-",
     "l-cheek-", "r-cheek-", "l-ear-", "r-ear-", "neck-",
@@ -43,6 +43,9 @@ _FACE_PREFIXES = (
 #: Region ids stored per face in ``regions["face_region"]``.
 REGION_IDS = {"skin": 0, "eye": 1, "eye_back": 2, "eye_cavity": 3, "mouth_cavity": 4, "tongue": 5, "lips": 6,
               "clothing": 7, "hair": 8}  # hair: the faces of the hair mesh (morphable.hair), not of the model
+#: Standard deviation of anny's local face modifiers (each in [-1, 1]) when sampling the PCA's training
+#: identities, of the neck's, and of the left/right difference of paired modifiers.
+LOCAL_STD, LOCAL_STD_NECK, LOCAL_ASYM = 0.6, 0.3, 0.08
 #: Height of the bust kept from the full body (metres from the top of the head).
 BUST_HEIGHT = 0.42
 #: Height of the neckline relative to the eyes (metres).
@@ -101,7 +104,19 @@ def _sample_anny_params(model, n: int, g: torch.Generator):
         if k in labels:
             ph[k] = w[:, i]
     face_labels = [lab for lab in model.local_change_labels if lab.startswith(_FACE_PREFIXES)]
-    lc = {lab: (0.4 * torch.randn(n, generator=g, dtype=torch.float64)).clamp(-1, 1) for lab in face_labels}
+    # Local face modifiers, wide enough that the features (nose, eyes, mouth, jaw, cheeks) differ
+    # visibly between people. Left/right pairs move together (faces are nearly symmetric) with a small
+    # asymmetry of their own; the neck's are milder (its vertical scale alone moves the shoulders 6 cm).
+    lc = {}
+    for lab in face_labels:
+        if lab.startswith("r-") and "l-" + lab[2:] in lc:
+            continue
+        std = LOCAL_STD_NECK if lab.startswith("neck-") else LOCAL_STD
+        x = std * torch.randn(n, generator=g, dtype=torch.float64)
+        if lab.startswith("l-") and "r-" + lab[2:] in face_labels:
+            lc["r-" + lab[2:]] = (x + LOCAL_ASYM * torch.randn(n, generator=g, dtype=torch.float64)).clamp(-1, 1)
+            x = x + LOCAL_ASYM * torch.randn(n, generator=g, dtype=torch.float64)
+        lc[lab] = x.clamp(-1, 1)
     return ph, lc
 
 
@@ -111,7 +126,7 @@ def _anny_vertices(model, ph, lc, fa=None) -> torch.Tensor:
     return _to_model_frame(out["vertices"].double())
 
 
-def build_from_anny(num_samples: int = 2000, num_components: int = 80, seed: int = 0) -> MorphableModel:
+def build_from_anny(num_samples: int = 3000, num_components: int = 120, seed: int = 0) -> MorphableModel:
     """Build the default :class:`MorphableModel` from anny (see the module docstring)."""
     try:
         import anny
@@ -143,6 +158,11 @@ def build_from_anny(num_samples: int = 2000, num_components: int = 80, seed: int
     X = torch.cat(verts)  # (M, 3V)
     P = torch.cat(phs)  # (M, 5)
     V = X.shape[1] // 3
+    # Each sample's head sits at its own height (stature): centre every sample on its eye midpoint
+    # before the PCA, so that no component is spent on a translation that alignment removes anyway.
+    eye_f = get_face_segmentation_mask(model, ["eye_front.L", "eye_front.R"]).cpu()[keep_f]
+    eye_v = torch.unique(faces[eye_f].reshape(-1))
+    X = (X.view(-1, V, 3) - X.view(-1, V, 3)[:, eye_v].mean(1, keepdim=True)).reshape(X.shape[0], -1)
 
     # Centre on the eye midpoint (computed below from the mean) after PCA: first the landmarks.
     mean = X.mean(0)

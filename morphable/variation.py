@@ -172,11 +172,12 @@ class IdentityConfig:
 
     ``shape_scale`` multiplies the standard-normal shape coefficients (1 = the model's prior),
     ``detail_scale`` those past the first 10 again (more local variation of the features without
-    more of the global build; a real-face recogniser tells the faces further apart, BENCHMARKS.md);
+    more of the global build: a real-face recogniser then tells the faces further apart but finds
+    fewer of them, BENCHMARKS.md);
     ``min_distance`` is the separability threshold (see ``MorphableSource.sample_identities``) in the
     identity embedding space: whitened shape coefficients concatenated with appearance parameters,
-    divided by sqrt(dimension) so that two independent draws are ~sqrt(2) apart at ``shape_scale`` =
-    ``detail_scale`` = 1 (about 1.6 with the default ``detail_scale``). ``hair_volume``
+    divided by sqrt(dimension) so that two independent draws are ~sqrt(2) apart (at ``shape_scale`` =
+    ``detail_scale`` = 1, the defaults). ``hair_volume``
     lifts the hair-covered scalp along its normal, so hair has a silhouette, not only a colour;
     ``hair_mesh`` adds hair geometry in the identity's style (:mod:`morphable.hair`: caps, fringes,
     bobs, long hair, buns, curls) to models that have a cranium (the default model);
@@ -185,8 +186,8 @@ class IdentityConfig:
     """
 
     shape_scale: float = 1.0
-    detail_scale: float = 1.3  # extra scale of the shape components past the first 10 (local facial detail)
-    num_shape: int = 80
+    detail_scale: float = 1.0  # extra scale of the shape components past the first 10 (local facial detail)
+    num_shape: int = 120
     min_distance: float = 0.9
     max_tries: int = 50
     hair_volume: float = 0.012  # metres of scalp-hair thickness at full density (0 = painted hair only)
