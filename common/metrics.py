@@ -7,7 +7,7 @@ import numpy as np
 
 from .errors import EvaluateError
 
-__all__ = ["roc_curve", "equal_error_rate"]
+__all__ = ["roc_curve", "equal_error_rate", "genuine_pairs", "sample_impostor_pairs"]
 
 
 def _roc_counts(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -63,3 +63,46 @@ def equal_error_rate(scores, issame) -> tuple[float, float]:
     a0, a1 = far[i - 1] - frr[i - 1], far[i] - frr[i]
     w = -a0 / (a1 - a0)
     return float(far[i - 1] + w * (far[i] - far[i - 1])), float(thr[i])
+
+
+def genuine_pairs(labels: np.ndarray, max_pairs: int,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+    """Index pairs ``(a, b)`` of samples with the same label (``a < b`` in label order) and their
+    total count. All of them when there are at most ``max_pairs``, else ``max_pairs`` pairs drawn
+    uniformly (with replacement) from ``rng``: an identity with probability proportional to its
+    pair count, then two distinct members of it. ``labels`` (N,) int."""
+    lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+    order = np.argsort(lab, kind="stable")
+    _, starts, counts = np.unique(lab[order], return_index=True, return_counts=True)
+    gcount = counts.astype(np.int64) * (counts - 1) // 2
+    total = int(gcount.sum())
+    if total <= max_pairs:
+        ga, gb = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        for s, c in zip(starts, counts):
+            if c >= 2:
+                iu = np.triu_indices(int(c), 1)
+                ga.append(order[s + iu[0]])
+                gb.append(order[s + iu[1]])
+        return np.concatenate(ga), np.concatenate(gb), total
+    cls = rng.choice(len(counts), size=max_pairs, p=gcount / total)
+    c = counts[cls]
+    a = rng.integers(0, c)
+    b = rng.integers(0, c - 1)
+    b = b + (b >= a)  # a distinct member of the same identity
+    return order[starts[cls] + a], order[starts[cls] + b], total
+
+
+def sample_impostor_pairs(labels: np.ndarray, count: int,
+                          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` index pairs of samples with different labels, drawn uniformly (with replacement)
+    from ``rng`` by rejection (cheap when most pairs differ, as in any face set of many people)."""
+    lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+    n = len(lab)
+    ia = np.empty(0, dtype=np.int64)
+    ib = np.empty(0, dtype=np.int64)
+    while len(ia) < count:
+        a = rng.integers(0, n, size=2 * count)
+        b = rng.integers(0, n, size=2 * count)
+        ok = lab[a] != lab[b]
+        ia, ib = np.concatenate([ia, a[ok]]), np.concatenate([ib, b[ok]])
+    return ia[:count], ib[:count]

@@ -56,9 +56,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+
+from common.metrics import genuine_pairs, sample_impostor_pairs
 
 __all__ = [
     "JudgeExtraMissing", "JudgeModels", "FaceSet", "Descriptions", "require_dlib", "find_models", "load_face_set",
@@ -440,27 +442,9 @@ def genuine_impostor_distances(descriptors: np.ndarray, labels: np.ndarray, max_
     if x.shape[0] != n:
         raise ValueError(f"{x.shape[0]} descriptors but {n} labels")
     rng = np.random.default_rng(seed)
-    order = np.argsort(lab, kind="stable")
-    _, starts, counts = np.unique(lab[order], return_index=True, return_counts=True)
-    gcount = counts.astype(np.int64) * (counts - 1) // 2
-    n_gen = int(gcount.sum())
+    ga, gb, n_gen = genuine_pairs(lab, max_pairs, rng)
     n_imp = n * (n - 1) // 2 - n_gen
-    # genuine
-    if n_gen <= max_pairs:
-        ga, gb = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-        for s, c in zip(starts, counts):
-            if c >= 2:
-                iu = np.triu_indices(int(c), 1)
-                ga.append(order[s + iu[0]])
-                gb.append(order[s + iu[1]])
-        genuine = _row_distances(x, np.concatenate(ga), np.concatenate(gb))
-    else:
-        cls = rng.choice(len(counts), size=max_pairs, p=gcount / n_gen)
-        c = counts[cls]
-        a = rng.integers(0, c)
-        b = rng.integers(0, c - 1)
-        b = b + (b >= a)
-        genuine = _row_distances(x, order[starts[cls] + a], order[starts[cls] + b])
+    genuine = _row_distances(x, ga, gb)
     # impostor
     if n_imp <= max_pairs:
         parts = []
@@ -471,14 +455,7 @@ def genuine_impostor_distances(descriptors: np.ndarray, labels: np.ndarray, max_
             parts.append(d[keep])
         impostor = np.concatenate(parts) if parts else np.zeros(0, np.float32)
     else:
-        ia = np.empty(0, dtype=np.int64)
-        ib = np.empty(0, dtype=np.int64)
-        while len(ia) < max_pairs:  # rejection sampling of different-identity pairs
-            a = rng.integers(0, n, size=2 * max_pairs)
-            b = rng.integers(0, n, size=2 * max_pairs)
-            ok = lab[a] != lab[b]
-            ia, ib = np.concatenate([ia, a[ok]]), np.concatenate([ib, b[ok]])
-        impostor = _row_distances(x, ia[:max_pairs], ib[:max_pairs])
+        impostor = _row_distances(x, *sample_impostor_pairs(lab, max_pairs, rng))
     return {"genuine": genuine, "impostor": impostor, "genuine_total": n_gen, "impostor_total": n_imp,
             "genuine_sampled": n_gen > max_pairs, "impostor_sampled": n_imp > max_pairs}
 

@@ -72,7 +72,7 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import EvaluateError
-from common.metrics import equal_error_rate
+from common.metrics import equal_error_rate, genuine_pairs, sample_impostor_pairs
 from common.plots import new_figure, plot_score_histograms
 from common.errors import report as report_error
 
@@ -143,10 +143,6 @@ def _quantiles(x: torch.Tensor, qs=(0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99
     return {f"q{int(round(q * 100)):02d}": float(a) for q, a in zip(qs, v)}
 
 
-def _pair_count(n: np.ndarray) -> np.ndarray:
-    return n * (n - 1) // 2
-
-
 def verification_scores(embeddings, labels, max_pairs: int = DEFAULT_MAX_PAIRS,
                         seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Cosine scores of genuine and impostor pairs -> ``(scores, issame)`` (numpy, genuine first).
@@ -163,31 +159,12 @@ def verification_scores(embeddings, labels, max_pairs: int = DEFAULT_MAX_PAIRS,
     n = len(lab)
     if e.shape[0] != n:
         raise EvaluateError(f"{e.shape[0]} embeddings but {n} labels")
+    if len(np.unique(lab)) < 2:
+        raise EvaluateError(f"need at least 2 identities for impostor pairs, got {len(np.unique(lab))}")
     rng = np.random.default_rng(seed)
-    order = np.argsort(lab, kind="stable")
-    uniq, starts, counts = np.unique(lab[order], return_index=True, return_counts=True)
-    if len(uniq) < 2:
-        raise EvaluateError(f"need at least 2 identities for impostor pairs, got {len(uniq)}")
-    gcount = _pair_count(counts.astype(np.int64))
-    n_gen = int(gcount.sum())
+    ga, gb, n_gen = genuine_pairs(lab, max_pairs, rng)
     if n_gen == 0:
         raise EvaluateError("no identity has 2 or more images: genuine pairs (EER, consistency) need them")
-    # genuine
-    if n_gen <= max_pairs:
-        ga, gb = [], []
-        for s, c in zip(starts, counts):
-            if c >= 2:
-                iu = np.triu_indices(int(c), 1)
-                ga.append(order[s + iu[0]])
-                gb.append(order[s + iu[1]])
-        ga, gb = np.concatenate(ga), np.concatenate(gb)
-    else:
-        cls = rng.choice(len(counts), size=max_pairs, p=gcount / n_gen)
-        c = counts[cls]
-        a = rng.integers(0, c)
-        b = rng.integers(0, c - 1)
-        b = b + (b >= a)  # a distinct member of the same identity
-        ga, gb = order[starts[cls] + a], order[starts[cls] + b]
     # impostor
     n_imp = n * (n - 1) // 2 - n_gen
     if n_imp <= max_pairs:
@@ -195,14 +172,7 @@ def verification_scores(embeddings, labels, max_pairs: int = DEFAULT_MAX_PAIRS,
         keep = lab[iu[0]] != lab[iu[1]]
         ia, ib = iu[0][keep], iu[1][keep]
     else:
-        ia = np.empty(0, dtype=np.int64)
-        ib = np.empty(0, dtype=np.int64)
-        while len(ia) < max_pairs:  # rejection sampling: different identities (cheap, n_imp >> n_gen here)
-            a = rng.integers(0, n, size=2 * max_pairs)
-            b = rng.integers(0, n, size=2 * max_pairs)
-            ok = lab[a] != lab[b]
-            ia, ib = np.concatenate([ia, a[ok]]), np.concatenate([ib, b[ok]])
-        ia, ib = ia[:max_pairs], ib[:max_pairs]
+        ia, ib = sample_impostor_pairs(lab, max_pairs, rng)
     pa = np.concatenate([ga, ia])
     pb = np.concatenate([gb, ib])
     scores = np.empty(len(pa), dtype=np.float64)
