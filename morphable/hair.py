@@ -93,7 +93,7 @@ class HairRig:
         num_outward: the first ``num_outward`` faces are the outward ones (for normals).
         coords: (H, 2) per hair vertex (phi / pi in [-1, 1], t in [0, 1] from the crown down to the
             curtain's end) for shading.
-        n_phi, n_theta, n_hang: grid sizes.
+        n_phi, n_theta, n_hang: grid sizes; ring: the cap row (theta index) the curtain hangs from.
     """
 
     support: torch.Tensor
@@ -106,6 +106,7 @@ class HairRig:
     n_phi: int
     n_theta: int
     n_hang: int
+    ring: int
 
     @property
     def num_vertices(self) -> int:
@@ -170,7 +171,7 @@ def build_rig(mean: torch.Tensor, head_vertices: torch.Tensor, n_phi: int = 64, 
                         torch.stack([ph[None].expand(n_hang + 1, -1) / math.pi, t_cur[:, None].expand(-1, n_phi)], -1).reshape(-1, 2)])
     return HairRig(support=support, dirs=dirs.float(), theta=T.reshape(-1).float(), phi=P.reshape(-1).float(),
                    faces=faces, num_outward=cap.shape[0] + cur.shape[0], coords=coords.float(),
-                   n_phi=n_phi, n_theta=n_theta, n_hang=n_hang)
+                   n_phi=n_phi, n_theta=n_theta, n_hang=n_hang, ring=ring)
 
 
 def _wave(phi: torch.Tensor, theta: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
@@ -221,9 +222,8 @@ def hair_vertices(rig: HairRig, rest: torch.Tensor, coverage: torch.Tensor, styl
     cap = c + dirs[None] * r[..., None]  # (N, Nc, 3)
     # curtain: from the ring, straight down with an outward flare; collapsed where absent
     nphi, nth, nh = rig.n_phi, rig.n_theta, rig.n_hang
-    ring_j = int(torch.argmin((torch.linspace(0.0, float(rig.theta.max()), nth) - RING_THETA).abs()))
-    ring = cap.view(N, nth, nphi, 3)[:, ring_j]  # (N, n_phi, 3)
-    ring_phi = rig.phi.view(nth, nphi)[ring_j][None]  # (1, n_phi)
+    ring = cap.view(N, nth, nphi, 3)[:, rig.ring]  # (N, n_phi, 3)
+    ring_phi = rig.phi.view(nth, nphi)[rig.ring][None]  # (1, n_phi)
     L = (st["len_lo"] + (st["len_hi"] - st["len_lo"]) * length)[:, None]  # (N, 1)
     open_ = st["opening"][:, None]
     # soft edge of the opening: the curtain shortens towards the face
