@@ -24,7 +24,7 @@ from .interface import IdentitySampler
 
 _REGISTRY: dict[str, str] = {
     "morphable": "morphable:MorphableSource",
-    "diffusion": "learned.source:DiffusionSource",
+    "diffusion": "learned.diffusion.source:DiffusionSource",
     "gan": "learned.gan.source:GANSource",
 }
 

@@ -9,7 +9,8 @@
 - :mod:`learned.checkpoint`: ``save_checkpoint`` / ``load_checkpoint`` (weights + ``config.json``,
   a registry of checkpoint kinds), ``load_condition_stats`` (the fit of the training conditions).
 - :mod:`learned.train`: ``python -m learned.train --config configs/learned/NAME.yaml`` (registry of trainers by ``kind``).
-- :mod:`learned.source`: ``DiffusionSource`` (registered in ``engine.sources`` as ``"diffusion"``).
+- :mod:`learned.source`: ``LearnedSource``, the base of the engine sources; ``DiffusionSource`` in
+  :mod:`learned.diffusion.source` (registered in ``engine.sources`` as ``"diffusion"``).
 - :mod:`learned.evaluate`: ``python -m learned.evaluate`` on a checkpoint or a face folder.
 
 Submodules are imported on use (Lightning and the networks are not loaded by ``import learned``).
@@ -19,7 +20,7 @@ Submodules are imported on use (Lightning and the networks are not loaded by ``i
 _LAZY = {
     "FREncoder": ("encoder", "FREncoder"), "EncoderError": ("encoder", "EncoderError"),
     "load_encoder": ("encoder", "load_encoder"),
-    "LearnedSource": ("source", "LearnedSource"), "DiffusionSource": ("source", "DiffusionSource"),
+    "LearnedSource": ("source", "LearnedSource"), "DiffusionSource": ("diffusion.source", "DiffusionSource"),
     "GANSource": ("gan.source", "GANSource"),
     "CheckpointError": ("checkpoint", "CheckpointError"), "load_checkpoint": ("checkpoint", "load_checkpoint"),
     "save_checkpoint": ("checkpoint", "save_checkpoint"),

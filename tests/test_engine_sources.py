@@ -44,6 +44,22 @@ def test_create_source_owns_the_checkpoint_errors(tmp_path):
         S.create_source("tests.fake_source:FakeSource", colour="red")
 
 
+def test_diffusion_source_import_paths():
+    """DiffusionSource lives in learned.diffusion.source; the older paths resolve to the same class."""
+    import pickle
+
+    import learned
+    import learned.source
+    from learned.diffusion.source import DiffusionConfig, DiffusionSource
+
+    assert S.resolve_source_class("diffusion") is DiffusionSource
+    assert learned.DiffusionSource is DiffusionSource and learned.source.DiffusionSource is DiffusionSource
+    assert learned.source.DiffusionConfig is DiffusionConfig
+    assert pickle.loads(pickle.dumps(DiffusionSource)) is DiffusionSource
+    spec = S.SourceSpec("diffusion", {"checkpoint": "/x", "size": 16})
+    assert pickle.loads(pickle.dumps(spec)) == spec
+
+
 def test_source_spec_is_one_picklable_value():
     import dataclasses
     import pickle

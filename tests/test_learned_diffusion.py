@@ -265,7 +265,7 @@ def test_face_data_embeddings_cached_and_conditions(tmp_path):
 
 
 def test_identities_separable_prefix_stable_and_reported(run):
-    from learned.source import DiffusionSource
+    from learned.diffusion.source import DiffusionSource
 
     src = DiffusionSource(checkpoint=str(run["checkpoint"]), overrides={"identity": {"min_distance": 1.2}})
     ids = src.sample_identities(20, seed=0)
@@ -281,7 +281,7 @@ def test_identities_separable_prefix_stable_and_reported(run):
 
 def test_condition_stats_exported_and_fitted_identities(run, tmp_path):
     from learned.checkpoint import load_condition_stats
-    from learned.source import DiffusionSource
+    from learned.diffusion.source import DiffusionSource
 
     st = load_condition_stats(run["checkpoint"])  # the training run saved the fit of its conditions
     n_img = sum(1 for _ in Path(run["data"]).glob("*/*.png"))
@@ -313,7 +313,7 @@ def test_condition_stats_exported_and_fitted_identities(run, tmp_path):
 
 
 def test_morphable_identities_embedded_by_the_encoder(run, default_model):
-    from learned.source import DiffusionSource
+    from learned.diffusion.source import DiffusionSource
 
     src = DiffusionSource(checkpoint=str(run["checkpoint"]), overrides={"identity": {"mode": "morphable", "min_distance": 0.0}})
     ids = src.sample_identities(3, seed=0)
@@ -350,7 +350,7 @@ def test_render_labels_and_factors(run):
     ({"overrides": {"identity.bogus": 1}}, "unknown override 'identity.bogus'"),
 ])
 def test_source_bad_input(run, kwargs, msg):
-    from learned.source import DiffusionSource
+    from learned.diffusion.source import DiffusionSource
 
     kw = {"checkpoint": str(run["checkpoint"]), **kwargs} if kwargs != {} else {}
     with pytest.raises(ValueError, match=msg):

@@ -22,7 +22,7 @@ def _args(run, out, *extra):
 
 
 def test_cli_render_and_resume_is_byte_identical(tmp_path, run, monkeypatch, capsys):
-    from learned.source import DiffusionSource
+    from learned.diffusion.source import DiffusionSource
 
     full = tmp_path / "full"
     assert R.main(_args(run, full)) == 0

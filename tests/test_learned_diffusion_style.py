@@ -185,7 +185,7 @@ def _faces(tmp_path, seed: int):
 def test_provider_none_is_todays_source(style_run, run):
     """``none`` (the default): the style checkpoint samples with no style; an identity-only checkpoint
     renders exactly what the model's style-less sampler gives."""
-    from learned.source import DiffusionSource
+    from learned.diffusion.source import DiffusionSource
 
     for ck in (style_run["checkpoint"], run["checkpoint"]):
         src = DiffusionSource(checkpoint=str(ck))
@@ -237,7 +237,7 @@ def test_folder_styles_deterministic_batch_independent_and_change_images(tmp_pat
 
 
 def test_morphable_styles_log_pose_and_follow_the_render(style_run, default_model):
-    from learned.source import DiffusionSource
+    from learned.diffusion.source import DiffusionSource
     from morphable import MorphableSource
 
     ck = str(style_run["checkpoint"])
@@ -301,7 +301,7 @@ def test_engine_render_with_morphable_styles(tmp_path, style_run, default_model)
     ("style", {"style": {"bogus": 1}}, "unknown override 'style.bogus'"),
 ])
 def test_style_source_errors(run, style_run, which, overrides, msg):
-    from learned.source import DiffusionSource
+    from learned.diffusion.source import DiffusionSource
 
     ck = (run if which == "plain" else style_run)["checkpoint"]
     with pytest.raises(ValueError, match=msg):
@@ -309,7 +309,7 @@ def test_style_source_errors(run, style_run, which, overrides, msg):
 
 
 def test_empty_style_folder_is_an_error(tmp_path, style_run):
-    from learned.source import DiffusionSource
+    from learned.diffusion.source import DiffusionSource
 
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")

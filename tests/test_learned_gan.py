@@ -390,7 +390,7 @@ def _fake_diffusion_checkpoint(path: Path, D: int = 32) -> Path:
 
 def test_checkpoint_kinds_are_not_interchangeable(tmp_path, run):
     from learned.gan.source import GANSource
-    from learned.source import DiffusionSource
+    from learned.diffusion.source import DiffusionSource
 
     diff = _fake_diffusion_checkpoint(tmp_path / "diffusion")
     with pytest.raises(CheckpointError, match="is a 'diffusion' checkpoint, not a 'gan' one.*--source diffusion"):

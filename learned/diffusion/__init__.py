@@ -4,7 +4,8 @@ DDIM / DPM-Solver++(2M) samplers with classifier-free guidance, and the ``kind: 
 Public API: :class:`UNetConfig`, :class:`UNet`, :class:`ScheduleConfig`, :class:`CosineSchedule`,
 :class:`DiffusionModel`, :func:`build_model`, :func:`sample`, :class:`StyleConfig` and :func:`low_pass`
 (the optional layout/style condition, :mod:`learned.diffusion.style`). The trainer (Lightning) lives in
-:mod:`learned.diffusion.trainer`, the engine source in :mod:`learned.source`.
+:mod:`learned.diffusion.trainer`, the engine source (``DiffusionSource``) in
+:mod:`learned.diffusion.source`.
 """
 from .model import DiffusionModel, build_model
 from .sampling import SOLVERS, sample
