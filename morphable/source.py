@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -132,6 +133,61 @@ def _first_index(inv: torch.Tensor, n: int) -> torch.Tensor:
     """(n,) position of the first occurrence of each value 0..n-1 in ``inv``."""
     pos = torch.arange(inv.numel(), device=inv.device)
     return torch.full((n,), inv.numel(), dtype=torch.int64, device=inv.device).scatter_reduce(0, inv, pos, "amin")
+
+
+@dataclass
+class _Batch:
+    """One chunk's request and sampled state, passed to every render stage (B images, U distinct
+    identities)."""
+
+    rows: torch.Tensor  # (B,) identity rows
+    variations: torch.Tensor  # (B,) variation indices
+    fac: dict[str, torch.Tensor]  # sampled factors, (B, ...) each (``_sample_factors``)
+    gens: tuple[torch.Generator, ...]  # per-image generators, after factor sampling (background, noise)
+    shape: torch.Tensor  # (B, num_shape) shape coefficients
+    app: torch.Tensor  # (B, A) appearance parameters
+    off: torch.Tensor  # per-image noise offsets
+    uniq: torch.Tensor  # (U,) distinct identity rows
+    inv: torch.Tensor  # (B,) each image's index in ``uniq``
+    first: torch.Tensor  # (U,) first image of each distinct identity
+    app_u: torch.Tensor  # (U, A) appearance of each distinct identity
+
+
+@dataclass
+class _Geometry:
+    """The posed head seen by the camera (``_geometry``); S = size * supersample."""
+
+    vertices: torch.Tensor  # (B, V + H, 3) posed vertices (face model + hair mesh), camera-parallel world frame
+    camera: Camera
+    align: torch.Tensor  # (B, 2, 3) projected -> render-pixel alignment (similarity) matrix
+    screen: torch.Tensor  # (B, V + H, 3) render-pixel x, y and depth of each vertex
+    landmarks: torch.Tensor  # (B, L, 2) landmarks in output pixels
+
+
+@dataclass
+class _Pixels:
+    """The covered pixels of the rasterized batch and their attributes (``_rasterize``); P covered pixels."""
+
+    frag: Any  # rasterizer fragments (B, S, S): mask, face, barycentrics, depth
+    idx: tuple[torch.Tensor, ...]  # (b, y, x) of the covered pixels
+    bsel: torch.Tensor  # (P,) image of each covered pixel
+    face: torch.Tensor  # (P,) triangle index
+    region: torch.Tensor  # (P,) face region
+    hair: torch.Tensor  # (P,) bool: hair mesh
+    attrs: torch.Tensor  # (P, 10) interpolated normal, position, rest position, ambient visibility
+    normal: torch.Tensor  # (P, 3) unit normal, hair turned to the viewer
+    position: torch.Tensor  # (P, 3)
+    occlusion: torch.Tensor  # (P,) ambient visibility (1 open .. 0 enclosed)
+    flat: torch.Tensor  # (P,) flat index into (B, S, S)
+    region_map: torch.Tensor  # dense region map (``_region_map``)
+
+
+@dataclass
+class _Surface:
+    """Material of the covered pixels (``_albedo``)."""
+
+    albedo: torch.Tensor  # (P, 3) linear RGB
+    specular: torch.Tensor  # (P,) specular weight
 
 
 class MorphableSource(IdentitySampler):
@@ -430,35 +486,58 @@ class MorphableSource(IdentitySampler):
         )
 
     def _render(self, identities: Identities, rows: torch.Tensor, variations: torch.Tensor, seed: int) -> RenderBatch:
+        """One chunk, stage by stage: sampled factors -> posed geometry -> covered pixels -> albedo ->
+        lit linear colour -> background -> composited, tone-mapped image -> occluders -> degradations.
+        A render parameter is sampled in :meth:`_sample_factors`, used by one stage and logged by
+        :meth:`_factors`."""
+        b = self._batch(identities, rows, variations, seed)
+        geo = self._geometry(b)
+        px = self._rasterize(b, geo)
+        surf = self._albedo(b, geo, px)
+        lin = self._light(b, geo, px, surf)
+        back = self._background(b)
+        img = self._composite(b, px, lin, back)
+        img = self._occluders(b, geo, img)
+        img = self._degrade(b, img)
+        dev = self.device
+        return RenderBatch(images=img.float(), identity=b.rows.to(dev), variation=b.variations.to(dev),
+                           landmarks=geo.landmarks.float(), factors=self._factors(b))
+
+    def _batch(self, identities: Identities, rows: torch.Tensor, variations: torch.Tensor, seed: int) -> _Batch:
+        """The request checked, its factors sampled and its identity parameters gathered."""
         rows, variations = check_render_args(identities, rows, variations)
-        cfg, dev = self.cfg, self.device
-        B = rows.numel()
-        size, ss = cfg.size, cfg.supersample
-        S = size * ss
+        dev = self.device
         facs, gens = zip(*(self._sample_factors(int(r), int(k), seed) for r, k in zip(rows, variations)))
         fac = {k: torch.stack([f[k] for f in facs]).to(dev) for k in facs[0]}
         shape = identities.params["shape"][rows].to(dev)
         app = identities.params["appearance"][rows].to(dev)
         off = identities.params["noise_offset"][rows].to(dev)
-
         # per-identity work (hair volume, albedo textures) runs once per distinct identity
         uniq, inv = torch.unique(rows.to(dev), return_inverse=True)
         first = _first_index(inv, len(uniq))
-        app_u = app[first]
+        return _Batch(rows=rows, variations=variations, fac=fac, gens=gens, shape=shape, app=app, off=off,
+                      uniq=uniq, inv=inv, first=first, app_u=app[first])
 
+    def _geometry(self, b: _Batch) -> _Geometry:
+        """Identity + expression + hair volume and hair mesh, posed (head and torso), seen by the
+        camera and aligned: posed vertices, camera, alignment matrix, screen vertices, landmarks."""
+        cfg, dev, fac = self.cfg, self.device, b.fac
+        size, ss = cfg.size, cfg.supersample
+        S = size * ss
+        shape, app, app_u, inv = b.shape, b.app, b.app_u, b.inv
         # geometry: identity + expression, then scalp hair as a volume (displaced along the normal)
         # the identity's resting face (eye aperture, brows, mouth, lips, nose, jaw, cheeks, a slight
         # smile) under the sampled expression
         expr = fac["expression"] + rest_expression(app, self.model.expression_labels)
         v = self.model.vertices(shape, expr)  # (B, V, 3)
         if cfg.identity.hair_volume > 0:
-            U, V = len(uniq), v.shape[1]
+            U, V = len(b.uniq), v.shape[1]
             cov = scalp_hair(self.model.mean.repeat(U, 1), app_u.repeat_interleave(V, 0), edge=(-0.01, 0.03)).view(U, V)
             cov = cov * self._scalp_vertex
             thick = cfg.identity.hair_volume * ((app_u[:, APPEARANCE_PARAMS.index("hair_density")] - 0.6) / 0.4).clamp(0.1, 1)
             v = v + (self._rest_normals[None] * (cov * thick[:, None])[..., None])[inv]
         if self._hair is not None:
-            v = torch.cat([v, self._hair_mesh(shape[first], app_u)[inv]], 1)  # (B, V + H, 3)
+            v = torch.cat([v, self._hair_mesh(shape[b.first], app_u)[inv]], 1)  # (B, V + H, 3)
         # The head turns by the full pose, the torso (below the neck) by a fraction of it; the neck
         # blends the two.
         R = euler_to_matrix(fac["yaw"], fac["pitch"], fac["roll"])
@@ -481,10 +560,19 @@ class MorphableSource(IdentitySampler):
             M = torch.cat([torch.diag_embed(torch.stack([sc, sc], -1)), t[..., None]], -1)
         pv = cam.project(v)
         scr = torch.cat([apply_affine(M, pv[..., :2]), pv[..., 2:]], -1)
-        faces = self._faces_all
-        frag = rasterize(scr, faces, S, S)
-        mask = frag.mask
+        lmk2 = apply_affine(M, proj_l[..., :2]) / ss
+        return _Geometry(vertices=v, camera=cam, align=M, screen=scr, landmarks=lmk2)
 
+    def _rasterize(self, b: _Batch, geo: _Geometry) -> _Pixels:
+        """The screen vertices rasterized at the render resolution and the per-pixel attributes at
+        the covered pixels: normal (camera frame, hair facing the viewer), position, rest position,
+        ambient visibility, face region."""
+        S = self.cfg.size * self.cfg.supersample
+        v, cam = geo.vertices, geo.camera
+        B = v.shape[0]
+        faces = self._faces_all
+        frag = rasterize(geo.screen, faces, S, S)
+        mask = frag.mask
         # normals in camera frame (world and camera axes are parallel)
         vn = F.normalize(vertex_normals(v, self._faces_out), dim=-1)
         attrs = torch.cat([vn, v, self._rest_ao.expand(B, -1, -1)], -1)
@@ -500,12 +588,22 @@ class MorphableSource(IdentitySampler):
         if bool(hair.any()):  # the hair curtain is double-sided: face its normal to the viewer
             facing = (n[hair] * (cam.position[bsel[hair]] - pos[hair])).sum(-1, keepdim=True)
             n[hair] = torch.where(facing < 0, -n[hair], n[hair])
+        flat = _flat_index(idx, S)
+        reg_map = _region_map(region, flat, B, S)
+        return _Pixels(frag=frag, idx=idx, bsel=bsel, face=fid, region=region, hair=hair, attrs=pix, normal=n,
+                       position=pos, occlusion=occ, flat=flat, region_map=reg_map)
+
+    def _albedo(self, b: _Batch, geo: _Geometry, px: _Pixels) -> _Surface:
+        """Albedo and specular weight of the covered pixels: baked texture for skin/lips, per-pixel
+        shading for the rest, then hair, teeth and clothing."""
+        dev, fac = self.device, b.fac
+        app, off, bsel, fid, region, hair, pix = b.app, b.off, px.bsel, px.face, px.region, px.hair, px.attrs
         # albedo: baked texture for skin/lips, per-pixel for the rest
         direct = ~self._baked_all[fid] & ~hair
         if self._tex is not None:
-            tex = self._bake(app_u, off[first])  # (U, 4, T, T)
-            uvp = interpolate_at(frag, idx, self._faces_uv_all, self.model.uv.to(v.dtype))  # (P, 2)
-            texel = sample_texture_at(tex, inv[bsel], uv_grid(uvp, self._tex["box"]))  # (P, 4)
+            tex = self._bake(b.app_u, off[b.first])  # (U, 4, T, T)
+            uvp = interpolate_at(px.frag, px.idx, self._faces_uv_all, self.model.uv.to(geo.vertices.dtype))  # (P, 2)
+            texel = sample_texture_at(tex, b.inv[bsel], uv_grid(uvp, self._tex["box"]))  # (P, 4)
             alb, specw = texel[:, :3], texel[:, 3]
         else:
             alb, specw = torch.zeros(len(fid), 3, device=dev), torch.zeros(len(fid), device=dev)
@@ -515,9 +613,7 @@ class MorphableSource(IdentitySampler):
             alb[direct], specw[direct] = a2, s2
         if bool(hair.any()):
             alb[hair], specw[hair] = shade_hair(pix[:, 6:8][hair], app[bsel[hair]], off[bsel[hair]])
-        flat = _flat_index(idx, S)
-        reg_map = _region_map(region, flat, B, S)
-        teeth = _teeth(reg_map, flat)  # (P,) 0 none, 1 upper, 2 lower
+        teeth = _teeth(px.region_map, px.flat)  # (P,) 0 none, 1 upper, 2 lower
         if bool((teeth > 0).any()):
             t = teeth > 0
             tc = torch.tensor([0.62, 0.58, 0.48], device=dev) * torch.where(teeth[t] == 1, 1.0, 0.8)[:, None]
@@ -531,7 +627,17 @@ class MorphableSource(IdentitySampler):
             cc = fac["clothing_color"][bsel[cloth]] * weave[:, None]
             alb[cloth] = alb[cloth] * (1 - cover[:, None]) + cc * cover[:, None]
             specw[cloth] = specw[cloth] * (1 - cover) + 0.05 * cover
+        return _Surface(albedo=alb, specular=specw)
 
+    def _light(self, b: _Batch, geo: _Geometry, px: _Pixels, surf: _Surface) -> torch.Tensor:
+        """(P, 3) lit linear RGB of the covered pixels: ambient SH with occlusion, one directional
+        light (skin wrap, cast shadows), Blinn-Phong specular, exposure and eyelid shading."""
+        dev, fac = self.device, b.fac
+        S = self.cfg.size * self.cfg.supersample
+        B = geo.vertices.shape[0]
+        v, cam, frag, idx, bsel = geo.vertices, geo.camera, px.frag, px.idx, px.bsel
+        n, pos, occ, region = px.normal, px.position, px.occlusion, px.region
+        alb, specw = surf.albedo, surf.specular
         # lighting (linear RGB): ambient SH + one directional light + Blinn-Phong specular
         ldir_img = direction(fac["light_azimuth"], fac["light_elevation"])  # (B, 3)
         ldir = ldir_img[bsel]
@@ -576,9 +682,14 @@ class MorphableSource(IdentitySampler):
         mean_irr = lum_map.sum((1, 2)) / torch.bincount(bsel, minlength=B).clamp_min(1)
         gain = (2.0 ** fac["light_exposure"]) * 0.9 / mean_irr.clamp_min(1e-3)
         lin = lin * gain[bsel][:, None]
-        lin = lin * _lid_shading(reg_map, flat)[:, None]
+        lin = lin * _lid_shading(px.region_map, px.flat)[:, None]
+        return lin
 
-        # background
+    def _background(self, b: _Batch) -> torch.Tensor:
+        """(B, 3, S, S) linear background at the render resolution: procedural or a photograph
+        (its index logged in ``background_image``), blurred, desaturated, exposed."""
+        fac, gens, ss = b.fac, b.gens, self.cfg.supersample
+        B, S = len(gens), self.cfg.size * ss
         use_img = (fac["_use_image"] > 0).tolist()
         draws = [bg.draw_procedural(g) for g, u in zip(gens, use_img) if not u]
         back = torch.empty(B, 3, S, S)
@@ -590,38 +701,55 @@ class MorphableSource(IdentitySampler):
             sat = fac["background_saturation"].cpu()[procedural]
             back[procedural] = grey + (proc - grey) * sat[:, None, None, None]
         if any(use_img):
-            for b, g in enumerate(gens):
-                if use_img[b]:
-                    back[b], i_img = bg.from_image(self._bg_files, S, g)
-                    fac["background_image"][b] = float(i_img)
+            for i, g in enumerate(gens):
+                if use_img[i]:
+                    back[i], i_img = bg.from_image(self._bg_files, S, g)
+                    fac["background_image"][i] = float(i_img)
             back[use_img] = gaussian_blur(back[use_img], bl[use_img], min_sigma=0.05)
-        back = back.to(dev)
+        back = back.to(self.device)
         back = back * (2.0 ** fac["light_exposure"])[:, None, None, None]
+        return back
+
+    def _composite(self, b: _Batch, px: _Pixels, lin: torch.Tensor, back: torch.Tensor) -> torch.Tensor:
+        """(B, 3, size, size) display image: the lit pixels over the background, silhouette
+        anti-aliasing or supersampling down to ``size``, tone map and sRGB gamma."""
+        ss = self.cfg.supersample
         img = back.permute(0, 2, 3, 1).clone()
-        img[idx] = lin
-        if ss == 1 and cfg.edge_aa:
+        img[px.idx] = lin
+        if ss == 1 and self.cfg.edge_aa:
             # silhouette anti-aliasing without supersampling: blend the pixels on a visibility edge
             # (coverage changes within the 3x3 neighbourhood) with that neighbourhood
-            img = edge_antialias(img, mask)
+            img = edge_antialias(img, px.frag.mask)
         img = img.permute(0, 3, 1, 2)
         if ss > 1:
             img = F.avg_pool2d(img, ss)
         # filmic-ish tone map then sRGB gamma
         img = img / (1 + 0.15 * img)
         img = img.clamp(0, 1) ** (1 / 2.2)
-        lmk2 = apply_affine(M, proj_l[..., :2]) / ss
-        img = draw_glasses(img, lmk2, fac)
-        img = draw_patches(img, fac)
-        noise = torch.stack([torch.randn(3, size, size, generator=g) for g in gens]).to(dev)
+        return img
+
+    def _occluders(self, b: _Batch, geo: _Geometry, img: torch.Tensor) -> torch.Tensor:
+        """Glasses (placed by the landmarks) and occluding patches drawn over the image."""
+        img = draw_glasses(img, geo.landmarks, b.fac)
+        img = draw_patches(img, b.fac)
+        return img
+
+    def _degrade(self, b: _Batch, img: torch.Tensor) -> torch.Tensor:
+        """Camera and compression degradations (blur, low resolution, colour, noise, JPEG)."""
+        fac, size = b.fac, self.cfg.size
+        noise = torch.stack([torch.randn(3, size, size, generator=g) for g in b.gens]).to(self.device)
         dparams = {k: fac[k] for k in ("blur", "lowres", "brightness", "contrast", "saturation", "hue", "gray", "noise", "jpeg")}
         dparams["blur"] = dparams["blur"] * (size / 112.0)
-        img = apply_degradations(img, dparams, noise)
+        return apply_degradations(img, dparams, noise)
 
+    def _factors(self, b: _Batch) -> dict[str, torch.Tensor]:
+        """The logged factors: the sampled ones (private ``_`` keys left out), one named column per
+        expression unit."""
+        fac = b.fac
         factors = {k: val for k, val in fac.items() if not k.startswith("_") and k != "expression"}
         for j, name in enumerate(self.model.expression_labels):  # one named column per expression unit
             factors[f"expr_{name}"] = fac["expression"][:, j]
-        return RenderBatch(images=img.float(), identity=rows.to(dev), variation=variations.to(dev),
-                           landmarks=lmk2.float(), factors=factors)
+        return factors
 
     def _bake(self, app: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
         """(U, 4, T, T) baked albedo (rgb) + specular weight textures of ``U`` identities."""

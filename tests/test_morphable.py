@@ -276,3 +276,46 @@ def test_teeth_show_under_the_upper_lip_and_over_the_lower_lip():
     idx = (closed >= 0).nonzero(as_tuple=True)
     flat = _flat_index(idx, S)
     assert int(_teeth(_region_map(closed[idx], flat, 1, S), flat).sum()) == 0
+
+
+def test_render_stages_one_by_one(default_model):
+    """The render is a chain of stages; each one can be called (and checked) on its own."""
+    from morphable.default_model import REGION_IDS
+
+    z = {"lo": 0, "hi": 0}
+    src = MorphableSource(preset="frontal", size=64, model=default_model,
+                          overrides={"expression": {"prob": 0.0}, "pose": {"yaw": z, "pitch": z, "roll": z}})
+    ids = src.sample_identities(3, seed=0)
+    ids.params["shape"].zero_()  # the mean face
+    rows, var = torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1])
+    b = src._batch(ids, rows, var, seed=0)
+    assert b.fac["yaw"].shape == (3,) and b.uniq.tolist() == [0, 1] and b.first.tolist() == [0, 1]
+    # geometry: a frontal neutral mean face lands on the template; the face is in front of the camera
+    geo = src._geometry(b)
+    assert float((geo.landmarks - template(64)).norm(dim=-1).max()) < 1.5
+    S = 64 * src.cfg.supersample
+    assert geo.screen.shape == geo.vertices.shape and geo.align.shape == (3, 2, 3)
+    # raster: the face centre is covered by the face (skin), not by the background or the hair
+    px = src._rasterize(b, geo)
+    mask = px.frag.mask
+    c = S // 2
+    assert bool(mask[:, c - 4 : c + 4, c - 4 : c + 4].all())
+    assert px.normal.shape == (len(px.bsel), 3) and torch.allclose(px.normal.norm(dim=-1), torch.ones(1), atol=1e-4)
+    centre = (px.idx[1] == c) & (px.idx[2] == c)
+    assert bool((px.region[centre] == REGION_IDS["skin"]).all()) and int(centre.sum()) == 3
+    assert bool((px.normal[centre, 2] > 0.5).all())  # the nose-bridge area faces the camera
+    # albedo and light: finite, non-negative, per covered pixel
+    surf = src._albedo(b, geo, px)
+    assert surf.albedo.shape == (len(px.bsel), 3) and bool(((surf.albedo >= 0) & (surf.albedo <= 1)).all())
+    lin = src._light(b, geo, px, surf)
+    assert lin.shape == surf.albedo.shape and bool(torch.isfinite(lin).all()) and float(lin.min()) >= 0
+    assert float(lin.mean()) > 0.05  # lit, not black
+    back = src._background(b)
+    assert back.shape == (3, 3, S, S) and bool(torch.isfinite(back).all())
+    img = src._composite(b, px, lin, back)
+    assert img.shape == (3, 3, 64, 64) and float(img.min()) >= 0 and float(img.max()) <= 1
+    img = src._degrade(b, src._occluders(b, geo, img))
+    # the stages chained by hand are the render, bit for bit
+    ref = src.render(ids, rows, var, seed=0)
+    assert torch.equal(img.float(), ref.images) and torch.equal(geo.landmarks.float(), ref.landmarks)
+    assert src._factors(b).keys() == ref.factors.keys()
