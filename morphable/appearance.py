@@ -45,7 +45,7 @@ REST_FEATURES = {
     "mouth_width": (("mouthPucker", -0.35, 0.0), ("mouthStretchLeft", 0.0, 0.4), ("mouthStretchRight", 0.0, 0.4)),
     "lip_fullness": (("mouthRollLower", -0.35, 0.0), ("mouthRollUpper", -0.35, 0.0), ("mouthShrugUpper", 0.0, 0.3),
                      ("mouthFunnel", 0.0, 0.15)),
-    "nose_flare": (("noseSneerLeft", -0.0, 0.45), ("noseSneerRight", -0.0, 0.45)),
+    "nose_flare": (("noseSneerLeft", 0.0, 0.45), ("noseSneerRight", 0.0, 0.45)),
     "jaw_forward": (("jawForward", -0.35, 0.4),),
     "cheek_fullness": (("cheekSquintLeft", 0.0, 0.35), ("cheekSquintRight", 0.0, 0.35), ("cheekPuff", -0.15, 0.12)),
 }

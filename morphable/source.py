@@ -292,7 +292,7 @@ class MorphableSource(IdentitySampler):
             head_w = torch.cat([head_w, torch.ones(H, device=dev)])
             ao = torch.cat([ao, torch.full((H,), 0.85, device=dev)])  # hair: a little self-occlusion
         self._faces_all, self._faces_out, self._faces_uv_all = faces, faces_out, fuv
-        self._region_all, self._baked_all, self._rest_all, self._head_weight_all = region, baked, rest, head_w
+        self._region_all, self._baked_all, self._head_weight_all = region, baked, head_w
         self._rest_ao = torch.cat([rest, ao[:, None]], 1)  # (V [+ H], 4): rest position / hair coords, occlusion
 
     def _hair_mesh(self, shape_u: torch.Tensor, app_u: torch.Tensor) -> torch.Tensor:
