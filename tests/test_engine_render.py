@@ -358,8 +358,14 @@ def test_yaml_config_and_flag_precedence(tmp_path):
     assert R.resolve_args(["--config", str(tmp_path / "rw.yaml")])[0]["render_workers"] == 3
     assert R.resolve_args(["--config", str(tmp_path / "rw.yaml"), "--render-workers", "0"])[0]["render_workers"] == 0
     (tmp_path / "rw.yaml").write_text("ids: 3\nrender_workers: two\n")
-    with pytest.raises(R.RenderError, match="render_workers must be an integer"):
+    with pytest.raises(R.RenderError, match="render_workers: expected an integer"):
         R.resolve_args(["--config", str(tmp_path / "rw.yaml")])
+    # one override syntax (common.cli): dotted keys nest into the source overrides, several after one flag
+    (tmp_path / "ov.yaml").write_text("ids: 3\noverrides:\n  pose.yaw: {lo: -5, hi: 5}\n  identity: {mode: fitted}\n")
+    kw, _ = R.resolve_args(["--config", str(tmp_path / "ov.yaml"), "--override", "pose.yaw.lo=-10", "-o",
+                            "identity.min_distance=0.5", "noise=0"])
+    assert kw["overrides"] == {"pose": {"yaw": {"lo": -10, "hi": 5}}, "identity": {"mode": "fitted", "min_distance": 0.5},
+                               "noise": 0}
 
 
 def test_help_mentions_every_flag(capsys):

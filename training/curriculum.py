@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import yaml
 
 from common.config import REPO_ROOT, ConfigError, apply_overrides, from_dict, resolve_path
 from common.config import convert as _convert
@@ -602,12 +601,9 @@ def parse_config(data: Mapping[str, Any], overrides: Sequence[str] = (), base_di
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read and validate a YAML training config; relative paths resolve against the working
     directory, then the config's directory, then the repository root."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    return parse_config(data, overrides, base_dir=path.parent)
+    from common.cli import load_yaml
+
+    return parse_config(load_yaml(path), overrides, base_dir=Path(path).parent)
 
 
 # ----------------------------------------------------------------------------------------------
