@@ -11,7 +11,8 @@ from common.errors import ConfigError
 
 from .augment import build_augment
 from .backbones import create_backbone, list_backbones, load_arcface_torch, register_backbone
-from .curriculum import Curriculum, TrainConfig, load_config, parse_config
+from .config import TrainConfig, load_config, parse_config
+from .curriculum import Curriculum
 from .heads import create_head, list_heads
 from .verification import evaluate_pairs, read_bin, read_lfw_pairs, verify_bin, verify_lfw
 

@@ -49,7 +49,7 @@ from common.config import REPO_ROOT, ConfigError, config_to_dict, from_dict, res
 from common.config import join_key as _join
 from engine.interface import derive_seed
 
-from .curriculum import EvalConfig, ModelConfig, SourceConfig, TrainerConfig, parse_config
+from .config import EvalConfig, ModelConfig, SourceConfig, TrainerConfig, parse_config
 
 log = logging.getLogger("synthface.benchmark")
 
@@ -162,7 +162,7 @@ class BenchmarkConfig:
 
 
 def _phase(tmpl: dict[str, Any], name: str, weights: dict[str, float]) -> dict[str, Any]:
-    from .curriculum import PhaseConfig
+    from .config import PhaseConfig
 
     d = {"weights": weights, **copy.deepcopy(tmpl), "name": name}
     from_dict(PhaseConfig, d, name)

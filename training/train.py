@@ -35,7 +35,8 @@ import yaml
 from common import cli
 from common.config import ConfigError, config_to_dict
 
-from .curriculum import Curriculum, EvalConfig, TrainConfig, load_config
+from .config import EvalConfig, TrainConfig, load_config
+from .curriculum import Curriculum
 from .data import MixedDataModule, build_sources
 from .module import (AtomicCheckpoint, FaceRecognitionModule, PeriodicEval, ProgressPrinter, atomic_write_text,
                      load_backbone, save_backbone)
