@@ -5,6 +5,9 @@ Public API::
 
     from training import create_backbone, create_head, load_config, run_training, verify_lfw
 
+Modules: ``config`` (the YAML schema, ``load_config``), ``curriculum`` (phases -> step ranges, weights,
+class spaces), ``data``, ``module`` / ``train`` (the Lightning trainer, ``python -m training.train``),
+``verification``, ``benchmark`` (``python -m training.benchmark``), ``backbones``, ``heads``, ``augment``.
 Lightning-heavy modules load lazily.
 """
 from common.errors import ConfigError
