@@ -17,7 +17,7 @@ from engine import metadata as M
 from engine import render as R
 from tests.fake_source import FakeSource
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAKE = "tests.fake_source:FakeSource"
 CFG = dict(ids=5, per_id=3, source=FAKE, size=32, block_ids=2, format="both", seed=3)
 
@@ -163,7 +163,7 @@ def test_source_instances_and_render_workers(reference, tmp_path):
     assert s["render_workers"] == 0 and s["complete"]
     assert any(n.startswith("note:") and "cannot be pickled" in n and "main process" in n for n in notes)
     got = tree(tmp_path / "unp")
-    assert json.loads(got.pop("dataset.json"))["source"]["name"] == "tests.test_engine_render:Unpicklable"
+    assert json.loads(got.pop("dataset.json"))["source"]["name"] == "tests.engine.test_engine_render:Unpicklable"
     assert got == same
     # a worker that cannot set up its source: a clear error, nothing journaled; rendering in the
     # main process then resumes

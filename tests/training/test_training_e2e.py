@@ -15,7 +15,7 @@ import yaml
 
 from training.config import parse_config
 
-from tests.test_training_utils import (FAKE_SOURCE, LFW_DEV, REPO_ROOT, make_fake_lfw, make_image_folder,
+from tests.training.test_training_utils import (FAKE_SOURCE, LFW_DEV, REPO_ROOT, make_fake_lfw, make_image_folder,
                                        tiny_train_dict)
 
 

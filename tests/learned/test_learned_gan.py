@@ -24,7 +24,7 @@ from tests.learned_helpers import (GAN_TINY_CONFIG, LEARNED_SOURCE_BAD_INPUT, ma
                                    tiny_gan_config)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

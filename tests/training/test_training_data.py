@@ -10,7 +10,7 @@ from training.config import parse_config
 from training.curriculum import Curriculum, allocate_counts, weyl_u
 from training.data import MapSource, MixedBatchStream, StreamSource, build_sources, make_loader
 
-from tests.test_training_utils import FAKE_SOURCE, make_fake_lfw, make_image_folder, tiny_train_dict
+from tests.training.test_training_utils import FAKE_SOURCE, make_fake_lfw, make_image_folder, tiny_train_dict
 
 
 class ConstSource:
