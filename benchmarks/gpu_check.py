@@ -50,7 +50,7 @@ def plan(quick: bool) -> dict[str, Any]:
                 "engine": {"ids": 3, "per_id": 4, "block_ids": 1},
                 "trainer": {"backbone": "tiny", "backbone_kwargs": '{"width": 8}', "embedding": 64, "batch": 8,
                             "steps": 2, "warmup": 1, "precision": "32", "channels_last": True, "compile": [False],
-                            "ids": 4, "per_id": 4, "workers": 0},
+                            "ids": 4, "per_id": 4, "workers": 0, "prefetch": True},
                 "learned": {"configs": ["configs/learned/diffusion_tiny_cpu.yaml", "configs/learned/gan_tiny_cpu.yaml"],
                             "args": ["--iters", "1", "--batch", "2", "--sample-batch", "2", "--steps", "2",
                                      "--embedding-dim", "32"]}}
@@ -59,7 +59,8 @@ def plan(quick: bool) -> dict[str, Any]:
             "engine": {"ids": 400, "per_id": 50, "block_ids": 8},
             "trainer": {"backbone": "iresnet50", "backbone_kwargs": None, "embedding": 512, "batch": 256,
                         "steps": 30, "warmup": 8, "precision": "bf16-mixed", "channels_last": True,
-                        "compile": [False, True], "ids": 2000, "per_id": 10, "workers": max(1, min(12, cpus - 2))},
+                        "compile": [False, True], "ids": 2000, "per_id": 10, "workers": max(1, min(12, cpus - 2)),
+                        "prefetch": True},
             "learned": {"configs": ["configs/learned/diffusion_lfw64.yaml", "configs/learned/diffusion_lfw112.yaml",
                                     "configs/learned/gan_lfw64.yaml", "configs/learned/gan_lfw112.yaml"],
                         "args": ["--iters", "5"]}}
@@ -164,6 +165,8 @@ def section_trainer(p: dict, out: Path, quick: bool) -> dict[str, Any]:
             argv.append("--channels-last")
         if comp:
             argv.append("--compile")
+        if t.get("prefetch"):
+            argv.append("--prefetch")
         if (ds / "dataset.json").exists():
             argv += ["--data", str(ds)]
         r = run(build_parser().parse_args(argv))

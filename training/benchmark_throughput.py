@@ -96,9 +96,10 @@ class _StepTimer:
 def trainer_throughput(sources: dict[str, dict], backbone: str, backbone_kwargs: dict, size: int, batch: int,
                        device: str, precision: str = "32", channels_last: bool = False, compile: bool = False,
                        steps: int = 10, warmup: int = 3, workers: int = 0, out: str | Path | None = None,
-                       embedding_size: int = 512) -> dict[str, Any]:
+                       embedding_size: int = 512, prefetch_to_device: bool | None = None) -> dict[str, Any]:
     """img/s of the real trainer (module, data module, Lightning trainer of ``training.train``) over
-    ``sources`` (one phase, equal weights)."""
+    ``sources`` (one phase, equal weights). ``prefetch_to_device``: the data module's background
+    batch prefetcher (default: on CUDA; ``True`` on the CPU runs its CPU stand-in)."""
     from .curriculum import Curriculum, parse_config
     from .data import MixedDataModule, build_sources
     from .module import FaceRecognitionModule
@@ -133,7 +134,7 @@ def trainer_throughput(sources: dict[str, dict], backbone: str, backbone_kwargs:
     timer = _StepTimer(warmup, dev)
     trainer = build_trainer(cfg, total, Path(raw["trainer"]["out"]), [timer.callback])
     dm = MixedDataModule(srcs, curr, 0, num_workers=workers, prefetch_factor=cfg.trainer.prefetch_factor,
-                         seed=0, image_size=size)
+                         seed=0, image_size=size, prefetch_to_device=prefetch_to_device)
     L.seed_everything(0, verbose=False)
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm)
@@ -161,6 +162,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     common = dict(backbone=a.backbone, backbone_kwargs=bk, size=a.size, batch=a.batch, device=a.device,
                   precision=a.precision, channels_last=a.channels_last, compile=a.compile, steps=a.steps,
                   warmup=a.warmup, embedding_size=a.embedding)
+    tr_kw = dict(common, prefetch_to_device=True if a.prefetch else None)
     res: dict[str, Any] = {"config": {k: v for k, v in common.items()}, "device_name": (
         torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu"), "threads": torch.get_num_threads()}
     res["raw"] = raw_throughput(classes=a.ids, **common)
@@ -171,13 +173,13 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             data = Path(a.data) if a.data else render_disk_dataset(work / f"disk-{a.size}", a.ids, a.per_id, a.size,
                                                                    a.device)
             src = {"disk": {"type": "folder", "path": str(data), "augment": {"flip": 0.5}}}
-            r = trainer_throughput(src, workers=a.workers, out=work / "run-disk", **common)
+            r = trainer_throughput(src, workers=a.workers, out=work / "run-disk", **tr_kw)
         elif kind == "stream":
             src = {"synth": {"type": "stream", "source": "morphable", "preset": "wild", "num_ids": a.ids,
                              "per_id": a.per_id, "render_batch_size": a.batch, "augment": {"flip": 0.5},
                              "source_kwargs": {"device": a.device, "overrides": {"max_batch": a.batch}}}}
             r = trainer_throughput(src, workers=0 if a.device.startswith("cuda") else a.workers,
-                                   out=work / "run-stream", **common)
+                                   out=work / "run-stream", **tr_kw)
         else:
             raise ValueError(f"unknown input {kind!r} (use disk, stream)")
         r["fraction_of_raw"] = r["img_s"] / res["raw"]["img_s"]
@@ -204,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--ids", type=int, default=16, help="identities of the rendered / streamed data")
     ap.add_argument("--per-id", type=int, default=4)
     ap.add_argument("--workers", type=int, default=0, help="DataLoader processes for the disk input")
+    ap.add_argument("--prefetch", action="store_true", help="use the background batch prefetcher on the CPU too "
+                    "(always on with CUDA)")
     ap.add_argument("--work", default=None, help="scratch folder (default: a temp dir)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU, a per-core "
                     "figure that a shared machine cannot spoil; torch's default with CUDA)")
