@@ -22,7 +22,8 @@ def test_gpu_check_quick_runs_every_section(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     rep = json.loads((tmp_path / "gc" / "gpu_check.json").read_text())
     sec = rep["sections"]
-    assert list(sec) == ["tests", "render", "engine", "trainer", "learned"] and all(s["ok"] for s in sec.values())
+    assert list(sec) == ["tests", "render", "engine", "trainer", "learned", "trainer_compiled"]
+    assert all(s["ok"] for s in sec.values())
     assert sec["tests"]["counts"].get("failed", 0) == 0
     assert {"batch_4", "batch_8"} <= set(sec["render"]) and sec["render"]["batch_8"]["img_s_best"] > 0
     assert sec["engine"]["complete"] and sec["engine"]["images"] == 12 and sec["engine"]["img_s"] > 0
