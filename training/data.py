@@ -36,6 +36,14 @@ device in ``on_after_batch_transfer`` using ``counts``.
 
 With ``num_workers > 0`` worker ``w`` builds the batches of steps ``start + w, start + w + W, ...``;
 ``DataLoader`` returns them in step order.
+
+GPU input path: a stream source whose ``source_kwargs.device`` is CUDA renders straight into the
+batch on the GPU (quantized to uint8 there; the batch is assembled on that device, a disk part copied
+over), in the training process (CUDA cannot run in forked workers), a ``prefetch_factor`` of batches
+ahead in a background thread on a side CUDA stream (:class:`common.prefetch.DevicePrefetcher`, which
+:func:`make_loader` adds when given a ``device`` and :class:`MixedDataModule` adds on CUDA). Disk
+sources decode in ``num_workers`` processes into pinned memory and are copied to the device by the
+same prefetcher; augmentation runs on the device either way.
 """
 from __future__ import annotations
 
