@@ -94,25 +94,40 @@ class Draws:
         keys: (B,) int64 image keys (:func:`image_keys`).
     """
 
+    #: columns hashed at once (a draw's columns are the same whatever the block size: block size is speed only)
+    BLOCK = 128
+
     def __init__(self, keys: torch.Tensor) -> None:
         self.keys = keys
         self.used = 0
+        self._start = 0  # first column of the cached block
+        self._hi = self._lo = keys.new_empty((len(keys), 0), dtype=torch.float64)
 
-    def _next(self, n: int) -> torch.Tensor:
-        c = torch.arange(self.used, self.used + n, device=self.keys.device, dtype=torch.int64)
-        self.used += n
-        return bits(self.keys, c)
+    def _cols(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next ``n`` columns as two (B, n) float64 uniform matrices (the words' top and next 24
+        bits), from a cache of hashed blocks: one hash per :attr:`BLOCK` columns, not per draw."""
+        a, b = self.used, self.used + n
+        if b > self._start + self._hi.shape[1]:
+            start = a
+            c = torch.arange(start, start + max(n, self.BLOCK), device=self.keys.device, dtype=torch.int64)
+            w = bits(self.keys, c)
+            self._start, self._hi, self._lo = start, uniform_from_bits(w, True), uniform_from_bits(w, False)
+        self.used = b
+        return self._hi[:, a - self._start : b - self._start], self._lo[:, a - self._start : b - self._start]
 
     def uniform(self, *shape: int) -> torch.Tensor:
         """(B, *shape) uniforms in [0, 1) (``shape`` empty: (B,))."""
         n = math.prod(shape) if shape else 1
-        return uniform_from_bits(self._next(n)).reshape(len(self.keys), *shape)
+        return self._cols(n)[0].reshape(len(self.keys), *shape)
 
     def normal(self, *shape: int) -> torch.Tensor:
-        """(B, *shape) standard normals."""
+        """(B, *shape) standard normals (Box-Muller, two per column)."""
         n = math.prod(shape) if shape else 1
-        a, b = normal_pairs(self._next((n + 1) // 2))
-        return torch.cat([a, b], 1)[:, :n].reshape(len(self.keys), *shape)
+        u1, u2 = self._cols((n + 1) // 2)
+        r = torch.sqrt(-2.0 * torch.log1p(-u1))
+        t = (2.0 * math.pi) * u2
+        z = torch.cat([r * torch.cos(t), r * torch.sin(t)], 1) if n > 1 else r * torch.cos(t)
+        return z[:, :n].reshape(len(self.keys), *shape)
 
     def integers(self, lo: int, hi: int) -> torch.Tensor:
         """(B,) int64 uniform on ``lo .. hi`` inclusive."""
