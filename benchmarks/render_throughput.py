@@ -1,6 +1,8 @@
 """Render throughput of the morphable source (images/s), batch of `--ids` identities x `--per-id`.
 
-    python benchmarks/render_throughput.py --size 112 --ids 8 --per-id 8 --repeats 3 [--device cuda]
+    python benchmarks/render_throughput.py --size 112 --ids 8 --per-id 8 --repeats 3 [--device cuda] [--threads 1]
+
+``--threads 1`` measures img/s per core (the render workers of ``engine.render`` are single-threaded).
 """
 import argparse
 import time
@@ -19,7 +21,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--supersample", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     over = {"supersample": a.supersample} if a.supersample else None
     src = MorphableSource(preset=a.preset, size=a.size, device=a.device, overrides=over)
     ids = src.sample_identities(a.ids, seed=0)

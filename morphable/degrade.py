@@ -1,11 +1,12 @@
 """Per-image photometric degradations (blur, noise, JPEG, low resolution, colour jitter, gray).
 
 Parameters are sampled by the caller, one row per image, so each image depends only on its own
-parameters; the ops are batched kornia/torch calls.
+parameters; the ops are batched kornia/torch calls on the images' device (no loop over images).
 """
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import kornia
 import torch
@@ -22,6 +23,35 @@ def gaussian_blur(img: torch.Tensor, sigma: torch.Tensor, min_sigma: float = 0.0
     out = img.clone()
     out[on] = kornia.filters.gaussian_blur2d(img[on], (k, k), sigma[on].clamp_min(1e-3).to(img)[:, None].expand(-1, 2))
     return out
+
+
+@lru_cache(maxsize=1024)
+def _resample_operator(n: int, m: int, device: str) -> torch.Tensor:
+    """(n, n) matrix of the 1-D round trip of :func:`lowres`: a length-``n`` signal downsampled to
+    ``m`` (bilinear, antialiased) and upsampled back (bilinear), both ``align_corners=False`` (the
+    operators of ``F.interpolate`` applied to the unit impulses)."""
+    eye = torch.eye(n, dtype=torch.float64)[None, None]  # column j: the impulse at j (rows resampled only)
+    down = F.interpolate(eye, size=(m, n), mode="bilinear", align_corners=False, antialias=True)
+    up = F.interpolate(down, size=(n, n), mode="bilinear", align_corners=False)
+    return up[0, 0].float().to(device)  # [output i, input j]
+
+
+def lowres(img: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Low resolution: each of the (B, C, H, W) images downsampled by its ``scale`` (B,) (to
+    ``max(4, round(H * s))`` x ``max(4, round(W * s))``, antialiased bilinear) and upsampled back
+    (bilinear). Both resamplings are separable and linear, so each image's round trip is two small
+    matrices, ``Ay @ x @ Ax^T``: one batched matmul, a matrix per distinct size (cached)."""
+    B, C, H, W = img.shape
+    if B == 0:
+        return img
+    s = scale.detach().double().cpu()
+    hs = (H * s).round().clamp_min(4).long()
+    ws = (W * s).round().clamp_min(4).long()
+    dev = str(img.device)
+    pairs, inv = torch.unique(torch.stack([hs, ws], 1), dim=0, return_inverse=True)
+    ay = torch.stack([_resample_operator(H, int(h), dev) for h in pairs[:, 0].tolist()])[inv.to(img.device)]
+    ax = torch.stack([_resample_operator(W, int(w), dev) for w in pairs[:, 1].tolist()])[inv.to(img.device)]
+    return ay.to(img.dtype)[:, None] @ img @ ax.to(img.dtype).transpose(1, 2)[:, None]
 
 
 _RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]])
@@ -46,7 +76,8 @@ def apply_degradations(img: torch.Tensor, p: dict[str, torch.Tensor], noise: tor
         p: per-image parameters, each (B,): ``blur`` (sigma px at this size, 0 = off), ``lowres``
             (scale, 1 = off), ``brightness``, ``contrast``, ``saturation``, ``hue`` (identity values
             0, 1, 1, 0 = off), ``gray`` (0/1), ``noise`` (std), ``jpeg`` (quality, 0 = off).
-        noise: (B, 3, H, W) standard-normal noise drawn from each image's generator.
+        noise: (B, 3, H, W) standard-normal noise drawn from each image's stream (rows whose
+            ``noise`` std is 0 may hold anything, e.g. zeros).
 
     Returns:
         (B, 3, H, W) degraded images in [0, 1].
@@ -57,11 +88,7 @@ def apply_degradations(img: torch.Tensor, p: dict[str, torch.Tensor], noise: tor
     low = p["lowres"] < 1.0
     if bool(low.any()):
         out = out.clone()
-        for i in torch.nonzero(low).flatten().tolist():
-            s = float(p["lowres"][i])
-            h, w = max(4, round(H * s)), max(4, round(W * s))
-            small = F.interpolate(out[i : i + 1], size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-            out[i : i + 1] = F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)
+        out[low] = lowres(out[low], p["lowres"][low])
     # colour jitter
     out = out + p["brightness"].to(img)[:, None, None, None]
     mean = out.mean(dim=(1, 2, 3), keepdim=True)

@@ -21,6 +21,7 @@ from .hair import STYLES, build_rig, hair_vertices, style_table
 from .model import MorphableModel
 from .occlusion import model_occlusion
 from .occluders import draw_glasses, draw_patches
+from .rng import Draws, image_keys, normal_field, subkeys
 from .raster import edge_antialias, interpolate_at, rasterize, vertex_normals
 from .texture import sample_at as sample_texture_at, texel_map, uv_grid
 from .default_model import REGION_IDS, neckline_y
@@ -41,7 +42,10 @@ EXPRESSIONS = {
 }
 #: Version of the identity/variation sampling stream: a dataset started under another version does not resume.
 #: 2: hair geometry, make-up, resting mouth and gender contrast (new appearance columns).
-SAMPLING_VERSION = 2
+#: 3: per-image factors, backgrounds and sensor noise drawn for the whole batch at once from
+#: counter-based streams (:mod:`morphable.rng`) instead of one ``torch.Generator`` per image (issue 18):
+#: the same distributions, other numbers, so every image differs from version 2 (identities are unchanged).
+SAMPLING_VERSION = 3
 #: Shape components past this index get ``identity.detail_scale`` on top of ``shape_scale``.
 _GLOBAL_COMPONENTS = 10
 #: How often each named expression is drawn (relative): people in photographs mostly smile.
@@ -50,12 +54,15 @@ _PIVOT = torch.tensor([0.0, -0.03, -0.07])  # rotation centre, roughly the middl
 
 
 def _clothing_rgb(u: torch.Tensor) -> torch.Tensor:
-    """Linear RGB clothing colour from 3 uniforms: hue, saturation (mostly muted), value (often dark)."""
-    h, s, v = float(u[0]) * 6.0, 0.6 * float(u[1]) ** 1.5, 0.08 + 0.8 * float(u[2]) ** 1.6
-    i, f = int(h) % 6, h - int(h)
+    """(B, 3) linear RGB clothing colours from (B, 3) uniforms: hue, saturation (mostly muted), value
+    (often dark)."""
+    h, s, v = u[:, 0] * 6.0, 0.6 * u[:, 1] ** 1.5, 0.08 + 0.8 * u[:, 2] ** 1.6
+    i = h.floor()
+    f = h - i
+    i = i.long() % 6
     p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
-    return torch.tensor(rgb) ** 2.2
+    table = torch.stack([torch.stack(c, -1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))], 1)
+    return table[torch.arange(len(u)), i] ** 2.2
 
 
 def _flat_index(idx: tuple[torch.Tensor, ...], S: int) -> torch.Tensor:
@@ -142,8 +149,9 @@ class _Batch:
 
     rows: torch.Tensor  # (B,) identity rows
     variations: torch.Tensor  # (B,) variation indices
-    fac: dict[str, torch.Tensor]  # sampled factors, (B, ...) each (``_sample_factors``)
-    gens: tuple[torch.Generator, ...]  # per-image generators, after factor sampling (background, noise)
+    fac: dict[str, torch.Tensor]  # sampled factors, (B, ...) each (``_sample_factors``), on the render device
+    host: dict[str, torch.Tensor]  # the same factors on the CPU (masks without device syncs)
+    keys: torch.Tensor  # (B,) int64 per-image random-stream keys (:mod:`morphable.rng`), CPU
     shape: torch.Tensor  # (B, num_shape) shape coefficients
     app: torch.Tensor  # (B, A) appearance parameters
     off: torch.Tensor  # per-image noise offsets
@@ -254,6 +262,13 @@ class MorphableSource(IdentitySampler):
             if unknown:
                 raise ValueError(f"unknown expression units {unknown}; known: {model.expression_labels}")
             self._units = [self._expr_index[u] for u in units]
+        names = sorted(EXPRESSIONS)  # the named expressions as a (n, E) table and their weights
+        self._preset_weights = torch.tensor([EXPRESSION_WEIGHTS[k] for k in names])
+        self._preset_table = torch.zeros(len(names), model.num_expression)
+        for i, k in enumerate(names):
+            for u, w in EXPRESSIONS[k].items():
+                if u in self._expr_index:
+                    self._preset_table[i, self._expr_index[u]] = w
         self._bg_files = bg.list_images(self.cfg.background.folder) if self.cfg.background.folder else ()
         # Skin and lips are baked into a per-identity UV texture; the small remaining regions (eyes,
         # mouth and eye cavities) are shaded per pixel, analytically sharp at any resolution.
@@ -399,75 +414,82 @@ class MorphableSource(IdentitySampler):
         )
 
     # ------------------------------------------------------------------ variations
-    def _sample_factors(self, identity: int, k: int, seed: int) -> tuple[dict[str, torch.Tensor], torch.Generator]:
+    def _sample_factors(self, rows: torch.Tensor, variations: torch.Tensor, seed: int
+                        ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Every per-image factor of images ``(rows[b], variations[b])``, drawn for the whole batch at
+        once (CPU, a few small tensor ops; the same values whatever the render device). Returns the
+        factors ((B,) or (B, k) float32 each) and the (B,) image keys. One fixed layout of draws for
+        every image (:class:`morphable.rng.Draws`), so an image's factors depend on its own
+        ``(seed, identity, variation)`` only."""
         cfg = self.cfg
-        g = generator(seed, "variation", identity, k)
+        keys = image_keys(seed, "variation", rows, variations)
+        r = Draws(keys)
+        B = len(keys)
+        zero, one_ = torch.zeros(B, dtype=torch.float64), torch.ones(B, dtype=torch.float64)
         f: dict[str, torch.Tensor] = {}
-        one = lambda d: d.sample(1, g)[0]  # noqa: E731
-        f["yaw"], f["pitch"], f["roll"] = one(cfg.pose.yaw), one(cfg.pose.pitch), one(cfg.pose.roll)
-        expr = torch.zeros(self.model.num_expression)
-        name_id = -1
-        if float(torch.rand(1, generator=g)) < cfg.expression.prob and self._units:
-            inten = float(one(cfg.expression.intensity))
-            if cfg.expression.presets and float(torch.rand(1, generator=g)) < 0.5:
-                names = sorted(EXPRESSIONS)
-                weights = torch.tensor([EXPRESSION_WEIGHTS[k] for k in names])
-                name_id = int(torch.multinomial(weights, 1, generator=g))
-                for u, w in EXPRESSIONS[names[name_id]].items():
-                    if u in self._expr_index:
-                        expr[self._expr_index[u]] = w * inten
-            else:
-                m = int(torch.randint(1, max(1, cfg.expression.max_units) + 1, (1,), generator=g))
-                pick = torch.randperm(len(self._units), generator=g)[:m]
-                for j in pick.tolist():
-                    expr[self._units[j]] = float(one(cfg.expression.intensity))
+        f["yaw"], f["pitch"], f["roll"] = cfg.pose.yaw.draw(r), cfg.pose.pitch.draw(r), cfg.pose.roll.draw(r)
+        X, E, nu = cfg.expression, self.model.num_expression, len(self._units)
+        expr_on = (r.uniform() < X.prob) & (nu > 0)
+        inten = X.intensity.draw(r)
+        use_preset = (r.uniform() < 0.5) & bool(X.presets)
+        name_id = r.categorical(self._preset_weights)
+        m = r.integers(1, max(1, X.max_units))
+        rank = r.uniform(E)[:, :nu].argsort(dim=1, stable=True).argsort(dim=1, stable=True)  # a random order of the units
+        unit_int = X.intensity.draw(r, E)[:, :nu]
+        free = torch.zeros(B, E, dtype=torch.float64)
+        free[:, self._units] = (rank < m[:, None]).double() * unit_int
+        preset_expr = self._preset_table.double()[name_id] * inten[:, None]
+        expr = torch.where((expr_on & use_preset)[:, None], preset_expr, torch.where(expr_on[:, None], free, 0.0))
         f["expression"] = expr
-        f["expression_preset"] = torch.tensor(float(name_id))
+        f["expression_preset"] = torch.where(expr_on & use_preset, name_id.double(), -1.0)
         L = cfg.light
         for key in ("ambient", "sh_detail", "azimuth", "elevation", "intensity", "temperature", "white_balance", "specular",
                     "exposure"):
-            f[f"light_{key}"] = one(getattr(L, key))
-        f["light_tint"] = one(L.tint)
-        f["light_sh"] = torch.randn(9, generator=g)
-        f["light_shadows"] = (torch.rand(1, generator=g) < L.shadows).float()[0]
-        hsv = torch.rand(3, generator=g)
-        f["clothing_color"] = _clothing_rgb(hsv)
-        f["camera_distance"], f["camera_focal_mm"] = one(cfg.camera.distance), one(cfg.camera.focal_mm)
-        f["camera_jitter"] = (torch.rand(2, generator=g) - 0.5) * 2 * cfg.camera.jitter
-        use_img = bool(self._bg_files) and float(torch.rand(1, generator=g)) < cfg.background.image_prob
-        f["background_blur"] = one(cfg.background.blur)
-        f["background_saturation"] = one(cfg.background.saturation)
+            f[f"light_{key}"] = getattr(L, key).draw(r)
+        f["light_tint"] = L.tint.draw(r)
+        f["light_sh"] = r.normal(9)
+        f["light_shadows"] = (r.uniform() < L.shadows).double()
+        f["clothing_color"] = _clothing_rgb(r.uniform(3))
+        f["camera_distance"], f["camera_focal_mm"] = cfg.camera.distance.draw(r), cfg.camera.focal_mm.draw(r)
+        f["camera_jitter"] = (r.uniform(2) - 0.5) * 2 * cfg.camera.jitter
+        use_img = (r.uniform() < cfg.background.image_prob) & bool(self._bg_files)
+        f["background_blur"] = cfg.background.blur.draw(r)
+        f["background_saturation"] = cfg.background.saturation.draw(r)
         D = cfg.degradation
-        on = lambda prob: float(torch.rand(1, generator=g)) < prob  # noqa: E731
-        f["blur"] = one(D.blur) if on(D.blur_prob) else torch.tensor(0.0)
-        f["noise"] = one(D.noise) if on(D.noise_prob) else torch.tensor(0.0)
-        f["jpeg"] = one(D.jpeg).round() if on(D.jpeg_prob) else torch.tensor(0.0)
-        f["lowres"] = one(D.lowres) if on(D.lowres_prob) else torch.tensor(1.0)
-        if on(D.jitter_prob):
-            f["brightness"], f["contrast"] = one(D.brightness), one(D.contrast)
-            f["saturation"], f["hue"] = one(D.saturation), one(D.hue)
-        else:
-            f["brightness"], f["contrast"], f["saturation"], f["hue"] = (torch.tensor(v) for v in (0.0, 1.0, 1.0, 0.0))
-        f["gray"] = torch.tensor(1.0 if on(D.gray_prob) else 0.0)
+
+        def maybe(prob: float, dist, off: float) -> torch.Tensor:
+            on = r.uniform() < prob
+            return torch.where(on, dist.draw(r), off)
+
+        f["blur"] = maybe(D.blur_prob, D.blur, 0.0)
+        f["noise"] = maybe(D.noise_prob, D.noise, 0.0)
+        f["jpeg"] = maybe(D.jpeg_prob, D.jpeg, 0.0).round()
+        f["lowres"] = maybe(D.lowres_prob, D.lowres, 1.0)
+        jit = r.uniform() < D.jitter_prob
+        f["brightness"] = torch.where(jit, D.brightness.draw(r), zero)
+        f["contrast"] = torch.where(jit, D.contrast.draw(r), one_)
+        f["saturation"] = torch.where(jit, D.saturation.draw(r), one_)
+        f["hue"] = torch.where(jit, D.hue.draw(r), zero)
+        f["gray"] = (r.uniform() < D.gray_prob).double()
         O = cfg.occluders
-        glasses = on(O.glasses_prob) and abs(float(f["yaw"])) <= O.glasses_max_yaw
-        f["glasses"] = torch.tensor(float(glasses))
-        f["lens_dark"] = torch.tensor(float(on(O.sunglasses_prob)) * (0.7 + 0.3 * float(torch.rand(1, generator=g))))
-        f["frame_width"], f["lens_size"] = one(O.frame_width), one(O.lens_size)
+        f["glasses"] = ((r.uniform() < O.glasses_prob) & (f["yaw"].float().abs() <= O.glasses_max_yaw)).double()
+        sun = (r.uniform() < O.sunglasses_prob).double()
+        f["lens_dark"] = sun * (0.7 + 0.3 * r.uniform())
+        f["frame_width"], f["lens_size"] = O.frame_width.draw(r), O.lens_size.draw(r)
         # frames as people wear them: mostly black, brown, grey or metal, slightly tinted
-        fc = (0.02 + 0.4 * torch.rand(1, generator=g) ** 2.5) * (1 + 0.5 * (torch.rand(3, generator=g) - 0.5))
-        f["frame_r"], f["frame_g"], f["frame_b"] = fc[0], fc[1], fc[2]
-        f["patch"] = torch.tensor(float(on(O.patch_prob)))
-        pxy = torch.rand(2, generator=g)
-        f["patch_x"], f["patch_y"] = 0.15 + 0.7 * pxy[0], 0.45 + 0.5 * pxy[1]
-        f["patch_w"] = one(O.patch_size)
-        f["patch_h"] = f["patch_w"] * (0.6 + 0.8 * torch.rand(1, generator=g)[0])
-        pc = torch.rand(3, generator=g) ** 1.5
-        pc = pc.mean() + 0.35 * (pc - pc.mean())  # muted: objects and sleeves rather than toy balls
-        f["patch_r"], f["patch_g"], f["patch_b"] = pc[0], pc[1], pc[2]
-        f["background_image"] = torch.tensor(-1.0)
-        f["_use_image"] = torch.tensor(float(use_img))
-        return f, g
+        fc = (0.02 + 0.4 * r.uniform(1) ** 2.5) * (1 + 0.5 * (r.uniform(3) - 0.5))
+        f["frame_r"], f["frame_g"], f["frame_b"] = fc.unbind(1)
+        f["patch"] = (r.uniform() < O.patch_prob).double()
+        pxy = r.uniform(2)
+        f["patch_x"], f["patch_y"] = 0.15 + 0.7 * pxy[:, 0], 0.45 + 0.5 * pxy[:, 1]
+        f["patch_w"] = O.patch_size.draw(r)
+        f["patch_h"] = f["patch_w"] * (0.6 + 0.8 * r.uniform())
+        pc = r.uniform(3) ** 1.5
+        pc = pc.mean(1, keepdim=True) + 0.35 * (pc - pc.mean(1, keepdim=True))  # muted: objects and sleeves
+        f["patch_r"], f["patch_g"], f["patch_b"] = pc.unbind(1)
+        f["background_image"] = torch.full((B,), -1.0)
+        f["_use_image"] = use_img.double()
+        return {k: v.float().contiguous() for k, v in f.items()}, keys
 
     # ------------------------------------------------------------------ rendering
     def render(self, identities: Identities, rows: torch.Tensor, variations: torch.Tensor, seed: int) -> RenderBatch:
@@ -507,15 +529,15 @@ class MorphableSource(IdentitySampler):
         """The request checked, its factors sampled and its identity parameters gathered."""
         rows, variations = check_render_args(identities, rows, variations)
         dev = self.device
-        facs, gens = zip(*(self._sample_factors(int(r), int(k), seed) for r, k in zip(rows, variations)))
-        fac = {k: torch.stack([f[k] for f in facs]).to(dev) for k in facs[0]}
+        host, keys = self._sample_factors(rows, variations, seed)
+        fac = {k: v.to(dev, non_blocking=True) for k, v in host.items()}
         shape = identities.params["shape"][rows].to(dev)
         app = identities.params["appearance"][rows].to(dev)
         off = identities.params["noise_offset"][rows].to(dev)
         # per-identity work (hair volume, albedo textures) runs once per distinct identity
         uniq, inv = torch.unique(rows.to(dev), return_inverse=True)
         first = _first_index(inv, len(uniq))
-        return _Batch(rows=rows, variations=variations, fac=fac, gens=gens, shape=shape, app=app, off=off,
+        return _Batch(rows=rows, variations=variations, fac=fac, host=host, keys=keys, shape=shape, app=app, off=off,
                       uniq=uniq, inv=inv, first=first, app_u=app[first])
 
     def _geometry(self, b: _Batch) -> _Geometry:
@@ -686,27 +708,30 @@ class MorphableSource(IdentitySampler):
         return lin
 
     def _background(self, b: _Batch) -> torch.Tensor:
-        """(B, 3, S, S) linear background at the render resolution: procedural or a photograph
-        (its index logged in ``background_image``), blurred, desaturated, exposed."""
-        fac, gens, ss = b.fac, b.gens, self.cfg.supersample
-        B, S = len(gens), self.cfg.size * ss
-        use_img = (fac["_use_image"] > 0).tolist()
-        draws = [bg.draw_procedural(g) for g, u in zip(gens, use_img) if not u]
-        back = torch.empty(B, 3, S, S)
-        bl = (fac["background_blur"] * ss).cpu()  # gaussian sigma in rendered pixels
-        if draws:
-            procedural = [not u for u in use_img]
-            proc = bg.compose_procedural(draws, S, blur=bl[procedural])  # blurred at its half resolution
+        """(B, 3, S, S) linear background at the render resolution, composed on the render device
+        for the whole batch: procedural or a photograph (its index logged in ``background_image``),
+        blurred, desaturated, exposed. Drawn from each image's ``background`` stream."""
+        fac, ss, dev = b.fac, self.cfg.supersample, self.device
+        S = self.cfg.size * ss
+        r = Draws(subkeys(b.keys, "background").to(dev))
+        st = bg.draw_procedural(r)
+        crops = bg.draw_image_crops(r, len(self._bg_files)) if self._bg_files else None
+        bl = fac["background_blur"] * ss  # gaussian sigma in rendered pixels
+        use = b.host["_use_image"] > 0
+        if crops is None or not bool(use.any()):
+            proc = bg.compose_procedural(st, S, blur=bl)  # blurred at its half resolution
             grey = proc.mean(1, keepdim=True)
-            sat = fac["background_saturation"].cpu()[procedural]
-            back[procedural] = grey + (proc - grey) * sat[:, None, None, None]
-        if any(use_img):
-            for i, g in enumerate(gens):
-                if use_img[i]:
-                    back[i], i_img = bg.from_image(self._bg_files, S, g)
-                    fac["background_image"][i] = float(i_img)
-            back[use_img] = gaussian_blur(back[use_img], bl[use_img], min_sigma=0.05)
-        back = back.to(self.device)
+            back = grey + (proc - grey) * fac["background_saturation"][:, None, None, None]
+        else:
+            back = torch.empty(len(b.rows), 3, S, S, device=dev)
+            procedural, use_d = (~use).to(dev), use.to(dev)
+            if bool((~use).any()):
+                proc = bg.compose_procedural({k: v[procedural] for k, v in st.items()}, S, blur=bl[procedural])
+                grey = proc.mean(1, keepdim=True)
+                back[procedural] = grey + (proc - grey) * fac["background_saturation"][procedural][:, None, None, None]
+            photos = bg.from_images(self._bg_files, S, {k: v[use_d].cpu() for k, v in crops.items()}).to(dev)
+            back[use_d] = gaussian_blur(photos, bl[use_d], min_sigma=0.05)
+            fac["background_image"] = torch.where(use_d, crops["index"].float(), fac["background_image"])
         back = back * (2.0 ** fac["light_exposure"])[:, None, None, None]
         return back
 
@@ -736,8 +761,12 @@ class MorphableSource(IdentitySampler):
 
     def _degrade(self, b: _Batch, img: torch.Tensor) -> torch.Tensor:
         """Camera and compression degradations (blur, low resolution, colour, noise, JPEG)."""
-        fac, size = b.fac, self.cfg.size
-        noise = torch.stack([torch.randn(3, size, size, generator=g) for g in b.gens]).to(self.device)
+        fac, size, dev = b.fac, self.cfg.size, self.device
+        # sensor noise from each image's ``noise`` stream, drawn only for the images that have noise
+        noise = torch.zeros(len(b.rows), 3, size, size, device=dev)
+        on = (b.host["noise"] > 0).nonzero().flatten()
+        if on.numel():
+            noise[on.to(dev)] = normal_field(subkeys(b.keys[on], "noise").to(dev), (3, size, size))
         dparams = {k: fac[k] for k in ("blur", "lowres", "brightness", "contrast", "saturation", "hue", "gray", "noise", "jpeg")}
         dparams["blur"] = dparams["blur"] * (size / 112.0)
         return apply_degradations(img, dparams, noise)

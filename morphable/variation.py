@@ -1,17 +1,20 @@
 """Typed configuration of what varies between identities and between images of one identity.
 
-Every knob is a distribution (:class:`Uniform`, :class:`Normal`, :class:`Bernoulli`) sampled per
-image from a ``torch.Generator`` derived from ``(seed, identity, variation)``, and every sampled value
-is logged as a per-image factor. Presets: ``frontal`` (passport-like, mild variation) and ``wild``
+Every knob is a distribution (:class:`Uniform`, :class:`Normal`, :class:`Bernoulli`) sampled for a
+whole batch at once from per-image counter-based streams keyed by ``(seed, identity, variation)``
+(:mod:`morphable.rng`, ``draw``), and every sampled value is logged as a per-image factor. Presets: ``frontal`` (passport-like, mild variation) and ``wild``
 (DigiFace-like strong variation: poses up to profile, hard light, expressions, degradations).
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from .rng import Draws
 
 from common.errors import ConfigError
 
@@ -28,6 +31,12 @@ class Uniform:
             raise ValueError(f"Uniform needs lo <= hi, got lo={self.lo}, hi={self.hi}")
         return self.lo + (self.hi - self.lo) * torch.rand(n, generator=g)
 
+    def draw(self, r: "Draws", *shape: int) -> torch.Tensor:
+        """(B, *shape) values, one stream per image (:class:`morphable.rng.Draws`)."""
+        if self.hi < self.lo:
+            raise ValueError(f"Uniform needs lo <= hi, got lo={self.lo}, hi={self.hi}")
+        return self.lo + (self.hi - self.lo) * r.uniform(*shape)
+
 
 @dataclass
 class Normal:
@@ -43,6 +52,12 @@ class Normal:
             raise ValueError(f"Normal needs std >= 0 and lo <= hi, got {self}")
         return (self.mean + self.std * torch.randn(n, generator=g)).clamp(self.lo, self.hi)
 
+    def draw(self, r: "Draws", *shape: int) -> torch.Tensor:
+        """(B, *shape) values, one stream per image (:class:`morphable.rng.Draws`)."""
+        if self.std < 0 or self.hi < self.lo:
+            raise ValueError(f"Normal needs std >= 0 and lo <= hi, got {self}")
+        return (self.mean + self.std * r.normal(*shape)).clamp(self.lo, self.hi)
+
 
 @dataclass
 class Bernoulli:
@@ -54,6 +69,12 @@ class Bernoulli:
         if not 0.0 <= self.p <= 1.0:
             raise ValueError(f"Bernoulli probability must be in [0, 1], got {self.p}")
         return (torch.rand(n, generator=g) < self.p).float()
+
+    def draw(self, r: "Draws", *shape: int) -> torch.Tensor:
+        """(B, *shape) 0/1 values, one stream per image (:class:`morphable.rng.Draws`)."""
+        if not 0.0 <= self.p <= 1.0:
+            raise ValueError(f"Bernoulli probability must be in [0, 1], got {self.p}")
+        return (r.uniform(*shape) < self.p).float()
 
 
 Dist = Uniform | Normal | Bernoulli

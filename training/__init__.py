@@ -24,6 +24,7 @@ _LAZY = {
     "MixedBatchStream": "data", "MixedDataModule": "data", "build_sources": "data",
     "run_training": "train", "Evaluator": "train",
     "run_benchmark": "benchmark", "load_benchmark_config": "benchmark",
+    "raw_throughput": "benchmark_throughput", "trainer_throughput": "benchmark_throughput",
 }
 
 

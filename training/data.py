@@ -36,6 +36,14 @@ device in ``on_after_batch_transfer`` using ``counts``.
 
 With ``num_workers > 0`` worker ``w`` builds the batches of steps ``start + w, start + w + W, ...``;
 ``DataLoader`` returns them in step order.
+
+GPU input path: a stream source whose ``source_kwargs.device`` is CUDA renders straight into the
+batch on the GPU (quantized to uint8 there; the batch is assembled on that device, a disk part copied
+over), in the training process (CUDA cannot run in forked workers), a ``prefetch_factor`` of batches
+ahead in a background thread on a side CUDA stream (:class:`common.prefetch.DevicePrefetcher`, which
+:func:`make_loader` adds when given a ``device`` and :class:`MixedDataModule` adds on CUDA). Disk
+sources decode in ``num_workers`` processes into pinned memory and are copied to the device by the
+same prefetcher; augmentation runs on the device either way.
 """
 from __future__ import annotations
 
@@ -64,6 +72,7 @@ __all__ = [
     "MixedBatchStream",
     "MixedDataModule",
     "make_loader",
+    "renders_on_device",
     "read_people_file",
     "pairs_people",
     "to_uint8_batch",
@@ -77,7 +86,15 @@ __all__ = [
 
 def to_uint8_batch(images: Sequence[torch.Tensor] | torch.Tensor, size: int) -> torch.Tensor:
     """Stack images (uint8 ``(3, h, w)`` or float in ``[0, 1]``) into uint8 ``(n, 3, size, size)``,
-    resizing (antialiased bilinear) those of another size."""
+    resizing (antialiased bilinear) those of another size. A ``(n, 3, h, w)`` tensor is converted
+    whole, on its own device (a batch rendered on the GPU stays there)."""
+    if isinstance(images, torch.Tensor) and images.ndim == 4 and images.shape[1] == 3:
+        if images.dtype == torch.uint8 and tuple(images.shape[2:]) == (size, size):
+            return images
+        xf = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        if tuple(xf.shape[2:]) != (size, size):
+            xf = F.interpolate(xf, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return (xf.clamp(0.0, 1.0) * 255.0).round_().to(torch.uint8)
     if isinstance(images, torch.Tensor):
         images = list(images) if images.ndim == 4 else [images]
     out = torch.empty((len(images), 3, size, size), dtype=torch.uint8)
@@ -315,39 +332,45 @@ class StreamSource:
                 for a in range(0, n, bs):
                     items = [(0, i) for i in range(a, min(n, a + bs))]
                     x, _ = self._render(items)
-                    cache[a:a + len(items)] = to_uint8_batch(x, self.image_size)
+                    cache[a:a + len(items)] = x.cpu()
                 self._cache = cache
                 log.info("source %s: rendered and cached %d images in %.1fs", self.name, n, time.time() - t0)
         else:
             _ = self.source
 
     def fetch(self, items: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, np.ndarray]:
-        """Images of items ``(epoch, index)``: float ``(n, 3, s, s)`` in ``[0, 1]`` (or uint8 from the
-        cache) and labels."""
+        """uint8 ``(n, 3, s, s)`` images of items ``(epoch, index)`` (on the source's device, or from
+        the CPU cache) and labels."""
         if self.cfg.cache:
             self.prepare()
             idx = torch.tensor([i % len(self._cache) for _, i in items], dtype=torch.long)
             return self._cache[idx], (idx % self.num_ids).numpy()
         return self._render(items)
 
+    @property
+    def on_device(self) -> bool:
+        """True if the source renders on a GPU: its batches then stay there (uint8, no host round trip)."""
+        dev = self.source_kwargs.get("device", "cpu")
+        return str(dev).startswith("cuda")
+
     def _render(self, items: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, np.ndarray]:
+        """uint8 ``(n, 3, s, s)`` images of items ``(epoch, index)`` on the source's device (quantized
+        there, as the disk engine quantizes before encoding) and their labels."""
         ids = self.identities
         n = len(items)
-        rows = np.empty(n, dtype=np.int64)
-        var = np.empty(n, dtype=np.int64)
         P = self.per_id
-        for j, (e, i) in enumerate(items):
-            i = i % (self.num_ids * P)
-            rows[j] = i % self.num_ids
-            q = i // self.num_ids
-            var[j] = q if self.cfg.fixed_variations else e * P + q
+        it = np.asarray(items, dtype=np.int64).reshape(n, 2)
+        i = it[:, 1] % (self.num_ids * P)
+        rows = i % self.num_ids
+        q = i // self.num_ids
+        var = q if self.cfg.fixed_variations else it[:, 0] * P + q
         out = []
         bs = self.cfg.render_batch_size
         for a in range(0, n, bs):
             rb = self.source.render(ids, torch.from_numpy(rows[a:a + bs]), torch.from_numpy(var[a:a + bs]),
                                     self.seed)
-            out.append(rb.images.detach().float().cpu())
-        imgs = torch.cat(out) if out else torch.zeros(0, 3, 1, 1)
+            out.append(to_uint8_batch(rb.images.detach(), self.image_size))
+        imgs = torch.cat(out) if out else torch.zeros(0, 3, self.image_size, self.image_size, dtype=torch.uint8)
         return imgs, rows
 
     # -- renderstream backend
@@ -480,6 +503,12 @@ class MixedBatchStream(IterableDataset):
             imgs.append(to_uint8_batch(x, self.image_size))
             labels.append(torch.from_numpy(np.asarray(y, dtype=np.int64) + off[k]))
             srcs.append(torch.full((n,), k, dtype=torch.long))
+        # a source rendered on the GPU keeps its part there: the batch is assembled on that device
+        dev = next((x.device for x in imgs if x.device.type != "cpu"), None)
+        if dev is not None:
+            imgs = [x.to(dev, non_blocking=True) for x in imgs]
+            labels = [y.to(dev, non_blocking=True) for y in labels]
+            srcs = [z.to(dev, non_blocking=True) for z in srcs]
         return {
             "image": torch.cat(imgs),
             "label": torch.cat(labels),
@@ -510,14 +539,31 @@ class MixedBatchStream(IterableDataset):
                 consumed = consumed + total[j]
 
 
+def renders_on_device(sources: Mapping[str, Any] | Sequence[Any]) -> bool:
+    """True if some source renders on a GPU (its batches must be built in the training process)."""
+    vals = sources.values() if isinstance(sources, Mapping) else sources
+    return any(bool(getattr(s, "on_device", False)) and not getattr(s.cfg, "cache", False) for s in vals)
+
+
 def make_loader(dataset: MixedBatchStream, num_workers: int = 0, pin_memory: bool = False,
-                prefetch_factor: int = 2) -> DataLoader:
-    """``DataLoader`` over whole batches (``batch_size=None``), step order preserved."""
+                prefetch_factor: int = 2, device: str | torch.device | None = None):
+    """Whole batches (``batch_size=None``) in step order: a ``DataLoader`` (``num_workers`` processes
+    decode and assemble whole batches, pinned if ``pin_memory``), wrapped when ``device`` is given in
+    a :class:`~common.prefetch.DevicePrefetcher` that builds (renders) and moves the next
+    ``prefetch_factor`` batches to the device in a background thread (on CUDA: a side stream).
+    Sources that render on the GPU need ``num_workers=0`` (CUDA cannot run in forked workers)."""
+    if renders_on_device(dataset.sources) and num_workers > 0:
+        raise ValueError("a source renders on the GPU: it cannot run in DataLoader worker processes; use "
+                         "num_workers 0 (the batches are then rendered ahead in a background thread)")
     kw: dict[str, Any] = {}
     if num_workers > 0:
         kw.update(prefetch_factor=prefetch_factor, persistent_workers=False)
-    return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers, pin_memory=pin_memory,
-                      **kw)
+    dl = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers, pin_memory=pin_memory, **kw)
+    if device is None:
+        return dl
+    from common.prefetch import DevicePrefetcher
+
+    return DevicePrefetcher(dl, device, depth=prefetch_factor)
 
 
 try:  # Lightning DataModule wrapper (optional import so that data.py works without lightning)
@@ -531,13 +577,15 @@ try:  # Lightning DataModule wrapper (optional import so that data.py works with
         """
 
         def __init__(self, sources: Mapping[str, Any], curriculum: Curriculum, phase_index: int,
-                     num_workers: int = 0, prefetch_factor: int = 2, seed: int = 0, image_size: int = 112):
+                     num_workers: int = 0, prefetch_factor: int = 2, seed: int = 0, image_size: int = 112,
+                     prefetch_to_device: bool | None = None):
             super().__init__()
             self.sources = dict(sources)
             self.curriculum = curriculum
             self.phase = curriculum.phases[phase_index]
             self.num_workers, self.prefetch_factor = num_workers, prefetch_factor
             self.seed, self.image_size = seed, image_size
+            self.prefetch_to_device = prefetch_to_device  # None: on CUDA
             self.first_step: int | None = None
 
         def train_dataloader(self) -> DataLoader:
@@ -554,9 +602,16 @@ try:  # Lightning DataModule wrapper (optional import so that data.py works with
                     src.prepare()
             ds = MixedBatchStream(self.sources, self.curriculum, start, self.phase.end, rank=rank,
                                   world_size=world, seed=self.seed, image_size=self.image_size)
-            pin = bool(trainer is not None and trainer.strategy.root_device.type == "cuda")
+            root = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+            on_device = renders_on_device(self.sources)
+            pin = root.type == "cuda" and not on_device
             nw = min(self.num_workers, max(self.phase.end - start, 0)) if self.num_workers else 0
-            return make_loader(ds, nw, pin_memory=pin, prefetch_factor=self.prefetch_factor)
+            if on_device and nw:
+                log.info("a source renders on the GPU: batches are built in a background thread (num_workers 0)")
+                nw = 0
+            ahead = root.type == "cuda" if self.prefetch_to_device is None else bool(self.prefetch_to_device)
+            return make_loader(ds, nw, pin_memory=pin, prefetch_factor=self.prefetch_factor,
+                               device=root if ahead else None)
 
 except ImportError:  # pragma: no cover
     MixedDataModule = None  # type: ignore

@@ -44,10 +44,11 @@ def _journal_lines(out: Path) -> int:
 def test_kill9_then_resume_is_byte_identical(tmp_path, yaml_extra, first_flags, resume_flags, resume_rw):
     out = tmp_path / "killed"
     cfg = tmp_path / "cfg.yaml"
-    # 4 blocks; the fake source sleeps per render call (delay is not part of its config). At most 2
-    # processes render at once, so the kill (0.3 s after the first block is journaled) lands mid-run.
+    # 7 blocks; the fake source sleeps per render call (delay is not part of its config). At most 2
+    # processes render at once (or the main process's render-ahead thread keeps at most 2 blocks
+    # ready beyond those in flight), so the kill (0.3 s after the first block is journaled) lands mid-run.
     cfg.write_text(
-        f"ids: 7\nper_id: 3\nsource: {FAKE}\nsize: 32\nblock_ids: 2\nformat: both\nseed: 5\nworkers: 1\n"
+        f"ids: 13\nper_id: 3\nsource: {FAKE}\nsize: 32\nblock_ids: 2\nformat: both\nseed: 5\nworkers: 1\n"
         f"{yaml_extra}out: {out}\noverrides:\n  delay: 0.7\n"
     )
     cmd = [sys.executable, "-m", "engine.render", "--config", str(cfg), "--no-progress"]
@@ -65,17 +66,17 @@ def test_kill9_then_resume_is_byte_identical(tmp_path, yaml_extra, first_flags, 
         os.killpg(proc.pid, signal.SIGKILL)  # the render process and its worker pool
         proc.wait()
     done = _journal_lines(out)
-    assert 1 <= done < 4, "the kill must land mid-run"
+    assert 1 <= done < 7, "the kill must land mid-run"
     assert not (out / "metadata.parquet").exists() and not (out / ".journal" / "complete.json").exists()
 
     p = subprocess.run(cmd + resume_flags, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert f"resuming shard 0/1: {done} of 4 blocks already done" in p.stdout
+    assert f"resuming shard 0/1: {done} of 7 blocks already done" in p.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["render_workers"] == resume_rw and summary["blocks_resumed"] == done
 
     ref = tmp_path / "ref"
-    R.render_dataset(ids=7, per_id=3, source=FAKE, size=32, block_ids=2, format="both", seed=5, workers=0,
+    R.render_dataset(ids=13, per_id=3, source=FAKE, size=32, block_ids=2, format="both", seed=5, workers=0,
                      render_workers=0, out=str(ref), progress=False, log=None)
     got, want = tree(out), tree(ref)
     assert sorted(got) == sorted(want)

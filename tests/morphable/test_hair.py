@@ -82,7 +82,7 @@ def test_hair_changes_the_image_and_is_logged(default_model):
     b = off.render(ids, r, torch.zeros(1, dtype=torch.int64), seed=0).images
     assert float((a - b).abs().mean()) > 0.01
     assert "hair_style" in ids.meta and "lipstick" in ids.meta
-    assert on.config()["identity"]["hair_mesh"] is True and on.config()["sampling_version"] == 2
+    assert on.config()["identity"]["hair_mesh"] is True and on.config()["sampling_version"] == 3
 
 
 def test_shade_hair_range_and_colour_follows_melanin():
