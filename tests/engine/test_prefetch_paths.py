@@ -121,7 +121,7 @@ def test_stream_batches_stay_on_the_source_device_and_are_uint8(tmp_path):
     mixing it with a disk source moves only the disk part (CPU stand-in: every part on the CPU)."""
     from training.curriculum import Curriculum, parse_config
     from training.data import MixedBatchStream, build_sources, make_loader, renders_on_device
-    from tests.test_training_utils import tiny_train_dict
+    from tests.training.test_training_utils import tiny_train_dict
 
     raw = tiny_train_dict(tmp_path, extra_sources={
         "synth": {"type": "stream", "source": FAKE, "num_ids": 5, "per_id": 2, "render_batch_size": 3}})

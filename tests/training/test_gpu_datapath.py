@@ -51,7 +51,7 @@ def test_engine_cuda_mode_defaults_and_matches_render_workers(tmp_path):
 def test_stream_batches_built_on_the_gpu(tmp_path):
     from training.curriculum import Curriculum, parse_config
     from training.data import MixedBatchStream, build_sources, make_loader, renders_on_device
-    from tests.test_training_utils import tiny_train_dict
+    from tests.training.test_training_utils import tiny_train_dict
 
     raw = tiny_train_dict(tmp_path, extra_sources={
         "synth": {"type": "stream", "source": "morphable", "num_ids": 4, "per_id": 2, "render_batch_size": 8,
