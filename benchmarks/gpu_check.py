@@ -92,7 +92,7 @@ def _sync(device: str) -> None:
 
 
 def section_tests(p: dict, out: Path, quick: bool) -> dict[str, Any]:
-    tests = ["tests/test_gpu.py", "tests/test_gpu_datapath.py", "tests/test_prefetch_paths.py"]
+    tests = ["tests/test_gpu.py", "tests/training/test_gpu_datapath.py", "tests/engine/test_prefetch_paths.py"]
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *tests]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     tail = (r.stdout + r.stderr).strip().splitlines()[-15:]

@@ -100,7 +100,8 @@ def trainer_throughput(sources: dict[str, dict], backbone: str, backbone_kwargs:
     """img/s of the real trainer (module, data module, Lightning trainer of ``training.train``) over
     ``sources`` (one phase, equal weights). ``prefetch_to_device``: the data module's background
     batch prefetcher (default: on CUDA; ``True`` on the CPU runs its CPU stand-in)."""
-    from .curriculum import Curriculum, parse_config
+    from .config import parse_config
+    from .curriculum import Curriculum
     from .data import MixedDataModule, build_sources
     from .module import FaceRecognitionModule
     from .train import build_trainer
