@@ -29,9 +29,10 @@ from typing import Callable
 
 import torch
 
-#: relative bound on the error of a bf16-input, float32-accumulate dot product, as a multiple of
-#: |x| |y|: inputs rounded to 8 significant bits (2 * 2^-8), the float32 sum (D * 2^-24), the result
-#: rounded to bf16 (2^-8) add up to ~0.012 for D <= 1024; the screen keeps 2.6 times that.
+#: relative bound on the error of the bf16 screen ``|y|^2 - 2 x.y`` (bf16 operands, float32
+#: accumulation, bf16 result), as a multiple of ``2 |x| |y| + |y|^2``: operands rounded to 8
+#: significant bits (2 * 2^-8), the float32 sum (D * 2^-24), the result rounded to bf16 (2^-8) add up to
+#: ~0.012 for D <= 1024; the screen keeps 2.6 times that.
 SCREEN_EPS = 2.0 ** -5
 #: multiply-adds from which a screen tile runs in bf16 (small bf16 products are slow on CPU)
 _BF16_MIN_WORK = 1 << 27
@@ -64,34 +65,46 @@ def _pair_distances(a: torch.Tensor, ia: torch.Tensor, b: torch.Tensor, ib: torc
     return out
 
 
+def augment_lp(x: torch.Tensor, x_sq: torch.Tensor, side: str) -> torch.Tensor:
+    """The bf16 screen operands: ``[-2 x, 1]`` (``side="row"``) or ``[y, |y|^2]`` (``"col"``), so that
+    one product gives ``|y|^2 - 2 x.y`` (the squared distance less ``|x|^2``) without another pass."""
+    if side == "row":
+        return torch.cat([-2.0 * x.float(), torch.ones_like(x_sq)[:, None]], 1).bfloat16()
+    return torch.cat([x.float(), x_sq[:, None]], 1).bfloat16()
+
+
 def close_pairs(x: torch.Tensor, x_lp: torch.Tensor, x_sq: torch.Tensor, y: torch.Tensor, y_lp: torch.Tensor,
                 y_sq: torch.Tensor, threshold: float, upper: bool = False,
                 tile: int = 8192) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every pair ``(i, j)`` of rows of ``x`` (B, D) and ``y`` (M, D) at exact distance below
     ``threshold``, and some just above it: ``(i (P,), j (P,), exact float64 distance (P,))``.
 
-    ``x_lp``/``y_lp`` are the bf16 copies and ``x_sq``/``y_sq`` (float32) the squared norms. The screen
-    ``|x|^2 + |y|^2 - 2 x.y`` in low precision keeps a pair unless it is provably farther than
-    ``threshold`` (margin ``2 * SCREEN_EPS * |x| |y|``); the kept pairs are measured exactly.
-    ``upper``: ``x is y`` and only pairs ``i < j`` are wanted.
+    ``x_lp``/``y_lp`` are the bf16 screen operands (:func:`augment_lp`, rows and columns) and
+    ``x_sq``/``y_sq`` (float32) the squared norms. The screen ``|x|^2 + (|y|^2 - 2 x.y)`` in low
+    precision keeps a pair unless it is provably farther than ``threshold`` (margin
+    ``SCREEN_EPS * (2 |x| |y|max + |y|max^2)``, over the bound of the bf16 rounding of every operand and
+    of the product, float32 accumulation); the kept pairs are measured exactly. ``upper``: ``x is y``
+    and only pairs ``i < j`` are wanted.
     """
     t2 = threshold * threshold
-    xn, yn = x_sq.sqrt(), y_sq.sqrt()
+    xn = x_sq.sqrt()
     ii, jj = [], []
     for s in range(0, y.shape[0], tile):
         if upper and s >= x.shape[0]:
             break
         m = min(tile, y.shape[0] - s)
+        ymax2 = float(y_sq[s: s + m].max()) if m else 0.0
+        rhs = (t2 + SCREEN_EPS * (2.0 * xn * math.sqrt(ymax2) + ymax2) + 1e-5 * (1.0 + t2)) - x_sq  # (B,)
         if x.shape[0] * m * x.shape[1] >= _BF16_MIN_WORK:
-            g = torch.mm(x_lp, y_lp[s: s + m].T).float()  # (B, m)
+            g = torch.mm(x_lp, y_lp[s: s + m].T)  # (B, m) bf16: |y|^2 - 2 x.y
+            # compared in bf16 (one pass, no conversion), the bound moved up by 2^-7 |rhs| first so
+            # that its rounding to bf16 (at most 2^-9 relative) never lowers it
+            keep = g < (rhs + rhs.abs() * 2.0 ** -7).bfloat16()[:, None]
         else:  # small products run faster (and tighter) in float32
-            g = torch.mm(x.float(), y[s: s + m].float().T)
-        ymax = float(yn[s: s + tile].max()) if yn[s: s + tile].numel() else 0.0
-        # keep where |x|^2 + |y|^2 - 2g < t2 + margin, margin >= 2 eps |x| |y| (+ float32 slack)
-        rhs = (t2 + 2 * SCREEN_EPS * xn * ymax + 1e-5 * (1.0 + t2)) - x_sq  # (B,)
-        keep = (y_sq[None, s: s + tile] - 2.0 * g) < rhs[:, None]
+            g = y_sq[None, s: s + m] - 2.0 * torch.mm(x.float(), y[s: s + m].float().T)
+            keep = g < rhs[:, None]
         if upper:
-            keep &= torch.arange(x.shape[0], device=x.device)[:, None] < torch.arange(s, s + g.shape[1], device=x.device)[None]
+            keep &= torch.arange(x.shape[0], device=x.device)[:, None] < torch.arange(s, s + m, device=x.device)[None]
         i, j = keep.nonzero(as_tuple=True)
         ii.append(i), jj.append(j + s)
     i = torch.cat(ii) if ii else torch.zeros(0, dtype=torch.long, device=x.device)
@@ -121,22 +134,23 @@ def reject_close(candidates: Callable[[int, int], torch.Tensor], n: int, min_dis
         B, dev = e.shape[0], e.device
         if acc is None:
             acc = torch.empty(n, e.shape[1], dtype=e.dtype, device=dev)
-            acc_lp = torch.empty(n, e.shape[1], dtype=torch.bfloat16, device=dev)
+            acc_lp = torch.empty(n, e.shape[1] + 1, dtype=torch.bfloat16, device=dev)
             acc_sq = torch.empty(n, dtype=torch.float32, device=dev)
-        e_lp, e_sq = e.bfloat16(), e.double().pow(2).sum(1).float()
+        e_sq = e.double().pow(2).sum(1).float()
+        e_row, e_col = augment_lp(e, e_sq, "row"), augment_lp(e, e_sq, "col")
         screen = max(md, best) if math.isfinite(best) else math.inf
         # 1. against everything accepted before this block: nearest exact distance per candidate
         prev = torch.full((B,), math.inf, dtype=torch.float64, device=dev)
         if k:
             if math.isfinite(screen):
-                i, j, d = close_pairs(e, e_lp, e_sq, acc[:k], acc_lp[:k], acc_sq[:k], screen)
+                i, j, d = close_pairs(e, e_row, e_sq, acc[:k], acc_lp[:k], acc_sq[:k], screen)
             else:  # no accepted pair yet: measure all (k <= first_block here)
                 i, j = (t.reshape(-1) for t in torch.meshgrid(torch.arange(B, device=dev), torch.arange(k, device=dev), indexing="ij"))
                 d = _pair_distances(e, i, acc[:k], j)
             prev.scatter_reduce_(0, i, d, "amin")
         # 2. within the block: pairs (i < j), settled in candidate order
         if math.isfinite(screen):
-            bi, bj, bd = close_pairs(e, e_lp, e_sq, e, e_lp, e_sq, screen, upper=True)
+            bi, bj, bd = close_pairs(e, e_row, e_sq, e, e_col, e_sq, screen, upper=True)
         else:
             bi, bj = torch.triu_indices(B, B, offset=1, device=dev)
             bd = _pair_distances(e, bi, e, bj)
@@ -194,7 +208,7 @@ def reject_close(candidates: Callable[[int, int], torch.Tensor], n: int, min_dis
                              f"{float(q[0]):.3f}, 90th percentile {float(q[1]):.3f}, from their nearest "
                              f"accepted identity); lower identity.min_distance")
         m = int(acc_rows.numel())
-        acc[k: k + m], acc_lp[k: k + m], acc_sq[k: k + m] = e[acc_rows], e_lp[acc_rows], e_sq[acc_rows]
+        acc[k: k + m], acc_lp[k: k + m], acc_sq[k: k + m] = e[acc_rows], e_col[acc_rows], e_sq[acc_rows]
         index[k: k + m] = acc_rows.cpu() + c
         k += m
         c += B

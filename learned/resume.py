@@ -43,7 +43,7 @@ class StepBatchSampler(torch.utils.data.Sampler):
         self.n, self.batch_size, self.seed = int(n), int(batch_size), int(seed)
         self.rank, self.world_size = int(rank), int(world_size)
         G = self.global_batch
-        if self.n < G:
+        if self.world_size > 1 and self.n < G:  # a partial global batch would leave ranks without samples
             raise ValueError(f"{n} samples cannot fill one global batch of {batch_size} x {world_size} ranks")
         self.drop_last = bool(drop_last) and n >= G
         self.per_epoch = self.n // G if self.drop_last else -(-self.n // G)

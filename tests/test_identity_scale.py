@@ -96,9 +96,14 @@ def _brute_min(x: torch.Tensor) -> float:
     return float(d.min())
 
 
+@pytest.mark.parametrize("bf16", [False, True], ids=["f32-screen", "bf16-screen"])
 @pytest.mark.parametrize("dim,md,block,first", [(3, 0.5, 97, 13), (6, 1.2, 50, 50), (40, 8.0, 64, 16), (157, 0.0, 128, 32)])
-def test_blockwise_rejection_equals_sequential_rule(dim, md, block, first):
+def test_blockwise_rejection_equals_sequential_rule(dim, md, block, first, bf16, monkeypatch):
+    from engine import separation
     from engine.separation import reject_close
+
+    if bf16:  # the screen of large problems, forced on these small ones
+        monkeypatch.setattr(separation, "_BF16_MIN_WORK", 0)
 
     n = 400
     ref_acc, ref_buf, ref_rej = _reference_reject(_stream(dim), n, md, 50)
