@@ -1,6 +1,6 @@
 """DDP of the FR trainer (issue 16): the loss curve of one process with global batch 8 next to two
 CPU processes over gloo with 4 each (torchrun), same seed and data (the config of
-tests/test_training_ddp.py: tiny backbone, 6 people x 4 images, 9 steps, no augmentation).
+tests/training/test_training_ddp.py: tiny backbone, 6 people x 4 images, 9 steps, no augmentation).
 
     python benchmarks/ddp_loss_curve.py [--out /tmp/ddp_curve] [--steps 9]
 
@@ -28,7 +28,7 @@ def main() -> None:
     args = ap.parse_args()
     import yaml
 
-    from tests.test_training_ddp import _config, _free_port
+    from tests.training.test_training_ddp import _config, _free_port
 
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)

@@ -6,7 +6,7 @@
 Prints one JSON line: wall and CPU seconds (the machine is shared: CPU seconds / threads is the
 time on free cores), the load average, the candidate stream's cost per candidate, peak RSS, the achieved minimum distance (exact,
 over all N) against the threshold, rejections. ``--check-sequential M`` also runs the pre-issue-16
-one-at-a-time algorithm (tests/test_identity_scale.py's oracle) on the first M identities and
+one-at-a-time algorithm (tests/engine/test_identity_scale.py's oracle) on the first M identities and
 checks the tensors are bit-identical.
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main() -> None:
            "report_sample_size": rep.get("sample_size", rep["n"]),
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
     if args.check_sequential:
-        from tests.test_identity_scale import _reference_candidates, _reference_reject
+        from tests.engine.test_identity_scale import _reference_candidates, _reference_reject
 
         m = args.check_sequential
 

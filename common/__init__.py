@@ -2,6 +2,8 @@
 
 * :mod:`common.config`: dataclass-from-dict conversion, dotted ``KEY=VALUE`` overrides, path
   resolution, :data:`~common.config.REPO_ROOT`;
+* :mod:`common.cli`: the flags every command shares (``--config``, ``-o/--override``, ``--out``,
+  ``--fresh``, ``--threads``, ``-q``), config-file loading and the error -> exit-code wrapper;
 * :mod:`common.errors`: :class:`~common.errors.SynthfaceError` (the one base of user-facing errors,
   e.g. :class:`~common.errors.ConfigError`) and the exit codes of the command lines;
 * :mod:`common.io`: atomic file writes (bytes, text, ``torch.save``, any writer);

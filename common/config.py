@@ -6,6 +6,7 @@
   ``Literal`` values; a dataclass' ``validate(path)`` method (if any) runs after it is built.
 * :func:`apply_overrides` applies ``a.b.c=value`` strings (values parsed as YAML; ``phases.0.steps``
   indexes lists) to a raw dict before it is converted.
+* :func:`nest_dotted` turns a mapping with dotted keys (``{"identity.mode": ...}``) into a nested one.
 * :func:`config_to_dict` turns a config back into plain data; :func:`resolve_path` makes a relative
   path absolute (working directory, then the given base dirs, e.g. the config's dir and
   :data:`REPO_ROOT`).
@@ -28,7 +29,8 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["ConfigError", "REPO_ROOT", "from_dict", "convert", "apply_overrides", "parse_override", "config_to_dict",
+__all__ = ["ConfigError", "REPO_ROOT", "from_dict", "convert", "apply_overrides", "parse_override", "nest_dotted",
+           "config_to_dict",
            "resolve_path", "join_key", "key_error", "suggest", "type_name"]
 
 #: The repository root (holds ``configs/``); the last base dir relative config paths resolve against.
@@ -222,6 +224,25 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
             else:
                 raise ConfigError(f"override {ov!r}: {'.'.join(keys[:i])} is not a mapping or list")
     return data
+
+
+def nest_dotted(d: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """``{"pose.yaw": v}`` -> ``{"pose": {"yaw": v}}``, recursively, merging keys that share a prefix
+    (a mapping of overrides may spell a key dotted or nested)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        node = out
+        parts = str(k).split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{join_key(where, k)}: conflicts with another key")
+        v = nest_dotted(v, where) if isinstance(v, Mapping) else v
+        if isinstance(node.get(parts[-1]), dict) and isinstance(v, dict):
+            node[parts[-1]].update(v)
+        else:
+            node[parts[-1]] = v
+    return out
 
 
 def resolve_path(p: str | None, base_dirs: Sequence[Path]) -> str | None:

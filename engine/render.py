@@ -70,12 +70,15 @@ import os
 import re
 import sys
 import time
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from common.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, SynthfaceError, report
+from common import cli
+from common.config import ConfigError, apply_overrides, from_dict, nest_dotted
+from common.errors import EXIT_FAILED
 
 from . import formats as F
 from . import metadata as M
@@ -388,18 +391,36 @@ render_dataset.__signature__ = _inspect.signature(_render_dataset)  # type: igno
 # CLI
 # --------------------------------------------------------------------------------------------------
 
-_CONFIG_KEYS = {
-    "ids", "per_id", "source", "preset", "out", "size", "aligned", "format", "seed", "shard", "workers",
-    "render_workers", "device", "block_ids", "overrides", "checkpoint",
-}
-_DEFAULTS = dict(per_id=50, source="morphable", preset="wild", out=None, size=112, aligned=True, format="imagefolder",
-                 seed=0, shard=None, workers=DEFAULT_WORKERS, render_workers=None, device="cpu", block_ids=8, overrides={},
-                 checkpoint=None)
+@dataclass
+class RenderArgs:
+    """The options of ``python -m engine.render`` (keys of a ``--config`` YAML file, ``-`` or ``_``):
+    :func:`render_dataset`'s keyword arguments. Defaults < ``--config`` < flags; ``overrides`` go to the
+    source (``--override KEY=VALUE`` adds dotted keys to them)."""
+
+    ids: int | None = None
+    per_id: int = 50
+    source: str = "morphable"
+    preset: str = "wild"
+    out: str | None = None
+    size: int = 112
+    aligned: bool = True
+    format: str = "imagefolder"
+    seed: int = 0
+    shard: str | None = None
+    workers: int = DEFAULT_WORKERS
+    render_workers: int | None = None
+    device: str = "cpu"
+    block_ids: int = 8
+    overrides: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None
+
+
+_FLAG_KEYS = [f.name for f in fields(RenderArgs) if f.name != "overrides"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m engine.render",
+    p = cli.parser(
+        "engine.render",
         description="Render a synthetic face-recognition dataset (deterministic, resumable, shardable). "
         "Rerun the same command to resume after a crash; shards K/N together equal the unsharded dataset.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -417,10 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--checkpoint", default=None, metavar="PATH", help="generator checkpoint of a learned source (--source diffusion or gan): "
       "the checkpoint/ dir of a python -m learned.train run")
     a("--preset", default=None, help="source preset, e.g. frontal or wild [default wild]")
-    a("--config", default=None, help="YAML file with any of these options (ids, per_id, source, preset, out, size, aligned, "
-      "format, seed, shard, workers, render_workers, device, block_ids) plus 'overrides:' passed to the source; "
-      "command-line flags win")
-    a("--out", default=None, help="output dir [default out/<source>-<preset>-<ids>x<per_id>-s<seed>]")
+    cli.add_config(p, help="YAML file with any of these options (ids, per_id, source, preset, out, size, aligned, "
+                   "format, seed, shard, workers, render_workers, device, block_ids, checkpoint) plus 'overrides:' "
+                   "passed to the source; command-line flags win")
+    cli.add_out(p, help="output dir [default out/<source>-<preset>-<ids>x<per_id>-s<seed>]")
     a("--size", type=int, default=None, help="image side in pixels [default 112]")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--aligned", dest="aligned", action="store_true", default=None, help="ArcFace-aligned crops [default]")
@@ -437,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--device", default=None, help="render device: cpu or cuda (part of the config: outputs may differ by device) [default cpu]")
     a("--block-ids", dest="block_ids", type=int, default=None, help="identities per work block; each block (block_ids x per_id images) "
       "is one render batch and the unit of resume/sharding [default 8]")
-    a("--override", action="append", default=[], metavar="KEY=VALUE", help="source override (YAML value), repeatable; added to 'overrides:'")
+    cli.add_override(p, help="source override (YAML value, dotted KEY: pose.yaw.lo=-10), added to 'overrides:'")
     a("--merge", action="store_true", help="only finalize (merge rec parts, metadata, contact sheet) a dataset whose shards are all done")
     a("--no-progress", action="store_true", help="no progress bar")
     a("--no-fsync", action="store_true", help="skip fsync (faster; still crash-safe against kill, not against power loss)")
@@ -451,65 +472,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_args(argv: list[str] | None = None) -> tuple[dict[str, Any], argparse.Namespace]:
-    """Parse argv: defaults < YAML --config < flags. Returns (render_dataset kwargs, namespace)."""
+    """Parse argv: defaults < YAML --config < flags (:class:`RenderArgs`). Returns (render_dataset
+    kwargs, namespace). Bad config keys or values raise :class:`RenderError` naming the key."""
     ns = build_parser().parse_args(argv)
-    import yaml
-
-    cfg: dict[str, Any] = dict(_DEFAULTS)
-    if ns.config:
-        try:
-            with open(ns.config) as f:
-                y = yaml.safe_load(f) or {}
-        except OSError as e:
-            raise RenderError(f"cannot read --config {ns.config}: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise RenderError(f"--config {ns.config} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(y, dict):
-            raise RenderError(f"--config {ns.config} must hold a mapping of options")
-        y = {str(k).replace("-", "_"): v for k, v in y.items()}
-        bad = sorted(set(y) - _CONFIG_KEYS)
-        if bad:
-            raise RenderError(f"unknown key(s) in --config {ns.config}: {', '.join(bad)} (allowed: {', '.join(sorted(_CONFIG_KEYS))})")
-        if "overrides" in y and not isinstance(y["overrides"] or {}, dict):
-            raise RenderError(f"'overrides' in --config {ns.config} must be a mapping")
-        y["overrides"] = dict(y.get("overrides") or {})
-        cfg.update(y)
-    for key in _CONFIG_KEYS - {"overrides"}:
-        v = getattr(ns, key, None)
-        if v is not None:
-            cfg[key] = v
-    over = dict(cfg.get("overrides") or {})
-    for item in ns.override:
-        if "=" not in item:
-            raise RenderError(f"bad --override {item!r}: expected KEY=VALUE")
-        k, v = item.split("=", 1)
-        over[k.strip()] = yaml.safe_load(v)
-    cfg["overrides"] = over
-    if cfg.get("ids") is None:
+    data: dict[str, Any] = {}
+    try:
+        if ns.config:
+            try:
+                data = {str(k).replace("-", "_"): v for k, v in cli.load_yaml(ns.config, "--config").items()}
+            except ConfigError as e:
+                raise RenderError(str(e)) from None
+            data["overrides"] = nest_dotted(data.get("overrides") or {}, "overrides") \
+                if isinstance(data.get("overrides") or {}, dict) else data["overrides"]
+        data.update({k: getattr(ns, k) for k in _FLAG_KEYS if getattr(ns, k, None) is not None})
+        data = apply_overrides(data, [f"overrides.{o}" for o in ns.override])
+        args = from_dict(RenderArgs, data, "")
+    except ConfigError as e:
+        raise RenderError(f"{'--config ' + ns.config + ': ' if ns.config else ''}{e}") from None
+    if args.ids is None:
         raise RenderError("--ids is required (on the command line or in --config)")
-    for key in ("ids", "per_id", "size", "seed", "workers", "block_ids", "render_workers"):
-        if key == "render_workers" and cfg[key] is None:  # auto: by device
-            continue
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool):
-            raise RenderError(f"{key} must be an integer, got {cfg[key]!r}")
+    cfg = asdict(args)
     cfg.update(merge=ns.merge, progress=not ns.no_progress, fsync=not ns.no_fsync, mp_context=ns.mp_context, ray=ns.ray)
     return cfg, ns
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
+    def work() -> None:
         cfg, _ = resolve_args(argv)
         render_dataset(**cfg)
-    except SynthfaceError as e:  # RenderError, ConfigError of a source config: one line, no traceback
-        return report(e)
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+
+    try:  # RenderError, ConfigError of a source config: one line, no traceback (common.cli.run)
+        return cli.run(work, interrupted="interrupted; rerun the same command to resume")
     except OSError as e:  # permissions, read-only file system, ...: one line, no traceback
         where = f" ({e.filename})" if e.filename else ""
         print(f"error: {e.strerror or e}{where}; fix it and rerun the same command to resume", file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@
 - :mod:`learned.train`: ``python -m learned.train --config configs/learned/NAME.yaml`` (registry of trainers by ``kind``).
 - :mod:`learned.source`: ``LearnedSource``, the base of the engine sources; ``DiffusionSource`` in
   :mod:`learned.diffusion.source` (registered in ``engine.sources`` as ``"diffusion"``).
-- :mod:`learned.evaluate`: ``python -m learned.evaluate`` on a checkpoint or a face folder.
+- :mod:`learned.evaluate`: ``python -m learned.evaluate`` on a checkpoint or a face folder (``evaluate``);
+  its pieces: :mod:`learned.eval_sets` (embedded image sets), :mod:`learned.eval_metrics` (the metric
+  functions), :mod:`learned.eval_report` (figures and ``report.md``).
 
 Submodules are imported on use (Lightning and the networks are not loaded by ``import learned``).
 """

@@ -34,13 +34,14 @@ A source plugs in by subclassing :class:`LearnedSource` (``name``, ``kind``, ``c
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 
 from common.align import ARCFACE_TEMPLATE, template
+from common.config import ConfigError, from_dict, join_key, nest_dotted
 from engine.interface import (Identities, IdentitySampler, RenderBatch, check_render_args, derive_seed, generator,
                               reject_close, separability_report)
 
@@ -48,6 +49,9 @@ from .checkpoint import load_checkpoint, load_condition_stats
 
 #: ArcFace 5-point template for a 112x112 aligned crop (left eye, right eye, nose, mouth corners).
 ARCFACE_112 = ARCFACE_TEMPLATE
+
+
+IDENTITY_MODES = ("random", "fitted", "morphable")
 
 
 @dataclass
@@ -58,6 +62,10 @@ class IdentityConfig:
     min_distance: float = 1.1
     max_tries: int = 50
     morphable_preset: str = "frontal"
+
+    def validate(self, path: str = "identity") -> None:
+        if self.mode not in IDENTITY_MODES:
+            raise ConfigError(f"{join_key(path, 'mode')}: must be 'random', 'fitted' or 'morphable', got {self.mode!r}")
 
 
 @dataclass
@@ -73,47 +81,14 @@ class LearnedConfig:
     encoder: Any = None
     identity: IdentityConfig = field(default_factory=IdentityConfig)
 
+    def validate(self, path: str = "") -> None:
+        if self.weights not in ("ema", "raw"):
+            raise ConfigError(f"{join_key(path, 'weights')}: must be 'ema' or 'raw', got {self.weights!r}")
+
 
 #: Presets: ``default``/``wild`` use the checkpoint's sampling settings (the variation is what the
 #: training faces show); ``consistent`` raises the guidance 1.5x (tighter identity, less variety).
 PRESETS: dict[str, dict[str, Any]] = {"default": {}, "wild": {}, "consistent": {"guidance_mult": 1.5}}
-
-
-_NUMERIC = {"guidance": float, "eta": float, "steps": int, "max_batch": int, "min_distance": float, "max_tries": int,
-            "fixed_identity": int}
-
-
-def _apply(obj: Any, over: Mapping[str, Any], where: str) -> None:
-    """Apply nested overrides (``{"identity": {"mode": ...}}`` or dotted ``{"identity.mode": ...}``,
-    as ``engine.render --override identity.mode=morphable`` gives) to a config dataclass in place."""
-    names = {f.name: f for f in fields(obj)}
-    nested: dict[str, Any] = {}
-    for k, v in over.items():
-        head, dot, rest = str(k).partition(".")
-        if dot:
-            nested.setdefault(head, {})[rest] = v
-        elif isinstance(v, Mapping) and isinstance(nested.get(k), dict):
-            nested[k].update(v)
-        else:
-            nested[k] = v
-    for k, v in nested.items():
-        if k not in names:
-            raise ValueError(f"unknown override '{where}{k}' (known: {', '.join(sorted(names))})")
-        cur = getattr(obj, k)
-        if hasattr(cur, "__dataclass_fields__"):
-            if not isinstance(v, Mapping):
-                raise ValueError(f"override {where}{k} must be a mapping")
-            _apply(cur, v, f"{where}{k}.")
-        else:
-            if k in _NUMERIC and v is not None:
-                try:
-                    if isinstance(v, bool) or (_NUMERIC[k] is int and float(v) != int(float(v))):
-                        raise ValueError
-                    v = _NUMERIC[k](float(v)) if _NUMERIC[k] is int else float(v)
-                except (TypeError, ValueError):
-                    raise ValueError(f"override {where}{k} must be a {'whole ' if _NUMERIC[k] is int else ''}number, "
-                                     f"got {v!r}") from None
-            setattr(obj, k, v)
 
 
 class LearnedSource(IdentitySampler):
@@ -142,12 +117,8 @@ class LearnedSource(IdentitySampler):
         if not aligned:
             raise ValueError(f"the {self.name} source generates ArcFace-aligned crops only (it was trained on "
                              "aligned faces); drop --unaligned")
-        self.cfg = self.config_class()
-        _apply(self.cfg, dict(overrides or {}), "")
-        if self.cfg.weights not in ("ema", "raw"):
-            raise ValueError(f"override weights must be 'ema' or 'raw', got {self.cfg.weights!r}")
-        if self.cfg.identity.mode not in ("random", "fitted", "morphable"):
-            raise ValueError(f"identity.mode must be 'random', 'fitted' or 'morphable', got {self.cfg.identity.mode!r}")
+        # overrides: nested or dotted keys ({"identity.mode": ...}, as engine.render --override gives)
+        self.cfg = from_dict(self.config_class, nest_dotted(dict(overrides or {}), "overrides"), "overrides")
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' requested but CUDA is not available")

@@ -31,6 +31,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
+from common.config import nest_dotted
 from engine.interface import Identities, derive_seed, generator
 
 PROVIDERS = ("none", "morphable", "folder")
@@ -47,24 +48,6 @@ class StyleSourceConfig:
     fixed_identity: int = 0
     morphable_overrides: dict = field(default_factory=dict)
     folder: str | None = None
-
-
-def nest_dotted(d: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"pose.yaw": v}`` -> ``{"pose": {"yaw": v}}`` (``engine.render --override`` gives dotted keys)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        node = out
-        parts = str(k).split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"style.morphable_overrides: {k!r} conflicts with another key")
-        v = nest_dotted(v) if isinstance(v, Mapping) else v
-        if isinstance(node.get(parts[-1]), dict) and isinstance(v, dict):
-            node[parts[-1]].update(v)
-        else:
-            node[parts[-1]] = v
-    return out
 
 
 class StyleProvider:
@@ -100,7 +83,7 @@ class MorphableStyles(StyleProvider):
         self.cfg = cfg
         try:
             self.source = MorphableSource(preset=cfg.preset, size=max(16, int(size)), aligned=True, device=str(device),
-                                          overrides=nest_dotted(cfg.morphable_overrides) or None)
+                                          overrides=nest_dotted(cfg.morphable_overrides, "style.morphable_overrides") or None)
         except ValueError as e:
             raise ValueError(f"style.morphable_overrides: {e}") from None
         self._ids: Identities | None = None

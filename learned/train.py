@@ -15,7 +15,6 @@ train.steps=N`` extends a finished run; ``--fresh`` starts over.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import logging
@@ -23,10 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
-
+from common import cli
+from common.cli import load_yaml
 from common.config import REPO_ROOT, ConfigError, apply_overrides, config_to_dict, from_dict
-from common.errors import report
 
 #: kind -> trainer module (see the module docstring for what it must define).
 _TRAINERS: dict[str, str] = {
@@ -69,14 +67,7 @@ def parse_config(data: Mapping[str, Any], overrides: Sequence[str] = (), base_di
 def load_config(path: str | Path, overrides: Sequence[str] = ()):
     """Read a YAML learned-training config; relative paths resolve against the working directory,
     the config's directory, then the repository root."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    return parse_config(data, overrides, base_dir=path.parent)
+    return parse_config(load_yaml(path), overrides, base_dir=Path(path).parent)
 
 
 def run_training(cfg, out_dir: str | Path | None = None, *, fresh: bool = False, printer=print) -> dict[str, Any]:
@@ -85,31 +76,25 @@ def run_training(cfg, out_dir: str | Path | None = None, *, fresh: bool = False,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m learned.train", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", required=True, help="YAML config with 'kind: diffusion' (see configs/learned/)")
-    ap.add_argument("--override", "-o", action="extend", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="config overrides, e.g. train.steps=2000 data.path=/data/faces (values parsed as YAML)")
-    ap.add_argument("--out", default=None, help="run directory (default: 'out' of the config)")
-    ap.add_argument("--fresh", action="store_true", help="discard the run state in --out and start over")
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU runs)")
+    ap = cli.parser("learned.train", description=__doc__.split("\n\n")[0])
+    cli.add_config(ap, required=True, help="YAML config with 'kind: diffusion' (see configs/learned/)")
+    cli.add_override(ap, help="config override, e.g. train.steps=2000 data.path=/data/faces (values parsed as YAML)")
+    cli.add_out(ap, help="run directory (default: 'out' of the config)")
+    cli.add_fresh(ap)
+    cli.add_threads(ap)
     ap.add_argument("--dry-run", action="store_true", help="validate the config, print it resolved and exit")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    import torch
+    cli.set_threads(args.threads)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    def work() -> None:
         cfg = load_config(args.config, args.override)
         if args.dry_run:
             print(json.dumps(config_to_dict(cfg), indent=2, default=str))
-            return 0
+            return
         run_training(cfg, args.out, fresh=args.fresh)
-    except (ConfigError, FileNotFoundError) as e:
-        return report(e, "config error")
-    except ValueError as e:  # EncoderError, dataset errors: one line
-        return report(e)
-    return 0
+
+    return cli.run(work, also=(ValueError,))  # ConfigError, and EncoderError / dataset errors: one line
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ ICT-FaceKit), ``variation`` (every knob, typed), ``source`` (sampling and the re
 ``appearance`` (albedo, make-up, resting features), ``hair`` (hair geometry and styles),
 ``occlusion`` (ambient occlusion), ``raster`` / ``native`` (the rasterizer), ``camera``,
 ``texture``, ``background``, ``occluders``, ``degrade``.
+
+A render parameter: its distribution in ``variation.RenderConfig`` (presets, ``overrides``), sampled
+per image in ``MorphableSource._sample_factors``, used by one stage of ``MorphableSource._render``,
+logged by ``MorphableSource._factors`` into ``RenderBatch.factors`` (one ``metadata.parquet`` column each).
 """
 from .camera import ARCFACE_TEMPLATE, Camera, euler_to_matrix, similarity_transform, template
 from .default_model import load_default_model

@@ -360,7 +360,7 @@ class MorphableSource(IdentitySampler):
         draws: ``rand`` fills serially, and ``randn`` of fewer than 16 values too), the shape push and
         the semantic regression run per candidate as before, and the appearance arithmetic (most of the
         work) is batched over the ``n`` candidates: the same bits as drawing each candidate alone
-        (``tests/test_identity_scale.py`` checks this against the one-candidate-at-a-time loop)."""
+        (``tests/engine/test_identity_scale.py`` checks this against the one-candidate-at-a-time loop)."""
         W = self.model.regions.get("semantic_weights")
         K, Ks = self.model.num_shape, self.num_shape
         plan = _candidate_plan(Ks, W is not None)

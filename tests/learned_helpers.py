@@ -48,7 +48,7 @@ LEARNED_SOURCE_BAD_INPUT = [
     ({"size": 32}, "generates 16 px images, not 32"),
     ({"aligned": False}, "aligned crops only"),
     ({"preset": "nope"}, "unknown preset"),
-    ({"overrides": {"identity": {"mode": "gan"}}}, "identity.mode"),
+    ({"overrides": {"identity": {"mode": "gan"}}}, "overrides.identity.mode: must be"),
 ]
 
 _RUNS: dict[str, dict] = {}

@@ -5,13 +5,17 @@ Public API::
 
     from training import create_backbone, create_head, load_config, run_training, verify_lfw
 
+Modules: ``config`` (the YAML schema, ``load_config``), ``curriculum`` (phases -> step ranges, weights,
+class spaces), ``data``, ``module`` / ``train`` (the Lightning trainer, ``python -m training.train``),
+``verification``, ``benchmark`` (``python -m training.benchmark``), ``backbones``, ``heads``, ``augment``.
 Lightning-heavy modules load lazily.
 """
 from common.errors import ConfigError
 
 from .augment import build_augment
 from .backbones import create_backbone, list_backbones, load_arcface_torch, register_backbone
-from .curriculum import Curriculum, TrainConfig, load_config, parse_config
+from .config import TrainConfig, load_config, parse_config
+from .curriculum import Curriculum
 from .heads import create_head, list_heads
 from .verification import evaluate_pairs, read_bin, read_lfw_pairs, verify_bin, verify_lfw
 

@@ -30,7 +30,6 @@ Outputs in ``OUT``: ``results.csv``, ``results.md``, ``accuracy_vs_ids.png``, ``
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import json
@@ -45,12 +44,12 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from common.config import REPO_ROOT, ConfigError, apply_overrides, config_to_dict, from_dict, resolve_path
+from common import cli
+from common.config import REPO_ROOT, ConfigError, config_to_dict, from_dict, resolve_path
 from common.config import join_key as _join
-from common.errors import report
 from engine.interface import derive_seed
 
-from .curriculum import EvalConfig, ModelConfig, SourceConfig, TrainerConfig, parse_config
+from .config import EvalConfig, ModelConfig, SourceConfig, TrainerConfig, parse_config
 
 log = logging.getLogger("synthface.benchmark")
 
@@ -163,7 +162,7 @@ class BenchmarkConfig:
 
 
 def _phase(tmpl: dict[str, Any], name: str, weights: dict[str, float]) -> dict[str, Any]:
-    from .curriculum import PhaseConfig
+    from .config import PhaseConfig
 
     d = {"weights": weights, **copy.deepcopy(tmpl), "name": name}
     from_dict(PhaseConfig, d, name)
@@ -172,11 +171,7 @@ def _phase(tmpl: dict[str, Any], name: str, weights: dict[str, float]) -> dict[s
 
 def load_benchmark_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> BenchmarkConfig:
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    data = apply_overrides(data, overrides)
-    cfg = from_dict(BenchmarkConfig, data, "")
+    cfg = cli.load_config(BenchmarkConfig, path, overrides)
     bases = [path.parent, REPO_ROOT]
     cfg.lfw.root = resolve_path(cfg.lfw.root, bases)
     cfg.lfw.pairs = resolve_path(cfg.lfw.pairs, bases)
@@ -545,27 +540,25 @@ def run_benchmark(bc: BenchmarkConfig, out_dir: str | os.PathLike | None = None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.benchmark", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--override", "-o", nargs="*", default=[], action="extend", metavar="KEY=VALUE")
-    ap.add_argument("--fresh", action="store_true", help="retrain every arm even if a finished run exists")
-    ap.add_argument("--threads", type=int, default=None)
+    ap = cli.parser("training.benchmark", description=__doc__.split("\n\n")[0])
+    cli.add_config(ap, required=True, help="YAML benchmark config (see configs/bench_*.yaml)")
+    cli.add_out(ap, help="output directory (default: out of the config)")
+    cli.add_override(ap, help="config override, e.g. sweep=[10,50] pretrain.steps=100")
+    cli.add_fresh(ap, help="retrain every arm even if a finished run exists")
+    cli.add_threads(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.threads:
-        import torch
+    cli.set_threads(args.threads)
 
-        torch.set_num_threads(args.threads)
-    try:
+    def work() -> int | None:
         bc = load_benchmark_config(args.config, args.override)
-    except (ConfigError, FileNotFoundError) as e:
-        return report(e, "config error")
-    if not os.path.isdir(os.path.join(bc.lfw.root, "images")):
-        print(f"benchmark: no LFW-layout data at {bc.lfw.root} (expected images/ and pairs.txt)", file=sys.stderr)
-        return 3
-    run_benchmark(bc, args.out, fresh=args.fresh)
-    return 0
+        if not os.path.isdir(os.path.join(bc.lfw.root, "images")):
+            print(f"benchmark: no LFW-layout data at {bc.lfw.root} (expected images/ and pairs.txt)", file=sys.stderr)
+            return 3
+        run_benchmark(bc, args.out, fresh=args.fresh)
+        return None
+
+    return cli.run(work)  # a ConfigError (or any SynthfaceError): one line, exit 2
 
 
 if __name__ == "__main__":

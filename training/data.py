@@ -51,7 +51,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from common.people import pairs_people, read_people_file
 from engine.interface import derive_seed
 
-from .curriculum import Curriculum, SourceConfig, TrainConfig, allocate_counts, weyl_u
+from .config import SourceConfig, TrainConfig
+from .curriculum import Curriculum, allocate_counts, weyl_u
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,8 @@ from common.progress import ProgressPrinter as _ProgressPrinter
 
 from .augment import build_augment
 from .backbones import create_backbone, load_arcface_torch
-from .curriculum import Curriculum, ModelConfig, OptimizerConfig, TrainConfig
+from .config import ModelConfig, OptimizerConfig, TrainConfig
+from .curriculum import Curriculum
 from .heads import create_head
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,6 @@ the interrupted phase continues from its ``last.ckpt`` (same global step, same d
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -33,10 +32,11 @@ import numpy as np
 import torch
 import yaml
 
+from common import cli
 from common.config import ConfigError, config_to_dict
-from common.errors import report
 
-from .curriculum import Curriculum, EvalConfig, TrainConfig, load_config
+from .config import EvalConfig, TrainConfig, load_config
+from .curriculum import Curriculum
 from .data import MixedDataModule, build_sources
 from .distributed import GlobalBatchNormSync
 from .module import (AtomicCheckpoint, FaceRecognitionModule, PeriodicEval, ProgressPrinter, atomic_write_text,
@@ -423,28 +423,26 @@ def run_training(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", required=True, help="YAML training config")
-    ap.add_argument("--out", default=None, help="run directory (default: trainer.out of the config)")
-    ap.add_argument("--override", "-o", nargs="*", default=[], action="extend", metavar="KEY=VALUE",
-                    help="config overrides, e.g. trainer.batch_size=64 phases.0.steps=100")
-    ap.add_argument("--fresh", action="store_true", help="ignore (and replace) any previous run state in --out")
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU runs)")
+    ap = cli.parser("training.train", description=__doc__.split("\n\n")[0])
+    cli.add_config(ap, required=True, help="YAML training config")
+    cli.add_out(ap, help="run directory (default: trainer.out of the config)")
+    cli.add_override(ap, help="config override, e.g. trainer.batch_size=64 phases.0.steps=100")
+    cli.add_fresh(ap, help="ignore (and replace) any previous run state in --out")
+    cli.add_threads(ap)
     ap.add_argument("--dry-run", action="store_true",
                     help="validate the config, open the sources and print the phase plan, then exit")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    cli.set_threads(args.threads)
+
+    def work() -> None:
         cfg = load_config(args.config, args.override)
-    except (ConfigError, FileNotFoundError) as e:
-        return report(e, "config error")
-    if args.dry_run:
-        print(json.dumps(_jsonable(plan(cfg)), indent=2))
-        return 0
-    run_training(cfg, args.out, fresh=args.fresh)
-    return 0
+        if args.dry_run:
+            print(json.dumps(_jsonable(plan(cfg)), indent=2))
+            return
+        run_training(cfg, args.out, fresh=args.fresh)
+
+    return cli.run(work)  # a ConfigError (or any SynthfaceError): one line, exit 2
 
 
 def plan(cfg: TrainConfig) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from engine import metadata as M
 from engine import render as R
 from tests.fake_source import FakeSource
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAKE = "tests.fake_source:FakeSource"
 CFG = dict(ids=5, per_id=3, source=FAKE, size=32, block_ids=2, format="both", seed=3)
 
@@ -163,7 +163,7 @@ def test_source_instances_and_render_workers(reference, tmp_path):
     assert s["render_workers"] == 0 and s["complete"]
     assert any(n.startswith("note:") and "cannot be pickled" in n and "main process" in n for n in notes)
     got = tree(tmp_path / "unp")
-    assert json.loads(got.pop("dataset.json"))["source"]["name"] == "tests.test_engine_render:Unpicklable"
+    assert json.loads(got.pop("dataset.json"))["source"]["name"] == "tests.engine.test_engine_render:Unpicklable"
     assert got == same
     # a worker that cannot set up its source: a clear error, nothing journaled; rendering in the
     # main process then resumes
@@ -358,8 +358,14 @@ def test_yaml_config_and_flag_precedence(tmp_path):
     assert R.resolve_args(["--config", str(tmp_path / "rw.yaml")])[0]["render_workers"] == 3
     assert R.resolve_args(["--config", str(tmp_path / "rw.yaml"), "--render-workers", "0"])[0]["render_workers"] == 0
     (tmp_path / "rw.yaml").write_text("ids: 3\nrender_workers: two\n")
-    with pytest.raises(R.RenderError, match="render_workers must be an integer"):
+    with pytest.raises(R.RenderError, match="render_workers: expected an integer"):
         R.resolve_args(["--config", str(tmp_path / "rw.yaml")])
+    # one override syntax (common.cli): dotted keys nest into the source overrides, several after one flag
+    (tmp_path / "ov.yaml").write_text("ids: 3\noverrides:\n  pose.yaw: {lo: -5, hi: 5}\n  identity: {mode: fitted}\n")
+    kw, _ = R.resolve_args(["--config", str(tmp_path / "ov.yaml"), "--override", "pose.yaw.lo=-10", "-o",
+                            "identity.min_distance=0.5", "noise=0"])
+    assert kw["overrides"] == {"pose": {"yaw": {"lo": -10, "hi": 5}}, "identity": {"mode": "fitted", "min_distance": 0.5},
+                               "noise": 0}
 
 
 def test_help_mentions_every_flag(capsys):

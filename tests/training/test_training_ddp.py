@@ -17,9 +17,10 @@ import pytest
 import torch
 import yaml
 
-from training.curriculum import Curriculum, parse_config
+from training.config import parse_config
+from training.curriculum import Curriculum
 
-from tests.test_training_utils import FAKE_SOURCE, REPO_ROOT, make_image_folder, tiny_train_dict
+from tests.training.test_training_utils import FAKE_SOURCE, REPO_ROOT, make_image_folder, tiny_train_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 import yaml
 
-from training.curriculum import parse_config
+from training.config import parse_config
 
-from tests.test_training_utils import (FAKE_SOURCE, LFW_DEV, REPO_ROOT, make_fake_lfw, make_image_folder,
+from tests.training.test_training_utils import (FAKE_SOURCE, LFW_DEV, REPO_ROOT, make_fake_lfw, make_image_folder,
                                        tiny_train_dict)
 
 
@@ -224,7 +224,7 @@ def test_lfw_dev_split_is_identity_disjoint():
 @pytest.mark.skipif(not (LFW_DEV / "pairs.txt").is_file(), reason="lfw-dev not available at ../shared/data/lfw-dev")
 def test_lfw_dev_eval_uses_only_the_requested_folds():
     from training.backbones import create_backbone
-    from training.curriculum import EvalConfig, PairSetConfig
+    from training.config import EvalConfig, PairSetConfig
     from training.train import Evaluator
 
     ev = Evaluator(EvalConfig(pairs=[PairSetConfig(root=str(LFW_DEV), name="f45", folds=[4, 5], pairs_per_fold=5)],

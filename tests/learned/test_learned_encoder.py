@@ -3,7 +3,7 @@ import torch
 
 from learned.encoder import EncoderError, load_encoder
 from training.backbones import create_backbone
-from training.curriculum import ModelConfig
+from training.config import ModelConfig
 from training.module import save_backbone
 
 

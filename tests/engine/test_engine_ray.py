@@ -17,9 +17,9 @@ ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
 
 from engine.render import render_dataset  # noqa: E402
 
-from tests.test_engine_resume import tree  # noqa: E402
+from tests.engine.test_engine_resume import tree  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FAKE = "tests.fake_source:FakeSource"
 SUMMARY_STABLE = ("num_ids", "per_id", "num_images", "num_blocks", "complete", "format", "separability", "shard")
 

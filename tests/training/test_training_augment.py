@@ -69,7 +69,8 @@ def test_invalid_configs(cfg, match):
 
 def test_augmentation_is_applied_per_source(tmp_path):
     """The module augments each source's rows with that source's pipeline only."""
-    from training.curriculum import Curriculum, parse_config
+    from training.config import parse_config
+    from training.curriculum import Curriculum
     from training.module import FaceRecognitionModule
 
     raw = {

@@ -10,7 +10,7 @@ import pytest
 
 from engine import judge as J
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 
 from engine import render as R
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAKE = "tests.fake_source:FakeSource"
 
 

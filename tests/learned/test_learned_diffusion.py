@@ -344,10 +344,10 @@ def test_render_labels_and_factors(run):
 
 
 @pytest.mark.parametrize("kwargs, msg", LEARNED_SOURCE_BAD_INPUT + [
-    ({"overrides": {"bogus": 1}}, "unknown override 'bogus'"),
+    ({"overrides": {"bogus": 1}}, "overrides.bogus: unknown key"),
     ({"overrides": {"solver": "euler"}}, "unknown solver"),
-    ({"overrides": {"steps": 2.5}}, "steps must be a whole number"),
-    ({"overrides": {"identity.bogus": 1}}, "unknown override 'identity.bogus'"),
+    ({"overrides": {"steps": 2.5}}, "overrides.steps: expected an integer"),
+    ({"overrides": {"identity.bogus": 1}}, "overrides.identity.bogus: unknown key"),
 ])
 def test_source_bad_input(run, kwargs, msg):
     from learned.diffusion.source import DiffusionSource

@@ -28,7 +28,7 @@ from training.verification import (
     verify_lfw,
 )
 
-LFW_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lfw-dev"
+LFW_DEV = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "lfw-dev"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -24,7 +24,7 @@ from tests.learned_helpers import (GAN_TINY_CONFIG, LEARNED_SOURCE_BAD_INPUT, ma
                                    tiny_gan_config)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -449,9 +449,9 @@ def test_gan_source_identities_factors_and_config(tmp_path, run):
 
 
 @pytest.mark.parametrize("kwargs, msg", LEARNED_SOURCE_BAD_INPUT + [
-    ({"overrides": {"guidance": 2.0}}, "unknown override 'guidance'"),
+    ({"overrides": {"guidance": 2.0}}, "overrides.guidance: unknown key"),
     ({"overrides": {"truncation": 1.5}}, "truncation must be in"),
-    ({"overrides": {"truncation": "lots"}}, "truncation must be a number"),
+    ({"overrides": {"truncation": "lots"}}, "overrides.truncation: expected a number"),
     ({"overrides": {"noise_mode": "fresh"}}, "unknown noise_mode"),
 ])
 def test_gan_source_bad_input(run, kwargs, msg):

@@ -16,9 +16,9 @@ import torch
 from learned.resume import StepBatchSampler
 
 from tests.learned_helpers import CONFIGS, make_face_folder
-from tests.test_training_ddp import _free_port
+from tests.training.test_training_ddp import _free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

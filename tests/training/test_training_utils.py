@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 LFW_DEV = REPO_ROOT.parent / "shared" / "data" / "lfw-dev"
 FAKE_SOURCE = "tests.fake_source:FakeSource"
 

@@ -295,10 +295,10 @@ def test_engine_render_with_morphable_styles(tmp_path, style_run, default_model)
     ("style", {"style": {"provider": "folder", "folder": "/does/not/exist"}}, "style.folder not found"),
     ("style", {"style": {"provider": "morphable", "preset": "studio"}}, "style.preset must be a morphable preset"),
     ("style", {"style": {"provider": "morphable", "identity": "mean"}}, "style.identity must be"),
-    ("style", {"style": {"provider": "morphable", "fixed_identity": 1.5}}, "fixed_identity must be a whole number"),
+    ("style", {"style": {"provider": "morphable", "fixed_identity": 1.5}}, "overrides.style.fixed_identity: expected an integer"),
     ("style", {"style": {"provider": "morphable", "morphable_overrides": {"pose": {"bogus": 1}}}},
      "style.morphable_overrides: unknown config key 'pose.bogus'"),
-    ("style", {"style": {"bogus": 1}}, "unknown override 'style.bogus'"),
+    ("style", {"style": {"bogus": 1}}, "overrides.style.bogus: unknown key"),
 ])
 def test_style_source_errors(run, style_run, which, overrides, msg):
     from learned.diffusion.source import DiffusionSource

@@ -7,9 +7,10 @@ import pytest
 import yaml
 
 from common.config import ConfigError, apply_overrides
-from training.curriculum import Curriculum, LRConfig, load_config, parse_config
+from training.config import LRConfig, load_config, parse_config
+from training.curriculum import Curriculum
 
-from tests.test_training_utils import FAKE_SOURCE, REPO_ROOT, tiny_train_dict
+from tests.training.test_training_utils import FAKE_SOURCE, REPO_ROOT, tiny_train_dict
 
 
 @pytest.fixture()

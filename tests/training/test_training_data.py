@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from training.curriculum import Curriculum, allocate_counts, parse_config, weyl_u
+from training.config import parse_config
+from training.curriculum import Curriculum, allocate_counts, weyl_u
 from training.data import MapSource, MixedBatchStream, StreamSource, build_sources, make_loader
 
-from tests.test_training_utils import FAKE_SOURCE, make_fake_lfw, make_image_folder, tiny_train_dict
+from tests.training.test_training_utils import FAKE_SOURCE, make_fake_lfw, make_image_folder, tiny_train_dict
 
 
 class ConstSource:
@@ -138,7 +139,7 @@ def test_ranks_draw_disjoint_samples():
 def test_map_source_subsets(tmp_path):
     root = make_image_folder(tmp_path / "imgs", n_ids=6, per_id=4, size=16)
     (tmp_path / "imgs" / "person_005" / "person_005_0004.jpg").unlink()  # person_005 has 3 images
-    from training.curriculum import SourceConfig
+    from training.config import SourceConfig
 
     def src(**kw):
         return MapSource("s", SourceConfig(type="folder", path=str(root), **kw))
@@ -165,7 +166,7 @@ def test_map_source_subsets(tmp_path):
 def test_map_source_people_from_pairs_folds(tmp_path):
     root = make_fake_lfw(tmp_path / "lfw", n_folds=3, people_per_fold=6, pairs_per_fold=4, size=16)
     from common.people import PairsPeopleConfig, pairs_people
-    from training.curriculum import SourceConfig
+    from training.config import SourceConfig
 
     pp = PairsPeopleConfig(pairs=str(root / "pairs.txt"), folds=[1, 2])
     f12 = pairs_people(root / "pairs.txt", [1, 2])
