@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from .separation import Acceptance, exact_min_distance, reject_close  # noqa: F401  (the samplers' rejection rule)
+
 
 def derive_seed(*parts: int | str) -> int:
     """A 63-bit seed derived from ``parts`` by hashing: stable across runs, platforms and processes.
@@ -171,9 +173,6 @@ def check_render_args(identities: Identities, rows, variations) -> tuple[torch.T
     return rows, variations
 
 
-from .separation import Acceptance, reject_close  # noqa: E402  (re-exported: the sampler's rejection)
-
-
 def pairwise_min_distance(x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
     """(N,) distance from each row of ``x`` (N, D) to its nearest other row (in row chunks, so
     memory stays O(chunk * N))."""
@@ -202,8 +201,6 @@ def separability_report(embedding: torch.Tensor, space: str, min_distance: float
     measured it (:func:`engine.separation.reject_close` does), else
     :func:`engine.separation.exact_min_distance`.
     """
-    from .separation import exact_min_distance
-
     n = embedding.shape[0]
     report: dict[str, Any] = {"space": space, "min_distance_required": float(min_distance), "n": int(n)}
     if n < 2:
