@@ -155,6 +155,35 @@ def decode_image(data: bytes):
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
+def encode_chunk(images_hwc: np.ndarray, rec_keys: Sequence[int] | None = None,
+                 rec_labels: Sequence[int] | None = None) -> tuple[list[bytes], bytes | None]:
+    """JPEG-encode (B,H,W,3) uint8 images: ``(jpeg bytes per image, framed RecordIO records or None)``;
+    records (key ``rec_keys[i]``, label ``rec_labels[i]``) only when ``rec_keys`` is given."""
+    blobs = [encode_jpeg(im) for im in images_hwc]
+    framed = None
+    if rec_keys is not None:
+        labels = rec_labels if rec_labels is not None else [0] * len(blobs)
+        framed = b"".join(
+            frame_record(image_record_payload(int(lab), int(key), jpeg)) for jpeg, key, lab in zip(blobs, rec_keys, labels)
+        )
+    return blobs, framed
+
+
+def write_images(root: str | None, relpaths: Sequence[str], blobs: Sequence[bytes], fsync: bool = True) -> None:
+    """Write each encoded image atomically to ``root/relpath`` (directories made, and fsynced with ``fsync``)."""
+    made: list[str] = []
+    for rel, data in zip(relpaths, blobs):
+        path = os.path.join(root or ".", rel)
+        d = os.path.dirname(path)
+        if d not in made:
+            os.makedirs(d, exist_ok=True)
+            made.append(d)
+        atomic_write_bytes(path, data, fsync=fsync)
+    if fsync:
+        for d in made:
+            fsync_dir(d)
+
+
 def encode_and_write_chunk(
     images_hwc: np.ndarray,
     root: str | None = None,
@@ -171,26 +200,10 @@ def encode_and_write_chunk(
     ``(framed records or None, encode seconds, write seconds)``.
     """
     t0 = time.perf_counter()
-    blobs = [encode_jpeg(im) for im in images_hwc]
-    framed = None
-    if rec_keys is not None:
-        labels = rec_labels if rec_labels is not None else [0] * len(blobs)
-        framed = b"".join(
-            frame_record(image_record_payload(int(lab), int(key), jpeg)) for jpeg, key, lab in zip(blobs, rec_keys, labels)
-        )
+    blobs, framed = encode_chunk(images_hwc, rec_keys, rec_labels)
     t1 = time.perf_counter()
     if relpaths is not None:
-        made: list[str] = []
-        for rel, data in zip(relpaths, blobs):
-            path = os.path.join(root or ".", rel)
-            d = os.path.dirname(path)
-            if d not in made:
-                os.makedirs(d, exist_ok=True)
-                made.append(d)
-            atomic_write_bytes(path, data, fsync=fsync)
-        if fsync:
-            for d in made:
-                fsync_dir(d)
+        write_images(root, relpaths, blobs, fsync)
     t2 = time.perf_counter()
     return framed, t1 - t0, t2 - t1
 

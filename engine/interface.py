@@ -19,9 +19,11 @@ import abc
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
+
+from .separation import Acceptance, exact_min_distance, reject_close  # noqa: F401  (the samplers' rejection rule)
 
 
 def derive_seed(*parts: int | str) -> int:
@@ -183,69 +185,43 @@ def pairwise_min_distance(x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
     return out
 
 
-def separability_report(embedding: torch.Tensor, space: str, min_distance: float) -> dict[str, Any]:
+#: identities whose pairwise distances the separability report's quantiles are computed on (a prefix)
+REPORT_SAMPLE = 4096
+
+
+def separability_report(embedding: torch.Tensor, space: str, min_distance: float,
+                        achieved_min_distance: float | None = None) -> dict[str, Any]:
     """Summary of pairwise distances between identities in ``embedding`` (N, D).
 
-    Reports the achieved minimum distance, the configured threshold, and quantiles of all pairwise
-    distances (computed on at most 4096 identities, a deterministic subset, to bound memory).
+    Reports the configured threshold, the achieved minimum distance over all N identities, and
+    quantiles, mean and std of the pairwise distances. Up to ``REPORT_SAMPLE`` identities everything is
+    computed on all pairs (dense ``torch.cdist``, as always). Beyond, the quantiles, mean and std are
+    those of the first ``REPORT_SAMPLE`` identities (a deterministic, prefix-stable sample, reported as
+    ``sample_size``) and the minimum is exact over all N: ``achieved_min_distance`` when the sampler
+    measured it (:func:`engine.separation.reject_close` does), else
+    :func:`engine.separation.exact_min_distance`.
     """
     n = embedding.shape[0]
     report: dict[str, Any] = {"space": space, "min_distance_required": float(min_distance), "n": int(n)}
     if n < 2:
         report.update(achieved_min_distance=None)
         return report
-    sub = embedding[: min(n, 4096)].double()
+    sub = embedding[: min(n, REPORT_SAMPLE)].double().cpu()
     d = torch.cdist(sub, sub)
     iu = torch.triu_indices(len(sub), len(sub), offset=1)
     pd = d[iu[0], iu[1]]
     qs = torch.tensor([0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0], dtype=pd.dtype)
     qv = torch.quantile(pd[: 5_000_000], qs)
+    if n <= REPORT_SAMPLE:
+        achieved = float(pairwise_min_distance(sub).min())
+    else:
+        achieved = float(achieved_min_distance if achieved_min_distance is not None else exact_min_distance(embedding))
+    report.update(achieved_min_distance=achieved)
+    if n > REPORT_SAMPLE:
+        report.update(sample_size=int(sub.shape[0]))
     report.update(
-        achieved_min_distance=float(pairwise_min_distance(embedding).min()) if n <= 20000 else float(pd.min()),
         pairwise_quantiles={f"q{int(q * 100):02d}": float(v) for q, v in zip(qs, qv)},
         pairwise_mean=float(pd.mean()),
         pairwise_std=float(pd.std()) if pd.numel() > 1 else 0.0,
     )
     return report
-
-
-def reject_close(candidates: Callable[[int, int], torch.Tensor], n: int, min_distance: float, max_tries: int,
-                 chunk: int = 256) -> tuple[list[int], torch.Tensor, int]:
-    """Sequential rejection sampling over a deterministic candidate stream.
-
-    ``candidates(start, count)`` -> (count, D) embeddings of candidates ``start .. start+count``.
-    Candidate ``i`` is accepted if it is at least ``min_distance`` from every accepted one, so the
-    result is prefix-stable. Returns (accepted candidate indices, (n, D) float64 embeddings,
-    number rejected); raises ``ValueError`` after ``max_tries * n`` rejections, naming the distances
-    at which the rejected candidates lay (what ``min_distance`` this candidate stream can reach)."""
-    acc: list[int] = []
-    buf: torch.Tensor | None = None
-    c, rejected = 0, 0
-    near: list[float] = []  # each rejected candidate's distance to its nearest accepted one
-    while len(acc) < n:
-        e = candidates(c, chunk).double()
-        if buf is None:
-            buf = torch.empty(n, e.shape[1], dtype=torch.float64)
-        start = len(acc)
-        d_prev = torch.cdist(e, buf[:start]).min(1).values if start else torch.full((e.shape[0],), math.inf, dtype=torch.float64)
-        for i in range(e.shape[0]):
-            k = len(acc)
-            if k >= n:
-                break
-            dist = float(d_prev[i])
-            if dist >= min_distance and k > start:
-                dist = min(dist, float(torch.cdist(e[i : i + 1], buf[start:k]).min()))
-            if dist < min_distance:
-                rejected += 1
-                near.append(dist)
-                if rejected > max_tries * max(n, 1):
-                    q = torch.tensor(near, dtype=torch.float64).quantile(torch.tensor([0.5, 0.9], dtype=torch.float64))
-                    raise ValueError(f"could not find {n} identities at min_distance {min_distance}: {k} found after "
-                                     f"{rejected} rejections (rejected candidates lay at a median distance "
-                                     f"{float(q[0]):.3f}, 90th percentile {float(q[1]):.3f}, from their nearest "
-                                     f"accepted identity); lower identity.min_distance")
-                continue
-            buf[k] = e[i]
-            acc.append(c + i)
-        c += e.shape[0]
-    return acc, buf, rejected

@@ -259,7 +259,10 @@ class _Done:
 
 
 def run_blocks(ctx, todo, jpath, part, rec_off, workers, render_workers, init, mp_context, progress, shard_total,
-                on_cuda, say) -> int:
+                on_cuda, say, render_pool=None) -> int:
+    """Render, write and commit the blocks ``todo`` in order; returns the images rendered.
+    ``render_pool``: a ready pool with ``submit``/``shutdown`` used instead of the local render
+    processes (:class:`engine.ray_render.RayRenderPool`)."""
     from concurrent.futures.process import BrokenProcessPool
 
     from tqdm import tqdm
@@ -331,7 +334,7 @@ def run_blocks(ctx, todo, jpath, part, rec_off, workers, render_workers, init, m
 
     try:
         if render_workers:
-            pool = _make_render_pool(min(render_workers, len(todo)), mp_context, init)
+            pool = render_pool or _make_render_pool(min(render_workers, len(todo)), mp_context, init)
             for b in todo:
                 inflight.append((b, [pool.submit(_render_worker_block, b)], None, block_images(ctx, b)))
                 while len(inflight) >= max_inflight:

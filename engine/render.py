@@ -172,6 +172,7 @@ def _render_dataset(
     log: Callable[[str], None] | None = print,
     render_workers: int | None = None,
     checkpoint: str | os.PathLike | None = None,
+    ray: str | None = None,
 ) -> dict[str, Any]:
     t_start = time.perf_counter()
     tm = Timers()
@@ -202,6 +203,7 @@ def _render_dataset(
         preset = source.kwargs.get("preset", preset)
     src, source_name = make_source(source)
     on_cuda = str(getattr(src, "device", device)).startswith("cuda")
+    ray_workers = render_workers  # --ray: None = by the cluster's resources
     if render_workers is None:
         render_workers = 0 if on_cuda else DEFAULT_RENDER_WORKERS
     if workers is None:  # auto: on CUDA the GPU renders and every other core encodes
@@ -295,13 +297,17 @@ def _render_dataset(
         if entries:
             say(f"resuming shard {shard_k}/{shard_n}: {len(entries)} of {len(mine)} blocks already done")
         if todo:
-            init = None
-            if render_workers:
+            init, pool = None, None
+            if ray:
+                pool = _ray_pool(ray, ctx, source, ray_workers, on_cuda, say)
+                render_workers = len(pool.actors)
+            elif render_workers:
                 init = render_worker_args(ctx, source, say)
                 if init is None:
                     render_workers = 0
             rendered = run_blocks(ctx, todo, jpath, part if want_rec else None, rec_off, workers, render_workers, init,
-                                   mp_context, progress, sum(block_images(ctx, b) for b in mine), on_cuda, say)
+                                   mp_context, progress, sum(block_images(ctx, b) for b in mine), on_cuda, say,
+                                   render_pool=pool)
     # finalize if every shard is done
     missing = missing_blocks(out_dir, num_blocks, shard_n)
     complete_now = False
@@ -316,6 +322,25 @@ def _render_dataset(
             " (the last shard to finish merges automatically, or run again with --merge)")
     return _summary(ctx, shard_k, shard_n, rendered, done_blocks_before, workers, render_workers, mp_context, t_start,
                     complete_now, say)
+
+
+def _ray_pool(address: str, ctx, source, render_workers: int | None, on_cuda: bool, say):
+    """The Ray render pool of ``--ray ADDRESS`` (see :mod:`engine.ray_render`): ``render_workers``
+    actors (``--render-workers``; by default one per CPU of a local runtime, or per CPU / GPU of the
+    cluster)."""
+    from .ray_render import RayRenderPool, connect
+
+    init = render_worker_args(ctx, source, say)
+    if init is None:
+        raise RenderError("--ray: the source instance cannot be pickled to Ray workers; pass a source name or spec")
+    if not render_workers:
+        if address == "local":
+            render_workers = DEFAULT_RENDER_WORKERS
+        else:
+            res = connect(address)[0].cluster_resources()
+            render_workers = max(1, int(res.get("GPU" if on_cuda else "CPU", 1)))
+    say(f"rendering on Ray ({address}): {render_workers} workers" + (" with a GPU each" if on_cuda else ""))
+    return RayRenderPool(address, render_workers, init, gpus=1.0 if on_cuda else 0.0)
 
 
 def _summary(ctx, k, n, rendered, done_before, workers, render_workers, mp_context, t_start, complete, say, save=True) -> dict:
@@ -442,6 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--merge", action="store_true", help="only finalize (merge rec parts, metadata, contact sheet) a dataset whose shards are all done")
     a("--no-progress", action="store_true", help="no progress bar")
     a("--no-fsync", action="store_true", help="skip fsync (faster; still crash-safe against kill, not against power loss)")
+    a("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+      help="render the blocks as Ray tasks (pip install 'synthface[ray]'): 'local' (default when the flag has no value) "
+      "starts a Ray runtime here, 'auto' joins this machine's cluster, else a cluster address (HOST:6379, ray://HOST:10001); "
+      "--render-workers sets the Ray workers (default: one per CPU, or per GPU with --device cuda); the driver writes the "
+      "output (same bytes as a local run) and resumes like one")
     a("--mp-context", default=DEFAULT_MP_CONTEXT, choices=("forkserver", "spawn", "fork"), help="multiprocessing start method of the worker pool [default forkserver]")
     return p
 
@@ -467,7 +497,7 @@ def resolve_args(argv: list[str] | None = None) -> tuple[dict[str, Any], argpars
     if args.ids is None:
         raise RenderError("--ids is required (on the command line or in --config)")
     cfg = asdict(args)
-    cfg.update(merge=ns.merge, progress=not ns.no_progress, fsync=not ns.no_fsync, mp_context=ns.mp_context)
+    cfg.update(merge=ns.merge, progress=not ns.no_progress, fsync=not ns.no_fsync, mp_context=ns.mp_context, ray=ns.ray)
     return cfg, ns
 
 

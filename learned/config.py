@@ -97,6 +97,8 @@ class LoopConfig:
     precision: str = "auto"
     accelerator: str = "auto"
     devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
     channels_last: bool | str = "auto"
     fused_adam: bool | str = "auto"
     compile: bool = False
@@ -119,6 +121,10 @@ class LoopConfig:
                 raise ConfigError(f"{path}.{k}: use auto, true or false")
         if len(self.betas) != 2:
             raise ConfigError(f"{path}.betas: need two values")
+        if self.devices < 1 or self.num_nodes < 1:
+            raise ConfigError(f"{path}.devices and {path}.num_nodes must be >= 1")
+        if self.strategy not in ("auto", "ddp"):
+            raise ConfigError(f"{path}.strategy: use auto or ddp, got {self.strategy!r}")
 
 
 def tristate(value: Any, cuda: bool) -> bool:

@@ -26,20 +26,33 @@ from engine.interface import derive_seed
 
 
 class StepBatchSampler(torch.utils.data.Sampler):
-    """Endless batch sampler: batch ``s`` holds positions ``s % nb`` of the permutation of epoch
-    ``s // nb`` (``nb`` batches per epoch, the last partial batch dropped when ``drop_last``), the
-    permutation drawn from ``derive_seed(seed, "learned-data-epoch", epoch)``. Iteration starts at
-    ``start_step()`` (the trainer's ``global_step``, read when the loader is iterated)."""
+    """Endless batch sampler: global batch ``s`` holds positions ``s % nb`` of the permutation of
+    epoch ``s // nb`` (``nb`` global batches of ``batch_size * world_size`` per epoch, the last partial
+    one dropped when ``drop_last``), the permutation drawn from
+    ``derive_seed(seed, "learned-data-epoch", epoch)``; data-parallel rank ``rank`` gets its
+    ``batch_size`` slice of it, so the ranks of one step see disjoint samples and one epoch covers
+    every sample once across ranks. Iteration starts at ``start_step()`` (the trainer's
+    ``global_step``, read when the loader is iterated). ``world_size=1`` is the single-process order."""
 
     def __init__(self, n: int, batch_size: int, seed: int, drop_last: bool = True,
-                 start_step: Callable[[], int] | None = None):
+                 start_step: Callable[[], int] | None = None, rank: int = 0, world_size: int = 1):
         if n < 1 or batch_size < 1:
             raise ValueError(f"need n >= 1 and batch_size >= 1, got {n} and {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank {rank} of {world_size}")
         self.n, self.batch_size, self.seed = int(n), int(batch_size), int(seed)
-        self.drop_last = bool(drop_last) and n >= batch_size
-        self.per_epoch = self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+        self.rank, self.world_size = int(rank), int(world_size)
+        G = self.global_batch
+        if self.world_size > 1 and self.n < G:  # a partial global batch would leave ranks without samples
+            raise ValueError(f"{n} samples cannot fill one global batch of {batch_size} x {world_size} ranks")
+        self.drop_last = bool(drop_last) and n >= G
+        self.per_epoch = self.n // G if self.drop_last else -(-self.n // G)
         self.start_step = start_step or (lambda: 0)
         self._perm: tuple[int, torch.Tensor] | None = None
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size
 
     def permutation(self, epoch: int) -> torch.Tensor:
         if self._perm is None or self._perm[0] != epoch:
@@ -49,7 +62,8 @@ class StepBatchSampler(torch.utils.data.Sampler):
 
     def batch(self, step: int) -> list[int]:
         epoch, j = divmod(int(step), self.per_epoch)
-        return self.permutation(epoch)[j * self.batch_size : (j + 1) * self.batch_size].tolist()
+        a = j * self.global_batch + self.rank * self.batch_size
+        return self.permutation(epoch)[a: min(a + self.batch_size, (j + 1) * self.global_batch)].tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
         s = int(self.start_step())

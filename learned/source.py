@@ -188,8 +188,8 @@ class LearnedSource(IdentitySampler):
             L = torch.linalg.cholesky(cov + jitter * torch.eye(cov.shape[0], dtype=cov.dtype))
 
         def cand(start: int, count: int) -> torch.Tensor:
-            z = torch.stack([torch.randn(D, generator=generator(seed, "learned-identity", i))
-                             for i in range(start, start + count)]).double()
+            z = torch.cat([torch.randn(D, generator=generator(seed, "learned-identity", i))
+                           for i in range(start, start + count)]).view(count, D).double()
             return F.normalize(z if self._cond_stats is None else mean + z @ L.T, dim=-1)
         return cand
 
@@ -220,21 +220,21 @@ class LearnedSource(IdentitySampler):
         n, ic = int(n), self.cfg.identity
         meta_src: dict[str, Any] = {}
         if ic.mode in ("random", "fitted"):
-            cand, chunk = self._normal_candidates(seed), max(64, min(4096, n // 4))
-        else:
-            cand, chunk = self._morphable_candidates(seed, meta_src), min(32, max(8, n))
-        acc, E, rejected = reject_close(cand, n, float(ic.min_distance), int(ic.max_tries), chunk)
-        E = E.float()
+            res = reject_close(self._normal_candidates(seed), n, float(ic.min_distance), int(ic.max_tries))
+        else:  # each candidate is a render: small blocks
+            res = reject_close(self._morphable_candidates(seed, meta_src), n, float(ic.min_distance), int(ic.max_tries),
+                               block=32, first_block=min(32, max(8, n)))
+        E = res.embedding.float()
         meta: dict[str, torch.Tensor] = {}
         params = {"embedding": E.clone()}
         if ic.mode == "morphable":
             ids = meta_src["ids"]
-            sel = torch.tensor(acc)
+            sel = res.index
             meta = {k: v[sel] for k, v in ids.meta.items()}
             params["morphable_index"] = sel.float()
         space = f"FR encoder embedding ({self.embedding_dim}-d unit vectors, Euclidean)"
-        rep = separability_report(E, space=space, min_distance=float(ic.min_distance))
-        rep.update(candidates=len(acc) + rejected, rejected=rejected, mode=ic.mode)
+        rep = separability_report(E, space=space, min_distance=float(ic.min_distance), achieved_min_distance=res.min_distance)
+        rep.update(candidates=n + res.rejected, rejected=res.rejected, mode=ic.mode)
         return Identities(params=params, embedding=E, seed=int(seed), report=rep, meta=meta)
 
     # -- rendering --------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from common.io import atomic_write_text
 from common.progress import ProgressPrinter
 
 from .config import LoopConfig, config_changes, tristate
+from engine.interface import derive_seed
+
 from .resume import EMAUpdate, StepBatchSampler, rng_state, set_rng_state
 
 
@@ -72,6 +74,8 @@ class LearnedModule(L.LightningModule):
     networks after ``super().setup``) and keeps the loss log and the global RNG in ``last.ckpt``."""
 
     _channels_last = False
+    #: under DDP, steps that leave some parameters out of the loss (the GAN's alternating G / D steps)
+    ddp_unused_parameters = False
 
     def setup(self, stage: str) -> None:
         cuda = self.device.type == "cuda" or (torch.cuda.is_available() and self.cfg.train.accelerator in ("auto", "gpu", "cuda"))
@@ -87,14 +91,38 @@ class LearnedModule(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return {"x": x, "cond": batch["embedding"].float(), "label": batch["label"]}
 
+    def on_train_start(self) -> None:
+        # data-parallel ranks draw their own noise / timesteps / flips: rank r > 0 of a fresh run
+        # reseeds its global RNG (rank 0 keeps the single-process stream); a resumed run restores each
+        # rank's saved state instead
+        if self.trainer.world_size > 1 and self.trainer.global_rank > 0 and not self._resumed:
+            torch.manual_seed(derive_seed(self.cfg.seed, "learned-rank", self.trainer.global_rank))
+
+    def global_mean(self, value: torch.Tensor) -> float:
+        """``value`` averaged over the data-parallel ranks (a collective: every rank calls it)."""
+        v = value.detach()
+        return float(self.all_gather(v).mean() if self.trainer.world_size > 1 else v)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # every rank's RNG state (rank 0 writes the file): the collective runs on all ranks
+        states = [rng_state()]
+        if self.trainer.world_size > 1:
+            import torch.distributed as dist
+
+            states = [None] * self.trainer.world_size
+            dist.all_gather_object(states, rng_state())
         checkpoint["synthface"] = {"loss_log": list(self.loss_log), "config": config_to_dict(self.cfg),
-                                   "rng": rng_state()}
+                                   "rng": states[0], "rng_ranks": states}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         info = checkpoint.get("synthface") or {}
         self.loss_log = [tuple(x) for x in info.get("loss_log", [])]
-        set_rng_state(info.get("rng"))
+        ranks = info.get("rng_ranks") or [info.get("rng")]
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        set_rng_state(ranks[rank] if rank < len(ranks) else None)
+        self._resumed = True
+
+    _resumed = False
 
 
 @torch.no_grad()
@@ -284,11 +312,6 @@ def run_training(cfg, out_dir: str | os.PathLike | None, *, fresh: bool, printer
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_module(cfg, encoder)
-    sampler = StepBatchSampler(len(data), cfg.train.batch_size, cfg.seed)
-    loader = torch.utils.data.DataLoader(
-        data, batch_sampler=sampler, collate_fn=batch_identity, num_workers=0 if cfg.data.preload else cfg.data.workers,
-        generator=torch.Generator().manual_seed(cfg.seed),  # worker seeds; the global RNG stays untouched
-        pin_memory=device == "cuda", persistent_workers=False if cfg.data.preload else cfg.data.workers > 0)
     precision = cfg.train.precision
     if precision == "auto":
         precision = "bf16-mixed" if device == "cuda" else "32-true"
@@ -298,13 +321,24 @@ def run_training(cfg, out_dir: str | os.PathLike | None, *, fresh: bool, printer
                  ProgressPrinter(cfg.train.log_every, printer, total=cfg.train.steps, batch_size=cfg.train.batch_size,
                                  label="learned.train: ", describe=describe)]
     trainer = L.Trainer(
-        accelerator="gpu" if device == "cuda" else "cpu", devices=cfg.train.devices, precision=precision,
+        accelerator="gpu" if device == "cuda" else "cpu", devices=cfg.train.devices, num_nodes=cfg.train.num_nodes,
+        strategy=("ddp_find_unused_parameters_true" if cfg.train.strategy == "ddp" and module.ddp_unused_parameters
+                  else cfg.train.strategy), precision=precision,
         max_steps=cfg.train.steps, max_epochs=-1, logger=[CSVLogger(save_dir=str(out), name="logs")],
         callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=cfg.train.progress_bar,
         enable_model_summary=False, log_every_n_steps=max(1, cfg.train.log_every),
         gradient_clip_val=gradient_clip_val, num_sanity_val_steps=0, limit_val_batches=0,
         default_root_dir=str(out), benchmark=True if device == "cuda" else None,
+        use_distributed_sampler=False,  # the rank-aware StepBatchSampler below
     )
+    # batch_size is per process: the global batch of step s is split over the ranks (world size known
+    # from the launcher's environment once the Trainer exists)
+    sampler = StepBatchSampler(len(data), cfg.train.batch_size, cfg.seed, rank=trainer.global_rank,
+                               world_size=trainer.world_size)
+    loader = torch.utils.data.DataLoader(
+        data, batch_sampler=sampler, collate_fn=batch_identity, num_workers=0 if cfg.data.preload else cfg.data.workers,
+        generator=torch.Generator().manual_seed(cfg.seed),  # worker seeds; the global RNG stays untouched
+        pin_memory=device == "cuda", persistent_workers=False if cfg.data.preload else cfg.data.workers > 0)
     sampler.start_step = lambda: int(trainer.global_step)  # batch s of the run, also after a resume
     resume = str(ckpt) if ckpt.is_file() else None
     if resume:
@@ -317,6 +351,7 @@ def run_training(cfg, out_dir: str | os.PathLike | None, *, fresh: bool, printer
         "samples": sorted(str(p) for p in (out / "samples").glob("*.png")),
         "device": device, "precision": precision, "wall_s": round(time.time() - t_start, 2),
     }
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
-    printer(f"learned.train: done, step {metrics['global_step']}/{cfg.train.steps} -> {out / 'checkpoint'}")
+    if trainer.is_global_zero:  # one writer under DDP
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
+        printer(f"learned.train: done, step {metrics['global_step']}/{cfg.train.steps} -> {out / 'checkpoint'}")
     return metrics

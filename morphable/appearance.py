@@ -14,6 +14,7 @@ Identity appearance is a vector of named scalars (:data:`APPEARANCE_PARAMS`) plu
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
@@ -69,16 +70,35 @@ def sample_appearance(semantic: torch.Tensor, g: torch.Generator) -> torch.Tenso
         semantic: (N, 5) predicted [gender (0 female .. 1 male), age (anny units), african, asian,
             caucasian] of each identity's shape, used as priors (darker skin for african-weighted
             shapes, beards only on male-leaning faces, greying with age).
-        g: generator.
+        g: generator; the draws are ``torch.rand(N)`` / ``torch.randn(N)`` calls in the order of
+            :data:`APPEARANCE_DRAWS`.
     """
+    n = semantic.shape[0]
+    return appearance_from_draws(semantic, lambda: torch.rand(n, generator=g), lambda: torch.randn(n, generator=g))
+
+
+def appearance_draw_runs() -> list[tuple[str, int]]:
+    """The draws of :func:`sample_appearance` for one identity (N = 1) as runs ``(kind, count)``,
+    kind ``"u"`` (``torch.rand``) or ``"n"`` (``torch.randn``), in order. The sequence is fixed (every
+    branch of every ``torch.where`` is drawn), so one identity's draws can be taken as one
+    ``torch.rand(count)`` / ``torch.randn(count)`` call per run (bit-identical: both fill serially
+    for fewer than 16 values) and the arithmetic batched over many identities with
+    :func:`appearance_from_draws`."""
+    return [tuple(r) for r in _DRAW_RUNS]
+
+
+def appearance_from_draws(semantic: torch.Tensor, u: "Callable[[], torch.Tensor]",
+                          nrm: "Callable[[], torch.Tensor]") -> torch.Tensor:
+    """(N, len(APPEARANCE_PARAMS)) appearance parameters from draws: ``u()`` returns the next (N,)
+    uniform column and ``nrm()`` the next (N,) standard-normal column, in the order of
+    :func:`sample_appearance` (see :func:`appearance_draw_runs`). Pure elementwise arithmetic per
+    identity, so a batch of N gives each row the bits it gets alone."""
     n = semantic.shape[0]
     gender = semantic[:, 0].clamp(0, 1)
     age = semantic[:, 1]
     afr, asi, cau = (semantic[:, 2:5].clamp_min(0) + 1e-3).unbind(1)
     s = afr + asi + cau
     afr, asi, cau = afr / s, asi / s, cau / s
-    u = lambda: torch.rand(n, generator=g)  # noqa: E731
-    nrm = lambda: torch.randn(n, generator=g)  # noqa: E731
     mel_mean = 0.08 * cau + 0.30 * asi + 0.72 * afr
     melanin = (mel_mean + 0.10 * nrm() + 0.05 * (u() - 0.5)).clamp(0.02, 0.95)
     hemoglobin = (0.55 + 0.2 * nrm()).clamp(0.15, 1.1)
@@ -120,6 +140,28 @@ def sample_appearance(semantic: torch.Tensor, g: torch.Generator) -> torch.Tenso
             hair_density, beard, stubble, (style.float() + 0.5) / ns, hair_length, hair_thickness, hair_phase,
             lipstick, lip_hue, eye_makeup, mouth_rest, *rest]
     return torch.stack(cols, 1)
+
+
+def _record_draw_runs() -> list[tuple[str, int]]:
+    kinds: list[str] = []
+
+    def rec(kind: str) -> Callable[[], torch.Tensor]:
+        def draw() -> torch.Tensor:
+            kinds.append(kind)
+            return torch.full((1,), 0.5)
+        return draw
+    appearance_from_draws(torch.full((1, 5), 0.5), rec("u"), rec("n"))
+    runs: list[list] = []
+    for k in kinds:
+        if runs and runs[-1][0] == k:
+            runs[-1][1] += 1
+        else:
+            runs.append([k, 1])
+    return [(k, c) for k, c in runs]
+
+
+#: the draw sequence of one identity (see :func:`appearance_draw_runs`)
+_DRAW_RUNS = _record_draw_runs()
 
 
 def _smoothstep(e0: float, e1: float, x: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,8 @@ from engine.interface import (Identities, IdentitySampler, RenderBatch, check_re
                               separability_report)
 
 from . import background as bg
-from .appearance import APPEARANCE_PARAMS, rest_expression, sample_appearance, scalp_hair, shade_albedo, shade_hair
+from .appearance import (APPEARANCE_PARAMS, appearance_draw_runs, appearance_from_draws, rest_expression, scalp_hair,
+                         shade_albedo, shade_hair)
 from .camera import (Camera, apply_affine, colour_temperature_rgb, direction, euler_to_matrix, focal_scale,
                      similarity_transform, template)
 from .default_model import load_default_model
@@ -51,6 +52,32 @@ _GLOBAL_COMPONENTS = 10
 #: How often each named expression is drawn (relative): people in photographs mostly smile.
 EXPRESSION_WEIGHTS = {"smile": 3.0, "grin": 2.0, "talk": 1.0, "surprise": 0.5, "anger": 0.5, "sad": 0.5, "blink": 0.5}
 _PIVOT = torch.tensor([0.0, -0.03, -0.07])  # rotation centre, roughly the middle of the head
+
+
+#: semantic estimate of a model without a semantic regression (gender, age, ancestry weights)
+_NO_SEMANTIC = torch.tensor([0.5, 0.6, 1 / 3, 1 / 3, 1 / 3])
+
+
+def _candidate_plan(num_shape: int, semantic: bool) -> list[tuple[str, int, bool]]:
+    """One identity candidate's draws as calls ``(kind, count, collected_normal)``, kind ``"u"``
+    (``torch.rand``) or ``"n"`` (``torch.randn``): shape normals (one call), [gender side, gender
+    jitter], appearance runs, noise-offset uniforms (3). Adjacent runs of one kind are merged into
+    one call where that gives the same bits (uniforms always; normals when fewer than 16, the size
+    below which ``randn`` fills serially; never the shape call)."""
+    calls: list[list] = [["n", num_shape, False, True]]  # (kind, count, appearance normal, frozen)
+    if semantic:
+        calls += [["u", 1, False, False], ["n", 1, True, False]]  # side; jitter (collected with the normals)
+    calls += [[k, c, k == "n", False] for k, c in appearance_draw_runs()]
+    calls.append(["u", 3, False, False])
+    merged: list[list] = []
+    for k, c, a, frozen in calls:
+        prev = merged[-1] if merged else None
+        if prev is not None and prev[0] == k and not prev[3] and not frozen and (k == "u" or prev[1] + c < 16):
+            prev[1] += c
+            prev[2] = prev[2] or a
+        else:
+            merged.append([k, c, a, frozen])
+    return [(k, c, a) for k, c, a, _ in merged]
 
 
 def _clothing_rgb(u: torch.Tensor) -> torch.Tensor:
@@ -338,37 +365,65 @@ class MorphableSource(IdentitySampler):
 
     # ------------------------------------------------------------------ identities
     def _candidates(self, seed: int, start: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Candidate ``start .. start+n`` of the deterministic candidate stream."""
-        shape, app, off, sem = [], [], [], []
+        """Candidate ``start .. start+n`` of the deterministic candidate stream: (shape (n, K),
+        appearance (n, P), noise offset (n, 3), semantic (n, 5)).
+
+        Candidate ``c`` draws from its own ``generator(seed, "identity", c)``, in this order: shape
+        ``randn(num_shape)``; with the model's semantic regression, the gender push's side
+        ``rand(1)`` and jitter ``randn(1)``; the appearance draws (:func:`~.appearance.appearance_draw_runs`);
+        the noise offset ``rand(3)``. Each run of same-kind draws is one call (bit-identical to single
+        draws: ``rand`` fills serially, and ``randn`` of fewer than 16 values too), the shape push and
+        the semantic regression run per candidate as before, and the appearance arithmetic (most of the
+        work) is batched over the ``n`` candidates: the same bits as drawing each candidate alone
+        (``tests/engine/test_identity_scale.py`` checks this against the one-candidate-at-a-time loop)."""
         W = self.model.regions.get("semantic_weights")
+        K, Ks = self.model.num_shape, self.num_shape
+        plan = _candidate_plan(Ks, W is not None)
+        us, ns, zs = [], [], []
         for c in range(start, start + n):
             g = generator(seed, "identity", c)
-            z = torch.zeros(self.model.num_shape)
-            z[: self.num_shape] = torch.randn(self.num_shape, generator=g) * self.cfg.identity.shape_scale
-            z[_GLOBAL_COMPONENTS: self.num_shape] *= self.cfg.identity.detail_scale
-            if W is not None:
-                z = self._push_gender(z, W, g)
-                s = torch.cat([z, torch.ones(1)]) @ W.cpu()
-            else:
-                s = torch.tensor([0.5, 0.6, 1 / 3, 1 / 3, 1 / 3])
-            a = sample_appearance(s[None], g)[0]
-            o = (torch.rand(3, generator=g) - 0.5) * 200.0
-            shape.append(z), app.append(a), off.append(o), sem.append(s)
-        return torch.stack(shape), torch.stack(app), torch.stack(off), torch.stack(sem)
+            draws = [(torch.randn if kind == "n" else torch.rand)(count, generator=g) for kind, count, _ in plan]
+            zs.append(draws[0])
+            us.extend(d for d, (kind, _, _) in zip(draws, plan) if kind == "u")
+            ns.extend(d for d, (kind, _, coll) in zip(draws, plan) if kind == "n" and coll)
+        U = torch.cat(us).view(n, -1)  # (n, [side +] appearance uniforms + 3 offset)
+        N = torch.cat(ns).view(n, -1) if ns else torch.zeros(n, 0)  # (n, [jitter +] appearance normals)
+        Z = torch.zeros(n, K)
+        Z[:, :Ks] = torch.cat(zs).view(n, Ks) * self.cfg.identity.shape_scale
+        Z[:, _GLOBAL_COMPONENTS:Ks] *= self.cfg.identity.detail_scale
+        if W is not None:
+            Wc = W.cpu()
+            Z = self._push_gender(Z, Wc, U[:, 0], N[:, 0])
+            # the regression per candidate, (1, K+1) @ (K+1, 5) as before (a batched product may sum differently)
+            Z1 = torch.cat([Z, torch.ones(n, 1)], 1)
+            sem = torch.stack([Z1[i] @ Wc for i in range(n)]) if n else torch.zeros(0, 5)
+            ucols, ncols = iter(U[:, 1: U.shape[1] - 3].T), iter(N[:, 1:].T)
+        else:
+            sem = _NO_SEMANTIC.expand(n, 5).clone()
+            ucols, ncols = iter(U[:, : U.shape[1] - 3].T), iter(N.T)
+        app = appearance_from_draws(sem, lambda: next(ucols), lambda: next(ncols))
+        off = (U[:, -3:] - 0.5) * 200.0
+        return Z, app, off, sem
 
-    def _push_gender(self, z: torch.Tensor, W: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """Move shape coefficients ``z`` (K,) along the model's gender direction (the regression
+    def _push_gender(self, z: torch.Tensor, W: torch.Tensor, side: torch.Tensor, jit: torch.Tensor) -> torch.Tensor:
+        """Move shape coefficients ``z`` (n, K) along the model's gender direction (the regression
         ``W`` (K+1, 5), column 0) towards a female- or male-read target (about 0.1 or 0.9, half
-        each) by ``identity.gender_contrast`` (0: the model's own spread, mostly in between)."""
+        each, by the uniforms ``side`` (n,), jittered by the normals ``jit`` (n,)) by
+        ``identity.gender_contrast`` (0: the model's own spread, mostly in between). Each row gets
+        the bits of the one-candidate computation: its own dot product, the scalar arithmetic in
+        float64 and one cast to float32."""
         c = float(self.cfg.identity.gender_contrast)
-        side, jit = torch.rand(1, generator=g), torch.randn(1, generator=g)  # drawn whatever c: one stream
         if c <= 0:
             return z
-        w = W[: z.shape[0], 0].cpu().clone()
+        w = W[: z.shape[1], 0].cpu().clone()
         w[self.num_shape:] = 0
-        gen = float(torch.dot(z, w) + W[-1, 0])
-        target = (0.1 if float(side) < 0.5 else 0.9) + 0.07 * float(jit)
-        return z + c * (target - gen) * w / w.dot(w).clamp_min(1e-12)
+        # each row copied to fresh (aligned) memory first: BLAS dot products can round differently by alignment
+        dots = torch.stack([torch.dot(z[i].clone(), w) for i in range(z.shape[0])]) if z.shape[0] else torch.zeros(0)
+        gen = (dots + W[-1, 0]).double()
+        lo, hi = torch.tensor(0.1, dtype=torch.float64), torch.tensor(0.9, dtype=torch.float64)
+        target = torch.where(side < 0.5, lo, hi) + 0.07 * jit.double()
+        scale = (c * (target - gen)).float()
+        return z + scale[:, None] * w / w.dot(w).clamp_min(1e-12)
 
     def _embedding(self, shape: torch.Tensor, app: torch.Tensor) -> torch.Tensor:
         """Identity embedding: whitened shape coefficients + appearance parameters scaled to unit
@@ -388,28 +443,34 @@ class MorphableSource(IdentitySampler):
             raise ValueError(f"number of identities must be >= 1, got {n}")
         n = int(n)
         md = float(self.cfg.identity.min_distance)
-        chunks: dict[int, tuple[torch.Tensor, ...]] = {}
+        blocks: dict[int, tuple[torch.Tensor, ...]] = {}
 
         def candidates(start: int, count: int) -> torch.Tensor:
             s, a, o, m = self._candidates(seed, start, count)
-            chunks[start] = (s, a, o, m)
-            return self._embedding(s, a)
+            blocks[start] = (s, a, o, m)
+            return self._embedding(s, a)  # float32: upcast exactly to float64 for the rule
 
-        chunk = max(64, min(4096, n // 4))
-        acc, E, rejected = reject_close(candidates, n, md, int(self.cfg.identity.max_tries), chunk)
-        E = E.float()
-        # the accepted candidates' parameters, from the chunks they were drawn in
-        acc_s, acc_a, acc_o, acc_m = ([chunks[i - i % chunk][j][i % chunk] for i in acc] for j in range(4))
-        rep = separability_report(E, space="whitened shape PCA + appearance / sqrt(dim)", min_distance=md)
-        rep.update(candidates=len(acc) + rejected, rejected=rejected)
-        sem = torch.stack(acc_m)
+        res = reject_close(candidates, n, md, int(self.cfg.identity.max_tries))
+        E = res.embedding.float()
+        # the accepted candidates' parameters, from the blocks they were drawn in
+        starts = sorted(blocks)
+        acc_s, acc_a, acc_o, acc_m = ([] for _ in range(4))
+        for b, st in enumerate(starts):
+            end = starts[b + 1] if b + 1 < len(starts) else st + blocks[st][0].shape[0]
+            rows = res.index[(res.index >= st) & (res.index < end)] - st
+            for out, t in zip((acc_s, acc_a, acc_o, acc_m), blocks[st]):
+                out.append(t[rows])
+        rep = separability_report(E, space="whitened shape PCA + appearance / sqrt(dim)", min_distance=md,
+                                  achieved_min_distance=res.min_distance)
+        rep.update(candidates=n + res.rejected, rejected=res.rejected)
+        sem = torch.cat(acc_m)
         meta = {"gender": sem[:, 0], "age": sem[:, 1], "african": sem[:, 2], "asian": sem[:, 3], "caucasian": sem[:, 4]}
-        app = torch.stack(acc_a)
+        app = torch.cat(acc_a)
         for k in ("melanin", "hair_melanin", "iris_melanin", "beard", "lipstick", "eye_makeup", "mouth_rest"):
             meta[k] = app[:, APPEARANCE_PARAMS.index(k)]
         meta["hair_style"] = (app[:, APPEARANCE_PARAMS.index("hair_style")] * len(STYLES)).floor().clamp(0, len(STYLES) - 1)
         return Identities(
-            params={"shape": torch.stack(acc_s), "appearance": app, "noise_offset": torch.stack(acc_o)},
+            params={"shape": torch.cat(acc_s), "appearance": app, "noise_offset": torch.cat(acc_o)},
             embedding=E, seed=int(seed), report=rep, meta=meta,
         )
 

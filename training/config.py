@@ -442,7 +442,10 @@ class EvalConfig:
 
 @dataclass
 class TrainerConfig:
-    """Lightning trainer and loader settings. ``batch_size`` is per device; ``ckpt_every_steps``:
+    """Lightning trainer and loader settings. ``batch_size`` is per device (the global batch is
+    ``batch_size x devices x num_nodes``); ``sync_batchnorm``: with more than one process, batch-norm
+    statistics over the global batch (so that N processes train like one with the global batch);
+    ``ckpt_every_steps``:
     atomic ``last.ckpt`` every N steps (0: only at phase ends); ``val_every``: verification every N
     steps (0: only at phase ends); ``out``: run directory (``--out`` overrides)."""
 
@@ -452,6 +455,7 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     find_unused_parameters: bool = False
+    sync_batchnorm: bool = True
     channels_last: bool = False
     compile: bool = False
     batch_size: int = 128

@@ -350,7 +350,10 @@ class FaceRecognitionModule(L.LightningModule):
             if counts is not None:
                 for n, c in zip(self.source_names, counts):
                     self.log(f"data/frac_{n}", c / max(bs, 1), on_step=True, batch_size=bs)
-            self.loss_log.append((int(gstep), float(loss.detach())))
+            # the loss of the global batch (the mean over ranks; equal per-rank batches): the curve of
+            # N processes is that of one process with the global batch
+            gl = self.all_gather(loss.detach()).mean() if self.trainer.world_size > 1 else loss.detach()
+            self.loss_log.append((int(gstep), float(gl)))
         return loss
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:

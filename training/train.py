@@ -38,6 +38,7 @@ from common.config import ConfigError, config_to_dict
 from .config import EvalConfig, TrainConfig, load_config
 from .curriculum import Curriculum
 from .data import MixedDataModule, build_sources
+from .distributed import GlobalBatchNormSync
 from .module import (AtomicCheckpoint, FaceRecognitionModule, PeriodicEval, ProgressPrinter, atomic_write_text,
                      load_backbone, save_backbone)
 
@@ -194,11 +195,18 @@ def build_trainer(cfg: TrainConfig, max_steps: int, pdir: Path, callbacks: list)
     import lightning.pytorch as L
 
     t = cfg.trainer
+    # batch norm over the global batch under DDP: torch's fused SyncBatchNorm on CUDA, GlobalBatchNorm
+    # (one all_reduce per layer, any backend) on CPU
+    sync = None
+    if t.sync_batchnorm and str(t.strategy).startswith("ddp"):
+        sync = "cuda" if _eval_device(cfg) == "cuda" else "global"
     return L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=_strategy(cfg),
+        sync_batchnorm=sync == "cuda",
+        plugins=[GlobalBatchNormSync()] if sync == "global" else None,
         precision=t.precision,
         max_steps=max_steps,
         max_epochs=-1,

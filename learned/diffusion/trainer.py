@@ -157,7 +157,7 @@ class DiffusionModule(LearnedModule):
         loss = self.diffusion_loss(batch["x"], batch["cond"])
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         if self.global_step % max(1, self.cfg.train.log_every) == 0:
-            self.loss_log.append((int(self.global_step), float(loss.detach())))
+            self.loss_log.append((int(self.global_step), self.global_mean(loss)))
         return loss
 
     def update_ema(self) -> None:

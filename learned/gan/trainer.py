@@ -155,6 +155,8 @@ class GANModule(LearnedModule):
     the generator's EMA (``self.G_ema``). ``encoder``: the frozen FR encoder of the identity loss
     (kept out of the state dict)."""
 
+    ddp_unused_parameters = True  # the G step leaves D's parameters out of its loss, the D step G's
+
     def __init__(self, cfg: GANTrainConfig, encoder: torch.nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
@@ -255,7 +257,13 @@ class GANModule(LearnedModule):
         for k, v in stats.items():
             self.log(f"train/{k}", v, prog_bar=k in ("d_loss", "g_loss", "id_cos"), on_step=True, on_epoch=False)
         if step % max(1, self.cfg.train.log_every) == 0:
-            self.loss_log.append((step, stats["d_loss"], stats["g_loss"], stats.get("id_cos", float("nan"))))
+            # means over the data-parallel ranks (a collective: every rank logs the same steps)
+            vals = torch.tensor([stats["d_loss"], stats["g_loss"], stats.get("id_cos", float("nan"))],
+                                dtype=torch.float64)
+            if self.trainer.world_size > 1:
+                vals = self.all_gather(vals.to(self.device)).view(-1, 3).mean(0)
+            d, g, c = vals.tolist()
+            self.loss_log.append((step, d, g, c))
         return {"loss": torch.tensor(stats["g_loss"]), **stats}
 
     def update_ema(self) -> None:
