@@ -119,7 +119,8 @@ def test_encode_workers_default_by_device(tmp_path):
 def test_stream_batches_stay_on_the_source_device_and_are_uint8(tmp_path):
     """A stream source's batch is quantized where it was rendered and assembled on that device;
     mixing it with a disk source moves only the disk part (CPU stand-in: every part on the CPU)."""
-    from training.curriculum import Curriculum, parse_config
+    from training.config import parse_config
+    from training.curriculum import Curriculum
     from training.data import MixedBatchStream, build_sources, make_loader, renders_on_device
     from tests.training.test_training_utils import tiny_train_dict
 

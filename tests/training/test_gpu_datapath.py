@@ -49,7 +49,8 @@ def test_engine_cuda_mode_defaults_and_matches_render_workers(tmp_path):
 
 
 def test_stream_batches_built_on_the_gpu(tmp_path):
-    from training.curriculum import Curriculum, parse_config
+    from training.config import parse_config
+    from training.curriculum import Curriculum
     from training.data import MixedBatchStream, build_sources, make_loader, renders_on_device
     from tests.training.test_training_utils import tiny_train_dict
 
