@@ -34,6 +34,8 @@ APPEARANCE_PARAMS = (
     # resting face shape as small per-identity blendshape offsets (see REST_FEATURES)
     "eye_aperture", "brow_rest", "mouth_width", "lip_fullness", "nose_flare", "jaw_forward", "cheek_fullness",
     "asymmetry",
+    # layout 3: skin detail - wrinkles (from age), moles
+    "wrinkles", "moles",
 )
 #: Resting features: appearance column -> ARKit units moved by ``s = 2u - 1`` in [-1, 1], as
 #: (unit, weight for s < 0, weight for s > 0) so that each column spans e.g. narrow .. wide eyes.
@@ -135,10 +137,13 @@ def appearance_from_draws(semantic: torch.Tensor, u: "Callable[[], torch.Tensor]
     eye_makeup = torch.where(u() < 0.5 * fem ** 1.5, 0.3 + 0.7 * u(), torch.zeros(n))
     mouth_rest = u()
     rest = [u() for _ in range(len(REST_FEATURES) + 1)]
+    # age 0.45 .. 0.95 is ~20 .. 80 years: lines appear from the late thirties, deepen past sixty
+    wrinkles = (((age - 0.58) / 0.3).clamp(0, 1) * (0.6 + 0.6 * u())).clamp(0, 1)
+    moles = u() ** 2
     cols = [melanin, hemoglobin, redness, blotches, freckles, lip_tint, brow_color, brow_thickness, brow_height,
             brow_arch, brow_density, iris_mel, iris_hue, hair_mel, hair_red, hair_grey, hairline, bald,
             hair_density, beard, stubble, (style.float() + 0.5) / ns, hair_length, hair_thickness, hair_phase,
-            lipstick, lip_hue, eye_makeup, mouth_rest, *rest]
+            lipstick, lip_hue, eye_makeup, mouth_rest, *rest, wrinkles, moles]
     return torch.stack(cols, 1)
 
 
@@ -224,6 +229,40 @@ def scalp_hair(p: torch.Tensor, app: torch.Tensor, jitter: torch.Tensor | float 
     return hair * (1 - ear * (1 - ears)) * a("hair_density")
 
 
+def skin_lines(p: torch.Tensor, wrinkles: torch.Tensor, eye_centres: torch.Tensor) -> torch.Tensor:
+    """(P,) darkening in [0, 1) of creases and lines at rest positions ``p`` (P, 3): nasolabial folds
+    and the crease under the eyes for every adult (faintly), and with ``wrinkles`` (P,) in [0, 1]
+    (from age) forehead lines, crow's feet and marionette lines. Baked into the skin albedo (the
+    shading of a crease at 112 px is mostly its darker line)."""
+    x, y, z = p.unbind(-1)
+    ax = x.abs()
+    ex, ey = eye_centres[:, 0].abs().mean(), eye_centres[:, 1].mean()
+    front = _smoothstep(-0.035, -0.01, z)
+
+    def seg(x0, y0, x1, y1, width):  # gaussian line around the segment (x0, y0) - (x1, y1) on |x|
+        dx, dy = x1 - x0, y1 - y0
+        t = (((ax - x0) * dx + (y - y0) * dy) / (dx * dx + dy * dy)).clamp(0, 1)
+        d2 = (ax - x0 - t * dx) ** 2 + (y - y0 - t * dy) ** 2
+        return torch.exp(-d2 / width ** 2)
+
+    naso = seg(0.019, -0.030, 0.032, -0.063, 0.0022)
+    under = torch.exp(-(((ax - ex) / 0.011) ** 2 + ((y - ey + 0.011) / 0.0025) ** 2))
+    out = (0.10 + 0.22 * wrinkles) * naso + (0.05 + 0.12 * wrinkles) * under
+    # forehead: three or four horizontal lines 7 mm apart, bending with the brow
+    fy = y - 0.032 - 1.5 * x * x
+    ph = torch.remainder(fy / 0.007, 1.0) - 0.5
+    fore = torch.exp(-(ph / 0.13) ** 2) * _smoothstep(-0.004, 0.0, fy) * (1 - _smoothstep(0.02, 0.028, fy))
+    fore = fore * (1 - _smoothstep(0.035, 0.05, ax))
+    # crow's feet: a fan of short lines at the outer eye corners
+    cx, cy = ax - (ex + 0.014), y - ey
+    r = (cx * cx + cy * cy).sqrt()
+    fan = torch.cos(torch.atan2(cy, cx.clamp_min(1e-4)) * 9).clamp_min(0) ** 6
+    crow = fan * _smoothstep(0.002, 0.004, r) * (1 - _smoothstep(0.009, 0.014, r)) * _smoothstep(-0.002, 0.001, cx)
+    marionette = seg(0.027, -0.070, 0.030, -0.088, 0.0018)
+    out = out + wrinkles * (0.22 * fore + 0.25 * crow + 0.2 * marionette)
+    return (out * front).clamp(0, 0.6)
+
+
 def shade_albedo(
     p: torch.Tensor,
     region: torch.Tensor,
@@ -259,7 +298,15 @@ def shade_albedo(
     # slightly paler, redder ears and darker around the eyes
     socket = torch.exp(-(((ax - 0.032) / 0.016) ** 2 + ((y + 0.006) / 0.009) ** 2))
     mel = mel * (1 + 0.15 * socket)
+    # fine mottling (pores and capillaries at a few millimetres) and moles: sparse dark spots where a
+    # fine noise field peaks, more of them with ``moles``
+    mel = mel * (1 + 0.05 * _noise(q, 0.003, slice(0, 12)))
+    mole_f = _noise(q * 1.7, 0.011, slice(12, 24))
+    thr = 2.45 - 0.35 * a("moles")  # the field's sd is ~0.8: a few spots per face at most
+    mole = _smoothstep(0.0, 0.15, mole_f - thr) * _smoothstep(-0.04, -0.01, z)
+    mel = mel + 0.6 * mole * (0.3 + mel)
     alb = skin_base(mel, hem)
+    alb = alb * (1 - skin_lines(p, a("wrinkles"), eye_centres))[:, None]
     # eye make-up: shadow on the upper lid and a darker rim, fading towards the brow
     lid = torch.exp(-(((ax - 0.033) / 0.016) ** 2 + ((y - 0.004) / 0.006) ** 2)) * _smoothstep(-0.03, -0.01, z)
     em = (a("eye_makeup") * lid * 0.6)[:, None]
@@ -268,10 +315,14 @@ def shade_albedo(
 
     # ---- lips
     lips = region == REGION_IDS["lips"]
-    lip_col = skin_base(a("melanin") * (1.15 + 0.1 * a("lip_tint")), a("hemoglobin") + 0.6 + 0.6 * a("lip_tint"))
+    # lips: more melanin than the skin around them (darker, browner lips on darker skin), more blood
+    lip_col = skin_base(a("melanin") * (1.3 + 0.25 * a("lip_tint")) + 0.03, a("hemoglobin") + 0.45 + 0.5 * a("lip_tint"))
     # lipstick: from nude pink (hue 0) to deep red / berry (hue 1), stronger on the lips' centre
     hue = a("lip_hue")[:, None]
-    stick = torch.tensor([0.55, 0.22, 0.24], device=p.device) * (1 - hue) + torch.tensor([0.42, 0.03, 0.06], device=p.device) * hue
+    # (the nude end is the natural lip colour, a little rosier and glossier; deep shades darken on darker skin)
+    nude = lip_col * torch.tensor([1.15, 0.85, 0.9], device=p.device)
+    deep = torch.tensor([0.42, 0.03, 0.06], device=p.device) * (1 - 0.45 * a("melanin"))[:, None]
+    stick = nude * (1 - hue) + deep * hue
     ls = a("lipstick")[:, None] * 0.85
     lip_col = lip_col * (1 - ls) + stick * ls
     alb = torch.where(lips[:, None], lip_col, alb)
@@ -322,13 +373,21 @@ def shade_albedo(
         green = torch.tensor([0.10, 0.15, 0.06], device=p.device)
         im = a("iris_melanin")[:, None]
         light = blue * (1 - a("iris_hue"))[:, None] + green * a("iris_hue")[:, None]
-        iris_c = light * (1 - im) + brown * im
+        # light (blue/grey/green) irises below ~0.35, hazel in between, brown above 0.55 and darker
+        # brown towards 1 (at 112 px a dark brown iris reads almost as dark as the pupil)
+        t = _smoothstep(0.3, 0.55, im)
+        iris_c = light * (1 - t) + brown * t * (1.25 - 0.75 * ((im - 0.55) / 0.45).clamp(0, 1))
         streak = 0.75 + 0.25 * torch.sin(ang * 23 + 40 * r + offset[:, 0]) * torch.sin(ang * 9 - offset[:, 1])
-        iris_c = iris_c * streak[:, None] * (0.6 + 0.6 * (r / iris_r).clamp(0, 1))[:, None]
-        limbal = _smoothstep(0.75, 1.0, r / iris_r)
-        iris_c = iris_c * (1 - 0.6 * limbal)[:, None]
-        sclera = torch.tensor([0.72, 0.66, 0.62], device=p.device) * (1 - 0.25 * _smoothstep(0.008, 0.016, r))[:, None]
-        sclera = sclera + torch.tensor([0.05, -0.02, -0.02], device=p.device) * _smoothstep(0.01, 0.016, r)[:, None]
+        iris_c = iris_c * streak[:, None] * (0.55 + 0.45 * (r / iris_r).clamp(0, 1))[:, None]
+        limbal = _smoothstep(0.7, 1.0, r / iris_r)
+        iris_c = iris_c * (1 - 0.7 * limbal)[:, None]
+        # sclera: a wet, slightly warm off-white, darker and redder towards the corners (lids,
+        # vessels); its tone varies by identity (more yellow with melanin and age cues via redness)
+        tone = (0.56 + 0.1 * (offset[:, 2] - offset[:, 2].floor()))[:, None]
+        sclera = tone * torch.tensor([1.0, 0.93, 0.86], device=p.device) - 0.05 * a("melanin")[:, None] * torch.tensor(
+            [0.0, 0.3, 0.8], device=p.device)
+        corner = _smoothstep(0.006, 0.014, r)[:, None]
+        sclera = sclera * (1 - 0.35 * corner) + torch.tensor([0.04, -0.02, -0.02], device=p.device) * corner
         pupil = torch.tensor([0.01, 0.01, 0.01], device=p.device).expand_as(sclera)
         t_i = _smoothstep(iris_r + 0.0003, iris_r - 0.0003, r)[:, None]
         t_p = _smoothstep(pupil_r + 0.0003, pupil_r - 0.0003, r)[:, None]

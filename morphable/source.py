@@ -22,6 +22,7 @@ from .hair import STYLES, build_rig, hair_vertices, style_table
 from .model import MorphableModel
 from .occlusion import model_occlusion
 from .occluders import draw_glasses, draw_patches
+from .relief import NUM_RELIEF, relief_basis, relief_displacement, relief_mask
 from .rng import Draws, image_keys, normal_field, subkeys
 from .raster import edge_antialias, interpolate_at, rasterize, vertex_normals
 from .texture import sample_at as sample_texture_at, texel_map, uv_grid
@@ -45,7 +46,8 @@ EXPRESSIONS = {
 #: 2: hair geometry, make-up, resting mouth and gender contrast (new appearance columns).
 #: 3: per-image factors, backgrounds and sensor noise drawn for the whole batch at once from
 #: counter-based streams (:mod:`morphable.rng`) instead of one ``torch.Generator`` per image (issue 18):
-#: the same distributions, other numbers, so every image differs from version 2 (identities are unchanged).
+#: the same distributions, other numbers, so every image differs from version 2; and per identity
+#: facial relief coefficients, wrinkles and moles (appearance columns; issue 13).
 SAMPLING_VERSION = 3
 #: Shape components past this index get ``identity.detail_scale`` on top of ``shape_scale``.
 _GLOBAL_COMPONENTS = 10
@@ -186,6 +188,7 @@ class _Batch:
     inv: torch.Tensor  # (B,) each image's index in ``uniq``
     first: torch.Tensor  # (U,) first image of each distinct identity
     app_u: torch.Tensor  # (U, A) appearance of each distinct identity
+    relief: torch.Tensor | None = None  # (B, NUM_RELIEF) relief coefficients (morphable.relief)
 
 
 @dataclass
@@ -277,6 +280,12 @@ class MorphableSource(IdentitySampler):
         self._rest_normals = F.normalize(vertex_normals(mv[None], self.model.faces)[0], dim=-1)
         vreg = self.model.regions.get("vertex_region", torch.zeros(mv.shape[0], dtype=torch.int64)).to(self.device)
         self._scalp_vertex = (vreg == REGION_IDS["skin"]).float()
+        if self.cfg.identity.relief < 0:
+            raise ValueError(f"identity.relief must be >= 0 (metres), got {self.cfg.identity.relief}")
+        self._relief = self._relief_mask = None
+        if self.cfg.identity.relief > 0:
+            self._relief = relief_basis(mv)  # (V, NUM_RELIEF)
+            self._relief_mask = relief_mask(mv, self._eye_centres) * ((vreg != REGION_IDS["eye"]) & (vreg != REGION_IDS["eye_back"])).float()
         y = self.model.mean[:, 1]
         self._head_weight = ((y + 0.20) / 0.08).clamp(0, 1)  # 1 above the chin, 0 below the neck base
         self._face_region = self.model.regions.get("face_region", torch.zeros(model.faces.shape[0], dtype=torch.int64)).to(self.device)
@@ -364,14 +373,14 @@ class MorphableSource(IdentitySampler):
                 "model_version": self.model.meta.get("version"), "sampling_version": SAMPLING_VERSION, **to_dict(self.cfg)}
 
     # ------------------------------------------------------------------ identities
-    def _candidates(self, seed: int, start: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _candidates(self, seed: int, start: int, n: int) -> tuple[torch.Tensor, ...]:
         """Candidate ``start .. start+n`` of the deterministic candidate stream: (shape (n, K),
-        appearance (n, P), noise offset (n, 3), semantic (n, 5)).
+        appearance (n, P), noise offset (n, 3), semantic (n, 5), relief coefficients (n, NUM_RELIEF)).
 
         Candidate ``c`` draws from its own ``generator(seed, "identity", c)``, in this order: shape
         ``randn(num_shape)``; with the model's semantic regression, the gender push's side
         ``rand(1)`` and jitter ``randn(1)``; the appearance draws (:func:`~.appearance.appearance_draw_runs`);
-        the noise offset ``rand(3)``. Each run of same-kind draws is one call (bit-identical to single
+        the noise offset ``rand(3)``; the relief coefficients ``randn(NUM_RELIEF)``. Each run of same-kind draws is one call (bit-identical to single
         draws: ``rand`` fills serially, and ``randn`` of fewer than 16 values too), the shape push and
         the semantic regression run per candidate as before, and the appearance arithmetic (most of the
         work) is batched over the ``n`` candidates: the same bits as drawing each candidate alone
@@ -379,13 +388,14 @@ class MorphableSource(IdentitySampler):
         W = self.model.regions.get("semantic_weights")
         K, Ks = self.model.num_shape, self.num_shape
         plan = _candidate_plan(Ks, W is not None)
-        us, ns, zs = [], [], []
+        us, ns, zs, rs = [], [], [], []
         for c in range(start, start + n):
             g = generator(seed, "identity", c)
             draws = [(torch.randn if kind == "n" else torch.rand)(count, generator=g) for kind, count, _ in plan]
             zs.append(draws[0])
             us.extend(d for d, (kind, _, _) in zip(draws, plan) if kind == "u")
             ns.extend(d for d, (kind, _, coll) in zip(draws, plan) if kind == "n" and coll)
+            rs.append(torch.randn(NUM_RELIEF, generator=g))
         U = torch.cat(us).view(n, -1)  # (n, [side +] appearance uniforms + 3 offset)
         N = torch.cat(ns).view(n, -1) if ns else torch.zeros(n, 0)  # (n, [jitter +] appearance normals)
         Z = torch.zeros(n, K)
@@ -403,7 +413,8 @@ class MorphableSource(IdentitySampler):
             ucols, ncols = iter(U[:, : U.shape[1] - 3].T), iter(N.T)
         app = appearance_from_draws(sem, lambda: next(ucols), lambda: next(ncols))
         off = (U[:, -3:] - 0.5) * 200.0
-        return Z, app, off, sem
+        R = torch.stack(rs) if rs else torch.zeros(0, NUM_RELIEF)
+        return Z, app, off, sem, R
 
     def _push_gender(self, z: torch.Tensor, W: torch.Tensor, side: torch.Tensor, jit: torch.Tensor) -> torch.Tensor:
         """Move shape coefficients ``z`` (n, K) along the model's gender direction (the regression
@@ -446,19 +457,19 @@ class MorphableSource(IdentitySampler):
         blocks: dict[int, tuple[torch.Tensor, ...]] = {}
 
         def candidates(start: int, count: int) -> torch.Tensor:
-            s, a, o, m = self._candidates(seed, start, count)
-            blocks[start] = (s, a, o, m)
+            s, a, o, m, r = self._candidates(seed, start, count)
+            blocks[start] = (s, a, o, m, r)
             return self._embedding(s, a)  # float32: upcast exactly to float64 for the rule
 
         res = reject_close(candidates, n, md, int(self.cfg.identity.max_tries))
         E = res.embedding.float()
         # the accepted candidates' parameters, from the blocks they were drawn in
         starts = sorted(blocks)
-        acc_s, acc_a, acc_o, acc_m = ([] for _ in range(4))
+        acc_s, acc_a, acc_o, acc_m, acc_r = ([] for _ in range(5))
         for b, st in enumerate(starts):
             end = starts[b + 1] if b + 1 < len(starts) else st + blocks[st][0].shape[0]
             rows = res.index[(res.index >= st) & (res.index < end)] - st
-            for out, t in zip((acc_s, acc_a, acc_o, acc_m), blocks[st]):
+            for out, t in zip((acc_s, acc_a, acc_o, acc_m, acc_r), blocks[st]):
                 out.append(t[rows])
         rep = separability_report(E, space="whitened shape PCA + appearance / sqrt(dim)", min_distance=md,
                                   achieved_min_distance=res.min_distance)
@@ -470,7 +481,8 @@ class MorphableSource(IdentitySampler):
             meta[k] = app[:, APPEARANCE_PARAMS.index(k)]
         meta["hair_style"] = (app[:, APPEARANCE_PARAMS.index("hair_style")] * len(STYLES)).floor().clamp(0, len(STYLES) - 1)
         return Identities(
-            params={"shape": torch.cat(acc_s), "appearance": app, "noise_offset": torch.cat(acc_o)},
+            params={"shape": torch.cat(acc_s), "appearance": app, "noise_offset": torch.cat(acc_o),
+                    "relief": torch.cat(acc_r)},
             embedding=E, seed=int(seed), report=rep, meta=meta,
         )
 
@@ -595,11 +607,12 @@ class MorphableSource(IdentitySampler):
         shape = identities.params["shape"][rows].to(dev)
         app = identities.params["appearance"][rows].to(dev)
         off = identities.params["noise_offset"][rows].to(dev)
+        relief = identities.params["relief"][rows].to(dev) if "relief" in identities.params else None
         # per-identity work (hair volume, albedo textures) runs once per distinct identity
         uniq, inv = torch.unique(rows.to(dev), return_inverse=True)
         first = _first_index(inv, len(uniq))
         return _Batch(rows=rows, variations=variations, fac=fac, host=host, keys=keys, shape=shape, app=app, off=off,
-                      uniq=uniq, inv=inv, first=first, app_u=app[first])
+                      uniq=uniq, inv=inv, first=first, app_u=app[first], relief=relief)
 
     def _geometry(self, b: _Batch) -> _Geometry:
         """Identity + expression + hair volume and hair mesh, posed (head and torso), seen by the
@@ -613,6 +626,10 @@ class MorphableSource(IdentitySampler):
         # smile) under the sampled expression
         expr = fac["expression"] + rest_expression(app, self.model.expression_labels)
         v = self.model.vertices(shape, expr)  # (B, V, 3)
+        if self._relief is not None and b.relief is not None:
+            # fine per-identity shape outside the model's span (morphable.relief), along the rest normals
+            disp = relief_displacement(b.relief[b.first], self._relief, self._relief_mask, cfg.identity.relief)  # (U, V)
+            v = v + (self._rest_normals[None] * disp[..., None])[inv]
         if cfg.identity.hair_volume > 0:
             U, V = len(b.uniq), v.shape[1]
             cov = scalp_hair(self.model.mean.repeat(U, 1), app_u.repeat_interleave(V, 0), edge=(-0.01, 0.03)).view(U, V)
@@ -756,6 +773,15 @@ class MorphableSource(IdentitySampler):
         view = F.normalize(cam.position[bsel] - pos, dim=-1)
         h = F.normalize(ldir + view, dim=-1)
         spec = fac["light_specular"][bsel] * specw * fac["light_intensity"][bsel] * shadow * (n * h).sum(-1).clamp_min(0) ** 24
+        # wet eyes: a sharp catchlight of the key light and of the bright environment above the camera
+        eye = region == REGION_IDS["eye"]
+        if bool(eye.any()):
+            ne, ve = n[eye], view[eye]
+            key = (ne * h[eye]).sum(-1).clamp_min(0) ** 250 * fac["light_intensity"][bsel[eye]] * shadow[eye]
+            env_dir = F.normalize(ve + torch.tensor([0.0, 0.6, 0.0], device=dev), dim=-1)
+            env = (ne * F.normalize(env_dir + ve, dim=-1)).sum(-1).clamp_min(0) ** 120 * fac["light_ambient"][bsel[eye]]
+            spec = spec.clone()
+            spec[eye] = 1.6 * key + 0.8 * env
         lin = alb * irr + spec[:, None] * col
         # exposure from the mean irradiance on the face (not the albedo: dark skin stays dark)
         lum = irr.mean(-1)

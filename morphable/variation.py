@@ -203,7 +203,9 @@ class IdentityConfig:
     ``hair_mesh`` adds hair geometry in the identity's style (:mod:`morphable.hair`: caps, fringes,
     bobs, long hair, buns, curls) to models that have a cranium (the default model);
     ``gender_contrast`` moves each identity's shape along the model's gender direction towards a
-    clearly female- or male-read face (1) or leaves the model's own, mostly androgynous spread (0).
+    clearly female- or male-read face (1) or leaves the model's own, mostly androgynous spread (0);
+    ``relief`` is the rms (metres) of per-identity fine facial relief outside the shape model's span
+    (brow ridge, nasal bridge, cheekbones, chin: :mod:`morphable.relief`).
     """
 
     shape_scale: float = 1.0
@@ -214,6 +216,7 @@ class IdentityConfig:
     hair_volume: float = 0.012  # metres of scalp-hair thickness at full density (0 = painted hair only)
     hair_mesh: bool = True
     gender_contrast: float = 1.0  # 0: the model's gender spread (mostly androgynous); 1: female- or male-read
+    relief: float = 0.0011  # metres rms of per-identity fine facial relief (morphable.relief; 0 = off)
 
 
 @dataclass
@@ -255,7 +258,14 @@ def _frontal() -> RenderConfig:
 
 def _wild() -> RenderConfig:
     c = RenderConfig()
-    c.pose = PoseConfig(yaw=Normal(0, 35, -80, 80), pitch=Normal(0, 14, -40, 40), roll=Normal(0, 10, -30, 30))
+    # pitch and roll as in photographs taken in the wild (web face sets: sd ~10 and ~8 degrees),
+    # yaw kept wide (profiles included); light from the side more often than from far behind;
+    # fewer and smaller opaque patches
+    c.pose = PoseConfig(yaw=Normal(0, 35, -80, 80), pitch=Normal(0, 10, -30, 30), roll=Normal(0, 8, -25, 25))
+    c.light.ambient = Uniform(0.4, 0.8)
+    c.light.azimuth = Normal(0, 40, -110, 110)
+    c.occluders.patch_prob = 0.05
+    c.occluders.patch_size = Uniform(0.1, 0.25)
     return c
 
 

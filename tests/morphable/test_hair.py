@@ -7,6 +7,7 @@ import torch
 from morphable import MorphableSource
 from morphable.appearance import APPEARANCE_PARAMS, shade_hair
 from morphable.hair import CENTRE, STYLES, sample_style, style_table
+from morphable.source import SAMPLING_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def test_hair_changes_the_image_and_is_logged(default_model):
     b = off.render(ids, r, torch.zeros(1, dtype=torch.int64), seed=0).images
     assert float((a - b).abs().mean()) > 0.01
     assert "hair_style" in ids.meta and "lipstick" in ids.meta
-    assert on.config()["identity"]["hair_mesh"] is True and on.config()["sampling_version"] == 3
+    assert on.config()["identity"]["hair_mesh"] is True and on.config()["sampling_version"] == SAMPLING_VERSION
 
 
 def test_shade_hair_range_and_colour_follows_melanin():

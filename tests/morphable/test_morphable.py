@@ -116,10 +116,10 @@ def test_aligned_landmarks_land_on_template(default_model):
     assert float(err.max()) < 2.0, err
     # random identities: the similarity leaves only the identity's own deviation from the
     # template's proportions (as for real faces), on average about 3 px (2.99-3.01 over variations
-    # 0-3 under sampling versions 2 and 3: the camera's perspective moves it a little)
+    # 0-3 before facial relief, which adds ~0.04: the camera's perspective moves it a little)
     b = src.render(ids, torch.arange(8), torch.zeros(8, dtype=torch.long), seed=0)
     err = (b.landmarks - template(112)).norm(dim=-1)
-    assert float(err.mean()) < 3.1, err
+    assert float(err.mean()) < 3.2, err
     # landmarks are where the features are drawn: the pupil (within 1 px of the eye landmark) is
     # darker than the skin between the eyes
     img = b.images

@@ -1,0 +1,97 @@
+"""Facial relief (morphable.relief), skin lines, moles and the eyes' colours (morphable.appearance)."""
+import pytest
+import torch
+
+from morphable.appearance import APPEARANCE_PARAMS, shade_albedo, skin_lines
+from morphable.default_model import REGION_IDS
+from morphable.relief import NUM_RELIEF, relief_basis, relief_displacement, relief_mask
+
+EYES = torch.tensor([[-0.032, 0.0, 0.0], [0.032, 0.0, 0.0]])
+
+
+def _points(n=4000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([(torch.rand(n, generator=g) - 0.5) * 0.16, (torch.rand(n, generator=g) - 0.7) * 0.2,
+                        (torch.rand(n, generator=g) - 0.5) * 0.12], 1)
+
+
+def test_relief_basis_is_symmetric_and_unit_rms():
+    p = _points()
+    b = relief_basis(p)
+    assert b.shape == (len(p), NUM_RELIEF)
+    mirrored = relief_basis(p * torch.tensor([-1.0, 1.0, 1.0]))
+    torch.testing.assert_close(b, mirrored)
+    # standard-normal coefficients give unit rms displacement (mask 1, amplitude 1)
+    c = torch.randn(2000, NUM_RELIEF, generator=torch.Generator().manual_seed(1))
+    d = relief_displacement(c, b, torch.ones(len(p)), 1.0)
+    assert 0.95 < float(d.pow(2).mean().sqrt()) < 1.05
+
+
+def test_relief_mask_spares_eyes_and_the_back_of_the_head():
+    pts = torch.tensor([[0.032, 0.0, 0.0], [-0.032, 0.0, 0.0], [0.0, -0.04, 0.02], [0.0, 0.02, -0.15], [0.0, 0.2, 0.0]])
+    m = relief_mask(pts, EYES)
+    assert float(m[0]) < 0.02 and float(m[1]) < 0.02  # eye centres
+    assert float(m[2]) > 0.9  # nose / upper lip area
+    assert float(m[3]) == 0.0 and float(m[4]) == 0.0  # back of the head, above the forehead
+    assert bool(((m >= 0) & (m <= 1)).all())
+
+
+def test_skin_lines_deepen_with_wrinkles():
+    forehead = torch.tensor([[0.0, 0.0355 + 0.007 * k, 0.01] for k in range(3)])  # on the forehead lines
+    naso = torch.tensor([[0.025, -0.046, 0.02]])
+    cheek = torch.tensor([[0.05, -0.03, 0.0]])
+    p = torch.cat([forehead, naso, cheek])
+    young, old = skin_lines(p, torch.zeros(len(p)), EYES), skin_lines(p, torch.ones(len(p)), EYES)
+    assert float(young[:3].max()) == 0.0 and float(old[:3].min()) > 0.1  # forehead lines only with age
+    assert float(old[3]) > float(young[3]) > 0.05  # a nasolabial fold at every adult age, deeper with age
+    assert float(old[4]) < 0.02  # the open cheek stays clear
+    assert bool(((old >= 0) & (old <= 0.6)).all())
+
+
+def _albedo(points, region, **params):
+    app = torch.full((len(points), len(APPEARANCE_PARAMS)), 0.5)
+    for k, v in params.items():
+        app[:, APPEARANCE_PARAMS.index(k)] = v
+    off = torch.zeros(len(points), 3)
+    return shade_albedo(points, torch.full((len(points),), REGION_IDS[region]), app, off, EYES)[0]
+
+
+def test_moles_add_a_few_dark_spots():
+    g = torch.Generator().manual_seed(3)
+    p = torch.stack([(torch.rand(20000, generator=g) - 0.5) * 0.1, (torch.rand(20000, generator=g) - 0.6) * 0.12,
+                     torch.full((20000,), 0.01)], 1)
+    lum = lambda a: a.mean(-1)  # noqa: E731
+    none, many = lum(_albedo(p, "skin", moles=0.0, freckles=0.0)), lum(_albedo(p, "skin", moles=1.0, freckles=0.0))
+    dark = (many < 0.8 * none).float().mean()
+    assert 0.0005 < float(dark) < 0.05  # spots, not a pattern over the face
+    assert float((none - many).clamp_min(0).max()) > 0.05
+
+
+def test_brown_irises_are_darker_than_light_ones_and_the_sclera():
+    p = torch.tensor([[0.032 + 0.004, 0.0, 0.012], [0.032 + 0.011, 0.0, 0.008]])  # iris, sclera
+    brown = _albedo(p, "eye", iris_melanin=1.0).mean(-1)
+    light = _albedo(p, "eye", iris_melanin=0.0).mean(-1)
+    assert float(brown[0]) < float(light[0])
+    assert float(brown[1]) > 3 * float(brown[0])  # the white of the eye around a brown iris
+    assert 0.3 < float(brown[1]) < 0.65  # an off-white, not paper white
+
+
+def test_relief_changes_the_face_but_not_the_eyes():
+    from morphable import MorphableSource
+    src = MorphableSource(preset="frontal", size=64)
+    flat = MorphableSource(preset="frontal", size=64, overrides={"identity": {"relief": 0.0}})
+    ids = src.sample_identities(2, seed=0)
+    assert ids.params["relief"].shape == (2, NUM_RELIEF)
+    rows, var = torch.tensor([0, 1]), torch.tensor([0, 0])
+    a, b = src.render(ids, rows, var, seed=0).images, flat.render(ids, rows, var, seed=0).images
+    assert float((a.float() - b.float()).abs().mean()) > 0.001
+    # without relief coefficients in the identities the source renders as with relief 0
+    ids2 = type(ids)(params={k: v for k, v in ids.params.items() if k != "relief"}, embedding=ids.embedding,
+                     seed=ids.seed, report=ids.report, meta=ids.meta)
+    torch.testing.assert_close(src.render(ids2, rows, var, seed=0).images, b)
+
+
+def test_negative_relief_is_refused():
+    from morphable import MorphableSource
+    with pytest.raises(ValueError, match="identity.relief"):
+        MorphableSource(preset="frontal", size=64, overrides={"identity": {"relief": -0.001}})
