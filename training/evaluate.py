@@ -126,6 +126,11 @@ def load_model(path: str | os.PathLike, network: str | None = None, embedding_si
     if network is None:
         raise EvaluateInputError(f"{p}: not a run dir of ours (no model_config.json beside it); for an arcface_torch "
                                  f"checkpoint pass --network (r18, r34, r50, r100, r200, mbf, mobilefacenet)")
+    from .backbones import _ALIASES
+
+    if _ALIASES.get(network.lower(), network.lower()) not in list_backbones():
+        raise EvaluateInputError(f"--network {network!r}: unknown; registered: {', '.join(list_backbones())} "
+                                 f"(and arcface_torch's r18 r34 r50 r100 r200)")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
@@ -144,10 +149,7 @@ def load_model(path: str | os.PathLike, network: str | None = None, embedding_si
                                  f"its first keys: {', '.join(list(sd)[:6])})") from None
     emb = embedding_size or emb
     isz = input_size or isz or 112
-    try:
-        model = create_backbone(network, emb, input_size=isz)
-    except KeyError as e:
-        raise EvaluateInputError(f"--network {network!r}: {e.args[0]}; registered: {', '.join(list_backbones())}") from None
+    model = create_backbone(network, emb, input_size=isz)
     try:
         load_arcface_torch(model, p, strict=True)
     except RuntimeError as e:
