@@ -192,6 +192,13 @@ def test_evaluate_cli_errors_name_the_bad_file(tmp_path, capsys):
 
     run = _run_dir(tmp_path)
     lfw = make_fake_lfw(tmp_path / "lfw", n_folds=2, people_per_fold=4, pairs_per_fold=2, size=24)
+    elsewhere = tmp_path / "lists" / "ext.txt"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text((lfw / "pairs.txt").read_text())
+    assert main([str(run), "--pairs", str(elsewhere), "--out", str(tmp_path / "o")]) == 2
+    assert "no images/ folder for ext.txt" in capsys.readouterr().err
+    assert main([str(run), "--pairs", str(elsewhere), "--image-root", str(lfw), "--out", str(tmp_path / "o")]) == 0
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["ext"]["num_pairs"] == 8
     assert main([str(run), "--pairs", str(tmp_path / "missing")]) == 2
     assert "missing: no such pairs folder or file" in capsys.readouterr().err
     bad = lfw / "bad_pairs.txt"

@@ -16,7 +16,8 @@ Usage::
   read from the weights' shapes (``fc`` / ``features`` of iResNet, the GDC kernel of MobileFaceNet).
 
 ``--pairs`` takes an LFW-layout folder (``ROOT/images/<Name>/<Name>_NNNN.jpg`` + ``ROOT/pairs.txt``),
-or a pairs file (LFW ``pairs.txt`` or a ``#synthface-pairs v1`` list, images under the file's folder),
+or a pairs file (LFW ``pairs.txt`` or a ``#synthface-pairs v1`` list, images under the file's folder or
+``--image-root``, e.g. a benchmark's ``pairs_extended.txt`` with ``--image-root ../shared/data/lfw-dev``),
 optionally ``NAME=PATH`` to name the set and ``PATH@4,5`` to keep some 1-based folds. ``--bin`` takes
 insightface ``.bin`` files (``lfw.bin``, ``agedb_30.bin``, ``cfp_fp.bin`` ...; 10 contiguous folds).
 
@@ -174,8 +175,9 @@ class EvalSet:
     folds: list[int] | None = None
 
 
-def parse_set(spec: str, kind: str) -> EvalSet:
-    """``[NAME=]PATH[@f1,f2,...]`` -> :class:`EvalSet`; checks that the files exist."""
+def parse_set(spec: str, kind: str, image_root: str | os.PathLike | None = None) -> EvalSet:
+    """``[NAME=]PATH[@f1,f2,...]`` -> :class:`EvalSet`; checks that the files exist. A pairs file whose
+    folder has no ``images/`` takes its images from ``image_root`` (an LFW-layout folder)."""
     name = None
     if "=" in spec.split("/")[0]:
         name, spec = spec.split("=", 1)
@@ -199,10 +201,13 @@ def parse_set(spec: str, kind: str) -> EvalSet:
             raise EvaluateInputError(f"{p}: an LFW-layout folder needs pairs.txt (and images/<Name>/...)")
     elif p.is_file():
         root, txt = p.parent, p
+        if not (root / "images").is_dir() and image_root is not None:
+            root = Path(image_root)
     else:
         raise EvaluateInputError(f"{p}: no such pairs folder or file")
     if not (root / "images").is_dir():
-        raise EvaluateInputError(f"{root}: no images/ folder beside {txt.name} (LFW layout: images/<Name>/<Name>_NNNN.jpg)")
+        raise EvaluateInputError(f"{root}: no images/ folder for {txt.name} (LFW layout: images/<Name>/<Name>_NNNN.jpg; "
+                                 f"--image-root DIR for a pairs file kept elsewhere)")
     default = root.name if txt.name == "pairs.txt" else txt.stem
     return EvalSet(name or default, "pairs", str(txt), str(root), folds)
 
@@ -320,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--pairs", nargs="+", action="extend", default=[], metavar="[NAME=]ROOT|FILE[@FOLDS]",
                     help="LFW-layout folder or pairs file (LFW pairs.txt or #synthface-pairs v1)")
     ap.add_argument("--bin", nargs="+", action="extend", default=[], metavar="[NAME=]FILE.bin")
+    ap.add_argument("--image-root", default=None,
+                    help="LFW-layout folder holding images/ for --pairs files with no images/ beside them")
     ap.add_argument("--out", default=None, help="output folder (default eval/<model name>)")
     ap.add_argument("--network", default=None, help="arcface_torch network of a .pth: r18 r34 r50 r100 r200 mbf ...")
     ap.add_argument("--embedding-size", type=int, default=None, help="override the size read from the weights")
@@ -331,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.pairs and not args.bin:
         ap.error("give at least one --pairs or --bin set")
     try:
-        sets = [parse_set(s, "pairs") for s in args.pairs] + [parse_set(s, "bin") for s in args.bin]
+        sets = [parse_set(s, "pairs", args.image_root) for s in args.pairs] + [parse_set(s, "bin") for s in args.bin]
         lm = load_model(args.model, args.network, args.embedding_size, args.input_size, device=args.device)
         out = Path(args.out or Path("eval") / lm.name)
         print(f"evaluate: {lm.source} model {lm.name} ({lm.network}, {lm.embedding_size}-d, "
