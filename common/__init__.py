@@ -10,7 +10,7 @@
 * :mod:`common.align`: the ArcFace 5-point alignment template;
 * :mod:`common.metrics`: verification metrics shared by FR evaluation and generator evaluation (ROC,
   EER); :mod:`common.plots`: figures without pyplot, genuine/impostor score histograms;
-* :mod:`common.people`: LFW ``pairs.txt``, people files and the pairs-folds people subset config;
+* :mod:`common.people`: LFW ``pairs.txt``, ``#synthface-pairs v1`` pair lists, people files and the pairs-folds people subset config;
 * :mod:`common.progress`, :mod:`common.checkpoint`: the training progress line and the atomic
   ``last.ckpt`` callback (Lightning);
 * :mod:`common.prefetch`: a background producer thread (:class:`~common.prefetch.Prefetch`) and the

@@ -12,7 +12,8 @@ from typing import Sequence
 
 from .config import key_error
 
-__all__ = ["MissingImageError", "PairsPeopleConfig", "read_lfw_pairs", "read_people_file", "pairs_people"]
+__all__ = ["MissingImageError", "PairsPeopleConfig", "read_lfw_pairs", "read_people_file", "pairs_people",
+           "PAIR_LIST_HEADER", "write_pair_list", "read_pair_list", "read_pairs", "is_pair_list"]
 
 PathLike = str | os.PathLike
 
@@ -148,3 +149,82 @@ class PairsPeopleConfig:
     def validate(self, path: str) -> None:
         if self.folds is not None and (not self.folds or any(f < 1 for f in self.folds)):
             raise key_error(path, "folds", f"must be a non-empty list of 1-based fold numbers, got {self.folds}")
+
+
+# ----------------------------------------------------------------------------------------------
+# pair lists: any number of genuine / impostor pairs, with folds (e.g. an extended eval protocol)
+# ----------------------------------------------------------------------------------------------
+
+PAIR_LIST_HEADER = "#synthface-pairs v1"
+
+
+def write_pair_list(path: PathLike, pairs: Sequence[tuple[str, int, str, int, bool, int]],
+                    comment: str | None = None) -> Path:
+    """Write a pair list (atomically): the header line ``#synthface-pairs v1``, optional ``# comment``
+    lines, then one pair a line ``NameA<TAB>i<TAB>NameB<TAB>j<TAB>same(0/1)<TAB>fold`` (LFW image
+    numbers, 1-based; fold 1-based). Images resolve like LFW's: ``<root>/images/<Name>/<Name>_%04d.jpg``."""
+    from .io import atomic_write_text
+
+    lines = [PAIR_LIST_HEADER]
+    if comment:
+        lines += [f"# {c}" for c in comment.splitlines()]
+    lines += [f"{a}\t{i}\t{b}\t{j}\t{int(bool(s))}\t{f}" for a, i, b, j, s, f in pairs]
+    return Path(atomic_write_text(Path(path), "\n".join(lines) + "\n"))
+
+
+def is_pair_list(path: PathLike) -> bool:
+    """Whether ``path`` starts with the pair-list header (else it is read as LFW ``pairs.txt``)."""
+    with open(path) as f:
+        return f.readline().strip() == PAIR_LIST_HEADER
+
+
+def read_pair_list(path: PathLike, image_root: PathLike | None = None,
+                   check_files: bool = True) -> list[tuple[str, str, bool, int]]:
+    """Parse a pair list written by :func:`write_pair_list` into ``[(path_a, path_b, same, fold), ...]``
+    with 0-based folds, like :func:`read_lfw_pairs` (``image_root`` defaults to the file's folder).
+
+    Raises:
+        ValueError: no header, or a malformed line (line number and content in the message).
+        MissingImageError: (``check_files=True``) referenced images that do not exist.
+    """
+    path = Path(path)
+    root = Path(image_root) if image_root is not None else path.parent
+    text = path.read_text().splitlines()
+    if not text or text[0].strip() != PAIR_LIST_HEADER:
+        raise ValueError(f"{path}:1: expected the header {PAIR_LIST_HEADER!r}")
+    out: list[tuple[str, str, bool, int]] = []
+    for lno, ln in enumerate(text[1:], start=2):
+        ln = ln.strip()
+        if not ln or ln.startswith("#"):
+            continue
+        f = ln.split()
+        try:
+            if len(f) != 6:
+                raise ValueError(f"expected 'NameA<TAB>i<TAB>NameB<TAB>j<TAB>same<TAB>fold' ({len(f)} fields)")
+            i, j, same, fold = int(f[1]), int(f[3]), int(f[4]), int(f[5])
+            if i < 1 or j < 1 or fold < 1:
+                raise ValueError("image and fold numbers are 1-based")
+            if same not in (0, 1):
+                raise ValueError("same must be 0 or 1")
+            if bool(same) != (f[0] == f[2]):
+                raise ValueError("same=1 needs one name, same=0 two different names")
+        except ValueError as e:
+            msg = "numbers must be integers" if str(e).startswith("invalid literal") else str(e)
+            raise ValueError(f"{path}:{lno}: malformed line {ln!r}: {msg}") from None
+        out.append((str(_lfw_path(root, f[0], i)), str(_lfw_path(root, f[2], j)), bool(same), fold - 1))
+    if not out:
+        raise ValueError(f"{path}: no pairs")
+    if check_files:
+        missing = sorted({p for a, b, _, _ in out for p in (a, b) if not os.path.isfile(p)})
+        if missing:
+            shown = ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" if len(missing) > 5 else "")
+            raise MissingImageError(f"{len(missing)} image(s) referenced by {path} not found under "
+                                    f"{root / 'images'}: {shown}")
+    return out
+
+
+def read_pairs(path: PathLike, image_root: PathLike | None = None,
+               check_files: bool = True) -> list[tuple[str, str, bool, int]]:
+    """A pair list (:func:`read_pair_list`) or an LFW ``pairs.txt`` (:func:`read_lfw_pairs`), by header."""
+    reader = read_pair_list if is_pair_list(path) else read_lfw_pairs
+    return reader(path, image_root=image_root, check_files=check_files)

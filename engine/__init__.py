@@ -6,7 +6,8 @@ Public API::
     src = create_source("morphable", preset="wild", size=112)
 
 Real-face judge (optional extra ``judge``: dlib): ``python -m engine.judge DATASET --real DIR`` or
-``engine.judge_dataset(...)`` (see :mod:`engine.judge`).
+``engine.judge_dataset(...)`` (see :mod:`engine.judge`). Real-vs-synthetic attribute report (same extra):
+``python -m engine.attributes DATASET --real DIR`` or ``engine.attribute_report(...)`` (:mod:`engine.attributes`).
 
 Kept light on purpose: worker processes import this package, so heavy modules load lazily.
 """
@@ -26,11 +27,15 @@ def __getattr__(name):
         from . import judge
 
         return getattr(judge, name)
+    if name == "attribute_report":
+        from . import attributes
+
+        return attributes.attribute_report
     raise AttributeError(f"module 'engine' has no attribute {name!r}")
 
 
 __all__ = [
-    "CorruptRecordError", "DiskFullError", "FaceImageDataset", "Identities", "IdentitySampler", "ImageFolderDataset",
+    "CorruptRecordError", "DiskFullError", "attribute_report", "FaceImageDataset", "Identities", "IdentitySampler", "ImageFolderDataset",
     "RecDataset", "RenderBatch", "RenderError", "RenderStream", "SourceError", "SourceSpec", "contact_sheet", "create_source",
     "derive_seed", "generator", "judge_arrays", "judge_dataset", "known_sources", "open_dataset", "register_source",
     "render_dataset", "separability_report",

@@ -1,5 +1,6 @@
 """training: FR backbones, margin heads, curriculum configs, the Lightning trainer, verification
-benchmarks and the pretrain-on-synthetic / fine-tune-on-authentic benchmark.
+benchmarks, ``python -m training.evaluate`` (any model, the field's table) and the
+pretrain-on-synthetic / fine-tune-on-authentic benchmark (seeds, extended pairs, paired comparisons).
 
 Public API::
 
@@ -25,6 +26,8 @@ _LAZY = {
     "run_training": "train", "Evaluator": "train",
     "run_benchmark": "benchmark", "load_benchmark_config": "benchmark",
     "raw_throughput": "benchmark_throughput", "trainer_throughput": "benchmark_throughput",
+    "evaluate_sets": "evaluate", "load_model": "evaluate", "EvalSet": "evaluate",
+    "paired_comparison": "compare", "extended_pairs": "pairsets",
 }
 
 

@@ -50,6 +50,7 @@ from common.config import join_key as _join
 from engine.interface import derive_seed
 
 from .config import EvalConfig, ModelConfig, SourceConfig, TrainerConfig, parse_config
+from .pairsets import ExtendedPairsConfig, ensure_extended_pairs
 
 log = logging.getLogger("synthface.benchmark")
 
@@ -131,8 +132,19 @@ class BenchmarkConfig:
     variants: dict[str, SyntheticVariant] = field(default_factory=dict)
     seed: int = 0
     out: str = "runs/benchmark"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    extended_pairs: ExtendedPairsConfig | None = field(default_factory=ExtendedPairsConfig)
+    eval_all_pairs: bool = True
+    matched_steps: bool = True
+    compare: list[list[str]] | None = None
 
     def validate(self, path: str) -> None:
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"{_join(path, 'seeds')}: need distinct training seeds, got {self.seeds}")
+        for i, c in enumerate(self.compare or []):
+            if len(c) != 2:
+                raise ConfigError(f"{_join(path, 'compare')}[{i}]: a comparison is [arm_a, arm_b] (row names, e.g. "
+                                  f"finetune_100, authentic-matched_100), got {c}")
         if not self.sweep or any(n <= 0 for n in self.sweep):
             raise ConfigError(f"{_join(path, 'sweep')}: need positive identity counts, got {self.sweep}")
         bad = [a for a in self.arms if a not in ("synthetic", "authentic", "finetune")]
@@ -272,7 +284,7 @@ def check_disjoint(train_people: Sequence[str], eval_pairs: Sequence[tuple[str, 
 
 
 def _train_cfg(bc: BenchmarkConfig, name: str, sources: dict[str, Any], phase: dict[str, Any], out: Path,
-               init_backbone: str | None = None):
+               init_backbone: str | None = None, seed: int | None = None):
     eval_cfg = {**bc.eval, "pairs": [{"root": bc.lfw.root, "pairs": _pairs_path(bc.lfw), "name": "lfw-eval",
                                       "folds": list(bc.lfw.eval_folds), "pairs_per_fold": bc.lfw.pairs_per_fold}]}
     model = config_to_dict(bc.model)
@@ -280,6 +292,8 @@ def _train_cfg(bc: BenchmarkConfig, name: str, sources: dict[str, Any], phase: d
         model["init_backbone"] = init_backbone
     trainer = config_to_dict(bc.trainer)
     trainer["out"] = str(out)
+    if seed is not None:
+        trainer["seed"] = int(seed)
     raw = {"name": f"{bc.name}/{name}", "model": model, "sources": sources, "phases": [phase], "eval": eval_cfg,
            "trainer": trainer}
     return parse_config(raw, resolve=False)
@@ -307,26 +321,123 @@ def _scale_weight(w: Any, frac: float) -> Any:
     return w * frac
 
 
-def _result_row(arm: str, n_req: int | None, n_ids: int | None, n_imgs: int | None, metrics: dict[str, Any],
-                wall: float) -> dict[str, Any]:
-    ev = metrics.get("final_eval", {}).get("lfw-eval", {})
-    tar = ev.get("tar_at_far", {})
-    return {
-        "arm": arm,
-        "authentic_ids_requested": n_req,
-        "authentic_ids": n_ids,
-        "authentic_images": n_imgs,
-        "accuracy": ev.get("accuracy"),
-        "accuracy_std": ev.get("accuracy_std"),
-        "eer": ev.get("eer"),
-        "auc": ev.get("auc"),
-        "tar_far_1e-2": tar.get("0.01"),
-        "tar_far_1e-1": tar.get("0.1"),
-        "num_pairs": ev.get("num_pairs"),
-        "steps": metrics.get("total_steps"),
-        "wall_s": round(wall, 1),
-        "run_dir": metrics.get("out_dir"),
+_METRICS = ("accuracy", "accuracy_std", "eer", "auc", "tar@1e-4", "tar@1e-3", "tar@1e-2", "tar@1e-1")
+_FAR_KEYS = {"tar@1e-4": "0.0001", "tar@1e-3": "0.001", "tar@1e-2": "0.01", "tar@1e-1": "0.1"}
+
+
+def _post_eval(run_dir: Path, sets: Sequence[Any], bc: BenchmarkConfig, printer) -> dict[str, dict[str, Any]]:
+    """``{set: summarized results}`` of the run's final backbone on ``sets`` (:func:`training.evaluate.
+    evaluate_sets`), cached in ``bench_eval.json`` keyed by the backbone's and the pair files' hashes."""
+    import hashlib
+
+    from .evaluate import evaluate_sets
+    from .module import load_backbone
+    from .verification import summarize
+
+    h = hashlib.sha1((run_dir / "backbone.pt").read_bytes())
+    for st in sets:
+        h.update(f"|{st.name}|{st.path}|{st.folds}|".encode())
+        h.update(hashlib.sha1(Path(st.path).read_bytes()).digest())
+    key = h.hexdigest()
+    cache = run_dir / "bench_eval.json"
+    if cache.is_file():
+        old = json.loads(cache.read_text())
+        if old.get("key") == key:
+            return old["results"]
+    model = load_backbone(run_dir)
+    res = evaluate_sets(model, sets, batch_size=int(bc.eval.get("batch_size", 128)), flip=bool(bc.eval.get("flip", True)))
+    out = {name: summarize(r) for name, r in res.items()}
+    from common.io import atomic_write_text
+
+    atomic_write_text(cache, json.dumps({"key": key, "results": out}, indent=2, default=float))
+    return out
+
+
+def _seed_row(arm: str, n_req: int | None, n_ids: int | None, n_imgs: int | None, seed: int,
+              metrics: dict[str, Any], wall: float, ev: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "arm": arm, "authentic_ids_requested": n_req, "authentic_ids": n_ids, "authentic_images": n_imgs,
+        "seed": seed, "steps": metrics.get("total_steps"), "wall_s": round(wall, 1), "run_dir": metrics.get("out_dir"),
     }
+    for name, r in ev.items():
+        row[f"{name}/num_pairs"] = r["num_pairs"]
+        for k in _METRICS:
+            row[f"{name}/{k}"] = r["tar_at_far"].get(_FAR_KEYS[k]) if k in _FAR_KEYS else r.get(k)
+    return row
+
+
+def row_name(row: dict[str, Any]) -> str:
+    """The name of a row in comparisons: ``<arm>_<authentic ids>`` (``<arm>`` when it used none)."""
+    return f"{row['arm']}_{row['authentic_ids']}" if row.get("authentic_ids") else row["arm"]
+
+
+def _aggregate(seed_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (arm, authentic ids): each metric's mean over seeds and ``<metric>:seed_std``
+    (``ddof=0``, the spread of the seeds); ``accuracy`` / ``accuracy_std`` / ``eer`` / ``auc`` /
+    ``tar_far_*`` repeat the ``lfw-eval`` figures (mean, and std over seeds)."""
+    groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+    for r in seed_rows:
+        groups.setdefault((r["arm"], r["authentic_ids"]), []).append(r)
+    rows = []
+    for (arm, n), rs in groups.items():
+        first = rs[0]
+        row: dict[str, Any] = {"arm": arm, "authentic_ids_requested": first["authentic_ids_requested"],
+                               "authentic_ids": n, "authentic_images": first["authentic_images"],
+                               "seeds": len(rs), "steps": first["steps"],
+                               "wall_s": round(float(np.mean([r["wall_s"] for r in rs])), 1)}
+        keys = [k for k in first if "/" in k]
+        for k in keys:
+            vals = [r.get(k) for r in rs]
+            if k.endswith("/num_pairs"):
+                row[k] = vals[0]
+                continue
+            ok = [float(v) for v in vals if v is not None]
+            row[k] = float(np.mean(ok)) if len(ok) == len(vals) else None
+            row[f"{k}:seed_std"] = float(np.std(ok)) if len(ok) == len(vals) else None
+        row.update({"accuracy": row.get("lfw-eval/accuracy"), "accuracy_std": row.get("lfw-eval/accuracy:seed_std"),
+                    "eer": row.get("lfw-eval/eer"), "auc": row.get("lfw-eval/auc"),
+                    "tar_far_1e-2": row.get("lfw-eval/tar@1e-2"), "tar_far_1e-1": row.get("lfw-eval/tar@1e-1"),
+                    "num_pairs": row.get("lfw-eval/num_pairs")})
+        rows.append(row)
+    return rows
+
+
+def _comparisons(bc: BenchmarkConfig, seed_rows: list[dict[str, Any]], rows: list[dict[str, Any]],
+                 set_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Paired comparisons (:func:`training.compare.paired_comparison`) of ``bc.compare`` (default: for
+    each N, fine-tune vs authentic-matched and vs authentic, each variant's fine-tune vs the main one)
+    on lfw-eval accuracy and, with the extended list, lfw-ext TAR@FAR=1e-3 and EER."""
+    from .compare import paired_comparison
+
+    by_name: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in seed_rows:
+        by_name.setdefault(row_name(r), {})[r["seed"]] = r
+    pairs = [tuple(c) for c in bc.compare] if bc.compare is not None else []
+    if bc.compare is None:
+        for r in rows:
+            n = r["authentic_ids"]
+            if r["arm"].startswith("finetune") and n:
+                main = f"finetune_{n}"
+                if r["arm"] == "finetune":
+                    pairs += [(main, f"{b}_{n}") for b in ("authentic-matched", "authentic") if f"{b}_{n}" in by_name]
+                elif main in by_name:
+                    pairs.append((f"{r['arm']}_{n}", main))
+    metrics = [("lfw-eval/accuracy", True)]
+    if "lfw-ext" in set_names:
+        metrics += [("lfw-ext/tar@1e-3", True), ("lfw-ext/eer", False)]
+    out = []
+    for a, b in pairs:
+        for nm in (a, b):
+            if nm not in by_name:
+                raise ConfigError(f"compare: no row {nm!r}; rows: {', '.join(sorted(by_name))}")
+        seeds = sorted(set(by_name[a]) & set(by_name[b]))
+        for metric, hib in metrics:
+            va = [by_name[a][s].get(metric) for s in seeds]
+            vb = [by_name[b][s].get(metric) for s in seeds]
+            if any(v is None for v in va + vb):
+                continue
+            out.append(paired_comparison(va, vb, a, b, metric, higher_is_better=hib).as_dict())
+    return out
 
 
 def _run(cfg, out: Path, fresh: bool, printer) -> tuple[dict[str, Any], float]:
@@ -357,19 +468,47 @@ def _fmt(v: Any, nd: int = 4) -> str:
     return str(v)
 
 
-def write_table(rows: list[dict[str, Any]], out: Path, header_lines: Sequence[str]) -> tuple[Path, Path]:
+def _pm(row: dict[str, Any], key: str) -> str:
+    v, sd = row.get(key), row.get(f"{key}:seed_std")
+    if v is None:
+        return "n/a" if key in row else "-"
+    return f"{100 * v:.2f} ± {100 * (sd or 0.0):.2f}"
+
+
+def write_table(rows: list[dict[str, Any]], out: Path, header_lines: Sequence[str],
+                seed_rows: Sequence[dict[str, Any]] = (), comparisons: Sequence[dict[str, Any]] = ()) -> tuple[Path, Path]:
+    """``results.csv`` (one row per arm, mean and seed std of every metric), ``results_per_seed.csv`` and
+    ``results.md`` (the table, the paired comparisons and the rule behind them)."""
     csv_path = out / "results.csv"
+    fields = list(dict.fromkeys(k for r in rows for k in r))
     with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
+    if seed_rows:
+        sfields = list(dict.fromkeys(k for r in seed_rows for k in r))
+        with open(out / "results_per_seed.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=sfields)
+            w.writeheader()
+            w.writerows(seed_rows)
+    cols = [("lfw-eval/accuracy", "acc folds 4-5"), ("lfw-eval/eer", "EER 4-5"), ("lfw-ext/tar@1e-3", "ext TAR@1e-3"),
+            ("lfw-ext/tar@1e-4", "ext TAR@1e-4"), ("lfw-ext/eer", "ext EER"), ("lfw-ext/auc", "ext AUC"),
+            ("lfw-all/accuracy", "acc all pairs")]
+    cols = [(k, t) for k, t in cols if any(k in r for r in rows)]
     md = ["# Synthetic pretrain -> authentic fine-tune benchmark", "", *header_lines, "",
-          "| arm | authentic ids | authentic images | accuracy | ± std | EER | AUC | TAR@FAR=1e-2 | steps | time (s) |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+          "| arm | authentic ids | authentic images | steps | seeds | " + " | ".join(t for _, t in cols) + " | time (s) |",
+          "|---|---:|---:|---:|---:|" + "---:|" * len(cols) + "---:|"]
     for r in rows:
-        md.append(f"| {r['arm']} | {_fmt(r['authentic_ids'])} | {_fmt(r['authentic_images'])} | {_fmt(r['accuracy'])} "
-                  f"| {_fmt(r['accuracy_std'])} | {_fmt(r['eer'])} | {_fmt(r['auc'])} | {_fmt(r['tar_far_1e-2'])} "
-                  f"| {_fmt(r['steps'])} | {_fmt(r['wall_s'], 1)} |")
+        md.append(f"| {r['arm']} | {_fmt(r['authentic_ids'])} | {_fmt(r['authentic_images'])} | {_fmt(r['steps'])} "
+                  f"| {r.get('seeds', 1)} | " + " | ".join(_pm(r, k) for k, _ in cols) + f" | {_fmt(r['wall_s'], 1)} |")
+    if comparisons:
+        md += ["", "Paired comparisons (same seeds, same pairs): d = A - B per seed; decided when the paired "
+               "t-test gives p < 0.05 (the 95% CI of the mean d excludes 0), else within seed spread.", "",
+               "| A | B | metric | d per seed | mean d ± std | 95% CI | verdict |", "|---|---|---|---|---:|---|---|"]
+        for c in comparisons:
+            ci = "n/a" if c["ci95"] is None else f"[{100 * c['ci95'][0]:+.2f}, {100 * c['ci95'][1]:+.2f}]"
+            md.append(f"| {c['a']} | {c['b']} | {c['metric']} | " + ", ".join(f"{100 * d:+.2f}" for d in c["diffs"])
+                      + f" | {100 * c['mean']:+.2f} ± {100 * c['std']:.2f} | {ci} | {c['verdict']} |")
     md_path = out / "results.md"
     md_path.write_text("\n".join(md) + "\n")
     return csv_path, md_path
@@ -382,7 +521,9 @@ def plot_results(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     fig = Figure(figsize=(6.0, 4.2), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    styles = {"authentic": ("authentic only", "o-", "tab:blue"), "finetune": ("synthetic + fine-tune", "s-", "tab:orange")}
+    styles = {"authentic": ("authentic only", "o-", "tab:blue"),
+              "authentic-matched": ("authentic only, matched steps", "o--", "tab:cyan"),
+              "finetune": ("synthetic + fine-tune", "s-", "tab:orange")}
     xs_all = []
     for arm, (label, fmt, color) in styles.items():
         rs = sorted([r for r in rows if r["arm"] == arm and r["accuracy"] is not None], key=lambda r: r["authentic_ids"])
@@ -467,52 +608,84 @@ def run_benchmark(bc: BenchmarkConfig, out_dir: str | os.PathLike | None = None,
     (out / "split.json").write_text(json.dumps(split_info, indent=2, default=str))
     printer("benchmark: " + disjoint_msg)
 
-    rows: list[dict[str, Any]] = []
+    # the eval sets, scored after training from each final backbone (one embedding pass per model)
+    from .evaluate import EvalSet
+
+    pairs_txt = split["pairs_txt"]
+    sets = [EvalSet("lfw-eval", "pairs", pairs_txt, bc.lfw.root, list(bc.lfw.eval_folds))]
+    ext_info = None
+    if bc.extended_pairs is not None:
+        all_counts = _image_counts(Path(bc.lfw.root) / "images")
+        ext_people = {n: all_counts[n] for n in split["eval_people"] if n in all_counts}
+        ext_path, ext_info = ensure_extended_pairs(out / "pairs_extended.txt", ext_people, bc.extended_pairs, printer)
+        check_disjoint(pool[:max(n for _, n in sizes)], [(a, a, True, 0) for a in ext_people])
+        sets.append(EvalSet("lfw-ext", "pairs", str(ext_path), bc.lfw.root))
+    syn_sets = sets + ([EvalSet("lfw-all", "pairs", pairs_txt, bc.lfw.root)] if bc.eval_all_pairs else [])
+
     auth_aug = bc.authentic_augment
     syn_ids = bc.synthetic.num_ids
     # the synthetic arms: the main one ("synthetic", its one source) and the variants (name, sources, mix)
     syn_arms = [("", {"synthetic": config_to_dict(bc.synthetic)}, {"synthetic": 1.0})]
     syn_arms += [(name, {k: config_to_dict(v) for k, v in var.sources.items()}, var.mix())
                  for name, var in bc.variants.items()]
-    backbones: dict[str, str] = {}
-    if "synthetic" in bc.arms:
-        for name, sources, mix in syn_arms:
-            run_dir = out / "runs" / _arm_dir("synthetic", name)
-            cfg = _train_cfg(bc, _arm_dir("synthetic", name), sources, _phase(bc.pretrain, "pretrain", mix), run_dir)
-            m, wall = _run(cfg, run_dir, fresh, printer)
-            backbones[name] = str(run_dir / "backbone.pt")
-            if not name:
-                syn_ids = m.get("sources", {}).get("synthetic", {}).get("num_classes")
-            rows.append(_result_row(_arm_label("synthetic", name), 0, 0, 0, m, wall))
-    for n_req, n in sizes:
-        n_imgs = sum(min(counts[p], bc.lfw.images_per_id or counts[p]) for p in pool[:n])
-        auth_src = {"type": "folder", "path": str(Path(bc.lfw.root) / "images"), "people_file": str(people_files[n]),
-                    "images_per_id": bc.lfw.images_per_id, "augment": auth_aug}
-        jobs = [("authentic", "", syn_arms[0][1], syn_arms[0][2])] if "authentic" in bc.arms else []
-        jobs += [("finetune", name, sources, mix) for name, sources, mix in syn_arms] if "finetune" in bc.arms else []
-        for arm, name, syn_sources, mix in jobs:
-            tmpl = bc.authentic if arm == "authentic" else bc.finetune
-            phase = _phase(tmpl, arm, {"authentic": 1.0})
-            sources = {"authentic": auth_src}
-            if phase["weights"].get("synthetic"):  # the template mixes synthetic data in: this arm's sources
-                weights = {}
-                for k, w in phase["weights"].items():
-                    if k != "synthetic":
-                        weights[k] = w
-                        continue
-                    for src, frac in mix.items():
-                        weights[src] = _scale_weight(w, frac)
-                        sources[src] = syn_sources[src]
-                phase["weights"] = weights
-            label = f"{_arm_dir(arm, name)}_{n}"
-            run_dir = out / "runs" / label
-            cfg = _train_cfg(bc, label, sources, phase, run_dir,
-                             init_backbone=backbones[name] if arm == "finetune" else None)
-            m, wall = _run(cfg, run_dir, fresh, printer)
-            got = m.get("sources", {}).get("authentic", {}).get("num_classes")
-            if got is not None and got != n:
-                raise AssertionError(f"{label}: trained on {got} authentic identities, expected {n}")
-            rows.append(_result_row(_arm_label(arm, name), n_req, n, n_imgs, m, wall))
+    seed_rows: list[dict[str, Any]] = []
+    for seed in bc.seeds:
+        sdir = out / "runs" / f"s{seed}"
+        backbones: dict[str, str] = {}
+        syn_steps: dict[str, int] = {}
+        if "synthetic" in bc.arms:
+            for name, sources, mix in syn_arms:
+                run_dir = sdir / _arm_dir("synthetic", name)
+                cfg = _train_cfg(bc, _arm_dir("synthetic", name), sources, _phase(bc.pretrain, "pretrain", mix),
+                                 run_dir, seed=seed)
+                m, wall = _run(cfg, run_dir, fresh, printer)
+                backbones[name] = str(run_dir / "backbone.pt")
+                syn_steps[name] = int(m.get("total_steps") or 0)
+                if not name:
+                    syn_ids = m.get("sources", {}).get("synthetic", {}).get("num_classes")
+                ev = _post_eval(run_dir, syn_sets, bc, printer)
+                seed_rows.append(_seed_row(_arm_label("synthetic", name), 0, 0, 0, seed, m, wall, ev))
+        for n_req, n in sizes:
+            n_imgs = sum(min(counts[p], bc.lfw.images_per_id or counts[p]) for p in pool[:n])
+            auth_src = {"type": "folder", "path": str(Path(bc.lfw.root) / "images"),
+                        "people_file": str(people_files[n]), "images_per_id": bc.lfw.images_per_id,
+                        "augment": auth_aug}
+            jobs = [("authentic", "", syn_arms[0][1], syn_arms[0][2])] if "authentic" in bc.arms else []
+            jobs += [("finetune", name, sources, mix) for name, sources, mix in syn_arms] if "finetune" in bc.arms else []
+            if bc.matched_steps and "authentic" in bc.arms and "finetune" in bc.arms:
+                jobs.append(("authentic-matched", "", syn_arms[0][1], syn_arms[0][2]))
+            ft_steps = 0
+            for arm, name, syn_sources, mix in jobs:
+                tmpl = bc.finetune if arm == "finetune" else bc.authentic
+                phase = _phase(tmpl, arm, {"authentic": 1.0})
+                if arm == "authentic-matched":  # as many steps as pretrain + fine-tune of the main arm
+                    phase.pop("epochs", None)
+                    phase["steps"] = syn_steps[""] + ft_steps
+                sources = {"authentic": auth_src}
+                if phase["weights"].get("synthetic"):  # the template mixes synthetic data in: this arm's sources
+                    weights = {}
+                    for k, w in phase["weights"].items():
+                        if k != "synthetic":
+                            weights[k] = w
+                            continue
+                        for src, frac in mix.items():
+                            weights[src] = _scale_weight(w, frac)
+                            sources[src] = syn_sources[src]
+                    phase["weights"] = weights
+                label = f"{_arm_dir(arm, name)}_{n}"
+                run_dir = sdir / label
+                cfg = _train_cfg(bc, label, sources, phase, run_dir,
+                                 init_backbone=backbones[name] if arm == "finetune" else None, seed=seed)
+                m, wall = _run(cfg, run_dir, fresh, printer)
+                if arm == "finetune" and not name:
+                    ft_steps = int(m.get("total_steps") or 0)
+                got = m.get("sources", {}).get("authentic", {}).get("num_classes")
+                if got is not None and got != n:
+                    raise AssertionError(f"{label}: trained on {got} authentic identities, expected {n}")
+                ev = _post_eval(run_dir, sets, bc, printer)
+                seed_rows.append(_seed_row(_arm_label(arm, name), n_req, n, n_imgs, seed, m, wall, ev))
+    rows = _aggregate(seed_rows)
+    comparisons = _comparisons(bc, seed_rows, rows, [s.name for s in sets])
 
     header = [
         f"Config: `{bc.name}`; backbone `{bc.model.backbone}` at {bc.model.input_size}px; synthetic source "
@@ -528,9 +701,21 @@ def run_benchmark(bc: BenchmarkConfig, out_dir: str | os.PathLike | None = None,
         mix = ", ".join(f"{k} `{v.source or v.path}` x{w:.2f}" for k, v in var.sources.items()
                         for kk, w in var.mix().items() if kk == k)
         header.insert(1 + i, f"Variant `{name}`: {mix}.")
-    csv_path, md_path = write_table(rows, out, header)
+    header.append(f"Seeds: {len(bc.seeds)} training seeds {bc.seeds} per arm (same people, same pairs); every "
+                  f"figure is mean ± std over the seeds, in percent.")
+    if ext_info:
+        header.append(f"lfw-ext: an identity-disjoint extended pair list of the {ext_info['people']} eval people "
+                      f"(`pairs_extended.txt`: all {ext_info['genuine']} genuine pairs their images allow, "
+                      f"{ext_info['impostors']} impostor pairs drawn within {ext_info['folds']} people-disjoint folds, "
+                      f"seed {bc.extended_pairs.seed}).")
+    if bc.eval_all_pairs:
+        header.append("lfw-all: all pairs of the pairs file (every fold), for synthetic-only arms only (they saw no real face).")
+    if bc.matched_steps:
+        header.append("authentic-matched: authentic only, trained for as many steps as pretrain + fine-tune.")
+    csv_path, md_path = write_table(rows, out, header, seed_rows=seed_rows, comparisons=comparisons)
     png = plot_results(rows, out / "accuracy_vs_ids.png", f"{bc.name}: accuracy vs authentic identities")
-    result = {"name": bc.name, "rows": rows, "split": split_info, "table_csv": str(csv_path),
+    result = {"name": bc.name, "rows": rows, "seed_rows": seed_rows, "comparisons": comparisons,
+              "extended_pairs": ext_info, "split": split_info, "table_csv": str(csv_path),
               "table_md": str(md_path), "plot": str(png), "wall_s": round(time.time() - t_start, 1),
               "config": config_to_dict(bc)}
     (out / "benchmark.json").write_text(json.dumps(result, indent=2, default=str))

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.metrics import equal_error_rate, roc_curve
-from common.people import MissingImageError, read_lfw_pairs
+from common.people import MissingImageError, read_lfw_pairs, read_pairs
 from common.plots import new_figure, plot_score_histograms, save_figure
 
 __all__ = [
@@ -493,17 +493,27 @@ def _default_image_size(model: nn.Module, image_size):
 def verify_lfw(model: nn.Module, root: PathLike, pairs_txt: PathLike | None = None, device: str | torch.device = "cpu",
                batch_size: int = 64, out_dir: PathLike | None = None, flip: bool = True,
                image_size: int | Sequence[int] | None = None, pairs_per_fold: int | None = None,
-               fars: Sequence[float] = DEFAULT_FARS) -> dict[str, Any]:
-    """LFW-protocol verification: ``<root>/pairs.txt`` (or ``pairs_txt``) with images under
+               fars: Sequence[float] = DEFAULT_FARS, folds: Sequence[int] | None = None,
+               name: str = "lfw") -> dict[str, Any]:
+    """LFW-protocol verification: ``<root>/pairs.txt`` (or ``pairs_txt``: an LFW ``pairs.txt`` or a
+    ``#synthface-pairs v1`` pair list, see :func:`common.people.read_pairs`) with images under
     ``<root>/images``; accuracy uses the file's own folds. Each distinct image is embedded once.
 
-    ``pairs_per_fold`` keeps only the first ``n`` same and first ``n`` different pairs of each
-    fold (quick checks). ``image_size`` defaults to ``model.input_size`` or 112. With ``out_dir``,
-    writes ``lfw_roc.png``, ``lfw_hist.png`` and ``lfw_results.json`` there. Returns
-    :func:`evaluate_pairs`' dict plus ``num_images``.
+    ``folds`` (1-based) keeps those folds only (at least 2); ``pairs_per_fold`` keeps only the first
+    ``n`` same and first ``n`` different pairs of each fold (quick checks). ``image_size`` defaults to
+    ``model.input_size`` or 112. With ``out_dir``, writes ``<name>_roc.png``, ``<name>_hist.png`` and
+    ``<name>_results.json`` there. Returns :func:`evaluate_pairs`' dict plus ``num_images``.
     """
     root = Path(root)
-    pairs = read_lfw_pairs(pairs_txt if pairs_txt is not None else root / "pairs.txt", image_root=root)
+    txt = Path(pairs_txt) if pairs_txt is not None else root / "pairs.txt"
+    pairs = read_pairs(txt, image_root=root)
+    if folds is not None:
+        have = sorted({p[3] + 1 for p in pairs})
+        bad = [f for f in folds if f not in have]
+        if bad or len(set(folds)) < 2:
+            raise ValueError(f"{txt}: folds {list(folds)} requested; need at least 2 of its folds {have}")
+        keep = {int(f) - 1 for f in folds}
+        pairs = [p for p in pairs if p[3] in keep]
     if pairs_per_fold is not None:
         seen: dict[tuple[int, bool], int] = {}
         kept = []
@@ -520,7 +530,7 @@ def verify_lfw(model: nn.Module, root: PathLike, pairs_txt: PathLike | None = No
                                  flip, size)
     res = evaluate_pairs(ea, eb, [p[2] for p in pairs], folds=[p[3] for p in pairs], fars=fars)
     res["num_images"] = n_img
-    return _finish(res, out_dir, "lfw")
+    return _finish(res, out_dir, name)
 
 
 def verify_bin(model: nn.Module, bin_path: PathLike, device: str | torch.device = "cpu", batch_size: int = 64,

@@ -168,7 +168,7 @@ def test_benchmark_end_to_end_on_fake_lfw(tmp_path):
         "pretrain": {"steps": 6, "lr": 0.05}, "authentic": {"steps": 4, "lr": 0.05},
         "finetune": {"steps": 4, "lr": 0.01, "head_init": "mean"},
         "trainer": {"accelerator": "cpu", "batch_size": 8, "num_workers": 0, "log_every": 2, "ckpt_every_steps": 0},
-        "eval": {"batch_size": 64},
+        "eval": {"batch_size": 64}, "seeds": [0], "matched_steps": False, "extended_pairs": None,
     }
     bc = from_dict(BenchmarkConfig, raw, "")
     res = run_benchmark(bc, tmp_path / "out", printer=_quiet)
@@ -190,8 +190,8 @@ def test_benchmark_end_to_end_on_fake_lfw(tmp_path):
     md = (out / "results.md").read_text()
     assert "Identity-disjointness checked in code" in md and "| finetune | 8 |" in md
     assert res["split"]["disjointness"][pool]["overlap"] == 0
-    ft = json.load(open(out / "runs" / "finetune_3" / "metrics.json"))
-    assert ft["model"]["init_backbone"].endswith(os.path.join("runs", "synthetic", "backbone.pt"))
+    ft = json.load(open(out / "runs" / "s0" / "finetune_3" / "metrics.json"))
+    assert ft["model"]["init_backbone"].endswith(os.path.join("runs", "s0", "synthetic", "backbone.pt"))
     assert ft["sources"]["authentic"]["num_classes"] == 3
 
 
@@ -246,6 +246,7 @@ def test_benchmark_reuses_finished_runs_and_retrains_changed_ones(tmp_path):
         "model": {"backbone": "tiny", "embedding_size": 8, "input_size": 16, "backbone_kwargs": {"width": 4}},
         "pretrain": {"steps": 2}, "authentic": {"steps": 3}, "finetune": {"steps": 2},
         "trainer": {"accelerator": "cpu", "batch_size": 4, "num_workers": 0, "ckpt_every_steps": 0},
+        "seeds": [0], "extended_pairs": None,
     }
     msgs = []
     run_benchmark(from_dict(BenchmarkConfig, raw, ""), tmp_path / "out", printer=msgs.append)
@@ -275,20 +276,20 @@ def test_benchmark_variants_mix_sources_in_one_curriculum(tmp_path):
         "pretrain": {"steps": 4, "lr": 0.05}, "authentic": {"steps": 3, "lr": 0.05},
         "finetune": {"steps": 3, "lr": 0.01, "weights": {"authentic": 0.5, "synthetic": 0.5}},
         "trainer": {"accelerator": "cpu", "batch_size": 8, "num_workers": 0, "log_every": 2, "ckpt_every_steps": 0},
-        "eval": {"batch_size": 64},
+        "eval": {"batch_size": 64}, "seeds": [0], "matched_steps": False, "extended_pairs": None,
     }
     bc = from_dict(BenchmarkConfig, raw, "")
     res = run_benchmark(bc, tmp_path / "out", printer=_quiet)
     out = tmp_path / "out"
     assert [r["arm"] for r in res["rows"]] == ["synthetic", "synthetic:a+b", "synthetic:b", "authentic", "finetune",
                                                "finetune:a+b", "finetune:b"]
-    pre = json.load(open(out / "runs" / "synthetic_a+b" / "metrics.json"))
+    pre = json.load(open(out / "runs" / "s0" / "synthetic_a+b" / "metrics.json"))
     assert {k: v["num_classes"] for k, v in pre["sources"].items()} == {"a": 4, "b": 5}
-    cfg = (out / "runs" / "synthetic_a+b" / "config.yaml").read_text()
+    cfg = (out / "runs" / "s0" / "synthetic_a+b" / "config.yaml").read_text()
     assert "a: 0.75" in cfg and "b: 0.25" in cfg
-    ft = json.load(open(out / "runs" / "finetune_a+b_3" / "metrics.json"))
-    assert ft["model"]["init_backbone"].endswith(os.path.join("runs", "synthetic_a+b", "backbone.pt"))
-    ft_cfg = (out / "runs" / "finetune_a+b_3" / "config.yaml").read_text()
+    ft = json.load(open(out / "runs" / "s0" / "finetune_a+b_3" / "metrics.json"))
+    assert ft["model"]["init_backbone"].endswith(os.path.join("runs", "s0", "synthetic_a+b", "backbone.pt"))
+    ft_cfg = (out / "runs" / "s0" / "finetune_a+b_3" / "config.yaml").read_text()
     assert "authentic: 0.5" in ft_cfg and "a: 0.375" in ft_cfg and "b: 0.125" in ft_cfg
     md = (out / "results.md").read_text()
     assert "| finetune:a+b | 3 |" in md and md.index("Variant `a+b`") < md.index("Variant `b`")  # config order
