@@ -4,6 +4,11 @@
 * :func:`from_dict` builds a dataclass from a mapping (YAML), checking keys (unknown ones get a
   "did you mean" suggestion) and types, converting nested dataclasses, lists, dicts, unions and
   ``Literal`` values; a dataclass' ``validate(path)`` method (if any) runs after it is built.
+* :func:`merge_into` merges a nested override mapping into a config instance in place (same checks
+  and messages as :func:`from_dict`; nested dataclasses are merged field by field).
+* :func:`register_converter` lets a package teach :func:`convert` a type it cannot build from fields
+  alone (e.g. :mod:`morphable.variation`'s distribution union: ``{lo, hi}``, ``{mean, std}``, ``{p}``
+  or a number).
 * :func:`apply_overrides` applies ``a.b.c=value`` strings (values parsed as YAML; ``phases.0.steps``
   indexes lists) to a raw dict before it is converted.
 * :func:`nest_dotted` turns a mapping with dotted keys (``{"identity.mode": ...}``) into a nested one.
@@ -23,13 +28,13 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, Union
+from typing import Any, Callable, Literal, Mapping, Sequence, Union
 
 import yaml
 
 from .errors import ConfigError
 
-__all__ = ["ConfigError", "REPO_ROOT", "from_dict", "convert", "apply_overrides", "parse_override", "nest_dotted",
+__all__ = ["ConfigError", "REPO_ROOT", "from_dict", "merge_into", "convert", "register_converter", "apply_overrides", "parse_override", "nest_dotted",
            "config_to_dict",
            "resolve_path", "join_key", "key_error", "suggest", "type_name"]
 
@@ -48,10 +53,26 @@ def type_name(v: Any) -> str:
     return "null" if v is None else type(v).__name__
 
 
+#: ``type -> fn(value, path)`` for types :func:`convert` cannot build by itself (:func:`register_converter`).
+_CONVERTERS: dict[Any, Callable[[Any, str], Any]] = {}
+
+
+def register_converter(tp: Any, fn: Callable[[Any, str], Any]) -> None:
+    """Make :func:`convert` build values of type ``tp`` (a class or a union such as ``A | B``) with
+    ``fn(value, path)``, which returns the value or raises :class:`ConfigError` naming ``path``."""
+    _CONVERTERS[tp] = fn
+
+
 def convert(tp: Any, value: Any, path: str) -> Any:
     """``value`` checked and converted to type ``tp`` (errors name ``path``)."""
     if tp is Any or tp is object:
         return value
+    try:
+        hook = _CONVERTERS.get(tp)
+    except TypeError:  # an unhashable annotation
+        hook = None
+    if hook is not None:
+        return hook(value, path)
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
@@ -139,30 +160,56 @@ def convert(tp: Any, value: Any, path: str) -> Any:
     return value
 
 
-def from_dict(cls: type, data: Any, path: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, checking keys and types; errors name ``path.key``."""
-    where = path or cls.__name__
-    if data is None:
-        data = {}
+def _checked_fields(cls: type, data: Any, path: str) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
+    """``(type hints, public init fields)`` of dataclass ``cls`` after checking that ``data`` is a
+    mapping whose keys are all such fields (errors name ``path`` / ``path.key``)."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type_name(data)} {data!r}")
-    hints = typing.get_type_hints(cls)
+        raise ConfigError(f"{path or cls.__name__}: expected a mapping, got {type_name(data)} {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
     for k in data:
         if k not in fields:
             raise ConfigError(f"{join_key(path, k)}: unknown key{suggest(k, list(fields))}; "
                               f"allowed keys: {', '.join(fields)}")
+    return typing.get_type_hints(cls), fields
+
+
+def _validated(obj: Any, path: str) -> Any:
+    """``obj`` after its ``validate(path)`` method (if it has one) ran."""
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(path)
+    return obj
+
+
+def from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking keys and types; errors name ``path.key``."""
+    hints, fields = _checked_fields(cls, {} if data is None else data, path)
+    data = data or {}
     kwargs = {}
     for name, f in fields.items():
         if name in data:
             kwargs[name] = convert(hints[name], data[name], join_key(path, name))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{join_key(path, name)}: required key is missing")
-    obj = cls(**kwargs)
-    validate = getattr(obj, "validate", None)
-    if validate is not None:
-        validate(path)
-    return obj
+    return _validated(cls(**kwargs), path)
+
+
+def merge_into(obj: Any, overrides: Any, path: str = "") -> Any:
+    """Merge the nested mapping ``overrides`` into dataclass instance ``obj`` in place and return it.
+
+    A field holding a dataclass whose type is that dataclass is merged field by field when given a
+    mapping (``{"pose": {"yaw": ...}}`` leaves ``pose.pitch`` as it was); any other field is replaced
+    by ``convert(field type, value)``. Keys and types are checked as in :func:`from_dict` (errors name
+    ``path.key``), and each merged dataclass' ``validate(path)`` method (if any) runs after it."""
+    hints, _ = _checked_fields(type(obj), overrides, path)
+    for k, v in overrides.items():
+        where, tp = join_key(path, k), hints[k]
+        cur = getattr(obj, k)
+        if dataclasses.is_dataclass(tp) and isinstance(cur, tp) and isinstance(v, Mapping):
+            merge_into(cur, v, where)
+        else:
+            setattr(obj, k, convert(tp, v, where))
+    return _validated(obj, path)
 
 
 def join_key(path: str, key: Any) -> str:

@@ -16,6 +16,7 @@ import torch
 if TYPE_CHECKING:
     from .rng import Draws
 
+from common.config import from_dict, merge_into, register_converter
 from common.errors import ConfigError
 
 
@@ -280,47 +281,32 @@ def preset(name: str) -> RenderConfig:
 
 
 def _dist_from(value: Any, where: str) -> Any:
+    """A distribution from its parameters (``{lo, hi}`` uniform, ``{mean, std[, lo, hi]}`` normal,
+    ``{p}`` bernoulli) or a number (a constant); :func:`common.config.convert`'s hook for :data:`Dist`."""
     if isinstance(value, dict):
         keys = set(value)
         if keys == {"lo", "hi"}:
-            return Uniform(float(value["lo"]), float(value["hi"]))
+            return from_dict(Uniform, value, where)
         if {"mean", "std"} <= keys <= {"mean", "std", "lo", "hi"}:
-            return Normal(**{k: float(v) for k, v in value.items()})
+            return from_dict(Normal, value, where)
         if keys == {"p"}:
-            return Bernoulli(float(value["p"]))
+            return from_dict(Bernoulli, value, where)
         raise ConfigError(f"{where}: a distribution is {{lo, hi}} (uniform), {{mean, std[, lo, hi]}} "
                           f"(normal) or {{p}} (bernoulli), got keys {sorted(keys)}")
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return Uniform(float(value), float(value))
     raise ConfigError(f"{where}: expected a distribution or a number, got {value!r}")
 
 
+register_converter(Dist, _dist_from)
+
+
 def apply_overrides(cfg: Any, overrides: dict[str, Any], where: str = "") -> Any:
     """Apply nested ``overrides`` (e.g. ``{"pose": {"yaw": {"lo": -30, "hi": 30}}}``) to a config
-    dataclass in place, then check the values (:func:`validate`); unknown keys, wrong types and
-    values out of range raise :class:`~common.errors.ConfigError` (a ``ValueError``) naming the key."""
-    names = {f.name: f for f in fields(cfg)}
-    for key, value in overrides.items():
-        path = f"{where}.{key}" if where else key
-        if key not in names:
-            raise ConfigError(f"unknown config key {path!r}; known: {sorted(names)}")
-        cur = getattr(cfg, key)
-        if is_dataclass(cur) and not isinstance(cur, (Uniform, Normal, Bernoulli)):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-            apply_overrides(cur, value, path)
-        elif isinstance(cur, (Uniform, Normal, Bernoulli)):
-            setattr(cfg, key, _dist_from(value, path))
-        else:
-            if isinstance(cur, bool):
-                if not isinstance(value, bool):
-                    raise ConfigError(f"{path}: expected true/false, got {value!r}")
-            elif isinstance(cur, (int, float)) and not isinstance(value, (int, float)):
-                raise ConfigError(f"{path}: expected a number, got {value!r}")
-            setattr(cfg, key, type(cur)(value) if isinstance(cur, (int, float)) and not isinstance(cur, bool) else value)
-    if not where:
-        validate(cfg)
-    return cfg
+    dataclass in place (:func:`common.config.merge_into`), then check the values (:func:`validate`);
+    unknown keys, wrong types and values out of range raise :class:`~common.errors.ConfigError`
+    (a ``ValueError``) naming the key."""
+    return validate(merge_into(cfg, overrides, where), where)
 
 
 def validate(cfg: Any, where: str = "") -> Any:

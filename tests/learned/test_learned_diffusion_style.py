@@ -297,7 +297,7 @@ def test_engine_render_with_morphable_styles(tmp_path, style_run, default_model)
     ("style", {"style": {"provider": "morphable", "identity": "mean"}}, "style.identity must be"),
     ("style", {"style": {"provider": "morphable", "fixed_identity": 1.5}}, "overrides.style.fixed_identity: expected an integer"),
     ("style", {"style": {"provider": "morphable", "morphable_overrides": {"pose": {"bogus": 1}}}},
-     "style.morphable_overrides: unknown config key 'pose.bogus'"),
+     "style.morphable_overrides: pose.bogus: unknown key"),
     ("style", {"style": {"bogus": 1}}, "overrides.style.bogus: unknown key"),
 ])
 def test_style_source_errors(run, style_run, which, overrides, msg):
