@@ -30,7 +30,6 @@ Outputs in ``OUT``: ``results.csv``, ``results.md``, ``accuracy_vs_ids.png``, ``
 """
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import logging
@@ -49,7 +48,7 @@ from common.config import REPO_ROOT, ConfigError, config_to_dict, from_dict, res
 from common.config import join_key as _join
 from engine.interface import derive_seed
 
-from .config import EvalConfig, ModelConfig, SourceConfig, TrainerConfig, parse_config
+from .config import EvalConfig, ModelConfig, PhaseTemplate, SourceConfig, TrainerConfig, parse_config
 from .pairsets import ExtendedPairsConfig, ensure_extended_pairs
 
 log = logging.getLogger("synthface.benchmark")
@@ -113,16 +112,16 @@ class SyntheticVariant:
 @dataclass
 class BenchmarkConfig:
     """The benchmark config: ``lfw`` split, ``synthetic`` source, ``sweep`` of authentic identity
-    counts, phase templates ``pretrain`` / ``finetune`` / ``authentic`` (a phase config without
+    counts, phase templates ``pretrain`` / ``finetune`` / ``authentic`` (:class:`~training.config.PhaseTemplate`: a phase without
     ``name``; ``weights`` optional, default the arm's one source; source names are ``synthetic`` and
     ``authentic``), shared ``model`` / ``trainer`` / ``eval`` settings and ``authentic_augment``."""
 
     lfw: LFWSplitConfig
     synthetic: SourceConfig
     sweep: list[int]
-    pretrain: dict[str, Any]
-    finetune: dict[str, Any]
-    authentic: dict[str, Any]
+    pretrain: PhaseTemplate
+    finetune: PhaseTemplate
+    authentic: PhaseTemplate
     name: str = "benchmark"
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -155,11 +154,8 @@ class BenchmarkConfig:
         for name in self.variants:
             if not name or not all(c.isalnum() or c in "-_+." for c in name):
                 raise ConfigError(f"{_join(path, 'variants')}.{name}: use letters, digits and - _ + . in variant names")
-        for key in ("pretrain", "finetune", "authentic"):
-            tmpl = getattr(self, key)
-            if "name" in tmpl:
-                raise ConfigError(f"{_join(path, key)}.name: set by the benchmark, remove it")
-            _phase(tmpl, key, {"synthetic": 1.0, "authentic": 1.0})  # validates the template
+        for key in ("pretrain", "finetune", "authentic"):  # each template makes a valid phase
+            getattr(self, key).phase(key, {"synthetic": 1.0, "authentic": 1.0}, _join(path, key))
         for key in ("pairs", "bins"):
             if key in self.eval:
                 raise ConfigError(f"{_join(path, 'eval')}.{key}: the benchmark sets its own eval pairs")
@@ -171,14 +167,6 @@ class BenchmarkConfig:
                 validate_augment_config(self.authentic_augment)
             except (ValueError, TypeError) as e:
                 raise ConfigError(f"{_join(path, 'authentic_augment')}.{e}") from None
-
-
-def _phase(tmpl: dict[str, Any], name: str, weights: dict[str, float]) -> dict[str, Any]:
-    from .config import PhaseConfig
-
-    d = {"weights": weights, **copy.deepcopy(tmpl), "name": name}
-    from_dict(PhaseConfig, d, name)
-    return d
 
 
 def load_benchmark_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> BenchmarkConfig:
@@ -636,7 +624,7 @@ def run_benchmark(bc: BenchmarkConfig, out_dir: str | os.PathLike | None = None,
         if "synthetic" in bc.arms:
             for name, sources, mix in syn_arms:
                 run_dir = sdir / _arm_dir("synthetic", name)
-                cfg = _train_cfg(bc, _arm_dir("synthetic", name), sources, _phase(bc.pretrain, "pretrain", mix),
+                cfg = _train_cfg(bc, _arm_dir("synthetic", name), sources, bc.pretrain.phase("pretrain", mix),
                                  run_dir, seed=seed)
                 m, wall = _run(cfg, run_dir, fresh, printer)
                 backbones[name] = str(run_dir / "backbone.pt")
@@ -657,7 +645,7 @@ def run_benchmark(bc: BenchmarkConfig, out_dir: str | os.PathLike | None = None,
             ft_steps = 0
             for arm, name, syn_sources, mix in jobs:
                 tmpl = bc.finetune if arm == "finetune" else bc.authentic
-                phase = _phase(tmpl, arm, {"authentic": 1.0})
+                phase = tmpl.phase(arm, {"authentic": 1.0})
                 if arm == "authentic-matched":  # as many steps as pretrain + fine-tune of the main arm
                     phase.pop("epochs", None)
                     phase["steps"] = syn_steps[""] + ft_steps

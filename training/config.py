@@ -17,13 +17,14 @@ A config file has five sections::
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from common.config import REPO_ROOT, ConfigError, apply_overrides, from_dict, resolve_path
+from common.config import REPO_ROOT, ConfigError, apply_overrides, config_to_dict, from_dict, resolve_path
 from common.config import convert as _convert
 from common.config import join_key as _join
 from common.config import key_error as _err
@@ -297,6 +298,35 @@ class OptimizerConfig:
             raise _err(path, "head_lr_mult", "must be > 0")
         if self.nesterov and self.name != "sgd":
             raise _err(path, "nesterov", "only applies to sgd")
+
+
+@dataclass
+class PhaseTemplate:
+    """A phase without its ``name`` and with optional ``weights``: the benchmark's ``pretrain`` /
+    ``finetune`` / ``authentic`` templates (:mod:`training.benchmark`). Each arm turns one into a
+    :class:`PhaseConfig` with :meth:`phase`, giving the name and, unless the template sets them, the
+    weights. The other fields are those of :class:`PhaseConfig`, with its defaults."""
+
+    weights: dict[str, Any] | None = None
+    steps: int | None = None
+    epochs: float | None = None
+    ramp: str = "linear"
+    lr: LRConfig = field(default_factory=LRConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    freeze: list[str] = field(default_factory=list)
+    freeze_bn: bool = True
+    reinit_head: bool = False
+    head_init: str = "random"
+    head_init_images: int = 4
+
+    def phase(self, name: str, weights: dict[str, Any], path: str = "") -> dict[str, Any]:
+        """The phase config (a mapping, checked as a :class:`PhaseConfig`; errors name ``path``) of
+        the arm ``name`` whose sources are weighted ``weights`` unless the template sets its own."""
+        d = config_to_dict(self)
+        d["weights"] = copy.deepcopy(self.weights) if self.weights is not None else dict(weights)
+        d["name"] = name
+        from_dict(PhaseConfig, d, path or name)
+        return d
 
 
 @dataclass

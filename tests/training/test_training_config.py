@@ -209,3 +209,23 @@ def test_benchmark_config_errors():
         from_dict(BenchmarkConfig, {**base, "finetune": {"steps": 1, "lr": {"bse": 1}}}, "")
     with pytest.raises(ConfigError, match=r"^eval\.pairs: the benchmark sets its own"):
         from_dict(BenchmarkConfig, {**base, "eval": {"pairs": []}}, "")
+
+
+def test_benchmark_phase_templates_are_typed():
+    """The benchmark's phase templates load as PhaseTemplate (typed, checked at load: errors name the
+    key) and make each arm's phase: the arm's name and weights unless the template sets its own."""
+    from common.config import from_dict
+    from training.config import PhaseTemplate
+
+    t = from_dict(PhaseTemplate, {"steps": 30, "lr": {"base": 0.05}, "head_init": "mean"}, "finetune")
+    assert isinstance(t, PhaseTemplate) and t.lr.base == 0.05
+    ph = t.phase("finetune", {"authentic": 1.0})
+    assert ph["name"] == "finetune" and ph["weights"] == {"authentic": 1.0} and ph["steps"] == 30
+    own = from_dict(PhaseTemplate, {"steps": 30, "weights": {"synthetic": 0.2, "authentic": 0.8}}, "finetune")
+    assert own.phase("finetune", {"authentic": 1.0})["weights"] == {"synthetic": 0.2, "authentic": 0.8}
+    with pytest.raises(ConfigError, match=r"finetune\.steps"):
+        from_dict(PhaseTemplate, {"steps": "many"}, "finetune")
+    with pytest.raises(ConfigError, match=r"finetune\.name: unknown key"):
+        from_dict(PhaseTemplate, {"steps": 30, "name": "x"}, "finetune")
+    with pytest.raises(ConfigError, match="exactly one of 'steps' or 'epochs'"):
+        from_dict(PhaseTemplate, {}, "finetune").phase("finetune", {"authentic": 1.0})
