@@ -330,7 +330,7 @@ class PhaseTemplate:
 
 
 @dataclass
-class PhaseConfig:
+class PhaseConfig(PhaseTemplate):
     """One curriculum phase.
 
     ``weights``: per-source sampling weight, either a number (constant over the phase), a
@@ -345,18 +345,10 @@ class PhaseConfig:
     embedding of up to ``head_init_images`` of its images; applies where a new head is created).
     """
 
-    name: str
-    weights: dict[str, Any]
-    steps: int | None = None
-    epochs: float | None = None
-    ramp: str = "linear"
-    lr: LRConfig = field(default_factory=LRConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    freeze: list[str] = field(default_factory=list)
-    freeze_bn: bool = True
-    reinit_head: bool = False
-    head_init: str = "random"
-    head_init_images: int = 4
+    name: str = ""  # required: validate() refuses an empty name (set by the curriculum or the benchmark arm)
+    weights: dict[str, Any] = field(default_factory=dict)  # required: validate() refuses no weights
+    # steps, epochs, ramp, lr, optimizer, freeze, freeze_bn, reinit_head, head_init, head_init_images:
+    # inherited from PhaseTemplate (same fields, same defaults)
     # parsed from ``weights`` by validate()
     _start: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
     _end: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
