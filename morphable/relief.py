@@ -20,13 +20,10 @@ import math
 
 import torch
 
+from .appearance import _smoothstep
+
 #: Number of basis functions (per-identity coefficients).
 NUM_RELIEF = 48
-
-
-def _smoothstep(e0: float, e1: float, x: torch.Tensor) -> torch.Tensor:
-    t = ((x - e0) / (e1 - e0)).clamp(0, 1)
-    return t * t * (3 - 2 * t)
 
 
 def relief_mask(points: torch.Tensor, eye_centres: torch.Tensor) -> torch.Tensor:
