@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from .config import key_error
 
@@ -26,6 +26,16 @@ class MissingImageError(FileNotFoundError, ValueError):
 # LFW pairs.txt
 # ----------------------------------------------------------------------------------------------
 
+
+
+def _check_pair_files(pairs: Sequence[tuple[str, str, bool, int]], listed_in: Any, root: Path) -> None:
+    """Raise :class:`MissingImageError` naming the images of ``pairs`` (paths under ``root``) that are
+    not files, and the list ``listed_in`` that references them."""
+    missing = sorted({p for a, b, _, _ in pairs for p in (a, b) if not os.path.isfile(p)})
+    if missing:
+        shown = ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" if len(missing) > 5 else "")
+        raise MissingImageError(f"{len(missing)} image(s) referenced by {listed_in} not found under "
+                                f"{root / 'images'}: {shown}")
 
 def _lfw_path(root: Path, name: str, idx: int) -> Path:
     return root / "images" / name / f"{name}_{idx:04d}.jpg"
@@ -100,11 +110,7 @@ def read_lfw_pairs(pairs_txt: PathLike, image_root: PathLike | None = None,
         out.append((str(_lfw_path(root, *a)), str(_lfw_path(root, *b)), same, fold))
 
     if check_files:
-        missing = sorted({p for a, b, _, _ in out for p in (a, b) if not os.path.isfile(p)})
-        if missing:
-            shown = ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" if len(missing) > 5 else "")
-            raise MissingImageError(f"{len(missing)} image(s) referenced by {pairs_txt} not found under "
-                                    f"{root / 'images'}: {shown}")
+        _check_pair_files(out, pairs_txt, root)
     return out
 
 
@@ -215,11 +221,7 @@ def read_pair_list(path: PathLike, image_root: PathLike | None = None,
     if not out:
         raise ValueError(f"{path}: no pairs")
     if check_files:
-        missing = sorted({p for a, b, _, _ in out for p in (a, b) if not os.path.isfile(p)})
-        if missing:
-            shown = ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" if len(missing) > 5 else "")
-            raise MissingImageError(f"{len(missing)} image(s) referenced by {path} not found under "
-                                    f"{root / 'images'}: {shown}")
+        _check_pair_files(out, path, root)
     return out
 
 
