@@ -60,23 +60,31 @@ def connect(address: str, num_cpus: int | None = None) -> tuple[Any, bool]:
 class _RenderActor:
     """One Ray render worker: the source and the identity table, kept for every block it renders."""
 
-    def __init__(self, job, spec: tuple, ids_box: list, config_json: bytes):
-        import ray
+    def __init__(self, job, spec: tuple, config_json: bytes):
+        import pickle
+
         import torch
 
         from . import pipeline as P
 
         torch.set_num_threads(1)  # as the local render workers: determinism and no oversubscription
-        # ids_box = [ObjectRef]: nested, so Ray passes the reference and this actor fetches the table
-        P._render_worker_init(job, spec, ray.get(ids_box[0]), config_json)
+        P._render_worker_init(job, spec, pickle.dumps(None), config_json)  # the table comes with the first block
         self._P = P
 
-    def block(self, b: int) -> tuple[list[bytes] | None, bytes | None, bytes, int, float, float]:
+    def block(self, b: int, ids_box: list) -> tuple[list[bytes] | None, bytes | None, bytes, int, float, float]:
         """Render block ``b``: ``(jpeg bytes per image or None, framed rec records or None, metadata
-        parquet bytes, images, render s, encode s)``."""
+        parquet bytes, images, render s, encode s)``. ``ids_box`` = [ObjectRef of the pickled identity
+        table]: nested, so Ray passes the reference; the actor fetches the table once (again after a
+        restart, since every call carries the reference)."""
+        import pickle
+
+        import ray
+
         P = self._P
         if "error" in P._WORKER:
             raise WorkerError(f"a Ray render worker could not set up the source ({P._WORKER['error']})")
+        if P._WORKER.get("identities") is None:
+            P._WORKER["identities"] = pickle.loads(ray.get(ids_box[0]))
         job = P._WORKER["job"]
         t0 = time.perf_counter()
         imgs, labels, paths, keys, table = P._render_block(job, P._WORKER["source"], P._WORKER["identities"], b)
@@ -136,9 +144,9 @@ class RayRenderPool:
         job, spec, ids_blob, config_json = initargs
         self.job = job
         ray = self.ray
-        self.ids_ref = ray.put(ids_blob)  # once; each actor gets the reference (kept alive for restarts)
+        self.ids_ref = ray.put(ids_blob)  # once; every block call carries the reference (kept alive here)
         cls = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=3, max_task_retries=3)(_RenderActor)
-        self.actors = [cls.remote(job, spec, [self.ids_ref], config_json) for _ in range(workers)]
+        self.actors = [cls.remote(job, spec, config_json) for _ in range(workers)]
         self.load = [0] * workers
 
     def submit(self, fn, b: int) -> _BlockFuture:
@@ -146,7 +154,7 @@ class RayRenderPool:
         for symmetry; the actor runs the same block function)."""
         i = min(range(len(self.actors)), key=lambda k: (self.load[k], k))
         self.load[i] += 1
-        return _BlockFuture(self, self.actors[i].block.remote(int(b)), i, int(b))
+        return _BlockFuture(self, self.actors[i].block.remote(int(b), [self.ids_ref]), i, int(b))
 
     def _done(self, i: int) -> None:
         self.load[i] -= 1
