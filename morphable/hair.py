@@ -128,7 +128,7 @@ def _grid_faces(n_phi: int, rows: int, offset: int) -> torch.Tensor:
     return torch.cat([torch.stack([a, c, b], -1).reshape(-1, 3), torch.stack([a, d, c], -1).reshape(-1, 3)]) + offset
 
 
-def build_rig(mean: torch.Tensor, head_vertices: torch.Tensor, n_phi: int = 64, n_theta: int = 30, n_hang: int = 10,
+def build_rig(mean: torch.Tensor, head_vertices: torch.Tensor, n_phi: int = 96, n_theta: int = 45, n_hang: int = 10,
               theta_max: float = 2.25) -> HairRig:
     """The :class:`HairRig` of a head whose rest mean is ``mean`` (V, 3); ``head_vertices`` (V,) bool
     marks the vertices that may carry the hair (the outer skin of the head and neck)."""

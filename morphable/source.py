@@ -832,6 +832,8 @@ class MorphableSource(IdentitySampler):
             # silhouette anti-aliasing without supersampling: blend the pixels on a visibility edge
             # (coverage changes within the 3x3 neighbourhood) with that neighbourhood
             img = edge_antialias(img, px.frag.mask)
+            if self._hair is not None:  # the hairline (hair over skin) aliases like a silhouette
+                img = edge_antialias(img, px.region_map == REGION_IDS["hair"])
         img = img.permute(0, 3, 1, 2)
         if ss > 1:
             img = F.avg_pool2d(img, ss)
