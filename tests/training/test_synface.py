@@ -3,12 +3,15 @@ hard loss at lambda 1), soft labels of an identity-mixup dataset, domain mixup (
 label weights), config errors, and a tiny training run with both."""
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from common.config import ConfigError
 from training.config import parse_config
@@ -213,7 +216,57 @@ def test_tiny_training_with_soft_labels_and_domain_mixup(tmp_path):
         0, np.array([8, 8]), np.array([0, 0]))
     assert {"label_b", "lam"} <= set(batch)
     assert int(batch["label"].max()) < curr.num_classes(0) and int(batch["label_b"].max()) < curr.num_classes(0)
+    assert curr.source_names == ["real", "synth"]  # config order: real rows first, classes 0..4; synth after
+    assert bool((batch["lam"][8:] < 1).any()) and bool((batch["lam"][:8] == 1).all())  # synth identity-mixup images
+    # the module applies the phase's domain mixup after augmentation: synth rows mixed with real ones
+    from training.module import FaceRecognitionModule
+
+    mod = FaceRecognitionModule(cfg, curr)
+    n_soft = int((batch["lam"] < 1).sum())
+    out = mod.prepare_batch({k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch.items()}, train=True)
+    assert int((out["lam"] < 1).sum()) > n_soft and bool((out["lam"][:8] == 1).all())
+    mixed = (out["lam"] < 1) & (batch["lam"] == 1)
+    assert bool((out["label_b"][mixed] < 5).all())  # synth rows mixed with real samples: second class is real
     m = run_training(cfg, printer=lambda *a, **k: None)
     assert m["complete"] and m["global_step"] == 12
     tr = m["phases"][0]["train"]
     assert math.isfinite(tr["loss_last"])
+
+
+def test_benchmark_variant_pretrained_and_finetune_options(tmp_path):
+    """A variant can fine-tune another arm's backbone (``pretrained``) with its own fine-tune phase keys
+    (weights mixing synthetic in, ``domain_mixup``); no pretraining and no synthetic row of its own."""
+    from common.config import from_dict
+    from training.benchmark import BenchmarkConfig, run_benchmark
+
+    from tests.training.test_training_utils import FAKE_SOURCE, make_fake_lfw
+
+    root = make_fake_lfw(tmp_path / "lfw", n_folds=5, people_per_fold=6, pairs_per_fold=4, size=24)
+    fake = {"type": "stream", "source": FAKE_SOURCE, "num_ids": 6, "per_id": 2, "fixed_variations": True, "cache": True}
+    raw = {
+        "name": "bench-synface-test", "lfw": {"root": str(root)}, "sweep": [3], "arms": ["synthetic", "finetune"],
+        "synthetic": fake,
+        "variants": {"dmix": {"pretrained": "main", "sources": {"synthetic": fake},
+                              "finetune": {"weights": {"synthetic": 0.5, "authentic": 0.5},
+                                           "domain_mixup": {"sources": ["synthetic", "authentic"], "p": 1.0}}}},
+        "compare": [["finetune:dmix_3", "finetune_3"]],
+        "model": {"backbone": "tiny", "embedding_size": 16, "input_size": 24, "backbone_kwargs": {"width": 8},
+                  "margins": {"s": 16.0, "m": 0.2}},
+        "pretrain": {"steps": 4, "lr": 0.05}, "authentic": {"steps": 3, "lr": 0.05},
+        "finetune": {"steps": 3, "lr": 0.01},
+        "trainer": {"accelerator": "cpu", "batch_size": 8, "num_workers": 0, "log_every": 1, "ckpt_every_steps": 0},
+        "eval": {"batch_size": 64}, "seeds": [0, 1], "matched_steps": False, "extended_pairs": None, "eval_all_pairs": False,
+    }
+    res = run_benchmark(from_dict(BenchmarkConfig, raw, ""), tmp_path / "out", printer=lambda *a, **k: None)
+    names = [(r["arm"], r["authentic_ids"]) for r in res["rows"]]
+    assert names == [("synthetic", 0), ("finetune", 3), ("finetune:dmix", 3)]
+    run = tmp_path / "out" / "runs" / "s0" / "finetune_dmix_3"
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["model"]["init_backbone"].endswith(os.path.join("runs", "s0", "synthetic", "backbone.pt"))
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["phases"][0]["domain_mixup"]["sources"] == ["synthetic", "authentic"]
+    assert set(cfg["phases"][0]["weights"]) == {"synthetic", "authentic"}
+    assert {(c["a"], c["b"]) for c in res["comparisons"]} == {("finetune:dmix_3", "finetune_3")}
+    bad = {**raw, "variants": {"x": {**raw["variants"]["dmix"], "pretrained": "nope"}}}
+    with pytest.raises(ConfigError, match=r"variants.x.pretrained"):
+        from_dict(BenchmarkConfig, bad, "")
