@@ -25,6 +25,10 @@ Mixed batches
     {"image": uint8 (B, 3, S, S), "label": int64 (B,), "source": int64 (B,),
      "counts": [n_0, ..., n_{K-1}], "step": s}
 
+With a ``soft_labels`` source (identity mixup) the batch also holds ``"label_b"`` int64 (B,) and
+``"lam"`` float32 (B,): the second class and the first class's weight (hard rows: ``label``, 1); the
+module's phase ``domain_mixup`` sets them too (:mod:`training.mixup`).
+
 The batch holds ``counts[k]`` samples of source ``k`` (contiguous, in source order), with counts
 from :meth:`training.curriculum.Curriculum` weights at ``s`` (systematic sampling, so proportions
 follow the curriculum exactly on average). Labels are mapped into the class space of the head
