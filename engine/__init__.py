@@ -14,6 +14,7 @@ Kept light on purpose: worker processes import this package, so heavy modules lo
 from .contact_sheet import contact_sheet
 from .formats import CorruptRecordError, FaceImageDataset, ImageFolderDataset, RecDataset, open_dataset
 from .interface import Identities, IdentitySampler, RenderBatch, derive_seed, generator, separability_report
+from .mixup import MixupConfig, sample_with_mixup
 from .sources import SourceError, SourceSpec, create_source, known_sources, register_source
 from .stream import RenderStream
 
@@ -35,7 +36,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "CorruptRecordError", "DiskFullError", "attribute_report", "FaceImageDataset", "Identities", "IdentitySampler", "ImageFolderDataset",
+    "CorruptRecordError", "DiskFullError", "MixupConfig", "sample_with_mixup", "attribute_report", "FaceImageDataset", "Identities", "IdentitySampler", "ImageFolderDataset",
     "RecDataset", "RenderBatch", "RenderError", "RenderStream", "SourceError", "SourceSpec", "contact_sheet", "create_source",
     "derive_seed", "generator", "judge_arrays", "judge_dataset", "known_sources", "open_dataset", "register_source",
     "render_dataset", "separability_report",

@@ -45,6 +45,8 @@ from common.config import ConfigError, from_dict, join_key, nest_dotted
 from engine.interface import (Identities, IdentitySampler, RenderBatch, check_render_args, derive_seed, generator,
                               reject_close, separability_report)
 
+from engine.mixup import MixupConfig, sample_with_mixup
+
 from .checkpoint import load_checkpoint, load_condition_stats
 
 #: ArcFace 5-point template for a 112x112 aligned crop (left eye, right eye, nose, mouth corners).
@@ -62,10 +64,14 @@ class IdentityConfig:
     min_distance: float = 1.1
     max_tries: int = 50
     morphable_preset: str = "frontal"
+    mixup: MixupConfig = field(default_factory=MixupConfig)  # identity mixup (engine.mixup); fraction 0 = off
 
     def validate(self, path: str = "identity") -> None:
         if self.mode not in IDENTITY_MODES:
             raise ConfigError(f"{join_key(path, 'mode')}: must be 'random', 'fitted' or 'morphable', got {self.mode!r}")
+        if self.mixup.enabled and self.mode == "morphable":
+            raise ConfigError(f"{join_key(path, 'mixup')}: identity mixup needs identity.mode 'random' or 'fitted' "
+                              f"(embedding vectors), not 'morphable'")
 
 
 @dataclass
@@ -149,6 +155,8 @@ class LearnedSource(IdentitySampler):
     def config(self) -> dict[str, Any]:
         c = asdict(self.cfg)
         c.pop("encoder", None)
+        if not self.cfg.identity.mixup.enabled:  # off: the config of before identity mixup
+            c["identity"].pop("mixup", None)
         return {"source": self.name, "kind": self.kind, "preset": self.preset, "size": self.size, "aligned": True,
                 "checkpoint": str(self.ckpt.path.resolve()), "checkpoint_sha256": self.ckpt.sha256,
                 "checkpoint_step": self.ckpt.config.get("train", {}).get("step"), "native_size": self.native_size,
@@ -218,6 +226,9 @@ class LearnedSource(IdentitySampler):
         if int(n) < 1:
             raise ValueError(f"number of identities must be >= 1, got {n}")
         n, ic = int(n), self.cfg.identity
+        if ic.mixup.enabled:
+            return sample_with_mixup(self, n, seed, ic.mixup, float(ic.min_distance), int(ic.max_tries),
+                                     space=f"FR encoder embedding ({self.embedding_dim}-d unit vectors, Euclidean)")
         meta_src: dict[str, Any] = {}
         if ic.mode in ("random", "fitted"):
             res = reject_close(self._normal_candidates(seed), n, float(ic.min_distance), int(ic.max_tries))
@@ -236,6 +247,18 @@ class LearnedSource(IdentitySampler):
         rep = separability_report(E, space=space, min_distance=float(ic.min_distance), achieved_min_distance=res.min_distance)
         rep.update(candidates=n + res.rejected, rejected=res.rejected, mode=ic.mode)
         return Identities(params=params, embedding=E, seed=int(seed), report=rep, meta=meta)
+
+    # -- identity mixup (engine.mixup) ---------------------------------------------------------------
+    def identity_candidates(self, seed: int, start: int, count: int) -> Identities:
+        """Candidates ``start .. start+count`` of the ``random``/``fitted`` stream, unfiltered."""
+        E = self._normal_candidates(seed)(start, count).float()
+        return Identities(params={"embedding": E.clone()}, embedding=E, seed=int(seed))
+
+    def mix_identities(self, a: Identities, b: Identities, lam: torch.Tensor) -> Identities:
+        """Mixed conditions: ``normalize(lam e_a + (1 - lam) e_b)`` (the generator is conditioned on unit vectors)."""
+        w = lam.to(torch.float64).reshape(-1, 1)
+        E = F.normalize(w * a.embedding.double() + (1 - w) * b.embedding.double(), dim=-1).float()
+        return Identities(params={"embedding": E.clone()}, embedding=E, seed=a.seed)
 
     # -- rendering --------------------------------------------------------------------------------
     def _generate(self, cond: torch.Tensor, gens: list[torch.Generator], params: dict[str, Any]) -> torch.Tensor:

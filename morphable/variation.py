@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 from common.config import from_dict, merge_into, register_converter
 from common.errors import ConfigError
+from engine.mixup import MixupConfig
 
 
 @dataclass
@@ -206,7 +207,11 @@ class IdentityConfig:
     ``gender_contrast`` moves each identity's shape along the model's gender direction towards a
     clearly female- or male-read face (1) or leaves the model's own, mostly androgynous spread (0);
     ``relief`` is the rms (metres) of per-identity fine facial relief outside the shape model's span
-    (brow ridge, nasal bridge, cheekbones, chin: :mod:`morphable.relief`).
+    (brow ridge, nasal bridge, cheekbones, chin: :mod:`morphable.relief`);
+    ``mixup``: identity mixup (SynFace; :mod:`engine.mixup`), off by default: a ``fraction`` of the
+    identities are convex combinations of two earlier ones (shape, relief and continuous appearance
+    mixed; hair style and its geometry uniforms, bald/hairline/density and the noise offset from the
+    parent with the larger weight).
     """
 
     shape_scale: float = 1.0
@@ -218,6 +223,7 @@ class IdentityConfig:
     hair_mesh: bool = True
     gender_contrast: float = 1.0  # 0: the model's gender spread (mostly androgynous); 1: female- or male-read
     relief: float = 0.0011  # metres rms of per-identity fine facial relief (morphable.relief; 0 = off)
+    mixup: MixupConfig = field(default_factory=MixupConfig)  # identity mixup (engine.mixup); fraction 0 = off
 
 
 @dataclass

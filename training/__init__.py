@@ -17,7 +17,7 @@ from .augment import build_augment
 from .backbones import create_backbone, list_backbones, load_arcface_torch, register_backbone
 from .config import TrainConfig, load_config, parse_config
 from .curriculum import Curriculum
-from .heads import create_head, list_heads
+from .heads import create_head, list_heads, soft_margin_loss
 from .verification import evaluate_pairs, read_bin, read_lfw_pairs, verify_bin, verify_lfw
 
 _LAZY = {
@@ -41,6 +41,6 @@ def __getattr__(name):
 
 __all__ = sorted([
     "ConfigError", "Curriculum", "TrainConfig", "build_augment", "create_backbone", "create_head", "evaluate_pairs",
-    "list_backbones", "list_heads", "load_arcface_torch", "load_config", "parse_config", "read_bin", "read_lfw_pairs",
+    "list_backbones", "list_heads", "soft_margin_loss", "load_arcface_torch", "load_config", "parse_config", "read_bin", "read_lfw_pairs",
     "register_backbone", "verify_bin", "verify_lfw", *_LAZY,
 ])

@@ -30,6 +30,7 @@ Outputs in ``OUT``: ``results.csv``, ``results.md``, ``accuracy_vs_ids.png``, ``
 """
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -89,6 +90,12 @@ class SyntheticVariant:
 
     sources: dict[str, SourceConfig]
     weights: dict[str, float] | None = None
+    # issue 17 (SynFace): ``pretrained``: skip this variant's pretraining and fine-tune the backbone of
+    # arm ``main`` (the synthetic arm) or of another variant (no ``synthetic:<name>`` row then);
+    # ``finetune``: phase keys merged into the fine-tune template for this variant (e.g. ``weights``
+    # mixing ``synthetic`` in, ``domain_mixup``); ``synthetic`` there names this variant's source(s)
+    pretrained: str | None = None
+    finetune: dict[str, Any] | None = None
 
     def validate(self, path: str) -> None:
         if not self.sources:
@@ -151,9 +158,17 @@ class BenchmarkConfig:
             raise ConfigError(f"{_join(path, 'arms')}: unknown arm {bad[0]!r} (synthetic, authentic, finetune)")
         if "finetune" in self.arms and "synthetic" not in self.arms:
             raise ConfigError(f"{_join(path, 'arms')}: 'finetune' needs the 'synthetic' arm (its pretrained backbone)")
-        for name in self.variants:
+        for name, var in self.variants.items():
             if not name or not all(c.isalnum() or c in "-_+." for c in name):
                 raise ConfigError(f"{_join(path, 'variants')}.{name}: use letters, digits and - _ + . in variant names")
+            if var.pretrained is not None:
+                ref = self.variants.get(var.pretrained)
+                if var.pretrained != "main" and (ref is None or ref.pretrained is not None):
+                    raise ConfigError(f"{_join(path, 'variants')}.{name}.pretrained: 'main' or a variant pretrained by "
+                                      f"itself ({', '.join(n for n, v in self.variants.items() if v.pretrained is None)}), "
+                                      f"got {var.pretrained!r}")
+            if var.finetune is not None:
+                _variant_finetune(self.finetune, var, {"authentic": 1.0}, _join(_join(path, "variants"), name) + ".finetune")
         for key in ("pretrain", "finetune", "authentic"):  # each template makes a valid phase
             getattr(self, key).phase(key, {"synthetic": 1.0, "authentic": 1.0}, _join(path, key))
         for key in ("pairs", "bins"):
@@ -296,6 +311,22 @@ def _arm_dir(arm: str, variant: str) -> str:
 def _arm_label(arm: str, variant: str) -> str:
     """Row name of an arm: ``synthetic``, ``finetune`` or ``synthetic:<variant>``, ``finetune:<variant>``."""
     return f"{arm}:{variant}" if variant else arm
+
+
+def _variant_finetune(tmpl: PhaseTemplate, var: SyntheticVariant | None, weights: dict[str, Any], path: str) -> dict[str, Any]:
+    """The fine-tune phase (a mapping) of a variant: the template's, with the variant's ``finetune``
+    keys on top (checked as a phase; errors name ``path``)."""
+    phase = tmpl.phase("finetune", weights, path)
+    if var is not None and var.finetune:
+        from .config import PhaseConfig
+
+        phase.update(copy.deepcopy(var.finetune))
+        chk = dict(phase)
+        dm = chk.get("domain_mixup")
+        if isinstance(dm, dict) and isinstance(chk.get("weights"), dict):  # 'synthetic' stands for the variant's sources
+            chk["weights"] = {**chk["weights"], **{k: 1.0 for k in var.sources}}
+        from_dict(PhaseConfig, chk, path)
+    return phase
 
 
 def _scale_weight(w: Any, frac: float) -> Any:
@@ -623,6 +654,8 @@ def run_benchmark(bc: BenchmarkConfig, out_dir: str | os.PathLike | None = None,
         syn_steps: dict[str, int] = {}
         if "synthetic" in bc.arms:
             for name, sources, mix in syn_arms:
+                if name and bc.variants[name].pretrained is not None:
+                    continue  # fine-tunes another arm's backbone (set below)
                 run_dir = sdir / _arm_dir("synthetic", name)
                 cfg = _train_cfg(bc, _arm_dir("synthetic", name), sources, bc.pretrain.phase("pretrain", mix),
                                  run_dir, seed=seed)
@@ -633,6 +666,10 @@ def run_benchmark(bc: BenchmarkConfig, out_dir: str | os.PathLike | None = None,
                     syn_ids = m.get("sources", {}).get("synthetic", {}).get("num_classes")
                 ev = _post_eval(run_dir, syn_sets, bc, printer)
                 seed_rows.append(_seed_row(_arm_label("synthetic", name), 0, 0, 0, seed, m, wall, ev))
+            for name, var in bc.variants.items():
+                if var.pretrained is not None:
+                    ref = "" if var.pretrained == "main" else var.pretrained
+                    backbones[name], syn_steps[name] = backbones[ref], syn_steps[ref]
         for n_req, n in sizes:
             n_imgs = sum(min(counts[p], bc.lfw.images_per_id or counts[p]) for p in pool[:n])
             auth_src = {"type": "folder", "path": str(Path(bc.lfw.root) / "images"),
@@ -646,6 +683,12 @@ def run_benchmark(bc: BenchmarkConfig, out_dir: str | os.PathLike | None = None,
             for arm, name, syn_sources, mix in jobs:
                 tmpl = bc.finetune if arm == "finetune" else bc.authentic
                 phase = tmpl.phase(arm, {"authentic": 1.0})
+                if arm == "finetune" and name and bc.variants[name].finetune:
+                    phase = _variant_finetune(tmpl, bc.variants[name], {"authentic": 1.0}, f"variants.{name}.finetune")
+                    phase["name"] = arm
+                    dm = phase.get("domain_mixup")
+                    if dm and len(mix) == 1:  # 'synthetic' in domain_mixup.sources: the variant's one source
+                        dm["sources"] = [next(iter(mix)) if s_ == "synthetic" else s_ for s_ in dm["sources"]]
                 if arm == "authentic-matched":  # as many steps as pretrain + fine-tune of the main arm
                     phase.pop("epochs", None)
                     phase["steps"] = syn_steps[""] + ft_steps

@@ -38,6 +38,7 @@ __all__ = [
     "LRConfig",
     "OptimizerConfig",
     "PhaseConfig",
+    "DomainMixupConfig",
     "PairSetConfig",
     "EvalConfig",
     "TrainerConfig",
@@ -148,6 +149,7 @@ class SourceConfig:
     images_per_id: int | None = None
     id_order: str = "sorted"
     augment: dict[str, Any] | None = None
+    soft_labels: bool = False  # identity mixup: mixed identities train their two parents' classes (SynFace)
 
     @property
     def is_stream(self) -> bool:
@@ -178,6 +180,9 @@ class SourceConfig:
                 raise _err(path, "path", f"required for type {self.type!r}")
             if self.cache:
                 raise _err(path, "cache", "only applies to on-the-fly sources (type stream/engine with source)")
+        if self.soft_labels and self.type in ("folder", "rec"):
+            raise _err(path, "soft_labels", f"needs a rendered dataset (its metadata.parquet holds the id_mix_* columns) "
+                       f"or an on-the-fly source, not type {self.type!r}")
         if self.render_batch_size <= 0:
             raise _err(path, "render_batch_size", "must be > 0")
         if self.epoch_size is not None and self.epoch_size <= 0:
@@ -301,6 +306,27 @@ class OptimizerConfig:
 
 
 @dataclass
+class DomainMixupConfig:
+    """A phase's ``domain_mixup`` (SynFace): each sample of ``sources[0]`` in a batch is, with
+    probability ``p``, replaced by the pixel mix ``lam x_a + (1 - lam) x_b`` with a sample of
+    ``sources[1]`` of the same batch (``lam ~ U[lam[0], lam[1]]``), labelled ``lam`` on its class and
+    ``1 - lam`` on the other's (both in the phase's class space) and trained with the soft-label margin
+    loss (:func:`training.heads.soft_margin_loss`). Implementation: :mod:`training.mixup`."""
+
+    sources: list[str] = field(default_factory=list)
+    lam: list[float] = field(default_factory=lambda: [0.2, 0.8])
+    p: float = 0.5
+
+    def validate(self, path: str) -> None:
+        if len(self.sources) != 2 or self.sources[0] == self.sources[1]:
+            raise _err(path, "sources", f"need two different source names [a, b], got {self.sources}")
+        if len(self.lam) != 2 or not (0.0 <= float(self.lam[0]) <= float(self.lam[1]) <= 1.0):
+            raise _err(path, "lam", f"need [lo, hi] with 0 <= lo <= hi <= 1, got {self.lam}")
+        if not 0.0 <= float(self.p) <= 1.0:
+            raise _err(path, "p", f"must be in [0, 1], got {self.p}")
+
+
+@dataclass
 class PhaseTemplate:
     """A phase without its ``name`` and with optional ``weights``: the benchmark's ``pretrain`` /
     ``finetune`` / ``authentic`` templates (:mod:`training.benchmark`). Each arm turns one into a
@@ -318,6 +344,7 @@ class PhaseTemplate:
     reinit_head: bool = False
     head_init: str = "random"
     head_init_images: int = 4
+    domain_mixup: DomainMixupConfig | None = None
 
     def phase(self, name: str, weights: dict[str, Any], path: str = "") -> dict[str, Any]:
         """The phase config (a mapping, checked as a :class:`PhaseConfig`; errors name ``path``) of
@@ -395,6 +422,11 @@ class PhaseConfig(PhaseTemplate):
             raise _err(path, "head_init", f"must be 'random' or 'mean', got {self.head_init!r}")
         if self.head_init_images <= 0:
             raise _err(path, "head_init_images", "must be > 0")
+        if self.domain_mixup is not None:
+            for j, src in enumerate(self.domain_mixup.sources):
+                if self._start.get(src, 0.0) <= 0 and self._end.get(src, 0.0) <= 0:
+                    raise ConfigError(f"{_join(path, 'domain_mixup')}.sources[{j}]: {src!r} has no positive weight in "
+                                      f"this phase (weights: {', '.join(self.weights)})")
         for i, pref in enumerate(self.freeze):
             if not isinstance(pref, str) or not pref.strip(". "):
                 raise ConfigError(f"{_join(path, 'freeze')}[{i}]: must be a module-name prefix, got {pref!r}")

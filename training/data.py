@@ -25,6 +25,10 @@ Mixed batches
     {"image": uint8 (B, 3, S, S), "label": int64 (B,), "source": int64 (B,),
      "counts": [n_0, ..., n_{K-1}], "step": s}
 
+With a ``soft_labels`` source (identity mixup) the batch also holds ``"label_b"`` int64 (B,) and
+``"lam"`` float32 (B,): the second class and the first class's weight (hard rows: ``label``, 1); the
+module's phase ``domain_mixup`` sets them too (:mod:`training.mixup`).
+
 The batch holds ``counts[k]`` samples of source ``k`` (contiguous, in source order), with counts
 from :meth:`training.curriculum.Curriculum` weights at ``s`` (systematic sampling, so proportions
 follow the curriculum exactly on average). Labels are mapped into the class space of the head
@@ -198,6 +202,19 @@ class MapSource:
             if e in name_to_label:
                 keep[name_to_label[e]] = False
         keep &= counts >= cfg.min_images_per_id
+        mix = None
+        if cfg.soft_labels:  # identity mixup: mixed identities are no classes; their images train their parents'
+            from .mixup import read_mix_columns
+
+            if cfg.images_per_id is not None:
+                raise ValueError(f"sources.{name}: soft_labels and images_per_id together are not supported")
+            table = read_mix_columns(cfg.path)
+            try:
+                ident = np.array([int(c) for c in classes], dtype=np.int64)
+            except ValueError:
+                raise ValueError(f"sources.{name}.soft_labels: class names of {cfg.path} are not identity numbers") from None
+            mix = np.array([table.get(int(i), (int(i), int(i), 1.0)) for i in ident], dtype=np.float64)  # (C, 3)
+            keep &= mix[:, 2] >= 1.0
         kept = np.nonzero(keep)[0]
         if cfg.id_order == "random":
             rng = np.random.default_rng(derive_seed(cfg.seed, "id-order", name))
@@ -212,6 +229,14 @@ class MapSource:
                              f"identities/people_file={'set' if wanted is not None else 'unset'})")
         lut = np.full(len(classes), -1, dtype=np.int64)
         lut[kept] = np.arange(len(kept))
+        lut_b, lam_c = lut.copy(), np.ones(len(classes))
+        if mix is not None:  # a mixed class: (class of parent a, of parent b, lam) when both parents are kept
+            cls_of = {int(i): c for c, i in enumerate(ident)}
+            mixed = np.nonzero(mix[:, 2] < 1.0)[0]
+            for c in mixed:
+                ca, cb = cls_of.get(int(mix[c, 0]), -1), cls_of.get(int(mix[c, 1]), -1)
+                if ca >= 0 and cb >= 0 and lut[ca] >= 0 and lut[cb] >= 0:
+                    lut[c], lut_b[c], lam_c[c] = lut[ca], lut[cb], mix[c, 2]
         local = lut[labels]
         sel = np.nonzero(local >= 0)[0]
         if cfg.images_per_id is not None:
@@ -224,6 +249,10 @@ class MapSource:
             sel = np.sort(sel_sorted[rank < cfg.images_per_id])
         self.indices = sel.astype(np.int64)
         self.labels = local[sel].astype(np.int64)
+        self.soft = mix is not None
+        if self.soft:  # soft targets: labels (class a), labels_b, lam (a's weight)
+            self.labels_b = lut_b[labels][sel].astype(np.int64)
+            self.lam = lam_c[labels][sel].astype(np.float32)
         self.class_names = [classes[i] for i in kept]
         self.num_classes = len(kept)
         self.epoch_size = len(self.indices)
@@ -251,9 +280,17 @@ class MapSource:
             labs[j] = self.labels[i]
         return imgs, labs
 
+    def soft_targets(self, items: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Second class and first class's weight (``labels_b``, ``lam``) of items ``(epoch, index)``."""
+        i = np.asarray([j for _, j in items], dtype=np.int64)
+        return self.labels_b[i], self.lam[i]
+
     def describe(self) -> dict[str, Any]:
-        return {"type": self.cfg.type, "path": self.path, "num_classes": self.num_classes,
-                "num_images": self.epoch_size, "missing_identities": len(self.missing)}
+        d = {"type": self.cfg.type, "path": self.path, "num_classes": self.num_classes,
+             "num_images": self.epoch_size, "missing_identities": len(self.missing)}
+        if self.soft:
+            d["soft_label_images"] = int((self.lam < 1).sum())
+        return d
 
 
 class StreamSource:
@@ -288,6 +325,8 @@ class StreamSource:
         self.num_ids = int(cfg.num_ids)
         self.per_id = int(cfg.per_id or 1)
         self.num_classes = self.num_ids
+        self.soft = bool(cfg.soft_labels)
+        self._soft_table = None
         self.epoch_size = int(cfg.epoch_size or self.num_ids * self.per_id)
         self.addressable = self.backend == "direct"
         self.image_size = int(image_size)
@@ -297,6 +336,27 @@ class StreamSource:
         self._stream_iter: Iterator | None = None
         self._stream_key = None
         self._rs = None
+        if self.soft:  # classes = the base identities of the mixup table: needs the table now
+            if self.backend != "direct":
+                raise ValueError(f"sources.{name}.soft_labels: needs the direct backend, not {self.backend!r}")
+            self._soft_table = self._soft_labels()
+            self.num_classes = self._soft_table[3]
+
+    def _soft_labels(self):
+        from .mixup import soft_label_table
+
+        meta = self.identities.meta
+        if "mix_lambda" not in meta:
+            raise ValueError(f"sources.{self.name}.soft_labels: the source's identities have no mixup columns "
+                             f"(set source_kwargs.overrides.identity.mixup.fraction, or soft_labels: false)")
+        return soft_label_table(meta["mix_parent_a"].numpy(), meta["mix_parent_b"].numpy(), meta["mix_lambda"].numpy())
+
+    def soft_targets(self, items: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Second class and first class's weight of items ``(epoch, index)``."""
+        it = np.asarray(items, dtype=np.int64).reshape(len(items), 2)
+        rows = (it[:, 1] % (self.num_ids * self.per_id)) % self.num_ids
+        _, yb, lam, _ = self._soft_table
+        return yb[rows], lam[rows].astype(np.float32)
 
     def __getstate__(self):
         d = dict(self.__dict__)
@@ -344,7 +404,8 @@ class StreamSource:
         if self.cfg.cache:
             self.prepare()
             idx = torch.tensor([i % len(self._cache) for _, i in items], dtype=torch.long)
-            return self._cache[idx], (idx % self.num_ids).numpy()
+            rows = (idx % self.num_ids).numpy()
+            return self._cache[idx], (self._soft_table[0][rows] if self.soft else rows)
         return self._render(items)
 
     @property
@@ -371,7 +432,7 @@ class StreamSource:
                                     self.seed)
             out.append(to_uint8_batch(rb.images.detach(), self.image_size))
         imgs = torch.cat(out) if out else torch.zeros(0, 3, self.image_size, self.image_size, dtype=torch.uint8)
-        return imgs, rows
+        return imgs, (self._soft_table[0][rows] if self.soft else rows)
 
     # -- renderstream backend
     def pull(self, n: int, rank: int = 0, world_size: int = 1, start_epoch: int = 0) -> tuple[torch.Tensor, np.ndarray]:
@@ -461,6 +522,8 @@ class MixedBatchStream(IterableDataset):
         self.batch_size = int(batch_size or curriculum.batch_size)
         self.offsets = {seg: curriculum.label_offsets(seg) for seg in range(curriculum.num_segments)}
         self.perms = [_EpochPerms(s.epoch_size, self.seed, n) for n, s in zip(self.names, self.sources)]
+        #: batches carry soft targets (label_b, lam) when a source has soft labels
+        self.soft = any(getattr(s, "soft", False) for s in self.sources)
 
     def _counts(self, steps: np.ndarray, rank: int) -> np.ndarray:
         w = self.curriculum.weights_batch(steps)
@@ -488,7 +551,7 @@ class MixedBatchStream(IterableDataset):
                    start_epochs: np.ndarray | None = None) -> dict[str, Any]:
         seg = self.curriculum.phase_at(step).segment
         off = self.offsets[seg]
-        imgs, labels, srcs = [], [], []
+        imgs, labels, srcs, labels_b, lams = [], [], [], [], []
         for k, (src, n) in enumerate(zip(self.sources, counts.tolist())):
             if n == 0:
                 continue
@@ -496,10 +559,18 @@ class MixedBatchStream(IterableDataset):
                 raise RuntimeError(f"source {self.names[k]!r} sampled at step {step} but not in the class space of "
                                    f"head segment {seg}")
             if src.addressable:
-                x, y = src.fetch(self.perms[k].items(int(cursor[k]), n))
+                items = self.perms[k].items(int(cursor[k]), n)
+                x, y = src.fetch(items)
+                if self.soft:
+                    yb, lam = src.soft_targets(items) if getattr(src, "soft", False) else (y, np.ones(n, np.float32))
+                    labels_b.append(torch.from_numpy(np.asarray(yb, dtype=np.int64) + off[k]))
+                    lams.append(torch.from_numpy(np.asarray(lam, dtype=np.float32)))
             else:
                 e0 = int(start_epochs[k]) if start_epochs is not None else 0
                 x, y = src.pull(n, self.rank, self.world_size, e0)
+                if self.soft:
+                    labels_b.append(torch.from_numpy(np.asarray(y, dtype=np.int64) + off[k]))
+                    lams.append(torch.ones(n))
             imgs.append(to_uint8_batch(x, self.image_size))
             labels.append(torch.from_numpy(np.asarray(y, dtype=np.int64) + off[k]))
             srcs.append(torch.full((n,), k, dtype=torch.long))
@@ -509,13 +580,18 @@ class MixedBatchStream(IterableDataset):
             imgs = [x.to(dev, non_blocking=True) for x in imgs]
             labels = [y.to(dev, non_blocking=True) for y in labels]
             srcs = [z.to(dev, non_blocking=True) for z in srcs]
-        return {
+            labels_b = [y.to(dev, non_blocking=True) for y in labels_b]
+            lams = [z.to(dev, non_blocking=True) for z in lams]
+        batch = {
             "image": torch.cat(imgs),
             "label": torch.cat(labels),
             "source": torch.cat(srcs),
             "counts": [int(c) for c in counts.tolist()],
             "step": int(step),
         }
+        if self.soft:  # soft targets (identity mixup): class a = label, class b, a's weight
+            batch["label_b"], batch["lam"] = torch.cat(labels_b), torch.cat(lams)
+        return batch
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         wi = get_worker_info()

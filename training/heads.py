@@ -36,6 +36,7 @@ __all__ = [
     "AdaFace",
     "create_head",
     "list_heads",
+    "soft_margin_loss",
     "register_head",
 ]
 
@@ -136,12 +137,34 @@ class MarginHead(nn.Module):
             raise ValueError(f"labels must be in [-1, {cos.shape[1] - 1}], got range "
                              f"[{int(labels.min())}, {int(labels.max())}]")
         cos = self._prepare(embeddings, cos)
+        return self._margin_at(cos, labels, embeddings)
+
+    def _margin_at(self, cos: torch.Tensor, labels: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, C)``: ``s * cos`` with the margin applied at column ``labels[b]`` of each row."""
         index = torch.nonzero(labels != -1).squeeze(1)
         cols = labels[index]
         cos_t = cos[index, cols]
         new_t = self.target_logit(cos_t, index, embeddings)
         logits = cos.index_put((index, cols), new_t.to(cos.dtype))
         return logits * self.s
+
+    def _check_labels(self, labels: torch.Tensor, cos: torch.Tensor, name: str) -> torch.Tensor:
+        labels = labels.reshape(-1).long()
+        if labels.shape[0] != cos.shape[0]:
+            raise ValueError(f"got {cos.shape[0]} embeddings but {labels.shape[0]} {name}")
+        if labels.numel() and (labels.max() >= cos.shape[1] or labels.min() < 0):
+            raise ValueError(f"{name} must be in [0, {cos.shape[1] - 1}], got range [{int(labels.min())}, {int(labels.max())}]")
+        return labels
+
+    def pair_logits(self, embeddings: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(B, C)`` twice, from one cosine matrix (and one :meth:`_prepare`, so AdaFace's
+        statistics move once): with the margin at ``labels_a`` and with it at ``labels_b`` (B,)."""
+        cos = self.cosine(embeddings)
+        la = self._check_labels(labels_a, cos, "labels_a")
+        lb = self._check_labels(labels_b, cos, "labels_b")
+        cos = self._prepare(embeddings, cos)
+        return self._margin_at(cos, la, embeddings), self._margin_at(cos, lb, embeddings)
 
     def extra_repr(self) -> str:
         return f"embedding_size={self.embedding_size}, num_classes={self.num_classes}, s={self.s}"
@@ -257,3 +280,27 @@ class AdaFace(MarginHead):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", m={self.m}, h={self.h}, t_alpha={self.t_alpha}"
+
+
+def soft_margin_loss(head: MarginHead, embeddings: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor,
+                     lam: torch.Tensor, reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+    """Margin loss with mixed targets (SynFace, Qiu et al. 2021), for any :class:`MarginHead`.
+
+    A sample whose label distribution is ``lam * y_a + (1 - lam) * y_b`` costs
+    ``lam * CE(logits with the margin at a, a) + (1 - lam) * CE(logits with the margin at b, b)``: each
+    target class gets the margin in its own term. ``embeddings (B, D)``, ``labels_a``/``labels_b``
+    (B,) int, ``lam`` (B,) in [0, 1] (a's weight; 1 for a hard label, where the loss of that row is the
+    hard loss exactly: per row, ``reduction="none"``; the mean may differ from ``F.cross_entropy``'s in
+    the last bit, its sum runs in another order). Returns ``(loss: mean over the batch, or (B,) with
+    ``reduction="none"``; logits with the margin at a (B, C))``.
+    """
+    la, lb = head.pair_logits(embeddings, labels_a, labels_b)
+    lam = lam.to(la.dtype).reshape(-1)
+    ce_a = F.cross_entropy(la, labels_a.reshape(-1).long(), reduction="none")
+    ce_b = F.cross_entropy(lb, labels_b.reshape(-1).long(), reduction="none")
+    loss = lam * ce_a + (1 - lam) * ce_b
+    if reduction == "none":
+        return loss, la
+    if reduction != "mean":
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    return loss.mean(), la

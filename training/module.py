@@ -39,7 +39,7 @@ from .augment import build_augment
 from .backbones import create_backbone, load_arcface_torch
 from .config import ModelConfig, OptimizerConfig, TrainConfig
 from .curriculum import Curriculum
-from .heads import create_head
+from .heads import create_head, soft_margin_loss
 
 log = logging.getLogger(__name__)
 
@@ -325,17 +325,39 @@ class FaceRecognitionModule(L.LightningModule):
                     if n and self.augment[self.source_names[k]].enabled:
                         x[a:a + n] = self.augment[self.source_names[k]](x[a:a + n])
                     a += n
+        if train and "step" in batch:
+            x = self._domain_mixup(x, batch)
         x = x.sub_(0.5).div_(0.5)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         batch["image"] = x
         return batch
 
+    def _domain_mixup(self, x: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """The phase's ``domain_mixup`` (:func:`training.mixup.domain_mixup`) on augmented images in
+        [0, 1]; sets the batch's soft targets ``label_b`` / ``lam``."""
+        dm = self.curriculum.phase_at(int(batch["step"])).config.domain_mixup
+        if dm is None:
+            return x
+        from .mixup import domain_mixup
+
+        y = batch["label"]
+        yb = batch.get("label_b", y)
+        lam = batch.get("lam", torch.ones(y.shape[0], device=y.device))
+        a, b = (self.source_names.index(n) for n in dm.sources)
+        x, y, yb, lam = domain_mixup(x, y, yb, lam, batch["source"], a, b, dm.lam, dm.p, self.cfg.trainer.seed,
+                                     int(batch["step"]))
+        batch["label_b"], batch["lam"] = yb, lam
+        return x
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         x, y = batch["image"], batch["label"]
         emb = self._train_forward(x)
-        logits = self.head(emb.float(), y)  # float32 head (cosines are too coarse in bf16)
-        loss = F.cross_entropy(logits, y)
+        if "lam" in batch:  # soft targets (identity / domain mixup): SynFace's two-term margin loss
+            loss, logits = soft_margin_loss(self.head, emb.float(), y, batch["label_b"], batch["lam"])
+        else:
+            logits = self.head(emb.float(), y)  # float32 head (cosines are too coarse in bf16)
+            loss = F.cross_entropy(logits, y)
         bs = int(y.shape[0])
         gstep = self.phase.start + self.global_step
         self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=bs)
