@@ -170,3 +170,22 @@ def test_two_phase_contrastive_then_arcface_runs_and_resumes(tmp_path, monkeypat
     # the fine-tune trained the backbone further (the same backbone keys, new values)
     bb_keys = [k for k in fin["state_dict"] if k.startswith("backbone.")]
     assert bb_keys and not torch.equal(fin["state_dict"][bb_keys[0]], ck1["state_dict"][bb_keys[0]])
+
+
+def test_benchmark_variant_pretrain_keys_merge_into_the_template():
+    from common.config import from_dict
+    from training.benchmark import BenchmarkConfig, pretrain_template
+
+    raw = {"lfw": {"root": "/x"}, "synthetic": {"type": "rendered", "path": "/s"}, "sweep": [10],
+           "pretrain": {"steps": 50, "lr": {"base": 0.1, "warmup_steps": 5}}, "finetune": {"steps": 5},
+           "authentic": {"steps": 5},
+           "variants": {"ssl": {"sources": {"synthetic": {"type": "rendered", "path": "/s"}},
+                                "pretrain": {"loss": "contrastive", "contrastive": {"queue_size": 64},
+                                             "lr": {"base": 0.05}}}}}
+    bc = from_dict(BenchmarkConfig, raw, "")
+    main, ssl = pretrain_template(bc, ""), pretrain_template(bc, "ssl")
+    assert main.loss == "margin" and ssl.loss == "contrastive" and ssl.contrastive.queue_size == 64
+    assert ssl.steps == 50 and ssl.lr.base == 0.05 and ssl.lr.warmup_steps == 5  # merged key by key
+    raw["variants"]["ssl"]["pretrain"]["contrastive"]["temperature"] = -1
+    with pytest.raises(ConfigError, match=r"^variants\.ssl\.pretrain\.contrastive\.temperature: must be > 0"):
+        from_dict(BenchmarkConfig, raw, "")
