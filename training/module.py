@@ -36,9 +36,9 @@ from common.io import atomic_torch_save, atomic_write_text
 from common.progress import ProgressPrinter as _ProgressPrinter
 
 from .augment import build_augment
-from .contrastive import MoCoState
 from .backbones import create_backbone, load_arcface_torch
 from .config import ModelConfig, OptimizerConfig, TrainConfig
+from .contrastive import MoCoState
 from .curriculum import Curriculum
 from .heads import create_head
 
