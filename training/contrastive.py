@@ -11,8 +11,8 @@ earlier batches (the negatives)::
     loss  = CE([l_pos, l_neg] / T, target 0)
 
 After each step the batch's keys enter the queue, oldest out first (:func:`enqueue`). The momentum
-encoder follows ``theta_k <- m theta_k + (1 - m) theta_q`` (:func:`momentum_update`; buffers such
-as batch-norm statistics are copied) and runs in eval mode, so a key never depends on the other images
+encoder follows ``theta_k <- m theta_k + (1 - m) theta_q`` (:func:`momentum_update`; batch-norm
+statistics are averaged the same way) and runs in eval mode, so a key never depends on the other images
 of its batch (no batch-norm shortcut between a query and its positive; MoCo's shuffle-BN is not needed
 on one device). The projection head, momentum encoder and queue are *phase state*
 (:class:`MoCoState`): kept in the phase's ``last.ckpt`` (resume continues with the same queue) and
@@ -134,12 +134,17 @@ def enqueue(queue: torch.Tensor, ptr: torch.Tensor, keys: torch.Tensor) -> None:
 
 @torch.no_grad()
 def momentum_update(target: nn.Module, source: nn.Module, m: float) -> None:
-    """``theta_t <- m theta_t + (1 - m) theta_s`` for every parameter (same structure), and floating
-    buffers (batch-norm statistics) copied from ``source`` (integer buffers too)."""
+    """``theta_t <- m theta_t + (1 - m) theta_s`` for every parameter (same structure) and every
+    floating buffer (batch-norm statistics: averaged like the weights they belong to, so that an EMA
+    key encoder in eval mode normalises with statistics of weights like its own); integer buffers
+    (``num_batches_tracked``) are copied."""
     for pt, ps in zip(target.parameters(), source.parameters()):
         pt.mul_(m).add_(ps.detach(), alpha=1.0 - m)
     for bt, bs in zip(target.buffers(), source.buffers()):
-        bt.copy_(bs)
+        if bt.is_floating_point():
+            bt.mul_(m).add_(bs.detach(), alpha=1.0 - m)
+        else:
+            bt.copy_(bs)
 
 
 # ----------------------------------------------------------------------------------------------

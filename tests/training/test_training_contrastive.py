@@ -58,7 +58,9 @@ def test_momentum_update_formula():
     momentum_update(tgt, src, m)
     for b, pt, ps in zip(before, tgt.parameters(), src.parameters()):
         assert torch.allclose(pt, m * b + (1 - m) * ps)
-    assert torch.equal(tgt[1].running_mean, src[1].running_mean)
+    # batch-norm statistics are averaged like the weights; integer counters copied
+    assert torch.allclose(tgt[1].running_mean, (1 - m) * src[1].running_mean) and src[1].running_mean.abs().sum() > 0
+    assert torch.allclose(tgt[1].running_var, m * 1.0 + (1 - m) * src[1].running_var)
     assert int(tgt[1].num_batches_tracked) == int(src[1].num_batches_tracked) == 1
     momentum_update(tgt, src, 0.0)  # m = 0: a copy
     assert all(torch.equal(a, b) for a, b in zip(tgt.parameters(), src.parameters()))
