@@ -8,7 +8,8 @@ Public API::
 
 Modules: ``config`` (the YAML schema, ``load_config``), ``curriculum`` (phases -> step ranges, weights,
 class spaces), ``data``, ``module`` / ``train`` (the Lightning trainer, ``python -m training.train``),
-``verification``, ``benchmark`` (``python -m training.benchmark``), ``backbones``, ``heads``, ``augment``.
+``verification``, ``benchmark`` (``python -m training.benchmark``), ``backbones``, ``heads``, ``augment``,
+``contrastive`` (``loss: contrastive`` phases: InfoNCE, momentum encoder, queue).
 Lightning-heavy modules load lazily.
 """
 from common.errors import ConfigError
@@ -16,6 +17,7 @@ from common.errors import ConfigError
 from .augment import build_augment
 from .backbones import create_backbone, list_backbones, load_arcface_torch, register_backbone
 from .config import TrainConfig, load_config, parse_config
+from .contrastive import ContrastiveConfig, MoCoState, info_nce_loss
 from .curriculum import Curriculum
 from .heads import create_head, list_heads, soft_margin_loss
 from .verification import evaluate_pairs, read_bin, read_lfw_pairs, verify_bin, verify_lfw
@@ -40,7 +42,7 @@ def __getattr__(name):
 
 
 __all__ = sorted([
-    "ConfigError", "Curriculum", "TrainConfig", "build_augment", "create_backbone", "create_head", "evaluate_pairs",
+    "ConfigError", "ContrastiveConfig", "Curriculum", "MoCoState", "TrainConfig", "info_nce_loss", "build_augment", "create_backbone", "create_head", "evaluate_pairs",
     "list_backbones", "list_heads", "soft_margin_loss", "load_arcface_torch", "load_config", "parse_config", "read_bin", "read_lfw_pairs",
     "register_backbone", "verify_bin", "verify_lfw", *_LAZY,
 ])

@@ -58,6 +58,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # clean renders: push them towards in-the-wild statistics
     "synthetic": {"flip": 0.5, "crop": {"p": 0.5}, "color": {"p": 0.8}, "grayscale": 0.1, "blur": 0.2,
                   "lowres": 0.2, "jpeg": 0.3, "noise": 0.1},
+    # the two views of a contrastive phase (USynthFace-style strong augmentation; training.contrastive)
+    "contrastive": {"flip": 0.5, "crop": {"p": 0.8, "scale": [0.6, 1.0], "ratio": [0.85, 1.15]},
+                    "affine": {"p": 0.5, "degrees": 15.0}, "color": {"p": 0.8, "brightness": 0.4, "contrast": 0.4,
+                                                                   "saturation": 0.4, "hue": 0.1},
+                    "grayscale": 0.2, "blur": 0.4, "lowres": 0.3, "noise": 0.2},
 }
 
 

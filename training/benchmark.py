@@ -86,7 +86,9 @@ class LFWSplitConfig:
 @dataclass
 class SyntheticVariant:
     """An extra synthetic arm: ``sources`` (name -> source config, as in a training config) mixed with
-    ``weights`` (name -> weight; default equal) during pretraining."""
+    ``weights`` (name -> weight; default equal) during pretraining. ``pretrain``: phase keys that
+    replace the benchmark's ``pretrain`` template's for this arm only (merged key by key, e.g.
+    ``{loss: contrastive, contrastive: {queue_size: 4096}}`` for a self-supervised pretrain)."""
 
     sources: dict[str, SourceConfig]
     weights: dict[str, float] | None = None
@@ -96,6 +98,8 @@ class SyntheticVariant:
     # mixing ``synthetic`` in, ``domain_mixup``); ``synthetic`` there names this variant's source(s)
     pretrained: str | None = None
     finetune: dict[str, Any] | None = None
+    # issue 17 (USynthFace): ``pretrain``: phase keys merged into the pretrain template for this arm
+    pretrain: dict[str, Any] | None = None
 
     def validate(self, path: str) -> None:
         if not self.sources:
@@ -171,6 +175,9 @@ class BenchmarkConfig:
                 _variant_finetune(self.finetune, var, {"authentic": 1.0}, _join(_join(path, "variants"), name) + ".finetune")
         for key in ("pretrain", "finetune", "authentic"):  # each template makes a valid phase
             getattr(self, key).phase(key, {"synthetic": 1.0, "authentic": 1.0}, _join(path, key))
+        for name in self.variants:
+            pretrain_template(self, name, _join(path, f"variants.{name}.pretrain")).phase(
+                "pretrain", {"synthetic": 1.0}, _join(path, f"variants.{name}.pretrain"))
         for key in ("pairs", "bins"):
             if key in self.eval:
                 raise ConfigError(f"{_join(path, 'eval')}.{key}: the benchmark sets its own eval pairs")
@@ -182,6 +189,22 @@ class BenchmarkConfig:
                 validate_augment_config(self.authentic_augment)
             except (ValueError, TypeError) as e:
                 raise ConfigError(f"{_join(path, 'authentic_augment')}.{e}") from None
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def pretrain_template(bc: "BenchmarkConfig", variant: str, path: str = "") -> PhaseTemplate:
+    """The pretrain phase template of the synthetic arm ``variant`` ("" = the main one): ``bc.pretrain``
+    with the variant's ``pretrain`` keys merged in (errors name ``path``)."""
+    over = bc.variants[variant].pretrain if variant else None
+    if not over:
+        return bc.pretrain
+    return from_dict(PhaseTemplate, _merged(config_to_dict(bc.pretrain), over), path or f"variants.{variant}.pretrain")
 
 
 def load_benchmark_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> BenchmarkConfig:
@@ -657,8 +680,8 @@ def run_benchmark(bc: BenchmarkConfig, out_dir: str | os.PathLike | None = None,
                 if name and bc.variants[name].pretrained is not None:
                     continue  # fine-tunes another arm's backbone (set below)
                 run_dir = sdir / _arm_dir("synthetic", name)
-                cfg = _train_cfg(bc, _arm_dir("synthetic", name), sources, bc.pretrain.phase("pretrain", mix),
-                                 run_dir, seed=seed)
+                cfg = _train_cfg(bc, _arm_dir("synthetic", name), sources,
+                                 pretrain_template(bc, name).phase("pretrain", mix), run_dir, seed=seed)
                 m, wall = _run(cfg, run_dir, fresh, printer)
                 backbones[name] = str(run_dir / "backbone.pt")
                 syn_steps[name] = int(m.get("total_steps") or 0)
@@ -731,7 +754,8 @@ def run_benchmark(bc: BenchmarkConfig, out_dir: str | os.PathLike | None = None,
     for i, (name, var) in enumerate(bc.variants.items()):  # after the first line, in config order
         mix = ", ".join(f"{k} `{v.source or v.path}` x{w:.2f}" for k, v in var.sources.items()
                         for kk, w in var.mix().items() if kk == k)
-        header.insert(1 + i, f"Variant `{name}`: {mix}.")
+        pre = f"; pretrain phase keys {json.dumps(var.pretrain, sort_keys=True)}" if var.pretrain else ""
+        header.insert(1 + i, f"Variant `{name}`: {mix}{pre}.")
     header.append(f"Seeds: {len(bc.seeds)} training seeds {bc.seeds} per arm (same people, same pairs); every "
                   f"figure is mean ± std over the seeds, in percent.")
     if ext_info:

@@ -32,6 +32,8 @@ from common.config import suggest as _suggest
 from common.config import type_name as _type_name
 from common.people import PairsPeopleConfig
 
+from .contrastive import LOSSES, ContrastiveConfig
+
 __all__ = [
     "ModelConfig",
     "SourceConfig",
@@ -345,6 +347,9 @@ class PhaseTemplate:
     head_init: str = "random"
     head_init_images: int = 4
     domain_mixup: DomainMixupConfig | None = None
+    # issue 17: ``loss: contrastive`` trains without labels (training.contrastive); ``margin`` is the default
+    loss: str = "margin"
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
 
     def phase(self, name: str, weights: dict[str, Any], path: str = "") -> dict[str, Any]:
         """The phase config (a mapping, checked as a :class:`PhaseConfig`; errors name ``path``) of
@@ -366,7 +371,9 @@ class PhaseConfig(PhaseTemplate):
     over the sources at every step; sources not listed get 0.
     ``freeze``: module-name prefixes (``backbone.conv1``, ``backbone.layer1``, ``backbone`` ...; the
     ``backbone.`` prefix may be omitted) whose parameters are frozen (and BatchNorm put in eval
-    mode if ``freeze_bn``). ``reinit_head``: start a new head (fresh class centres) for the classes
+    mode if ``freeze_bn``). ``loss``: ``margin`` (the head + cross-entropy on labels) or ``contrastive``
+    (labels unused: two augmented views, momentum encoder and queue, options in ``contrastive``; see
+    :mod:`training.contrastive`). ``reinit_head``: start a new head (fresh class centres) for the classes
     of the sources active from this phase on (until the next ``reinit_head``). ``head_init``:
     ``random`` or ``mean`` (weight imprinting: each new class centre starts at the mean normalised
     embedding of up to ``head_init_images`` of its images; applies where a new head is created).
@@ -427,6 +434,8 @@ class PhaseConfig(PhaseTemplate):
                 if self._start.get(src, 0.0) <= 0 and self._end.get(src, 0.0) <= 0:
                     raise ConfigError(f"{_join(path, 'domain_mixup')}.sources[{j}]: {src!r} has no positive weight in "
                                       f"this phase (weights: {', '.join(self.weights)})")
+        if self.loss not in LOSSES:
+            raise _err(path, "loss", f"must be one of {', '.join(LOSSES)}, got {self.loss!r}" + _suggest(self.loss, LOSSES))
         for i, pref in enumerate(self.freeze):
             if not isinstance(pref, str) or not pref.strip(". "):
                 raise ConfigError(f"{_join(path, 'freeze')}[{i}]: must be a module-name prefix, got {pref!r}")

@@ -38,6 +38,7 @@ from common.progress import ProgressPrinter as _ProgressPrinter
 from .augment import build_augment
 from .backbones import create_backbone, load_arcface_torch
 from .config import ModelConfig, OptimizerConfig, TrainConfig
+from .contrastive import MoCoState
 from .curriculum import Curriculum
 from .heads import create_head, soft_margin_loss
 
@@ -176,6 +177,7 @@ class FaceRecognitionModule(L.LightningModule):
         self.loss_log: list[tuple[int, float]] = []
         self.fit_start_step: int | None = None
         self._t_last: float | None = None
+        self.contrastive: MoCoState | None = None  # phase state of a ``loss: contrastive`` phase
 
     # -- phases
     @property
@@ -204,6 +206,11 @@ class FaceRecognitionModule(L.LightningModule):
         elif self.num_classes != n:
             raise RuntimeError(f"phase {ph.name}: head has {self.num_classes} classes, segment needs {n}")
         self.phase_index = index
+        # a contrastive phase gets a fresh momentum encoder + queue (from the backbone as it is now);
+        # any other phase drops them (phase state, not carried over)
+        self.contrastive = (MoCoState(self.backbone, self.model_cfg.embedding_size, ph.config.contrastive,
+                                      seed=self.cfg.trainer.seed + 1000 * index)
+                            if ph.config.loss == "contrastive" else None)
         self.apply_freeze(ph.config.freeze, ph.config.freeze_bn, where=f"phases[{index}].freeze")
 
     def apply_freeze(self, prefixes: list[str], freeze_bn: bool = True, where: str = "freeze") -> None:
@@ -212,6 +219,10 @@ class FaceRecognitionModule(L.LightningModule):
             p.requires_grad_(n not in frozen)
         self.frozen_params = frozen
         self._frozen_bn = bns if freeze_bn else []
+        if self.contrastive is not None:  # labels unused: the margin head rests, the key encoder is EMA-only
+            self.contrastive.freeze_keys()
+            if self.head is not None:
+                self.head.requires_grad_(False)
 
     @torch.no_grad()
     def imprint_head(self, sources: Mapping[str, Any], max_per_id: int = 4, batch_size: int = 128,
@@ -264,7 +275,7 @@ class FaceRecognitionModule(L.LightningModule):
 
     def save_phase_state(self, path: str | os.PathLike) -> Path:
         """Module weights + phase bookkeeping (``final.pt`` at the end of a phase)."""
-        sd = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        sd = {k: v.detach().cpu() for k, v in self.state_dict().items() if not k.startswith("contrastive.")}
         return atomic_torch_save({"state_dict": sd, **self.phase_state(), "loss_log": self.loss_log}, path)
 
     def load_phase_state(self, path: str | os.PathLike) -> None:
@@ -311,7 +322,11 @@ class FaceRecognitionModule(L.LightningModule):
             return batch
         x = batch["image"]
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.to(torch.float32, copy=True)
-        if train:
+        if train and self.contrastive is not None:  # contrastive phase: two views; the sources' augment unused
+            x, x2 = self.contrastive.views(x)
+            x2 = x2.sub_(0.5).div_(0.5)
+            batch["image2"] = x2.contiguous(memory_format=torch.channels_last) if self.channels_last else x2
+        elif train:
             counts = batch.get("counts")
             if counts is None:
                 src = batch["source"]
@@ -351,6 +366,8 @@ class FaceRecognitionModule(L.LightningModule):
         return x
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if self.contrastive is not None:
+            return self._contrastive_step(batch)
         x, y = batch["image"], batch["label"]
         emb = self._train_forward(x)
         if "lam" in batch:  # soft targets (identity / domain mixup): SynFace's two-term margin loss
@@ -374,6 +391,27 @@ class FaceRecognitionModule(L.LightningModule):
                     self.log(f"data/frac_{n}", c / max(bs, 1), on_step=True, batch_size=bs)
             # the loss of the global batch (the mean over ranks; equal per-rank batches): the curve of
             # N processes is that of one process with the global batch
+            gl = self.all_gather(loss.detach()).mean() if self.trainer.world_size > 1 else loss.detach()
+            self.loss_log.append((int(gstep), float(gl)))
+        return loss
+
+    def _contrastive_step(self, batch: dict[str, Any]) -> torch.Tensor:
+        """InfoNCE of view 1 (query: backbone + projection) against view 2 (momentum encoder) and the
+        queue; labels unused. The batch's keys (gathered over ranks) then enter the queue."""
+        moco = self.contrastive
+        q = moco.query(self._train_forward(batch["image"]))
+        k = moco.keys(batch["image2"], self.backbone)
+        loss, acc = moco.loss(q, k)
+        if self.trainer.world_size > 1:
+            k = self.all_gather(k).reshape(-1, k.shape[-1])
+        moco.push(k)
+        bs = int(q.shape[0])
+        gstep = self.phase.start + self.global_step
+        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=bs)
+        if self.global_step % max(1, self.cfg.trainer.log_every) == 0:
+            self.log("train/acc", acc, on_step=True, batch_size=bs)
+            self.log("train/global_step", float(gstep), on_step=True, batch_size=bs)
+            self.log("train/phase", float(self.phase_index), on_step=True, batch_size=bs)
             gl = self.all_gather(loss.detach()).mean() if self.trainer.world_size > 1 else loss.detach()
             self.loss_log.append((int(gstep), float(gl)))
         return loss

@@ -110,15 +110,22 @@ class GANGenerator(Generator):
 
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, generators: Sequence[torch.Generator], truncation: float = 1.0,
-               noise_mode: str = "random", truncation_samples: int = 256) -> torch.Tensor:
+               noise_mode: str = "random", truncation_samples: int = 256,
+               latents: torch.Tensor | None = None) -> torch.Tensor:
         """Images in ``[-1, 1]`` (float32) for identity embeddings ``cond`` (B, D), one CPU generator
-        per image (its ``z`` and, through its seed, its noise inputs)."""
+        per image (its ``z`` and, through its seed, its noise inputs). ``latents`` (B, z_dim), if
+        given, replace the generators' ``z`` (the noise inputs still come from their seeds)."""
         if len(generators) != cond.shape[0]:
             raise ValueError(f"need one generator per image: {len(generators)} generators for {cond.shape[0]} conditions")
         if not 0.0 <= float(truncation) <= 1.0 + 1e-9:
             raise ValueError(f"truncation psi must be in [0, 1], got {truncation}")
         dev = cond.device
-        z = torch.stack([torch.randn(self.z_dim, generator=g) for g in generators]).to(dev)
+        if latents is None:
+            z = torch.stack([torch.randn(self.z_dim, generator=g) for g in generators]).to(dev)
+        else:
+            if tuple(latents.shape) != (cond.shape[0], self.z_dim):
+                raise ValueError(f"latents must be ({cond.shape[0]}, {self.z_dim}), got {tuple(latents.shape)}")
+            z = latents.to(dev, torch.float32)
         seeds = torch.tensor([g.initial_seed() & ((1 << 63) - 1) for g in generators], dtype=torch.int64)
         noise = self.noise_inputs(seeds, dev, noise_mode)
         center = self.w_center(cond, truncation_samples) if float(truncation) < 1.0 else None
