@@ -192,6 +192,7 @@ class BenchmarkConfig:
 
 
 def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over``'s keys on top, nested mappings merged key by key (inputs unchanged)."""
     out = dict(base)
     for k, v in over.items():
         out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
@@ -338,12 +339,15 @@ def _arm_label(arm: str, variant: str) -> str:
 
 def _variant_finetune(tmpl: PhaseTemplate, var: SyntheticVariant | None, weights: dict[str, Any], path: str) -> dict[str, Any]:
     """The fine-tune phase (a mapping) of a variant: the template's, with the variant's ``finetune``
-    keys on top (checked as a phase; errors name ``path``)."""
+    keys merged in key by key (nested mappings too, as :func:`pretrain_template`; ``weights`` replaced
+    whole; checked as a phase; errors name ``path``)."""
     phase = tmpl.phase("finetune", weights, path)
     if var is not None and var.finetune:
         from .config import PhaseConfig
 
-        phase.update(copy.deepcopy(var.finetune))
+        phase = _merged(phase, copy.deepcopy(var.finetune))  # key by key, like a variant's ``pretrain``
+        if "weights" in var.finetune:  # the mix is replaced whole (a merge could not drop a source)
+            phase["weights"] = copy.deepcopy(var.finetune["weights"])
         chk = dict(phase)
         dm = chk.get("domain_mixup")
         if isinstance(dm, dict) and isinstance(chk.get("weights"), dict):  # 'synthetic' stands for the variant's sources
