@@ -284,7 +284,9 @@ def run_blocks(ctx, todo, jpath, part, rec_off, workers, render_workers, init, m
     ahead = None
     prev_threads = torch.get_num_threads()
     if render_workers:
-        max_inflight = render_workers + 1
+        # a local pool hands each task to whichever process is free; a pool that binds a block to a
+        # worker when it is submitted (Ray actors) says how many blocks it needs queued to stay busy
+        max_inflight = getattr(render_pool, "max_inflight", render_workers + 1)
     else:
         max_inflight = max(1, workers + 1)
         if not on_cuda:

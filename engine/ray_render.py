@@ -148,6 +148,10 @@ class RayRenderPool:
         cls = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=3, max_task_retries=3)(_RenderActor)
         self.actors = [cls.remote(job, spec, config_json) for _ in range(workers)]
         self.load = [0] * workers
+        # blocks in flight: a block is bound to its actor at submit time and the driver collects results
+        # in block order, so with one block per actor (+1) an actor that finished early waits for the
+        # driver; two queued per actor keep every actor busy (results wait in the object store)
+        self.max_inflight = 2 * workers + 1
 
     def submit(self, fn, b: int) -> _BlockFuture:
         """Queue block ``b`` on the least-loaded actor (``fn`` is the local pool's task function, named
