@@ -49,7 +49,7 @@ from common.config import REPO_ROOT, ConfigError, config_to_dict, from_dict, res
 from common.config import join_key as _join
 from engine.interface import derive_seed
 
-from .config import EvalConfig, ModelConfig, PhaseTemplate, SourceConfig, TrainerConfig, parse_config
+from .config import EvalConfig, ModelConfig, PhaseConfig, PhaseTemplate, SourceConfig, TrainerConfig, parse_config
 from .pairsets import ExtendedPairsConfig, ensure_extended_pairs
 
 log = logging.getLogger("synthface.benchmark")
@@ -343,8 +343,6 @@ def _variant_finetune(tmpl: PhaseTemplate, var: SyntheticVariant | None, weights
     whole; checked as a phase; errors name ``path``)."""
     phase = tmpl.phase("finetune", weights, path)
     if var is not None and var.finetune:
-        from .config import PhaseConfig
-
         phase = _merged(phase, copy.deepcopy(var.finetune))  # key by key, like a variant's ``pretrain``
         if "weights" in var.finetune:  # the mix is replaced whole (a merge could not drop a source)
             phase["weights"] = copy.deepcopy(var.finetune["weights"])

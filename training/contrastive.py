@@ -140,9 +140,9 @@ def enqueue(queue: torch.Tensor, ptr: torch.Tensor, keys: torch.Tensor) -> None:
 @torch.no_grad()
 def momentum_update(target: nn.Module, source: nn.Module, m: float) -> None:
     """``theta_t <- m theta_t + (1 - m) theta_s`` for every parameter (same structure) and every
-    floating buffer (batch-norm statistics: averaged like the weights they belong to, so that an EMA
-    key encoder in eval mode normalises with statistics of weights like its own); integer buffers
-    (``num_batches_tracked``) are copied."""
+    floating buffer (batch-norm statistics: averaged like the weights they belong to, so that the key
+    encoder's running statistics match its weights should it run in eval mode; :meth:`MoCoState.keys`
+    uses batch statistics); integer buffers (``num_batches_tracked``) are copied."""
     for pt, ps in zip(target.parameters(), source.parameters()):
         pt.mul_(m).add_(ps.detach(), alpha=1.0 - m)
     for bt, bs in zip(target.buffers(), source.buffers()):
