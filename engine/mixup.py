@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 
@@ -189,6 +189,7 @@ def sample_with_mixup(source: MixableSource, n: int, seed: int, mixup: MixupConf
     table.meta.update(mix_parent_a=par_a, mix_parent_b=par_b, mix_lambda=lams)
     rep = separability_report(table.embedding, space=space, min_distance=md,
                               achieved_min_distance=best if n > 1 else None)
+    # the report's own minimum (dense up to its sample size) includes parent-child pairs: the rule's is ``best``
     rep["achieved_min_distance"] = best if n > 1 and math.isfinite(best) else None
     n_mixed = int(slots.sum())
     rep.update(candidates=cand + n_mixed + rejected_mixed, rejected=rejected + rejected_mixed)
@@ -221,9 +222,3 @@ def mixed_rule_violations(table: Identities, min_distance: float) -> list[tuple[
     i, j = torch.nonzero(torch.triu(bad, 1), as_tuple=True)
     return [(int(a), int(b), float(d[a, b])) for a, b in zip(i, j)]
 
-
-def describe(table: Identities) -> dict[str, Any]:
-    """Counts of a table's base and mixed rows (no ``mix_*`` meta: all base)."""
-    lam = table.meta.get("mix_lambda")
-    mixed = int((lam < 1).sum()) if lam is not None else 0
-    return {"n": len(table), "mixed": mixed, "base": len(table) - mixed}
