@@ -36,6 +36,9 @@ APPEARANCE_PARAMS = (
     "asymmetry",
     # layout 3: skin detail - wrinkles (from age), moles
     "wrinkles", "moles",
+    # layout 4: sex-typical cues a recogniser reads - the beard shadow of shaved male skin, and lash
+    # density (mascara and eyeliner on made-up faces)
+    "beard_shadow", "lashes",
 )
 #: Resting features: appearance column -> ARKit units moved by ``s = 2u - 1`` in [-1, 1], as
 #: (unit, weight for s < 0, weight for s > 0) so that each column spans e.g. narrow .. wide eyes.
@@ -53,6 +56,9 @@ REST_FEATURES = {
     "cheek_fullness": (("cheekSquintLeft", 0.0, 0.35), ("cheekSquintRight", 0.0, 0.35), ("cheekPuff", -0.15, 0.12)),
 }
 _P = {n: i for i, n in enumerate(APPEARANCE_PARAMS)}
+#: Resting upper-lid drop (ARKit eyeBlink) of every face: at rest the upper lid covers the top of the
+#: iris, as in photographs, instead of a ring of sclera above it.
+EYE_REST_BLINK = 0.12
 
 _K_MEL = torch.tensor([2.51, 3.06, 3.49])
 _K_HEM = torch.tensor([0.05, 0.50, 0.40])
@@ -140,10 +146,14 @@ def appearance_from_draws(semantic: torch.Tensor, u: "Callable[[], torch.Tensor]
     # age 0.45 .. 0.95 is ~20 .. 80 years: lines appear from the late thirties, deepen past sixty
     wrinkles = (((age - 0.58) / 0.3).clamp(0, 1) * (0.6 + 0.6 * u())).clamp(0, 1)
     moles = u() ** 2
+    # shaved male skin keeps a grey-blue shadow of the beard (visible on lighter skin); lashes darker
+    # and thicker with eye make-up
+    beard_shadow = torch.where(gender > 0.55, 0.4 + 0.6 * u(), 0.1 * u()) * ((gender - 0.4) / 0.4).clamp(0, 1)
+    lashes = (0.3 * u() + 0.7 * eye_makeup).clamp(0, 1)
     cols = [melanin, hemoglobin, redness, blotches, freckles, lip_tint, brow_color, brow_thickness, brow_height,
             brow_arch, brow_density, iris_mel, iris_hue, hair_mel, hair_red, hair_grey, hairline, bald,
             hair_density, beard, stubble, (style.float() + 0.5) / ns, hair_length, hair_thickness, hair_phase,
-            lipstick, lip_hue, eye_makeup, mouth_rest, *rest, wrinkles, moles]
+            lipstick, lip_hue, eye_makeup, mouth_rest, *rest, wrinkles, moles, beard_shadow, lashes]
     return torch.stack(cols, 1)
 
 
@@ -328,18 +338,25 @@ def shade_albedo(
     alb = torch.where(lips[:, None], lip_col, alb)
     spec = torch.where(lips, 0.8, spec)
 
-    # ---- eyebrows: a band above each eye, x in [x_in, x_out], tapering outwards
+    # ---- eyebrows: a band above each eye from x_in to x_out: a thick head at the inner end, an arch
+    # peaking about two thirds out, a tail that thins and drops; low and straight on male-read faces
+    # (brow_height and brow_arch are drawn so), hairs running outwards (streaks along x), denser at the
+    # lower edge, feathered above
     ex = eye_centres[1, 0].abs()
-    x_in, x_out = 0.35 * ex, 1.75 * ex
-    uu = (ax - x_in) / (x_out - x_in)
-    yc = 0.014 + 0.006 * a("brow_height") + 0.004 * a("brow_arch") * torch.sin(math.pi * uu.clamp(0, 1) ** 0.8)
-    th = (0.0035 + 0.0045 * a("brow_thickness")) * (1.15 - 0.65 * uu.clamp(0, 1))
-    dy = (y - yc).abs() / th.clamp_min(1e-4)
-    strands = _noise(q * torch.tensor([1.0, 0.25, 1.0], device=q.device), 0.0016, slice(0, 12)) * 0.5 + 0.5
-    brow = (1 - _smoothstep(0.6, 1.0, dy)) * _smoothstep(-0.1, 0.05, uu) * (1 - _smoothstep(0.9, 1.05, uu))
+    x_in, x_out = 0.30 * ex, 1.72 * ex
+    uu = ((ax - x_in) / (x_out - x_in))
+    uc = uu.clamp(0, 1)
+    peak = 0.62
+    arch = torch.where(uc < peak, torch.sin(0.5 * math.pi * uc / peak), torch.cos(0.5 * math.pi * (uc - peak) / (1 - peak) * 0.9))
+    yc = 0.0105 + 0.0085 * a("brow_height") + 0.0055 * a("brow_arch") * arch - 0.004 * _smoothstep(0.75, 1.0, uc)
+    th = (0.0028 + 0.0062 * a("brow_thickness")) * (1.2 - 0.75 * uc ** 1.5)
+    dy = (y - yc) / th.clamp_min(1e-4)
+    strands = _noise(q * torch.tensor([0.3, 1.0, 1.0], device=q.device), 0.0012, slice(0, 12)) * 0.5 + 0.5
+    body = (1 - _smoothstep(0.35, 1.0, dy.abs())) * (1 + 0.25 * _smoothstep(0.2, -0.6, dy)).clamp(max=1.0)
+    brow = body * _smoothstep(-0.08, 0.06, uu) * (1 - _smoothstep(0.88, 1.04, uu))
     brow = brow * _smoothstep(-0.035, -0.02, z) * (region == REGION_IDS["skin"])
-    brow = brow * (0.55 + 0.45 * strands) * a("brow_density")
-    bcol = hair_colour(a("brow_color"), a("hair_red"), a("hair_grey") * 0.5)
+    brow = (brow * (0.7 + 0.3 * strands) * (0.55 + 0.45 * a("brow_density"))).clamp(0, 1)
+    bcol = hair_colour((a("brow_color") * 1.15 + 0.05).clamp(0, 1), a("hair_red"), a("hair_grey") * 0.5)
     alb = alb * (1 - brow[:, None]) + bcol * brow[:, None]
 
     # ---- scalp hair
@@ -360,6 +377,13 @@ def shade_albedo(
     dens = a("beard") * torch.where(a("beard_stubble") > 0.5, 0.35 + 0.25 * bn, 0.6 + 0.4 * bn)
     beard = bz * dens
     alb = alb * (1 - beard[:, None]) + hcol * beard[:, None]
+    # the shadow of shaved beard: the whole beard zone and the upper lip, darker and bluer, fading
+    # up the cheeks; it shows on lighter skin (hair darker than skin) and barely on dark skin
+    sh_zone = torch.maximum(chin_zone * _smoothstep(-0.15, -0.13, y) * (1 - _smoothstep(-0.05, -0.03, y) * _smoothstep(0.03, 0.05, ax)),
+                            _smoothstep(-0.06, -0.054, y) * (1 - _smoothstep(-0.046, -0.04, y)) * (1 - _smoothstep(0.022, 0.032, ax)))
+    sh_zone = sh_zone * (region == REGION_IDS["skin"]) * (1 - beard)
+    bsh = (a("beard_shadow") * sh_zone * (1 - 0.7 * a("melanin")) * 0.3)[:, None]
+    alb = alb * (1 - bsh * torch.tensor([0.55, 0.45, 0.3], device=p.device))
 
     # ---- eyes
     eye = (region == REGION_IDS["eye"]) | (region == REGION_IDS["eye_back"])
@@ -445,6 +469,9 @@ def rest_expression(app: torch.Tensor, labels: list[str]) -> torch.Tensor:
             if unit in index:
                 side = 1 + asym if unit.endswith("Left") else (1 - asym if unit.endswith("Right") else 1.0)
                 out[:, index[unit]] += torch.where(s < 0, -s * w_neg, s * w_pos) * side
+    for unit in ("eyeBlinkLeft", "eyeBlinkRight"):
+        if unit in index:
+            out[:, index[unit]] += EYE_REST_BLINK
     for unit in ("mouthSmileLeft", "mouthSmileRight"):
         if unit in index:
             out[:, index[unit]] += 0.08 + 0.22 * app[:, _P["mouth_rest"]]

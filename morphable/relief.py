@@ -57,3 +57,72 @@ def relief_displacement(coef: torch.Tensor, basis: torch.Tensor, mask: torch.Ten
     """(U, V) displacement in metres along the rest normals for per-identity coefficients ``coef``
     (U, M), ``basis`` (V, M) from :func:`relief_basis`, ``mask`` (V,) from :func:`relief_mask`."""
     return (coef.to(basis.dtype) @ basis.T) * (mask * amplitude)
+
+
+#: Feature shape: the per-identity fields of :func:`feature_fields`, in this order, and the standard
+#: deviation of each coefficient at ``identity.feature_shape`` = 1 (a fraction for size, aspect, nose
+#: width, radians for tilt, metres for the moves). Measured against a real-face recogniser (BENCHMARKS.md).
+FEATURE_FIELDS = ("eye_size", "eye_aspect", "eye_tilt", "eye_spacing", "eye_height", "eye_depth", "brow_ridge",
+                  "nose_width", "nose_projection", "nose_length", "nose_bridge")
+FEATURE_SD = (0.14, 0.12, 0.09, 0.003, 0.003, 0.004, 0.005, 0.10, 0.0025, 0.002, 0.002)
+NUM_FEATURE = len(FEATURE_FIELDS)
+
+
+def _plateau(r: torch.Tensor, inner: float, outer: float) -> torch.Tensor:
+    return 1 - _smoothstep(inner, outer, r)
+
+
+def feature_fields(points: torch.Tensor, eye_centres: torch.Tensor, nose_tip: torch.Tensor,
+                   eyeball: torch.Tensor | None = None) -> torch.Tensor:
+    """(V, 3, NUM_FEATURE) displacement fields of the eyes and the nose at rest positions ``points``
+    (V, 3) (metres, eye midpoint at the origin, +z towards the camera), one per :data:`FEATURE_FIELDS`,
+    mirrored left/right so a face stays symmetric (asymmetry comes from the shape model).
+
+    Eyes (``eye_centres`` (2, 3)): each eye and its lids move as one piece inside a plateau of 15 mm
+    around the eye centre, fading out by 32 mm; ``eye_size`` scales the eye region about its centre,
+    ``eye_aspect`` stretches it wide and flat (or round), ``eye_tilt`` turns it (canthal tilt: outer
+    corners up), ``eye_spacing`` moves the eyes apart, ``eye_height`` up, ``eye_depth`` forward
+    (protruding) or back (deep-set), ``brow_ridge`` pushes the brow forward. The eyeballs
+    (``eyeball`` (V,) bool) are not scaled or stretched, only moved and turned, so irises stay round:
+    a larger or wider eye region opens the lids around them.
+
+    Nose (``nose_tip`` (3,)): ``nose_width`` scales the lower nose (alae) sideways, ``nose_projection``
+    moves the nose forward, ``nose_length`` moves the tip down, ``nose_bridge`` raises the bridge.
+    Fixed functions of the mean head, the same for every identity."""
+    x, y, z = points.unbind(-1)
+    ex, ey = eye_centres[:, 0].abs().mean(), eye_centres[:, 1].mean()
+    sx = torch.where(x < 0, -1.0, 1.0).to(points)
+    dx, dy = x - sx * ex, y - ey
+    r = (dx * dx + dy * dy).sqrt()
+    front = _smoothstep(-0.05, -0.03, z)
+    w = _plateau(r, 0.015, 0.032) * front
+    ws = w if eyeball is None else w * (~eyeball.to(torch.bool)).to(w)
+    zero, one = torch.zeros_like(x), torch.ones_like(x)
+    f = [torch.stack([dx, dy, zero], -1) * ws[:, None],  # eye_size
+         torch.stack([dx, -dy, zero], -1) * ws[:, None],  # eye_aspect
+         torch.stack([-dy * sx, dx * sx, zero], -1) * w[:, None],  # eye_tilt
+         torch.stack([sx, zero, zero], -1) * w[:, None],  # eye_spacing
+         torch.stack([zero, one, zero], -1) * w[:, None],  # eye_height
+         torch.stack([zero, zero, one], -1) * w[:, None]]  # eye_depth
+    rb = ((x.abs() - 0.8 * ex) ** 2 / 1.6 + (y - ey - 0.02) ** 2).sqrt()
+    f.append(torch.stack([zero, zero, one], -1) * (_plateau(rb, 0.008, 0.025) * front)[:, None])  # brow_ridge
+    nx, ny, nz = nose_tip.unbind(-1)
+    nfront = _smoothstep(nz - 0.03, nz - 0.015, z)
+    low = ((x / 1.2) ** 2 + (y - (ny - 0.008)) ** 2).sqrt()
+    w_low = _plateau(low, 0.012, 0.026) * nfront
+    f.append(torch.stack([x, zero, zero], -1) * w_low[:, None])  # nose_width
+    w_nose = _plateau(((x / 0.8) ** 2 + ((y - ny) / 1.6) ** 2).sqrt(), 0.008, 0.02) * nfront
+    f.append(torch.stack([zero, zero, one], -1) * w_nose[:, None])  # nose_projection
+    w_tip = _plateau((x * x + (y - ny - 0.004) ** 2).sqrt(), 0.007, 0.02) * nfront
+    f.append(torch.stack([zero, -one, zero], -1) * w_tip[:, None])  # nose_length
+    w_br = _plateau(((x / 0.6) ** 2 + ((y - (ny + ey) / 2) / 2.5) ** 2).sqrt(), 0.004, 0.012) * _smoothstep(-0.01, 0.0, z)
+    f.append(torch.stack([zero, zero, one], -1) * w_br[:, None])  # nose_bridge
+    return torch.stack(f, -1)
+
+
+def feature_displacement(coef: torch.Tensor, fields: torch.Tensor, amplitude: float) -> torch.Tensor:
+    """(U, V, 3) displacement in metres for per-identity standard-normal coefficients ``coef``
+    (U, NUM_FEATURE) and ``fields`` (V, 3, NUM_FEATURE) from :func:`feature_fields`, each
+    coefficient scaled by its :data:`FEATURE_SD` times ``amplitude``."""
+    sd = torch.tensor(FEATURE_SD, dtype=fields.dtype, device=fields.device) * amplitude
+    return torch.einsum("uk,vdk->uvd", coef.to(fields.dtype) * sd, fields)

@@ -23,7 +23,7 @@ from .hair import STYLES, build_rig, hair_vertices, style_table
 from .model import MorphableModel
 from .occlusion import model_occlusion
 from .occluders import draw_glasses, draw_patches
-from .relief import NUM_RELIEF, relief_basis, relief_displacement, relief_mask
+from .relief import FEATURE_FIELDS, NUM_FEATURE, NUM_RELIEF, feature_displacement, feature_fields, relief_basis, relief_displacement, relief_mask
 from .rng import Draws, image_keys, normal_field, subkeys
 from .raster import edge_antialias, interpolate_at, rasterize, vertex_normals
 from .texture import sample_at as sample_texture_at, texel_map, uv_grid
@@ -49,7 +49,9 @@ EXPRESSIONS = {
 #: counter-based streams (:mod:`morphable.rng`) instead of one ``torch.Generator`` per image (issue 18):
 #: the same distributions, other numbers, so every image differs from version 2; and per identity
 #: facial relief coefficients, wrinkles and moles (appearance columns; issue 13).
-SAMPLING_VERSION = 3
+#: 4: beard shadow and lash appearance columns, and feature-shape coefficients (eyes, nose) after the
+#: relief's: every identity's later draws moved.
+SAMPLING_VERSION = 4
 #: Shape components past this index get ``identity.detail_scale`` on top of ``shape_scale``.
 _GLOBAL_COMPONENTS = 10
 #: How often each named expression is drawn (relative): people in photographs mostly smile.
@@ -189,7 +191,7 @@ class _Batch:
     inv: torch.Tensor  # (B,) each image's index in ``uniq``
     first: torch.Tensor  # (U,) first image of each distinct identity
     app_u: torch.Tensor  # (U, A) appearance of each distinct identity
-    relief: torch.Tensor | None = None  # (B, NUM_RELIEF) relief coefficients (morphable.relief)
+    relief: torch.Tensor | None = None  # (B, NUM_RELIEF + NUM_FEATURE) relief and feature-shape coefficients (morphable.relief)
 
 
 @dataclass
@@ -238,8 +240,13 @@ _DOMINANT_APPEARANCE = ("hair_style", "hair_length", "hair_thickness", "hair_pha
 def _table(shape: torch.Tensor, app: torch.Tensor, off: torch.Tensor, sem: torch.Tensor, relief: torch.Tensor
            ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Identity params and per-identity meta columns from shape (N, K), appearance (N, P), noise
-    offset (N, 3), semantic estimates (N, 5) and relief (N, NUM_RELIEF)."""
+    offset (N, 3), semantic estimates (N, 5) and relief (N, NUM_RELIEF + NUM_FEATURE: the normal relief's
+    coefficients, then the feature shape's, :data:`morphable.relief.FEATURE_FIELDS`, each logged as a
+    standard-normal ``feature_<name>`` column)."""
     meta = {k: sem[:, j] for j, k in enumerate(_SEMANTIC)}
+    if relief.shape[1] > NUM_RELIEF:
+        for j, k in enumerate(FEATURE_FIELDS):
+            meta[f"feature_{k}"] = relief[:, NUM_RELIEF + j]
     for k in ("melanin", "hair_melanin", "iris_melanin", "beard", "lipstick", "eye_makeup", "mouth_rest"):
         meta[k] = app[:, APPEARANCE_PARAMS.index(k)]
     meta["hair_style"] = (app[:, APPEARANCE_PARAMS.index("hair_style")] * len(STYLES)).floor().clamp(0, len(STYLES) - 1)
@@ -301,6 +308,13 @@ class MorphableSource(IdentitySampler):
         if self.cfg.identity.relief < 0:
             raise ValueError(f"identity.relief must be >= 0 (metres), got {self.cfg.identity.relief}")
         self._relief = self._relief_mask = None
+        if self.cfg.identity.feature_shape < 0:
+            raise ValueError(f"identity.feature_shape must be >= 0, got {self.cfg.identity.feature_shape}")
+        self._feature_fields = None
+        if self.cfg.identity.feature_shape > 0:
+            eyeball = (vreg == REGION_IDS["eye"]) | (vreg == REGION_IDS["eye_back"])
+            nose_tip = self.model.landmark_points(mv[None])[0, 2]
+            self._feature_fields = feature_fields(mv, self._eye_centres, nose_tip, eyeball)  # (V, 3, NUM_FEATURE)
         if self.cfg.identity.relief > 0:
             self._relief = relief_basis(mv)  # (V, NUM_RELIEF)
             self._relief_mask = relief_mask(mv, self._eye_centres) * ((vreg != REGION_IDS["eye"]) & (vreg != REGION_IDS["eye_back"])).float()
@@ -396,12 +410,13 @@ class MorphableSource(IdentitySampler):
     # ------------------------------------------------------------------ identities
     def _candidates(self, seed: int, start: int, n: int) -> tuple[torch.Tensor, ...]:
         """Candidate ``start .. start+n`` of the deterministic candidate stream: (shape (n, K),
-        appearance (n, P), noise offset (n, 3), semantic (n, 5), relief coefficients (n, NUM_RELIEF)).
+        appearance (n, P), noise offset (n, 3), semantic (n, 5), relief and feature-shape coefficients
+        (n, NUM_RELIEF + NUM_FEATURE)).
 
         Candidate ``c`` draws from its own ``generator(seed, "identity", c)``, in this order: shape
         ``randn(num_shape)``; with the model's semantic regression, the gender push's side
         ``rand(1)`` and jitter ``randn(1)``; the appearance draws (:func:`~.appearance.appearance_draw_runs`);
-        the noise offset ``rand(3)``; the relief coefficients ``randn(NUM_RELIEF)``. Each run of same-kind draws is one call (bit-identical to single
+        the noise offset ``rand(3)``; the relief coefficients ``randn(NUM_RELIEF)``, then the feature-shape coefficients ``randn(NUM_FEATURE)``. Each run of same-kind draws is one call (bit-identical to single
         draws: ``rand`` fills serially, and ``randn`` of fewer than 16 values too), the shape push and
         the semantic regression run per candidate as before, and the appearance arithmetic (most of the
         work) is batched over the ``n`` candidates: the same bits as drawing each candidate alone
@@ -416,7 +431,7 @@ class MorphableSource(IdentitySampler):
             zs.append(draws[0])
             us.extend(d for d, (kind, _, _) in zip(draws, plan) if kind == "u")
             ns.extend(d for d, (kind, _, coll) in zip(draws, plan) if kind == "n" and coll)
-            rs.append(torch.randn(NUM_RELIEF, generator=g))
+            rs.append(torch.cat([torch.randn(NUM_RELIEF, generator=g), torch.randn(NUM_FEATURE, generator=g)]))
         U = torch.cat(us).view(n, -1)  # (n, [side +] appearance uniforms + 3 offset)
         N = torch.cat(ns).view(n, -1) if ns else torch.zeros(n, 0)  # (n, [jitter +] appearance normals)
         Z = torch.zeros(n, K)
@@ -434,7 +449,7 @@ class MorphableSource(IdentitySampler):
             ucols, ncols = iter(U[:, : U.shape[1] - 3].T), iter(N.T)
         app = appearance_from_draws(sem, lambda: next(ucols), lambda: next(ncols))
         off = (U[:, -3:] - 0.5) * 200.0
-        R = torch.stack(rs) if rs else torch.zeros(0, NUM_RELIEF)
+        R = torch.stack(rs) if rs else torch.zeros(0, NUM_RELIEF + NUM_FEATURE)
         return Z, app, off, sem, R
 
     def _push_gender(self, z: torch.Tensor, W: torch.Tensor, side: torch.Tensor, jit: torch.Tensor) -> torch.Tensor:
@@ -669,8 +684,11 @@ class MorphableSource(IdentitySampler):
         v = self.model.vertices(shape, expr)  # (B, V, 3)
         if self._relief is not None and b.relief is not None:
             # fine per-identity shape outside the model's span (morphable.relief), along the rest normals
-            disp = relief_displacement(b.relief[b.first], self._relief, self._relief_mask, cfg.identity.relief)  # (U, V)
+            disp = relief_displacement(b.relief[b.first, :NUM_RELIEF], self._relief, self._relief_mask, cfg.identity.relief)  # (U, V)
             v = v + (self._rest_normals[None] * disp[..., None])[inv]
+        if self._feature_fields is not None and b.relief is not None and b.relief.shape[1] > NUM_RELIEF:
+            # the proportions of the eyes and the nose (morphable.relief.feature_fields)
+            v = v + feature_displacement(b.relief[b.first, NUM_RELIEF:], self._feature_fields, cfg.identity.feature_shape)[inv]
         if cfg.identity.hair_volume > 0:
             U, V = len(b.uniq), v.shape[1]
             cov = scalp_hair(self.model.mean.repeat(U, 1), app_u.repeat_interleave(V, 0), edge=(-0.01, 0.03)).view(U, V)
@@ -832,7 +850,11 @@ class MorphableSource(IdentitySampler):
         mean_irr = lum_map.sum((1, 2)) / torch.bincount(bsel, minlength=B).clamp_min(1)
         gain = (2.0 ** fac["light_exposure"]) * 0.9 / mean_irr.clamp_min(1e-3)
         lin = lin * gain[bsel][:, None]
-        lin = lin * _lid_shading(px.region_map, px.flat)[:, None]
+        lid = _lid_shading(px.region_map, px.flat)
+        # the identity's lashes (thicker and darker with mascara and eyeliner) scale the lash line
+        lash_w = 0.7 + 0.7 * b.app[bsel, APPEARANCE_PARAMS.index("lashes")]
+        lid = (1 - (1 - lid) * lash_w).clamp(0.05, 1)
+        lin = lin * lid[:, None]
         return lin
 
     def _background(self, b: _Batch) -> torch.Tensor:

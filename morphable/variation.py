@@ -208,6 +208,9 @@ class IdentityConfig:
     clearly female- or male-read face (1) or leaves the model's own, mostly androgynous spread (0);
     ``relief`` is the rms (metres) of per-identity fine facial relief outside the shape model's span
     (brow ridge, nasal bridge, cheekbones, chin: :mod:`morphable.relief`);
+    ``feature_shape`` scales the per-identity proportions of the eyes and the nose outside the shape
+    model's span (:func:`morphable.relief.feature_fields`: eye size, aspect, canthal tilt, spacing,
+    height and depth, brow ridge, nose width, projection, length and bridge; 0 = off);
     ``mixup``: identity mixup (SynFace; :mod:`engine.mixup`), off by default: a ``fraction`` of the
     identities are convex combinations of two earlier ones (shape, relief and continuous appearance
     mixed; hair style and its geometry uniforms, bald/hairline/density and the noise offset from the
@@ -223,6 +226,7 @@ class IdentityConfig:
     hair_mesh: bool = True
     gender_contrast: float = 1.0  # 0: the model's gender spread (mostly androgynous); 1: female- or male-read
     relief: float = 0.0011  # metres rms of per-identity fine facial relief (morphable.relief; 0 = off)
+    feature_shape: float = 1.0  # scale of the eye and nose proportions (morphable.relief.FEATURE_SD; 0 = off)
     mixup: MixupConfig = field(default_factory=MixupConfig)  # identity mixup (engine.mixup); fraction 0 = off
 
 

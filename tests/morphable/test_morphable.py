@@ -111,15 +111,17 @@ def test_aligned_landmarks_land_on_template(default_model):
     # the mean face, frontal and neutral: every warped landmark within 2 px of the template
     mean_ids = src.sample_identities(8, seed=0)
     mean_ids.params["shape"].zero_()
+    mean_ids.params["relief"].zero_()  # relief and the eyes' and nose's proportions too
     b = src.render(mean_ids, torch.arange(4), torch.zeros(4, dtype=torch.long), seed=0)
     err = (b.landmarks - template(112)).norm(dim=-1)
     assert float(err.max()) < 2.0, err
     # random identities: the similarity leaves only the identity's own deviation from the
     # template's proportions (as for real faces), on average about 3 px (2.99-3.01 over variations
-    # 0-3 before facial relief, which adds ~0.04: the camera's perspective moves it a little)
+    # 0-3 before facial relief, which adds ~0.04: the camera's perspective moves it a little; the
+    # eyes' and nose's own proportions (identity.feature_shape) add ~0.3)
     b = src.render(ids, torch.arange(8), torch.zeros(8, dtype=torch.long), seed=0)
     err = (b.landmarks - template(112)).norm(dim=-1)
-    assert float(err.mean()) < 3.2, err
+    assert float(err.mean()) < 3.6, err
     # landmarks are where the features are drawn: the pupil (within 1 px of the eye landmark) is
     # darker than the skin between the eyes
     img = b.images
@@ -288,6 +290,7 @@ def test_render_stages_one_by_one(default_model):
                           overrides={"expression": {"prob": 0.0}, "pose": {"yaw": z, "pitch": z, "roll": z}})
     ids = src.sample_identities(3, seed=0)
     ids.params["shape"].zero_()  # the mean face
+    ids.params["relief"].zero_()
     rows, var = torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1])
     b = src._batch(ids, rows, var, seed=0)
     assert b.fac["yaw"].shape == (3,) and b.uniq.tolist() == [0, 1] and b.first.tolist() == [0, 1]

@@ -4,7 +4,8 @@ import torch
 
 from morphable.appearance import APPEARANCE_PARAMS, shade_albedo, skin_lines
 from morphable.default_model import REGION_IDS
-from morphable.relief import NUM_RELIEF, relief_basis, relief_displacement, relief_mask
+from morphable.relief import (FEATURE_FIELDS, FEATURE_SD, NUM_FEATURE, NUM_RELIEF, feature_displacement, feature_fields,
+                              relief_basis, relief_displacement, relief_mask)
 
 EYES = torch.tensor([[-0.032, 0.0, 0.0], [0.032, 0.0, 0.0]])
 
@@ -81,17 +82,69 @@ def test_relief_changes_the_face_but_not_the_eyes():
     src = MorphableSource(preset="frontal", size=64)
     flat = MorphableSource(preset="frontal", size=64, overrides={"identity": {"relief": 0.0}})
     ids = src.sample_identities(2, seed=0)
-    assert ids.params["relief"].shape == (2, NUM_RELIEF)
+    assert ids.params["relief"].shape == (2, NUM_RELIEF + NUM_FEATURE)
     rows, var = torch.tensor([0, 1]), torch.tensor([0, 0])
     a, b = src.render(ids, rows, var, seed=0).images, flat.render(ids, rows, var, seed=0).images
     assert float((a.float() - b.float()).abs().mean()) > 0.001
-    # without relief coefficients in the identities the source renders as with relief 0
+    # without relief coefficients in the identities the source renders as with relief and feature shape 0
     ids2 = type(ids)(params={k: v for k, v in ids.params.items() if k != "relief"}, embedding=ids.embedding,
                      seed=ids.seed, report=ids.report, meta=ids.meta)
-    torch.testing.assert_close(src.render(ids2, rows, var, seed=0).images, b)
+    plain = MorphableSource(preset="frontal", size=64, overrides={"identity": {"relief": 0.0, "feature_shape": 0.0}})
+    torch.testing.assert_close(src.render(ids2, rows, var, seed=0).images, plain.render(ids, rows, var, seed=0).images)
 
 
 def test_negative_relief_is_refused():
     from morphable import MorphableSource
     with pytest.raises(ValueError, match="identity.relief"):
         MorphableSource(preset="frontal", size=64, overrides={"identity": {"relief": -0.001}})
+
+
+NOSE = torch.tensor([0.0, -0.031, 0.026])
+
+
+def test_feature_fields_are_mirror_symmetric_and_local():
+    p = _points()
+    f = feature_fields(p, EYES, NOSE)
+    assert f.shape == (len(p), 3, NUM_FEATURE) and len(FEATURE_SD) == NUM_FEATURE
+    fm = feature_fields(p * torch.tensor([-1.0, 1.0, 1.0]), EYES, NOSE)
+    flip = torch.tensor([-1.0, 1.0, 1.0])[None, :, None]
+    torch.testing.assert_close(fm, f * flip)  # the mirrored point moves by the mirrored displacement
+    far = torch.tensor([[0.0, 0.09, 0.0], [0.0, -0.12, 0.0], [0.07, -0.08, -0.02], [0.0, 0.0, -0.15]])
+    assert float(feature_fields(far, EYES, NOSE).abs().max()) == 0.0  # forehead top, chin, jaw, back of the head
+
+
+def test_feature_fields_move_an_eye_as_one_piece_and_keep_eyeballs_round():
+    centre = torch.tensor([[0.032, 0.0, 0.0], [0.036, 0.004, 0.0], [0.028, -0.003, -0.005]])
+    f = feature_fields(centre, EYES, NOSE, eyeball=torch.tensor([False, True, True]))
+    k = {n: i for i, n in enumerate(FEATURE_FIELDS)}
+    for name in ("eye_spacing", "eye_height", "eye_depth"):  # translations: the same move inside the plateau
+        torch.testing.assert_close(f[1:, :, k[name]], f[:1, :, k[name]].expand(2, 3))
+    assert float(f[1:, :, k["eye_size"]].abs().max()) == 0.0 and float(f[1:, :, k["eye_aspect"]].abs().max()) == 0.0
+    # canthal tilt turns the region: the outer corner (further from the midline) goes up
+    outer = feature_fields(torch.tensor([[0.045, 0.0, 0.0], [-0.045, 0.0, 0.0]]), EYES, NOSE)[:, 1, k["eye_tilt"]]
+    assert float(outer[0]) > 0 and float(outer[1]) > 0
+
+
+def test_feature_displacement_scales_each_field_by_its_sd():
+    p = _points(500)
+    f = feature_fields(p, EYES, NOSE)
+    c = torch.zeros(1, NUM_FEATURE)
+    c[0, FEATURE_FIELDS.index("nose_projection")] = 1.0
+    d = feature_displacement(c, f, 2.0)
+    assert d.shape == (1, len(p), 3)
+    torch.testing.assert_close(d[0], f[..., FEATURE_FIELDS.index("nose_projection")] * FEATURE_SD[FEATURE_FIELDS.index("nose_projection")] * 2.0)
+
+
+def test_feature_shape_changes_faces_is_logged_and_can_be_off():
+    from morphable import MorphableSource
+    src = MorphableSource(preset="frontal", size=64)
+    off = MorphableSource(preset="frontal", size=64, overrides={"identity": {"feature_shape": 0.0}})
+    ids = src.sample_identities(2, seed=0)
+    for name in FEATURE_FIELDS:
+        torch.testing.assert_close(ids.meta[f"feature_{name}"], ids.params["relief"][:, NUM_RELIEF + FEATURE_FIELDS.index(name)])
+    rows, var = torch.tensor([0, 1]), torch.tensor([0, 0])
+    a, b = src.render(ids, rows, var, seed=0), off.render(ids, rows, var, seed=0)
+    assert float((a.images - b.images).abs().mean()) > 0.001
+    assert not torch.equal(a.landmarks, b.landmarks) or float((a.images - b.images).abs().max()) > 0.05
+    with pytest.raises(ValueError, match="identity.feature_shape"):
+        MorphableSource(preset="frontal", size=64, overrides={"identity": {"feature_shape": -1.0}})
