@@ -377,12 +377,16 @@ def shade_albedo(
     dens = a("beard") * torch.where(a("beard_stubble") > 0.5, 0.35 + 0.25 * bn, 0.6 + 0.4 * bn)
     beard = bz * dens
     alb = alb * (1 - beard[:, None]) + hcol * beard[:, None]
-    # the shadow of shaved beard: the whole beard zone and the upper lip, darker and bluer, fading
-    # up the cheeks; it shows on lighter skin (hair darker than skin) and barely on dark skin
-    sh_zone = torch.maximum(chin_zone * _smoothstep(-0.15, -0.13, y) * (1 - _smoothstep(-0.05, -0.03, y) * _smoothstep(0.03, 0.05, ax)),
-                            _smoothstep(-0.06, -0.054, y) * (1 - _smoothstep(-0.046, -0.04, y)) * (1 - _smoothstep(0.022, 0.032, ax)))
+    # the shadow of shaved beard: jaw, chin and upper lip, darker and a little bluer. Its upper edge on
+    # the cheek runs from the sideburn (|x| 65 mm, 10 mm below the eyes) down to the mouth corner
+    # (|x| 28 mm, 55 mm below), soft over a centimetre; it shows on lighter skin and barely on dark skin
+    t_edge = ((ax - 0.028) / (0.065 - 0.028)).clamp(0, 1)
+    cheek_line = -0.055 + (0.045 * t_edge ** 0.7)
+    sh_zone = torch.maximum((1 - _smoothstep(cheek_line - 0.012, cheek_line, y)) * _smoothstep(-0.16, -0.13, y),
+                            _smoothstep(-0.062, -0.052, y) * (1 - _smoothstep(-0.047, -0.04, y)) * (1 - _smoothstep(0.018, 0.03, ax)))
+    sh_zone = sh_zone * _smoothstep(-0.055, -0.03, z) * (1 - _smoothstep(0.06, 0.072, ax))
     sh_zone = sh_zone * (region == REGION_IDS["skin"]) * (1 - beard)
-    bsh = (a("beard_shadow") * sh_zone * (1 - 0.7 * a("melanin")) * 0.3)[:, None]
+    bsh = (a("beard_shadow") * sh_zone * (1 - 0.7 * a("melanin")) * 0.22)[:, None]
     alb = alb * (1 - bsh * torch.tensor([0.55, 0.45, 0.3], device=p.device))
 
     # ---- eyes
