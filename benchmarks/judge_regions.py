@@ -61,12 +61,14 @@ def synthetic_faces(preset: str, n: int, overrides: dict, seed: int = 1) -> np.n
 
 
 def region_diversity(donors: np.ndarray, contexts: np.ndarray, models, workers: int = 2) -> dict[str, float]:
-    """Per region: mean descriptor distance between images of different donors pasted into the same
-    context (donor ``i``'s two images go into context ``i % CONTEXTS``); detected faces only."""
+    """Per region of :data:`REGIONS`: mean descriptor distance between images of different donors
+    pasted into the same context; detected faces only (NaN without such a pair). ``donors`` (2n, 112,
+    112, 3): 2 images per donor, donor ``i``'s two going into context ``i % C``; ``contexts`` (C, 112,
+    112, 3)."""
     from engine import judge as J
-    n = len(donors) // 2
+    n, C = len(donors) // 2, len(contexts)
     lab = np.repeat(np.arange(n), 2)
-    ctx = contexts[(lab % CONTEXTS)]
+    ctx = contexts[(lab % C)]
     out = {}
     for name, box in REGIONS.items():
         m = soft_box(*box)
@@ -76,8 +78,8 @@ def region_diversity(donors: np.ndarray, contexts: np.ndarray, models, workers: 
         dist = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
         iu = np.triu_indices(len(x), 1)
         ok = (d.detected[:, None] & d.detected[None])[iu]
-        sel = ((lab % CONTEXTS)[:, None] == (lab % CONTEXTS)[None])[iu] & (lab[:, None] != lab[None])[iu] & ok
-        out[name] = round(float(dist[iu][sel].mean()), 4)
+        sel = ((lab % C)[:, None] == (lab % C)[None])[iu] & (lab[:, None] != lab[None])[iu] & ok
+        out[name] = round(float(dist[iu][sel].mean()), 4) if sel.any() else float("nan")
     return out
 
 

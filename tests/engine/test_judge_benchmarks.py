@@ -1,0 +1,58 @@
+"""benchmarks/judge_quick.py and benchmarks/judge_regions.py on tiny inputs (need the judge extra)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def models():
+    pytest.importorskip("dlib")
+    from engine import judge as J
+    try:
+        return J.find_models()
+    except (ImportError, FileNotFoundError) as e:
+        pytest.skip(f"judge models unavailable: {e}")
+
+
+def test_soft_box_is_one_inside_zero_outside():
+    R = _load("judge_regions")
+    m = R.soft_box(28, 62, 20, 94)
+    assert m.shape == (112, 112, 1)
+    assert float(m[45, 57, 0]) == 1.0 and float(m[10, 57, 0]) == 0.0 and float(m[45, 5, 0]) == 0.0
+    assert 0.0 < float(m[29, 57, 0]) < 1.0  # the 3 px ramp at the border
+    assert float(m.min()) >= 0.0 and float(m.max()) <= 1.0
+
+
+def test_region_diversity_zero_for_one_donor_positive_for_several(models):
+    R = _load("judge_regions")
+    faces = R.synthetic_faces("frontal", 4, {})  # (8, 112, 112, 3): 4 identities x 2
+    assert faces.shape == (8, 112, 112, 3)
+    contexts = faces[[0, 2]]
+    same = R.region_diversity(np.repeat(faces[4:5], 8, 0), contexts, models, workers=1)
+    several = R.region_diversity(faces, contexts, models, workers=1)
+    assert set(same) == set(R.REGIONS) == set(several)
+    for k in R.REGIONS:  # one donor everywhere: identical images in a context, distance 0
+        assert same[k] == 0.0 or np.isnan(same[k])
+    assert several["brows_eyes"] > 0.05
+
+
+def test_judge_quick_prints_the_figures(models, capsys):
+    Q = _load("judge_quick")
+    Q.main(["--ids", "3", "--per-id", "2", "--workers", "1", "-o", "identity.feature_shape=0"])
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["ids"] == 3 and line["overrides"] == ["identity.feature_shape=0"]
+    assert 0.0 <= line["detection"] <= 1.0 and line["impostor"] > line["genuine"] > 0.0
