@@ -340,11 +340,10 @@ def shade_albedo(
 
     # ---- eyebrows: a band above each eye from x_in to x_out: a thick head at the inner end, an arch
     # peaking about two thirds out, a tail that thins and drops; low and straight on male-read faces
-    # (brow_height and brow_arch are drawn so), hairs running outwards (streaks along x), denser at the
-    # lower edge, feathered above
+    # (brow_height and brow_arch are drawn so), hairs running outwards (streaks along x), soft edges
     ex = eye_centres[1, 0].abs()
     x_in, x_out = 0.30 * ex, 1.72 * ex
-    uu = ((ax - x_in) / (x_out - x_in))
+    uu = (ax - x_in) / (x_out - x_in)
     uc = uu.clamp(0, 1)
     peak = 0.62
     arch = torch.where(uc < peak, torch.sin(0.5 * math.pi * uc / peak), torch.cos(0.5 * math.pi * (uc - peak) / (1 - peak) * 0.9))
@@ -352,7 +351,7 @@ def shade_albedo(
     th = (0.0028 + 0.0062 * a("brow_thickness")) * (1.2 - 0.75 * uc ** 1.5)
     dy = (y - yc) / th.clamp_min(1e-4)
     strands = _noise(q * torch.tensor([0.3, 1.0, 1.0], device=q.device), 0.0012, slice(0, 12)) * 0.5 + 0.5
-    body = (1 - _smoothstep(0.35, 1.0, dy.abs())) * (1 + 0.25 * _smoothstep(0.2, -0.6, dy)).clamp(max=1.0)
+    body = 1 - _smoothstep(0.35, 1.0, dy.abs())
     brow = body * _smoothstep(-0.08, 0.06, uu) * (1 - _smoothstep(0.88, 1.04, uu))
     brow = brow * _smoothstep(-0.035, -0.02, z) * (region == REGION_IDS["skin"])
     brow = (brow * (0.7 + 0.3 * strands) * (0.55 + 0.45 * a("brow_density"))).clamp(0, 1)
