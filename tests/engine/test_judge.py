@@ -167,15 +167,6 @@ def tiny_dataset(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def models():
-    pytest.importorskip("dlib")
-    try:
-        return J.find_models()
-    except (ImportError, FileNotFoundError) as e:
-        pytest.skip(f"judge models unavailable: {e}")
-
-
 def test_command_writes_report(tiny_dataset, models, tmp_path, capsys):
     out = tmp_path / "report"
     rc = J.main([str(tiny_dataset), "--real", str(tiny_dataset / "images"), "--out", str(out), "--workers", "1",

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,16 +15,6 @@ def _load(name):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-@pytest.fixture(scope="module")
-def models():
-    pytest.importorskip("dlib")
-    from engine import judge as J
-    try:
-        return J.find_models()
-    except (ImportError, FileNotFoundError) as e:
-        pytest.skip(f"judge models unavailable: {e}")
 
 
 def test_soft_box_is_one_inside_zero_outside():
