@@ -145,6 +145,6 @@ def test_feature_shape_changes_faces_is_logged_and_can_be_off():
     rows, var = torch.tensor([0, 1]), torch.tensor([0, 0])
     a, b = src.render(ids, rows, var, seed=0), off.render(ids, rows, var, seed=0)
     assert float((a.images - b.images).abs().mean()) > 0.001
-    assert not torch.equal(a.landmarks, b.landmarks) or float((a.images - b.images).abs().max()) > 0.05
+    assert not torch.equal(a.landmarks, b.landmarks)  # the eyes and nose moved: other alignment residuals
     with pytest.raises(ValueError, match="identity.feature_shape"):
         MorphableSource(preset="frontal", size=64, overrides={"identity": {"feature_shape": -1.0}})
