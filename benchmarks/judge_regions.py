@@ -74,9 +74,8 @@ def region_diversity(donors: np.ndarray, contexts: np.ndarray, models, workers: 
         m = soft_box(*box)
         mix = (ctx * (1 - m) + donors * m).clip(0, 255).astype(np.uint8)
         d = J.describe_arrays([list(mix[i:i + 64]) for i in range(0, len(mix), 64)], models, workers=workers)
-        x = d.descriptors.astype(np.float64)
-        dist = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
-        iu = np.triu_indices(len(x), 1)
+        dist = J.pairwise_distances(d.descriptors, d.descriptors)
+        iu = np.triu_indices(len(dist), 1)
         ok = (d.detected[:, None] & d.detected[None])[iu]
         sel = ((lab % C)[:, None] == (lab % C)[None])[iu] & (lab[:, None] != lab[None])[iu] & ok
         out[name] = round(float(dist[iu][sel].mean()), 4) if sel.any() else float("nan")
