@@ -27,6 +27,7 @@ renames - else render to a local folder and copy the finished dataset, whose fil
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -34,7 +35,7 @@ from . import formats as F
 from . import metadata as M
 from .errors import RenderError, WorkerError
 
-__all__ = ["RayRenderPool", "connect"]
+__all__ = ["RayRenderPool", "RayRuntime", "connect"]
 
 
 def connect(address: str, num_cpus: int | None = None) -> tuple[Any, bool]:
@@ -55,6 +56,51 @@ def connect(address: str, num_cpus: int | None = None) -> tuple[Any, bool]:
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise RenderError(f"cannot connect to the Ray cluster at {address!r}: {e}") from None
     return ray, True
+
+
+class RayRuntime:
+    """The Ray runtime of one render run, connected (``--ray local``: started) in a background thread
+    from the start of the run, so that Ray's start-up (~2.5-4 s for a local runtime) overlaps the
+    driver's set-up (building the source, sampling identities, checking the output), and stopped by
+    the same thread after the last block, while the dataset is finalized; :meth:`join` waits for that
+    (the run's wall time includes it).
+
+    One thread does both because Ray starts its daemons with ``PR_SET_PDEATHSIG``, which fires when
+    the *thread* that started them ends: it lives until the runtime is stopped (a daemon thread, so a
+    driver that dies takes the runtime with it)."""
+
+    def __init__(self, address: str, num_cpus: int | None = None):
+        self.address = address
+        self._result: tuple[Any, bool] | None = None
+        self._error: BaseException | None = None
+        self._ready, self._stop = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(address, num_cpus), name="synthface-ray", daemon=True)
+        self._thread.start()
+
+    def _run(self, address: str, num_cpus: int | None) -> None:
+        try:
+            self._result = connect(address, num_cpus)
+        except BaseException as e:  # re-raised in the caller's thread by get()
+            self._error = e
+        self._ready.set()
+        if self._result is not None and self._result[1]:  # started here: keep it until stop()
+            self._stop.wait()
+            self._result[0].shutdown()
+
+    def get(self) -> Any:
+        """The connected ``ray`` module (waits for the connection; raises its :class:`RenderError`)."""
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self._result[0]
+
+    def stop(self) -> None:
+        """Stop the runtime if this run started it (not a cluster it joined); returns at once."""
+        self._stop.set()
+
+    def join(self) -> None:
+        """Wait until the runtime is stopped (after :meth:`stop`)."""
+        self._thread.join()
 
 
 class _RenderActor:
@@ -113,7 +159,7 @@ class _BlockFuture:
             raise WorkerError(f"Ray could not render block {self.b} ({type(e).__name__}: {str(e).splitlines()[0]}); "
                               "the journal is consistent: rerun the same command to resume") from None
         finally:
-            self.pool._done(self.actor)
+            self.pool._done(self.actor, self.ref)
         t0 = time.perf_counter()
         if blobs is not None:
             from .pipeline import _block_work
@@ -137,31 +183,41 @@ class RayRenderPool:
         gpus: GPUs per actor (1 when the source renders on CUDA, else 0).
     """
 
-    def __init__(self, address: str, workers: int, initargs: tuple, gpus: float = 0.0):
+    def __init__(self, address: str, workers: int, initargs: tuple, gpus: float = 0.0, runtime: RayRuntime | None = None):
         if workers < 1:
             raise RenderError(f"--ray needs --render-workers >= 1, got {workers}")
-        self.ray, self._started = connect(address, num_cpus=workers if address == "local" else None)
+        self.runtime = runtime or RayRuntime(address, num_cpus=workers if address == "local" else None)
+        self._own_runtime = runtime is None
+        self.ray = self.runtime.get()
         job, spec, ids_blob, config_json = initargs
         self.job = job
         ray = self.ray
         self.ids_ref = ray.put(ids_blob)  # once; every block call carries the reference (kept alive here)
         cls = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=3, max_task_retries=3)(_RenderActor)
         self.actors = [cls.remote(job, spec, config_json) for _ in range(workers)]
-        self.load = [0] * workers
+        self.running: list[set] = [set() for _ in range(workers)]  # per actor: its blocks not yet rendered
         # blocks in flight: a block is bound to its actor at submit time and the driver collects results
-        # in block order, so with one block per actor (+1) an actor that finished early waits for the
-        # driver; two queued per actor keep every actor busy (results wait in the object store)
-        self.max_inflight = 2 * workers + 1
+        # in block order, so an actor must have blocks queued while the driver waits for another's;
+        # four per actor (results wait in the object store: ~1 MB per 80-image block at 112 px)
+        self.max_inflight = 4 * workers + 1
 
     def submit(self, fn, b: int) -> _BlockFuture:
-        """Queue block ``b`` on the least-loaded actor (``fn`` is the local pool's task function, named
-        for symmetry; the actor runs the same block function)."""
-        i = min(range(len(self.actors)), key=lambda k: (self.load[k], k))
-        self.load[i] += 1
-        return _BlockFuture(self, self.actors[i].block.remote(int(b), [self.ids_ref]), i, int(b))
+        """Queue block ``b`` on the actor with the fewest blocks still to render (``fn`` is the local
+        pool's task function, named for symmetry; the actor runs the same block function). Counting
+        rendered-but-uncollected blocks instead would starve a faster actor while the driver waits,
+        in block order, for a slower one."""
+        refs = [r for run in self.running for r in run]
+        if refs:
+            done, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+            for run in self.running:
+                run.difference_update(done)
+        i = min(range(len(self.actors)), key=lambda k: (len(self.running[k]), k))
+        ref = self.actors[i].block.remote(int(b), [self.ids_ref])
+        self.running[i].add(ref)
+        return _BlockFuture(self, ref, i, int(b))
 
-    def _done(self, i: int) -> None:
-        self.load[i] -= 1
+    def _done(self, i: int, ref) -> None:
+        self.running[i].discard(ref)
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         for a in self.actors:
@@ -170,5 +226,6 @@ class RayRenderPool:
             except Exception:  # already gone
                 pass
         self.actors = []
-        if self._started:
-            self.ray.shutdown()
+        if self._own_runtime:  # else the run that passed the runtime stops it (after its finalize)
+            self.runtime.stop()
+            self.runtime.join()

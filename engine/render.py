@@ -139,8 +139,9 @@ def render_dataset(*args, **kwargs) -> dict[str, Any]:
     whose shards are all complete. Raises :class:`RenderError` for user errors and
     :class:`DiskFullError` when the disk fills up (the journal stays consistent: rerun to resume).
     """
+    runtimes: list = []  # the --ray runtime started for this run, stopped whatever happens
     try:
-        return _render_dataset(*args, **kwargs)
+        return _render_dataset(*args, _runtimes=runtimes, **kwargs)
     except OSError as e:
         if F.is_enospc(e):
             raise DiskFullError(
@@ -148,6 +149,10 @@ def render_dataset(*args, **kwargs) -> dict[str, Any]:
                 "free some space and rerun the same command to resume"
             ) from None
         raise
+    finally:
+        for rt in runtimes:
+            rt.stop()
+            rt.join()
 
 
 def _render_dataset(
@@ -173,6 +178,7 @@ def _render_dataset(
     render_workers: int | None = None,
     checkpoint: str | os.PathLike | None = None,
     ray: str | None = None,
+    _runtimes: list | None = None,
 ) -> dict[str, Any]:
     t_start = time.perf_counter()
     tm = Timers()
@@ -197,6 +203,13 @@ def _render_dataset(
         raise RenderError(f"--device {device} requested but CUDA is not available")
     shard_k, shard_n = parse_shard(shard)
     seed = int(seed)
+    runtime = None
+    if ray:  # Ray starts (or connects) in the background while the source and identities are set up
+        from .ray_render import RayRuntime
+
+        runtime = RayRuntime(ray, (render_workers or DEFAULT_RENDER_WORKERS) if ray == "local" else None)
+        if _runtimes is not None:
+            _runtimes.append(runtime)
 
     if not isinstance(source, IdentitySampler):
         source = source_spec(source, preset, size, aligned, device, overrides, checkpoint)
@@ -299,7 +312,7 @@ def _render_dataset(
         if todo:
             init, pool = None, None
             if ray:
-                pool = _ray_pool(ray, ctx, source, ray_workers, on_cuda, say)
+                pool = _ray_pool(runtime, ctx, source, ray_workers, on_cuda, say)
                 render_workers = len(pool.actors)
             elif render_workers:
                 init = render_worker_args(ctx, source, say)
@@ -308,6 +321,8 @@ def _render_dataset(
             rendered = run_blocks(ctx, todo, jpath, part if want_rec else None, rec_off, workers, render_workers, init,
                                    mp_context, progress, sum(block_images(ctx, b) for b in mine), on_cuda, say,
                                    render_pool=pool)
+    if runtime is not None:
+        runtime.stop()  # in the background, while the dataset is finalized
     # finalize if every shard is done
     missing = missing_blocks(out_dir, num_blocks, shard_n)
     complete_now = False
@@ -320,15 +335,19 @@ def _render_dataset(
         others = sorted({b % shard_n for b in missing})
         say(f"shard {shard_k}/{shard_n} done; waiting for shard(s) {', '.join(f'{o}/{shard_n}' for o in others)}"
             " (the last shard to finish merges automatically, or run again with --merge)")
+    if runtime is not None:
+        runtime.join()  # the run's wall time includes Ray's shutdown
     return _summary(ctx, shard_k, shard_n, rendered, done_blocks_before, workers, render_workers, mp_context, t_start,
                     complete_now, say)
 
 
-def _ray_pool(address: str, ctx, source, render_workers: int | None, on_cuda: bool, say):
-    """The Ray render pool of ``--ray ADDRESS`` (see :mod:`engine.ray_render`): ``render_workers``
-    actors (``--render-workers``; by default one per CPU of a local runtime, or per CPU / GPU of the
-    cluster)."""
-    from .ray_render import RayRenderPool, connect
+def _ray_pool(runtime, ctx, source, render_workers: int | None, on_cuda: bool, say):
+    """The Ray render pool of ``--ray ADDRESS`` on ``runtime`` (:class:`engine.ray_render.RayRuntime`,
+    see :mod:`engine.ray_render`): ``render_workers`` actors (``--render-workers``; by default one per
+    CPU of a local runtime, or per CPU / GPU of the cluster)."""
+    from .ray_render import RayRenderPool
+
+    address = runtime.address
 
     init = render_worker_args(ctx, source, say)
     if init is None:
@@ -337,10 +356,10 @@ def _ray_pool(address: str, ctx, source, render_workers: int | None, on_cuda: bo
         if address == "local":
             render_workers = DEFAULT_RENDER_WORKERS
         else:
-            res = connect(address)[0].cluster_resources()
+            res = runtime.get().cluster_resources()
             render_workers = max(1, int(res.get("GPU" if on_cuda else "CPU", 1)))
     say(f"rendering on Ray ({address}): {render_workers} workers" + (" with a GPU each" if on_cuda else ""))
-    return RayRenderPool(address, render_workers, init, gpus=1.0 if on_cuda else 0.0)
+    return RayRenderPool(address, render_workers, init, gpus=1.0 if on_cuda else 0.0, runtime=runtime)
 
 
 def _summary(ctx, k, n, rendered, done_before, workers, render_workers, mp_context, t_start, complete, say, save=True) -> dict:
