@@ -17,9 +17,10 @@ The same pass yields the exact minimum distance between accepted embeddings (scr
 current minimum, never below ``min_distance``), so the separability report of a million identities
 states the true minimum, not that of a sample.
 
-Costs: the screen is N^2 / 2 * D multiply-adds in bf16 (100,000 identities of 157 dims: ~1.6e12
-flops, 20-60 s on two CPU cores; on CUDA a fraction of a second); memory is O(N * D) (the accepted
-embeddings in the candidates' dtype plus a bf16 copy) plus one (B, M) screen tile.
+Costs: the screen is N^2 / 2 * (D + 2) multiply-adds in bf16 (1,000,000 morphable identities of 161
+dims: ~1.6e14 flops at ~300 GFLOP/s, about 9 of the 11 minutes they take on two CPU cores, see
+BENCHMARKS.md; on CUDA seconds); memory is O(N * D) (the accepted embeddings in the candidates' dtype
+plus a bf16 copy) plus one (B, tile) product of 8 MB.
 """
 from __future__ import annotations
 
