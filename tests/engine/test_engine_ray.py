@@ -85,3 +85,39 @@ def test_killed_driver_resumes_without_rerendering_finished_blocks(tmp_path):
                    render_workers=2, overrides={"delay": 0.4}, progress=False, log=None)
     assert tree(tmp_path / "local") == tree(out)
 
+
+
+def test_blocks_go_to_the_actor_with_the_fewest_still_to_render():
+    """Results are collected in block order, so rendered-but-uncollected blocks must not count as
+    load: an actor whose blocks are finished gets the next ones while the driver waits for another's."""
+    from engine.ray_render import RayRenderPool
+
+    class Ref:
+        def __init__(self, actor, b):
+            self.actor, self.b, self.finished = actor, b, False
+
+    class Actor:
+        def __init__(self, k):
+            self.k, self.calls = k, []
+            self.block = self
+
+        def remote(self, b, box):
+            self.calls.append(b)
+            return Ref(self.k, b)
+
+    class FakeRay:
+        def wait(self, refs, num_returns, timeout, fetch_local):
+            assert timeout == 0 and not fetch_local and num_returns == len(refs)
+            return [r for r in refs if r.finished], [r for r in refs if not r.finished]
+
+    pool = object.__new__(RayRenderPool)
+    pool.ray, pool.ids_ref = FakeRay(), object()
+    pool.actors = [Actor(0), Actor(1)]
+    pool.running = [set(), set()]
+    futs = [pool.submit(None, b) for b in range(4)]  # 0 -> a0, 1 -> a1, 2 -> a0, 3 -> a1
+    assert pool.actors[0].calls == [0, 2] and pool.actors[1].calls == [1, 3]
+    futs[1].ref.finished = futs[3].ref.finished = True  # actor 1 is done, nothing collected yet
+    pool.submit(None, 4), pool.submit(None, 5)
+    assert pool.actors[1].calls == [1, 3, 4, 5] and pool.actors[0].calls == [0, 2]
+    pool._done(0, futs[0].ref)  # collected: no longer counted
+    assert len(pool.running[0]) == 1 and len(pool.running[1]) == 2
