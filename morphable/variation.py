@@ -117,7 +117,9 @@ class LightConfig:
     ambient: Dist = field(default_factory=lambda: Uniform(0.35, 0.8))
     sh_detail: Dist = field(default_factory=lambda: Uniform(0.0, 0.4))
     azimuth: Dist = field(default_factory=lambda: Normal(0, 45, -120, 120))
-    elevation: Dist = field(default_factory=lambda: Normal(20, 25, -40, 80))
+    # the key light of a photograph comes from above the horizon (sun, ceiling, window) and only
+    # rarely from below (was Normal(20, 25, -40, 80): one image in five lit from below)
+    elevation: Dist = field(default_factory=lambda: Normal(30, 20, -10, 80))
     intensity: Dist = field(default_factory=lambda: Uniform(0.4, 1.5))
     temperature: Dist = field(default_factory=lambda: Uniform(3200, 7500))
     white_balance: Dist = field(default_factory=lambda: Uniform(0.75, 1.0))

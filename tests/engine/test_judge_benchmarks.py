@@ -45,3 +45,20 @@ def test_judge_quick_prints_the_figures(models, capsys):
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["ids"] == 3 and line["overrides"] == ["identity.feature_shape=0"]
     assert 0.0 <= line["detection"] <= 1.0 and line["impostor"] > line["genuine"] > 0.0
+
+
+def test_factor_rates_per_value_and_quartile_sorted_by_spread():
+    F = _load("judge_factors")
+    rng = np.random.default_rng(0)
+    n = 400
+    patch = (np.arange(n) % 4 == 0).astype(float)  # two values: per value
+    light = rng.uniform(-1, 1, n)  # many values: per quartile
+    noise = rng.uniform(0, 1, n)  # unrelated to detection
+    det = (patch == 0) & (light > -0.5)
+    rates = F.factor_rates({"patch": patch, "light": light, "noise": noise, "const": np.ones(n)}, det)
+    assert [r["factor"] for r in rates][:2] == ["patch", "light"] and "const" not in [r["factor"] for r in rates]
+    by = {r["factor"]: r for r in rates}
+    assert by["patch"]["rate_n"]["=1"] == (0.0, 100)
+    quartiles = list(by["light"]["rate_n"].values())  # in order of the factor's value
+    assert len(quartiles) == 4 and quartiles[0][0] < 0.6 and quartiles[-1][0] > 0.6
+    assert by["noise"]["spread"] < by["light"]["spread"]

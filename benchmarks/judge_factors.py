@@ -1,0 +1,95 @@
+"""Which rendered factors make a real-face detector miss our faces: render a morphable preset in
+memory, run dlib's HOG detector (the judge's), and print the detection rate per value (or quartile)
+of every per-image factor, on faces within a yaw range.
+
+    python benchmarks/judge_factors.py [--preset wild] [--ids 100] [--per-id 8] [--max-yaw 30]
+    python benchmarks/judge_factors.py -o variation.occluder_prob=0
+
+Prints one JSON line per factor, largest spread of detection rate first, then an overall line. Needs
+the judge extra (``pip install -e ".[judge]"``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def factor_rates(factors: dict, detected, max_bins: int = 4, min_count: int = 20) -> list[dict]:
+    """Detection rate per value of each scalar factor (per quartile when it takes more than
+    ``max_bins`` values); only groups of at least ``min_count`` images. Sorted by spread."""
+    import numpy as np
+
+    out = []
+    for name, v in factors.items():
+        v = np.asarray(v, dtype=np.float64)
+        if v.ndim != 1 or not np.isfinite(v).all():
+            continue
+        vals = np.unique(v)
+        if len(vals) < 2:
+            continue
+        if len(vals) <= max_bins:
+            groups = {f"={x:g}": v == x for x in vals}
+        else:
+            q = np.quantile(v, np.linspace(0, 1, max_bins + 1))
+            idx = np.clip(np.searchsorted(q[1:-1], v, side="right"), 0, max_bins - 1)
+            groups = {f"[{q[k]:.3g},{q[k + 1]:.3g}]": idx == k for k in range(max_bins)}
+        rates = {k: (round(float(detected[m].mean()), 3), int(m.sum())) for k, m in groups.items() if m.sum() >= min_count}
+        if len(rates) < 2:
+            continue
+        r = [x[0] for x in rates.values()]
+        out.append({"factor": name, "spread": round(max(r) - min(r), 3), "rate_n": rates})
+    return sorted(out, key=lambda d: -d["spread"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    import numpy as np
+    import torch
+
+    from common.cli import add_override
+    from common.config import apply_overrides
+    from engine import judge as J
+    from morphable import MorphableSource
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ids", type=int, default=100)
+    ap.add_argument("--per-id", type=int, default=8)
+    ap.add_argument("--preset", default="wild")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--max-yaw", type=float, default=30.0, help="only faces with |yaw| <= this (degrees)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--top", type=int, default=12, help="factors printed")
+    add_override(ap, help="morphable source override, e.g. variation.occluder_prob=0")
+    a = ap.parse_args(argv)
+    J.require_dlib()
+    src = MorphableSource(preset=a.preset, size=112, overrides=apply_overrides({}, a.override))
+    ids = src.sample_identities(a.ids, seed=a.seed)
+    rows = torch.arange(a.ids).repeat_interleave(a.per_id)
+    var = torch.arange(a.per_id).repeat(a.ids)
+    factors: dict[str, list] = {}
+    images = []
+    for s in range(0, len(rows), 64):
+        b = src.render(ids, rows[s:s + 64], var[s:s + 64], seed=a.seed)
+        images.append(b.images)
+        for k, t in b.factors.items():
+            t = t.detach().cpu()
+            if t.ndim == 1:
+                factors.setdefault(k, []).append(t.double())
+            elif t.ndim == 2:
+                for c in range(t.shape[1]):
+                    factors.setdefault(f"{k}[{c}]", []).append(t[:, c].double())
+    f = {k: torch.cat(v).numpy() for k, v in factors.items()}
+    d = J.describe_arrays(iter(images), J.find_models(), workers=a.workers)
+    det = np.asarray(d.detected, dtype=bool)
+    yaw = f.get("yaw")
+    keep = np.abs(yaw) <= a.max_yaw if yaw is not None else np.ones_like(det)
+    for r in factor_rates({k: v[keep] for k, v in f.items()}, det[keep])[: a.top]:
+        print(json.dumps(r))
+    print(json.dumps({"preset": a.preset, "overrides": a.override, "images": int(keep.sum()), "max_yaw": a.max_yaw,
+                      "detection": round(float(det[keep].mean()), 4), "detection_all_yaw": round(float(det.mean()), 4)}))
+
+
+if __name__ == "__main__":
+    main()
