@@ -1,4 +1,5 @@
-"""benchmarks/judge_quick.py and benchmarks/judge_regions.py on tiny inputs (need the judge extra)."""
+"""benchmarks/judge_quick.py, judge_regions.py, judge_factors.py and shape_proportions.py on tiny inputs (the
+tests that describe faces need the judge extra)."""
 from __future__ import annotations
 
 import importlib.util
@@ -62,3 +63,19 @@ def test_factor_rates_per_value_and_quartile_sorted_by_spread():
     quartiles = list(by["light"]["rate_n"].values())  # in order of the factor's value
     assert len(quartiles) == 4 and quartiles[0][0] < 0.6 and quartiles[-1][0] > 0.6
     assert by["noise"]["spread"] < by["light"]["spread"]
+
+
+def test_shape_proportions_of_the_mean_face_and_a_stretched_one():
+    import torch
+
+    from morphable import load_default_model
+
+    P = _load("shape_proportions")
+    m = load_default_model()
+    z = torch.zeros(2, m.shape_basis.shape[0])
+    r0 = P.proportions(m, z)
+    assert set(r0) == {"nose", "mouth", "mouth_width"}
+    assert 0.3 < float(r0["nose"][0]) < 0.7 and 0.8 < float(r0["mouth"][0]) < 1.4  # a human mean face
+    # the shape components move the proportions (3 sd along one of the first ten changes the nose ratio)
+    d = [float(P.proportions(m, torch.eye(z.shape[1])[k: k + 1] * 3)["nose"][0] - r0["nose"][0]) for k in range(10)]
+    assert max(abs(x) for x in d) > 0.01
