@@ -19,12 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def proportions(model, shape):
-    """(B,) ratios ``nose``, ``mouth``, ``mouth_width`` of the neutral faces of ``shape`` (B, K)."""
-    L = model.landmark_points(model.vertices(shape))  # (B, 5, 3): eyes, nose tip, mouth corners
-    eye_mid, iod = (L[:, 0] + L[:, 1]) / 2, (L[:, 0] - L[:, 1]).norm(dim=-1)
-    mouth_mid = (L[:, 3] + L[:, 4]) / 2
-    return {"nose": (eye_mid[:, 1] - L[:, 2, 1]) / iod, "mouth": (eye_mid[:, 1] - mouth_mid[:, 1]) / iod,
-            "mouth_width": (L[:, 3] - L[:, 4]).norm(dim=-1) / iod}
+    """(B,) ratios ``nose``, ``mouth``, ``mouth_width`` of the neutral faces of ``shape`` (B, K)
+    (:func:`morphable.model.face_proportions`)."""
+    from morphable.model import face_proportions
+
+    return face_proportions(model, shape)
 
 
 def main(argv: list[str] | None = None) -> None:

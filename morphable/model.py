@@ -172,3 +172,15 @@ class MorphableModel:
                     kw[k] = torch.from_numpy(z[k].copy())
         kw["regions"] = regions
         return cls(**kw)
+
+
+def face_proportions(model: MorphableModel, shape: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Proportions of the neutral faces of ``shape`` (B, K) in model space, from the 5 landmarks, over
+    the distance between the eye centres: ``nose`` (B,) the eye line to the nose tip (vertical),
+    ``mouth`` (B,) the eye line to the mouth centre (vertical), ``mouth_width`` (B,). Differentiable."""
+    L = model.landmark_points(model.vertices(shape))  # (B, 5, 3): eyes, nose tip, mouth corners
+    eye_mid, iod = (L[:, 0] + L[:, 1]) / 2, (L[:, 0] - L[:, 1]).norm(dim=-1)
+    mouth_mid = (L[:, 3] + L[:, 4]) / 2
+    return {"nose": (eye_mid[:, 1] - L[:, 2, 1]) / iod, "mouth": (eye_mid[:, 1] - mouth_mid[:, 1]) / iod,
+            "mouth_width": (L[:, 3] - L[:, 4]).norm(dim=-1) / iod}
+

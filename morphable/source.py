@@ -51,7 +51,7 @@ EXPRESSIONS = {
 #: facial relief coefficients, wrinkles and moles (appearance columns; issue 13).
 #: 4: beard shadow and lash appearance columns, and feature-shape coefficients (eyes, nose) after the
 #: relief's: every identity's later draws moved.
-SAMPLING_VERSION = 4
+SAMPLING_VERSION = 5
 #: Shape components past this index get ``identity.detail_scale`` on top of ``shape_scale``.
 _GLOBAL_COMPONENTS = 10
 #: How often each named expression is drawn (relative): people in photographs mostly smile.
@@ -311,6 +311,9 @@ class MorphableSource(IdentitySampler):
         if self.cfg.identity.feature_shape < 0:
             raise ValueError(f"identity.feature_shape must be >= 0, got {self.cfg.identity.feature_shape}")
         self._feature_fields = None
+        if self.cfg.identity.proportions < 0:
+            raise ValueError(f"identity.proportions must be >= 0, got {self.cfg.identity.proportions}")
+        self._proportion_dirs = None  # (G (2, K), D (2, K)) of _shrink_proportions, built at first use
         if self.cfg.identity.feature_shape > 0:
             eyeball = (vreg == REGION_IDS["eye"]) | (vreg == REGION_IDS["eye_back"])
             nose_tip = self.model.landmark_points(mv[None])[0, 2]
@@ -440,6 +443,8 @@ class MorphableSource(IdentitySampler):
         if W is not None:
             Wc = W.cpu()
             Z = self._push_gender(Z, Wc, U[:, 0], N[:, 0])
+        Z = self._shrink_proportions(Z)
+        if W is not None:
             # the regression per candidate, (1, K+1) @ (K+1, 5) as before (a batched product may sum differently)
             Z1 = torch.cat([Z, torch.ones(n, 1)], 1)
             sem = torch.stack([Z1[i] @ Wc for i in range(n)]) if n else torch.zeros(0, 5)
@@ -451,6 +456,44 @@ class MorphableSource(IdentitySampler):
         off = (U[:, -3:] - 0.5) * 200.0
         R = torch.stack(rs) if rs else torch.zeros(0, NUM_RELIEF + NUM_FEATURE)
         return Z, app, off, sem, R
+
+    def _shrink_proportions(self, z: torch.Tensor) -> torch.Tensor:
+        """Scale the deviation of the vertical proportions of shape coefficients ``z`` (n, K) from the
+        mean face's by ``identity.proportions``: ``z - (1 - s) (G z) D``, with ``G`` (2, K) the
+        gradients at the mean face of :func:`~.model.face_proportions`' ``nose`` and ``mouth`` (linear
+        to within 1% over the prior) and ``D`` (2, K) the minimum-norm directions that move each of
+        them by one and leave the other and the gender regression unchanged. Each row gets the bits
+        of the one-candidate computation (its own dot products, then elementwise arithmetic)."""
+        s = float(self.cfg.identity.proportions)
+        if s == 1.0 or z.shape[0] == 0:
+            return z
+        if self._proportion_dirs is None:
+            self._proportion_dirs = self._proportion_directions()
+        G, D = self._proportion_dirs
+        dev = torch.stack([torch.mv(G, z[i].clone()) for i in range(z.shape[0])])  # (n, 2)
+        return z - (1.0 - s) * (dev[:, :1] * D[0] + dev[:, 1:] * D[1])
+
+    def _proportion_directions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(G, D)`` of :meth:`_shrink_proportions` (float32, CPU), for the first ``num_shape``
+        components; the gender regression's direction (when the model has one) is held fixed."""
+        from .model import face_proportions
+
+        m, K, Ks = self.model.to("cpu"), self.model.num_shape, self.num_shape
+        z0 = torch.zeros(1, K, dtype=torch.float64, requires_grad=True)
+        mm = MorphableModel(**{**{k: getattr(m, k) for k in m.__dataclass_fields__},
+                               "mean": m.mean.double(), "shape_basis": m.shape_basis.double(),
+                               "shape_std": m.shape_std.double()})
+        r = face_proportions(mm, z0)
+        G = torch.stack([torch.autograd.grad(r[k][0], z0, retain_graph=True)[0][0] for k in ("nose", "mouth")])
+        G[:, Ks:] = 0
+        A = G
+        W = self.model.regions.get("semantic_weights")
+        if W is not None and float(self.cfg.identity.gender_contrast) > 0:
+            w = W[:K, 0].cpu().double().clone()
+            w[Ks:] = 0
+            A = torch.cat([G, w[None]])
+        D = torch.linalg.solve(A @ A.T, A)[:2]  # rows: A^T (A A^T)^-1 e_k, as (2, K)
+        return G.detach().float(), D.detach().float()
 
     def _push_gender(self, z: torch.Tensor, W: torch.Tensor, side: torch.Tensor, jit: torch.Tensor) -> torch.Tensor:
         """Move shape coefficients ``z`` (n, K) along the model's gender direction (the regression

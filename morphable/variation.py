@@ -213,6 +213,12 @@ class IdentityConfig:
     ``feature_shape`` scales the per-identity proportions of the eyes and the nose outside the shape
     model's span (:func:`morphable.relief.feature_fields`: eye size, aspect, canthal tilt, spacing,
     height and depth, brow ridge, nose width, projection, length and bridge; 0 = off);
+    ``proportions`` scales how far each identity's vertical proportions (eye line to nose tip and to
+    mouth, over the eye distance: :func:`morphable.model.face_proportions`) lie from the mean face's,
+    by the minimum-norm change of its shape coefficients that leaves the gender regression alone
+    (1 = the shape model's own spread: coefficient of variation 25% and 15%, where adult faces vary
+    by well under 10%, and its short-faced tail is what a real-face detector misses; 0.4: about 10%
+    and 6%, BENCHMARKS.md "Realism, session 8");
     ``mixup``: identity mixup (SynFace; :mod:`engine.mixup`), off by default: a ``fraction`` of the
     identities are convex combinations of two earlier ones (shape, relief and continuous appearance
     mixed; hair style and its geometry uniforms, bald/hairline/density and the noise offset from the
@@ -229,6 +235,7 @@ class IdentityConfig:
     gender_contrast: float = 1.0  # 0: the model's gender spread (mostly androgynous); 1: female- or male-read
     relief: float = 0.0011  # metres rms of per-identity fine facial relief (morphable.relief; 0 = off)
     feature_shape: float = 1.0  # scale of the eye and nose proportions (morphable.relief.FEATURE_SD; 0 = off)
+    proportions: float = 0.4  # scale of the face's vertical proportions' spread (eye-nose, eye-mouth); 1 = the model's own
     mixup: MixupConfig = field(default_factory=MixupConfig)  # identity mixup (engine.mixup); fraction 0 = off
 
 

@@ -33,8 +33,10 @@ def _reference_candidates(src, seed: int, start: int, n: int):
                 gen = float(torch.dot(z, w) + W[-1, 0])
                 target = (0.1 if float(side) < 0.5 else 0.9) + 0.07 * float(jit)
                 z = z + c_ * (target - gen) * w / w.dot(w).clamp_min(1e-12)
+            z = src._shrink_proportions(z[None])[0]
             s = torch.cat([z, torch.ones(1)]) @ W.cpu()
         else:
+            z = src._shrink_proportions(z[None])[0]
             s = torch.tensor([0.5, 0.6, 1 / 3, 1 / 3, 1 / 3])
         a = sample_appearance(s[None], g)[0]
         o = (torch.rand(3, generator=g) - 0.5) * 200.0

@@ -148,3 +148,23 @@ def test_feature_shape_changes_faces_is_logged_and_can_be_off():
     assert not torch.equal(a.landmarks, b.landmarks)  # the eyes and nose moved: other alignment residuals
     with pytest.raises(ValueError, match="identity.feature_shape"):
         MorphableSource(preset="frontal", size=64, overrides={"identity": {"feature_shape": -1.0}})
+
+
+def test_proportions_shrink_the_vertical_proportions_spread_and_keep_gender():
+    from morphable import MorphableSource
+    from morphable.model import face_proportions
+
+    own = MorphableSource(preset="frontal", size=64, overrides={"identity": {"proportions": 1.0}})
+    src = MorphableSource(preset="frontal", size=64, overrides={"identity": {"proportions": 0.4}})
+    a, b = own._candidates(0, 0, 400), src._candidates(0, 0, 400)
+    ra, rb = face_proportions(own.model, a[0]), face_proportions(src.model, b[0])
+    r0 = face_proportions(own.model, torch.zeros(1, own.model.num_shape))
+    for k in ("nose", "mouth"):  # deviations from the mean face scaled by 0.4 (linear to ~1%)
+        da, db = ra[k] - r0[k], rb[k] - r0[k]
+        assert abs(float(db.std() / da.std()) - 0.4) < 0.03
+        assert float(torch.corrcoef(torch.stack([da, db]))[0, 1]) > 0.99
+    # the gender regression (semantic column 0) is left alone; the other semantics follow the shape
+    torch.testing.assert_close(b[3][:, 0], a[3][:, 0], atol=1e-4, rtol=0)
+    assert not torch.allclose(b[3][:, 1:], a[3][:, 1:])
+    with pytest.raises(ValueError, match="identity.proportions"):
+        MorphableSource(preset="frontal", size=64, overrides={"identity": {"proportions": -0.1}})
