@@ -83,9 +83,10 @@ class RayRuntime:
         except BaseException as e:  # re-raised in the caller's thread by get()
             self._error = e
         self._ready.set()
-        if self._result is not None and self._result[1]:  # started here: keep it until stop()
+        if self._result is not None:  # the thread outlives whatever Ray started from it, until stop()
             self._stop.wait()
-            self._result[0].shutdown()
+            if self._result[1]:  # started here (not a cluster joined): shut it down
+                self._result[0].shutdown()
 
     def get(self) -> Any:
         """The connected ``ray`` module (waits for the connection; raises its :class:`RenderError`)."""

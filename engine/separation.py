@@ -8,8 +8,9 @@ are those of a run asking for ``m``).
 The one-at-a-time loop costs O(N^2) small Python steps; here a block of ``B`` candidates is screened
 against all accepted embeddings with one low-precision matrix product per chunk (bf16 inputs, float32
 accumulation, the bound folded into the product so that a row minimum is the only pass over it), with
-a rigorous error margin, so that every pair that *may* lie below the threshold is kept; the kept pairs get their exact float64 distance (direct differences), and the few in-block
-conflicts are settled in candidate order. The decisions are those of the sequential rule evaluated in
+a rigorous error margin, so that every pair that *may* lie below the threshold is kept; the kept pairs
+get their exact float64 distance (direct differences), and the few in-block conflicts are settled in
+candidate order. The decisions are those of the sequential rule evaluated in
 float64 (the loop used ``torch.cdist``, whose matrix-product form can differ from direct differences
 by ~1e-16: a decision could only differ for a distance within that of ``min_distance``).
 

@@ -51,6 +51,8 @@ EXPRESSIONS = {
 #: facial relief coefficients, wrinkles and moles (appearance columns; issue 13).
 #: 4: beard shadow and lash appearance columns, and feature-shape coefficients (eyes, nose) after the
 #: relief's: every identity's later draws moved.
+#: 5: the shape coefficients' vertical-proportion correction (``identity.proportions``), before the
+#: semantic regression: every identity's shape, semantics and appearance moved.
 SAMPLING_VERSION = 5
 #: Shape components past this index get ``identity.detail_scale`` on top of ``shape_scale``.
 _GLOBAL_COMPONENTS = 10
