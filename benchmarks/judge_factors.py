@@ -10,7 +10,6 @@ the judge extra (``pip install -e ".[judge]"``).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -49,29 +48,16 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
     import torch
 
-    from common.cli import add_override
-    from common.config import apply_overrides
     from engine import judge as J
-    from morphable import MorphableSource
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ids", type=int, default=100)
-    ap.add_argument("--per-id", type=int, default=8)
-    ap.add_argument("--preset", default="wild")
-    ap.add_argument("--seed", type=int, default=1)
+    from benchmarks.judge_quick import render_batches, render_parser
+    ap = render_parser(__doc__, "wild", 8)
     ap.add_argument("--max-yaw", type=float, default=30.0, help="only faces with |yaw| <= this (degrees)")
-    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--top", type=int, default=12, help="factors printed")
-    add_override(ap, help="morphable source override, e.g. variation.occluder_prob=0")
     a = ap.parse_args(argv)
     J.require_dlib()
-    src = MorphableSource(preset=a.preset, size=112, overrides=apply_overrides({}, a.override))
-    ids = src.sample_identities(a.ids, seed=a.seed)
-    rows = torch.arange(a.ids).repeat_interleave(a.per_id)
-    var = torch.arange(a.per_id).repeat(a.ids)
     factors: dict[str, list] = {}
     images = []
-    for s in range(0, len(rows), 64):
-        b = src.render(ids, rows[s:s + 64], var[s:s + 64], seed=a.seed)
+    for b in render_batches(a)[1]:
         images.append(b.images)
         for k, t in b.factors.items():
             t = t.detach().cpu()

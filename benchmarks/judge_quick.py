@@ -21,27 +21,40 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def main(argv: list[str] | None = None) -> None:
-    import torch
-
+def render_parser(doc: str, preset: str, per_id: int) -> argparse.ArgumentParser:
+    """The options of an in-memory judge script: ``--ids --per-id --preset --seed --workers -o``."""
     from common.cli import add_override
-    from common.config import apply_overrides
-    from engine import judge as J
-    from morphable import MorphableSource
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--ids", type=int, default=100)
-    ap.add_argument("--per-id", type=int, default=4)
-    ap.add_argument("--preset", default="frontal")
+    ap.add_argument("--per-id", type=int, default=per_id)
+    ap.add_argument("--preset", default=preset)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2)
     add_override(ap, help="morphable source override, e.g. identity.feature_shape=0")
-    a = ap.parse_args(argv)
-    J.require_dlib()
+    return ap
+
+
+def render_batches(a: argparse.Namespace):
+    """``(rows (N,), iterator of RenderBatch)``: ``a.ids`` identities x ``a.per_id`` variations of
+    the configured morphable source at 112 px, rendered 64 at a time."""
+    import torch
+
+    from common.config import apply_overrides
+    from morphable import MorphableSource
     src = MorphableSource(preset=a.preset, size=112, overrides=apply_overrides({}, a.override))
     ids = src.sample_identities(a.ids, seed=a.seed)
     rows = torch.arange(a.ids).repeat_interleave(a.per_id)
     var = torch.arange(a.per_id).repeat(a.ids)
-    batches = (src.render(ids, rows[s:s + 64], var[s:s + 64], seed=a.seed).images for s in range(0, len(rows), 64))
+    return rows, (src.render(ids, rows[s:s + 64], var[s:s + 64], seed=a.seed) for s in range(0, len(rows), 64))
+
+
+def main(argv: list[str] | None = None) -> None:
+    from engine import judge as J
+    a = render_parser(__doc__, "frontal", 4).parse_args(argv)
+    J.require_dlib()
+    rows, renders = render_batches(a)
+    batches = (b.images for b in renders)
     d = J.describe_arrays(batches, J.find_models(), workers=a.workers)
     lab = rows.numpy()
     det = d.detected

@@ -48,6 +48,16 @@ def test_judge_quick_prints_the_figures(models, capsys):
     assert 0.0 <= line["detection"] <= 1.0 and line["impostor"] > line["genuine"] > 0.0
 
 
+def test_judge_factors_prints_one_line_per_factor_and_the_rate(models, capsys):
+    F = _load("judge_factors")
+    F.main(["--ids", "4", "--per-id", "6", "--workers", "1", "--max-yaw", "90", "--top", "3"])
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    last = lines[-1]
+    assert last["preset"] == "wild" and last["images"] == 24 and 0.0 <= last["detection"] <= 1.0
+    assert last["detection"] == last["detection_all_yaw"]  # --max-yaw 90 keeps every image
+    assert all("factor" in x and x["spread"] >= 0 for x in lines[:-1]) and len(lines) <= 4
+
+
 def test_factor_rates_per_value_and_quartile_sorted_by_spread():
     F = _load("judge_factors")
     rng = np.random.default_rng(0)
