@@ -18,20 +18,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def proportions(model, shape):
-    """(B,) ratios ``nose``, ``mouth``, ``mouth_width`` of the neutral faces of ``shape`` (B, K)
-    (:func:`morphable.model.face_proportions`)."""
-    from morphable.model import face_proportions
-
-    return face_proportions(model, shape)
-
-
 def main(argv: list[str] | None = None) -> None:
     import torch
 
     from common.cli import add_override
     from common.config import apply_overrides
     from morphable import MorphableSource
+    from morphable.model import face_proportions
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ids", type=int, default=2000)
     ap.add_argument("--preset", default="frontal")
@@ -41,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     src = MorphableSource(preset=a.preset, size=112, overrides=apply_overrides({}, a.override))
     ids = src.sample_identities(a.ids, seed=a.seed)
-    for name, r in proportions(src.model, ids.params["shape"]).items():
+    for name, r in face_proportions(src.model, ids.params["shape"]).items():
         r = r.double()
         mu, sd = float(r.mean()), float(r.std())
         zs = (r - mu) / sd
