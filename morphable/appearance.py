@@ -119,8 +119,8 @@ def appearance_from_draws(semantic: torch.Tensor, u: "Callable[[], torch.Tensor]
     old = ((age - 0.6) / 0.35).clamp(0, 1)
     hair_grey = (old ** 2 * u() * 1.2).clamp(0, 1)  # greying mostly past 50
     brow_color = (hair_mel + 0.1 * nrm()).clamp(0, 1)
-    brow_thickness = (0.35 + 0.3 * gender + 0.25 * u()).clamp(0, 1)
-    brow_height, brow_arch, brow_density = u(), (u() * (1.2 - 0.5 * gender)).clamp(0, 1), (0.5 + 0.5 * u())
+    brow_thickness = (0.12 + 0.55 * gender + 0.3 * u()).clamp(0, 1)
+    brow_height, brow_arch, brow_density = (0.35 * (1 - gender) + 0.65 * u()), (u() * (1.3 - 0.9 * gender)).clamp(0, 1), (0.5 + 0.5 * u())
     iris_mel = torch.where(u() < 0.35 * cau * (1 - melanin), 0.35 * u(), (0.55 + 0.5 * u()).clamp(0, 1))
     iris_hue = u()
     hairline = u()
@@ -138,9 +138,9 @@ def appearance_from_draws(semantic: torch.Tensor, u: "Callable[[], torch.Tensor]
     hair_length, hair_thickness, hair_phase = u(), u(), u()
     # make-up, mostly on female-read faces: lipstick strength and hue (0 nude .. 1 deep red), eye make-up
     fem = (1 - gender).clamp(0, 1)
-    lipstick = torch.where(u() < 0.6 * fem ** 1.5, 0.3 + 0.7 * u(), torch.zeros(n))
+    lipstick = torch.where(u() < 0.85 * fem ** 1.5, 0.3 + 0.7 * u(), torch.zeros(n))
     lip_hue = u()
-    eye_makeup = torch.where(u() < 0.5 * fem ** 1.5, 0.3 + 0.7 * u(), torch.zeros(n))
+    eye_makeup = torch.where(u() < 0.8 * fem ** 1.5, 0.3 + 0.7 * u(), torch.zeros(n))
     mouth_rest = u()
     rest = [u() for _ in range(len(REST_FEATURES) + 1)]
     # age 0.45 .. 0.95 is ~20 .. 80 years: lines appear from the late thirties, deepen past sixty

@@ -23,7 +23,7 @@ from .hair import STYLES, build_rig, hair_vertices, style_table
 from .model import MorphableModel
 from .occlusion import model_occlusion
 from .occluders import draw_glasses, draw_patches
-from .relief import FEATURE_FIELDS, NUM_FEATURE, NUM_RELIEF, feature_displacement, feature_fields, relief_basis, relief_displacement, relief_mask
+from .relief import FEATURE_FIELDS, NUM_FEATURE, NUM_RELIEF, SEX_FEATURES, feature_displacement, feature_fields, relief_basis, relief_displacement, relief_mask
 from .rng import Draws, image_keys, normal_field, subkeys
 from .raster import edge_antialias, interpolate_at, rasterize, vertex_normals
 from .texture import sample_at as sample_texture_at, texel_map, uv_grid
@@ -53,7 +53,9 @@ EXPRESSIONS = {
 #: relief's: every identity's later draws moved.
 #: 5: the shape coefficients' vertical-proportion correction (``identity.proportions``), before the
 #: semantic regression: every identity's shape, semantics and appearance moved.
-SAMPLING_VERSION = 5
+#: 6: sex-typical feature-shape shifts (``identity.sex_features``), and brows (thickness, height,
+#: arch) and make-up (how often) tied more closely to the gender estimate: every identity's look moved.
+SAMPLING_VERSION = 6
 #: Shape components past this index get ``identity.detail_scale`` on top of ``shape_scale``.
 _GLOBAL_COMPONENTS = 10
 #: How often each named expression is drawn (relative): people in photographs mostly smile.
@@ -316,6 +318,8 @@ class MorphableSource(IdentitySampler):
         if self.cfg.identity.proportions < 0:
             raise ValueError(f"identity.proportions must be >= 0, got {self.cfg.identity.proportions}")
         self._proportion_dirs = None  # (G (2, K), D (2, K)) of _shrink_proportions, built at first use
+        if self.cfg.identity.sex_features < 0:
+            raise ValueError(f"identity.sex_features must be >= 0 (standard deviations), got {self.cfg.identity.sex_features}")
         if self.cfg.identity.feature_shape > 0:
             eyeball = (vreg == REGION_IDS["eye"]) | (vreg == REGION_IDS["eye_back"])
             nose_tip = self.model.landmark_points(mv[None])[0, 2]
@@ -457,7 +461,24 @@ class MorphableSource(IdentitySampler):
         app = appearance_from_draws(sem, lambda: next(ucols), lambda: next(ncols))
         off = (U[:, -3:] - 0.5) * 200.0
         R = torch.stack(rs) if rs else torch.zeros(0, NUM_RELIEF + NUM_FEATURE)
+        R = self._sex_features(R, sem[:, 0])
         return Z, app, off, sem, R
+
+    def _sex_features(self, r: torch.Tensor, gender: torch.Tensor) -> torch.Tensor:
+        """Feature-shape coefficients ``r`` (n, NUM_RELIEF + NUM_FEATURE) shifted by the identity's
+        gender estimate ``gender`` (n,) (0 female .. 1 male): ``identity.sex_features`` standard
+        deviations towards larger eyes and a smaller, flatter nose and brow ridge on a female-read face,
+        and the opposite on a male-read one (:data:`SEX_FEATURES`). Elementwise, so a batch gives
+        each row the bits it gets alone."""
+        s = float(self.cfg.identity.sex_features)
+        if s == 0.0 or r.shape[0] == 0:
+            return r
+        side = (2 * gender.clamp(0, 1) - 1)[:, None]  # -1 female .. +1 male
+        cols = [NUM_RELIEF + FEATURE_FIELDS.index(k) for k in SEX_FEATURES]
+        sign = torch.tensor(list(SEX_FEATURES.values()), dtype=r.dtype)
+        r = r.clone()
+        r[:, cols] = r[:, cols] + s * side * sign
+        return r
 
     def _shrink_proportions(self, z: torch.Tensor) -> torch.Tensor:
         """Scale the deviation of the vertical proportions of shape coefficients ``z`` (n, K) from the

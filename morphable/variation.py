@@ -213,6 +213,10 @@ class IdentityConfig:
     ``feature_shape`` scales the per-identity proportions of the eyes and the nose outside the shape
     model's span (:func:`morphable.relief.feature_fields`: eye size, aspect, canthal tilt, spacing,
     height and depth, brow ridge, nose width, projection, length and bridge; 0 = off);
+    ``sex_features`` shifts the eye size, nose width, length and projection and the brow ridge of
+    the feature-shape coefficients by that many standard deviations towards the sex-typical side of the
+    identity's gender estimate (:data:`morphable.relief.SEX_FEATURES`: larger eyes and a smaller nose
+    on a female-read face; 0 = none), so that a real-face recogniser reads the gender a face is drawn with;
     ``proportions`` scales how far each identity's vertical proportions (eye line to nose tip and to
     mouth, over the eye distance: :func:`morphable.model.face_proportions`) lie from the mean face's,
     by the minimum-norm change of its shape coefficients that leaves the gender regression alone
@@ -236,6 +240,7 @@ class IdentityConfig:
     relief: float = 0.0011  # metres rms of per-identity fine facial relief (morphable.relief; 0 = off)
     feature_shape: float = 1.0  # scale of the eye and nose proportions (morphable.relief.FEATURE_SD; 0 = off)
     proportions: float = 0.4  # scale of the face's vertical proportions' spread (eye-nose, eye-mouth); 1 = the model's own
+    sex_features: float = 0.8  # sex-typical shift (feature SDs) of eye size, nose size and brow ridge; 0 = none
     mixup: MixupConfig = field(default_factory=MixupConfig)  # identity mixup (engine.mixup); fraction 0 = off
 
 
@@ -261,11 +266,14 @@ class RenderConfig:
 
 def _frontal() -> RenderConfig:
     c = RenderConfig()
-    c.pose = PoseConfig(yaw=Uniform(-15, 15), pitch=Uniform(-10, 8), roll=Uniform(-6, 6))
-    c.expression = ExpressionConfig(prob=0.6, max_units=2, intensity=Uniform(0.2, 0.8), presets=True)
-    c.light = LightConfig(ambient=Uniform(0.35, 0.65), sh_detail=Uniform(0.0, 0.25), azimuth=Normal(0, 30, -60, 60),
+    # near-frontal portraits; a person varies about as much between them as between real portraits
+    # (pose to +-25 degrees, an expression in most, a key light that models the face: BENCHMARKS.md
+    # "Realism, session 9"; was +-15, 60% at intensity 0.2-0.8, ambient 0.35-0.65, shadows 0.3)
+    c.pose = PoseConfig(yaw=Uniform(-25, 25), pitch=Uniform(-10, 8), roll=Uniform(-6, 6))
+    c.expression = ExpressionConfig(prob=0.85, max_units=2, intensity=Uniform(0.3, 1.0), presets=True)
+    c.light = LightConfig(ambient=Uniform(0.2, 0.55), sh_detail=Uniform(0.0, 0.25), azimuth=Normal(0, 30, -60, 60),
                           elevation=Uniform(10, 45), intensity=Uniform(0.6, 1.3), temperature=Uniform(4000, 6500),
-                          tint=Normal(0, 0.01, -0.03, 0.03), specular=Uniform(0.08, 0.3), shadows=0.3,
+                          tint=Normal(0, 0.01, -0.03, 0.03), specular=Uniform(0.08, 0.3), shadows=0.6,
                           white_balance=Uniform(0.9, 1.0),
                           exposure=Normal(0, 0.08, -0.2, 0.2))
     c.camera = CameraConfig(distance=Uniform(0.8, 1.5), focal_mm=Uniform(50, 85), jitter=0.0)

@@ -69,7 +69,7 @@ def test_factors_are_a_pure_function_of_the_image(default_model):
 
 def test_sampling_stream_version_is_recorded(default_model):
     src = MorphableSource(preset="frontal", size=32, model=default_model)
-    assert SAMPLING_VERSION == 5 and src.config()["sampling_version"] == 5
+    assert SAMPLING_VERSION == 6 and src.config()["sampling_version"] == 6
 
 
 def test_procedural_backgrounds_batched_per_image(default_model):

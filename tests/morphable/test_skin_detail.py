@@ -168,3 +168,43 @@ def test_proportions_shrink_the_vertical_proportions_spread_and_keep_gender():
     assert not torch.allclose(b[3][:, 1:], a[3][:, 1:])
     with pytest.raises(ValueError, match="identity.proportions"):
         MorphableSource(preset="frontal", size=64, overrides={"identity": {"proportions": -0.1}})
+
+
+def test_sex_features_shift_eyes_and_nose_by_the_gender_estimate():
+    from morphable import MorphableSource
+    from morphable.relief import FEATURE_FIELDS, NUM_RELIEF, SEX_FEATURES
+
+    off = MorphableSource(preset="frontal", size=64, overrides={"identity": {"sex_features": 0.0}})
+    on = MorphableSource(preset="frontal", size=64, overrides={"identity": {"sex_features": 0.8}})
+    a, b = off._candidates(0, 0, 300), on._candidates(0, 0, 300)
+    for x, y in zip(a[:4], b[:4]):  # shape, appearance, noise offset and semantics are untouched
+        assert torch.equal(x, y)
+    side = 2 * a[3][:, 0].clamp(0, 1) - 1  # -1 female-read .. +1 male-read
+    d = b[4] - a[4]
+    assert torch.equal(d[:, :NUM_RELIEF], torch.zeros_like(d[:, :NUM_RELIEF]))  # fine relief untouched
+    for k, f in enumerate(FEATURE_FIELDS):
+        want = 0.8 * side * SEX_FEATURES.get(f, 0.0)
+        torch.testing.assert_close(d[:, NUM_RELIEF + k], want, atol=1e-6, rtol=0)
+    fem, male = side < -0.5, side > 0.5
+    assert fem.sum() > 50 and male.sum() > 50
+    eye = NUM_RELIEF + FEATURE_FIELDS.index("eye_size")
+    assert float(b[4][fem, eye].mean() - b[4][male, eye].mean()) > 1.0  # larger eyes on female-read faces
+    # one candidate at a time gives the bits of the batch
+    one = on._candidates(0, 17, 1)
+    assert torch.equal(one[4][0], b[4][17])
+    with pytest.raises(ValueError, match="identity.sex_features"):
+        MorphableSource(preset="frontal", size=64, overrides={"identity": {"sex_features": -1}})
+
+
+def test_brows_and_make_up_follow_the_gender_estimate():
+    from morphable import MorphableSource
+    from morphable.appearance import APPEARANCE_PARAMS
+
+    src = MorphableSource(preset="frontal", size=64)
+    _, app, _, sem, _ = src._candidates(0, 0, 600)
+    col = {k: app[:, APPEARANCE_PARAMS.index(k)] for k in ("brow_thickness", "brow_height", "brow_arch", "lipstick", "eye_makeup")}
+    fem, male = sem[:, 0] < 0.3, sem[:, 0] > 0.7
+    assert float(col["brow_thickness"][fem].mean()) + 0.3 < float(col["brow_thickness"][male].mean())
+    assert float(col["brow_height"][fem].mean()) > float(col["brow_height"][male].mean()) + 0.15
+    assert float(col["brow_arch"][fem].mean()) > float(col["brow_arch"][male].mean()) + 0.2
+    assert float((col["lipstick"][fem] > 0).float().mean()) > 0.6 > float((col["lipstick"][male] > 0).float().mean())
