@@ -36,8 +36,8 @@ def render_parser(doc: str, preset: str, per_id: int) -> argparse.ArgumentParser
 
 
 def render_batches(a: argparse.Namespace):
-    """``(rows (N,), iterator of RenderBatch)``: ``a.ids`` identities x ``a.per_id`` variations of
-    the configured morphable source at 112 px, rendered 64 at a time."""
+    """``(rows (N,), iterator of RenderBatch, Identities)``: ``a.ids`` identities x ``a.per_id``
+    variations of the configured morphable source at 112 px, rendered 64 at a time."""
     import torch
 
     from common.config import apply_overrides
@@ -46,14 +46,14 @@ def render_batches(a: argparse.Namespace):
     ids = src.sample_identities(a.ids, seed=a.seed)
     rows = torch.arange(a.ids).repeat_interleave(a.per_id)
     var = torch.arange(a.per_id).repeat(a.ids)
-    return rows, (src.render(ids, rows[s:s + 64], var[s:s + 64], seed=a.seed) for s in range(0, len(rows), 64))
+    return rows, (src.render(ids, rows[s:s + 64], var[s:s + 64], seed=a.seed) for s in range(0, len(rows), 64)), ids
 
 
 def main(argv: list[str] | None = None) -> None:
     from engine import judge as J
     a = render_parser(__doc__, "frontal", 4).parse_args(argv)
     J.require_dlib()
-    rows, renders = render_batches(a)
+    rows, renders, _ = render_batches(a)
     batches = (b.images for b in renders)
     d = J.describe_arrays(batches, J.find_models(), workers=a.workers)
     lab = rows.numpy()

@@ -66,10 +66,12 @@ FEATURE_FIELDS = ("eye_size", "eye_aspect", "eye_tilt", "eye_spacing", "eye_heig
                   "nose_width", "nose_projection", "nose_length", "nose_bridge")
 FEATURE_SD = (0.14, 0.12, 0.09, 0.003, 0.003, 0.004, 0.005, 0.10, 0.0025, 0.002, 0.002)
 NUM_FEATURE = len(FEATURE_FIELDS)
-#: Sex-typical direction of some feature-shape coefficients (+1: larger on a male-read face): relative
-#: to the face, men's noses are wider and longer and their brow ridges stronger, women's eyes larger
-#: (used by ``identity.sex_features``; a real-face recogniser reads these as gender, BENCHMARKS.md).
-SEX_FEATURES = {"eye_size": -1.0, "brow_ridge": 1.0, "nose_width": 1.0, "nose_projection": 0.5, "nose_length": 0.5}
+#: Sex-typical shifts of some feature-shape coefficients, (on a female-read face, on a male-read face)
+#: in units of ``identity.sex_features``: relative to the face, men's noses are wider, longer and more
+#: projecting and their brow ridges stronger, women's eyes larger (a real-face recogniser reads these
+#: as gender; male eyes are not made smaller, which the detector misses: BENCHMARKS.md, session 9).
+SEX_FEATURES = {"eye_size": (1.0, 0.0), "brow_ridge": (-1.0, 1.0), "nose_width": (-1.0, 1.0),
+                "nose_projection": (-0.5, 0.5), "nose_length": (-0.5, 0.5)}
 
 
 def _plateau(r: torch.Tensor, inner: float, outer: float) -> torch.Tensor:

@@ -56,6 +56,10 @@ EXPRESSIONS = {
 #: 6: sex-typical feature-shape shifts (``identity.sex_features``), and brows (thickness, height,
 #: arch) and make-up (how often) tied more closely to the gender estimate: every identity's look moved.
 SAMPLING_VERSION = 6
+#: Linear-RGB luminance weights, and the mean skin albedo luminance that ``light.metering`` exposes
+#: like the light alone (a light-medium skin: melanin ~0.25).
+_LUMA = torch.tensor([0.2126, 0.7152, 0.0722])
+SKIN_REFERENCE = 0.3
 #: Shape components past this index get ``identity.detail_scale`` on top of ``shape_scale``.
 _GLOBAL_COMPONENTS = 10
 #: How often each named expression is drawn (relative): people in photographs mostly smile.
@@ -467,17 +471,18 @@ class MorphableSource(IdentitySampler):
     def _sex_features(self, r: torch.Tensor, gender: torch.Tensor) -> torch.Tensor:
         """Feature-shape coefficients ``r`` (n, NUM_RELIEF + NUM_FEATURE) shifted by the identity's
         gender estimate ``gender`` (n,) (0 female .. 1 male): ``identity.sex_features`` standard
-        deviations towards larger eyes and a smaller, flatter nose and brow ridge on a female-read face,
-        and the opposite on a male-read one (:data:`SEX_FEATURES`). Elementwise, so a batch gives
-        each row the bits it gets alone."""
+        deviations times the female and male shifts of :data:`SEX_FEATURES`, mixed by the estimate
+        (larger eyes and a smaller, flatter nose and brow ridge on a female-read face; a larger nose and
+        stronger brow ridge on a male-read one). Elementwise, so a batch gives each row the bits it
+        gets alone."""
         s = float(self.cfg.identity.sex_features)
         if s == 0.0 or r.shape[0] == 0:
             return r
-        side = (2 * gender.clamp(0, 1) - 1)[:, None]  # -1 female .. +1 male
+        g = gender.clamp(0, 1)[:, None]
         cols = [NUM_RELIEF + FEATURE_FIELDS.index(k) for k in SEX_FEATURES]
-        sign = torch.tensor(list(SEX_FEATURES.values()), dtype=r.dtype)
+        fem, male = (torch.tensor(v, dtype=r.dtype) for v in zip(*SEX_FEATURES.values()))
         r = r.clone()
-        r[:, cols] = r[:, cols] + s * side * sign
+        r[:, cols] = r[:, cols] + s * ((1 - g) * fem + g * male)
         return r
 
     def _shrink_proportions(self, z: torch.Tensor) -> torch.Tensor:
@@ -915,6 +920,21 @@ class MorphableSource(IdentitySampler):
         lum_map[idx] = lum
         mean_irr = lum_map.sum((1, 2)) / torch.bincount(bsel, minlength=B).clamp_min(1)
         gain = (2.0 ** fac["light_exposure"]) * 0.9 / mean_irr.clamp_min(1e-3)
+        # a camera meters on the face: a dark face is exposed brighter, by ``light.metering`` of the
+        # way from the light alone (0: dark skin stays as dark as its albedo) to the face's albedo
+        # (1: every face of the same mean brightness); the mean albedo luminance of the skin pixels
+        # against that of a light-medium skin, :data:`SKIN_REFERENCE`
+        k = float(self.cfg.light.metering)
+        if k > 0:
+            skin_px = (region == REGION_IDS["skin"]).to(lum.dtype)
+            alb_map = torch.zeros(B, S, S, device=dev, dtype=lum.dtype)
+            alb_map[idx] = (alb * _LUMA.to(dev)).sum(-1) * skin_px
+            cnt_map = torch.zeros(B, S, S, device=dev, dtype=lum.dtype)
+            cnt_map[idx] = skin_px
+            mean_alb = alb_map.sum((1, 2)) / cnt_map.sum((1, 2)).clamp_min(1)
+            has = cnt_map.sum((1, 2)) > 0
+            comp = (SKIN_REFERENCE / mean_alb.clamp_min(1e-3)).clamp(1 / 3, 3) ** k
+            gain = gain * torch.where(has, comp, torch.ones_like(comp))
         lin = lin * gain[bsel][:, None]
         lid = _lid_shading(px.region_map, px.flat)
         # the identity's lashes (thicker and darker with mascara and eyeliner) scale the lash line

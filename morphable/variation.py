@@ -111,7 +111,10 @@ class LightConfig:
     of the directional light relative to ambient, ``temperature`` in kelvin for both, ``sh_detail``
     the strength of the random order-1/2 SH terms, ``white_balance`` how much of the light colour the camera's white balance removes (1 = all),
     ``specular`` skin shininess, ``shadows`` the
-    probability of hard cast shadows (shadow map), ``exposure`` final brightness.
+    probability of hard cast shadows (shadow map), ``exposure`` final brightness, ``metering`` how far
+    the camera's exposure follows the face's own albedo (0: exposed for the light alone, so dark skin
+    renders as dark as its albedo; 1: every face of the same mean brightness, as a face-metering
+    camera does; a real-face detector misses dark faces that are under-exposed, BENCHMARKS.md).
     """
 
     ambient: Dist = field(default_factory=lambda: Uniform(0.35, 0.8))
@@ -127,6 +130,7 @@ class LightConfig:
     specular: Dist = field(default_factory=lambda: Uniform(0.02, 0.25))
     shadows: float = 0.5
     exposure: Dist = field(default_factory=lambda: Normal(0.0, 0.2, -0.6, 0.5))
+    metering: float = 0.7
 
 
 @dataclass

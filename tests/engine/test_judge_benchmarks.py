@@ -1,4 +1,4 @@
-"""benchmarks/judge_quick.py, judge_regions.py, judge_factors.py and shape_proportions.py on tiny inputs (the
+"""benchmarks/judge_quick.py, judge_regions.py, judge_factors.py, judge_gender.py and shape_proportions.py on tiny inputs (the
 tests that describe faces need the judge extra)."""
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,3 +94,35 @@ def test_shape_proportions_of_the_mean_face_and_a_stretched_one(capsys):
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert [x["ratio"] for x in lines] == ["nose", "mouth", "mouth_width"]
     assert all(x["p01"] <= x["mean"] <= x["p99"] and x["cv"] > 0 and "0" in x["show_z"] for x in lines)
+
+
+def test_gender_direction_and_auc_separate_two_gaussian_classes():
+    G = _load("judge_gender")
+    rng = np.random.default_rng(0)
+    female = rng.uniform(size=600) < 0.25  # unbalanced, as in LFW
+    x = rng.normal(size=(600, 16)) + 1.5 * female[:, None] * np.eye(16)[3]
+    w, b = G.gender_direction(x, female)
+    s = x @ w + b
+    assert float(s[female].mean()) > 0 > float(s[~female].mean())  # balanced: the sides straddle 0
+    assert G.auc(s, female) > 0.85 and 0.8 < G.cross_validated_auc(x, female) <= G.auc(s, female) + 0.02
+    assert G.auc(rng.normal(size=600), female) < 0.6 and G.auc(s, ~female) < 0.15
+    assert np.isnan(G.auc(s, np.zeros(600, bool)))
+    with pytest.raises(ValueError, match="both labels"):
+        G.gender_direction(x, np.ones(600, bool))
+    assert G.is_female_name("Mary_Smith") and not G.is_female_name("John_Smith")
+
+
+def test_judge_gender_prints_real_and_synthetic_figures(models, tmp_path, capsys):
+    from PIL import Image
+    G = _load("judge_gender")
+    R = _load("judge_regions")
+    faces = R.synthetic_faces("frontal", 6, {})  # stand-ins for a real folder: 12 images, 12 people
+    for i, f in enumerate(faces):
+        d = tmp_path / f"{'Mary' if i % 2 else 'John'}_P{i}"
+        d.mkdir()
+        Image.fromarray(f.astype(np.uint8)).save(d / f"{d.name}_0001.jpg")
+    G.main(["--real", str(tmp_path), "--ids", "4", "--per-id", "2", "--workers", "1"])
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["real_people"] >= 8 and 0 < line["real_female"] < line["real_people"]
+    assert 0.0 <= line["auc"] <= 1.0 or np.isnan(line["auc"])
+    assert 0.0 <= line["detection"] <= 1.0 and line["impostor"] > 0
