@@ -322,6 +322,8 @@ class MorphableSource(IdentitySampler):
         if self.cfg.identity.proportions < 0:
             raise ValueError(f"identity.proportions must be >= 0, got {self.cfg.identity.proportions}")
         self._proportion_dirs = None  # (G (2, K), D (2, K)) of _shrink_proportions, built at first use
+        if not 0 <= self.cfg.light.metering <= 1:
+            raise ValueError(f"light.metering must be in [0, 1], got {self.cfg.light.metering}")
         if self.cfg.identity.sex_features < 0:
             raise ValueError(f"identity.sex_features must be >= 0 (standard deviations), got {self.cfg.identity.sex_features}")
         if self.cfg.identity.feature_shape > 0:

@@ -208,3 +208,27 @@ def test_brows_and_make_up_follow_the_gender_estimate():
     assert float(col["brow_height"][fem].mean()) > float(col["brow_height"][male].mean()) + 0.15
     assert float(col["brow_arch"][fem].mean()) > float(col["brow_arch"][male].mean()) + 0.2
     assert float((col["lipstick"][fem] > 0).float().mean()) > 0.6 > float((col["lipstick"][male] > 0).float().mean())
+
+
+def test_metering_exposes_dark_faces_brighter_and_light_faces_darker():
+    from morphable import MorphableSource
+    from morphable.appearance import APPEARANCE_PARAMS
+
+    def face_mean(metering):
+        src = MorphableSource(preset="frontal", size=64, overrides={"light": {"metering": metering}})
+        ids = src.sample_identities(24, seed=0)
+        mel = ids.params["appearance"][:, APPEARANCE_PARAMS.index("melanin")]
+        pick = torch.stack([mel.argmin(), mel.argmax()])
+        b = src.render(ids, pick, torch.zeros(2, dtype=torch.long), seed=0)
+        return b.images[:, :, 24:40, 20:44].mean((1, 2, 3)), mel[pick]  # the cheeks, eyes and nose
+
+    off, mel = face_mean(0.0)
+    on, _ = face_mean(0.7)  # the default
+    assert float(mel[1] - mel[0]) > 0.3
+    assert float(on[1]) > float(off[1]) * 1.2  # the darkest face exposed brighter
+    assert float(on[0]) < float(off[0])  # the lightest one a little darker
+    assert float(on[1] / on[0]) > float(off[1] / off[0])  # closer in brightness, still ordered
+    assert float(on[1]) < float(on[0])
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="light.metering"):
+            MorphableSource(preset="frontal", size=64, overrides={"light": {"metering": bad}})
