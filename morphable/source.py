@@ -60,6 +60,8 @@ SAMPLING_VERSION = 6
 #: like the light alone (a light-medium skin: melanin ~0.25).
 _LUMA = torch.tensor([0.2126, 0.7152, 0.0722])
 SKIN_REFERENCE = 0.3
+#: The vertical proportions ``identity.proportions`` scales (:func:`~.model.face_proportions`).
+PROPORTIONS = ("nose", "mouth", "chin")
 #: Shape components past this index get ``identity.detail_scale`` on top of ``shape_scale``.
 _GLOBAL_COMPONENTS = 10
 #: How often each named expression is drawn (relative): people in photographs mostly smile.
@@ -489,19 +491,22 @@ class MorphableSource(IdentitySampler):
 
     def _shrink_proportions(self, z: torch.Tensor) -> torch.Tensor:
         """Scale the deviation of the vertical proportions of shape coefficients ``z`` (n, K) from the
-        mean face's by ``identity.proportions``: ``z - (1 - s) (G z) D``, with ``G`` (2, K) the
-        gradients at the mean face of :func:`~.model.face_proportions`' ``nose`` and ``mouth`` (linear
-        to within 1% over the prior) and ``D`` (2, K) the minimum-norm directions that move each of
-        them by one and leave the other and the gender regression unchanged. Each row gets the bits
-        of the one-candidate computation (elementwise products, a reduction within the row)."""
+        mean face's by ``identity.proportions``: ``z - (1 - s) (G z) D``, with ``G`` (P, K) the
+        gradients at the mean face of :func:`~.model.face_proportions`' :data:`PROPORTIONS` (eye line
+        to nose tip, mouth and chin; linear to within 1% over the prior) and ``D`` (P, K) the
+        minimum-norm directions that move each of them by one and leave the others and the gender
+        regression unchanged. Each row gets the bits of the one-candidate computation (elementwise
+        products, a reduction within the row)."""
         s = float(self.cfg.identity.proportions)
         if s == 1.0 or z.shape[0] == 0:
             return z
         if self._proportion_dirs is None:
             self._proportion_dirs = self._proportion_directions()
         G, D = self._proportion_dirs
-        dev = torch.stack([(z * G[0]).sum(1), (z * G[1]).sum(1)], 1)  # (n, 2): a row reduction each
-        return z - (1.0 - s) * (dev[:, :1] * D[0] + dev[:, 1:] * D[1])
+        out = z
+        for k in range(G.shape[0]):  # a row reduction each, then an elementwise update
+            out = out - (1.0 - s) * (z * G[k]).sum(1, keepdim=True) * D[k]
+        return out
 
     def _proportion_directions(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(G, D)`` of :meth:`_shrink_proportions` (float32, CPU), for the first ``num_shape``
@@ -514,7 +519,7 @@ class MorphableSource(IdentitySampler):
                                "mean": m.mean.double(), "shape_basis": m.shape_basis.double(),
                                "shape_std": m.shape_std.double()})
         r = face_proportions(mm, z0)
-        G = torch.stack([torch.autograd.grad(r[k][0], z0, retain_graph=True)[0][0] for k in ("nose", "mouth")])
+        G = torch.stack([torch.autograd.grad(r[k][0], z0, retain_graph=True)[0][0] for k in PROPORTIONS])
         G[:, Ks:] = 0
         A = G
         W = self.model.regions.get("semantic_weights")
@@ -522,7 +527,7 @@ class MorphableSource(IdentitySampler):
             w = W[:K, 0].cpu().double().clone()
             w[Ks:] = 0
             A = torch.cat([G, w[None]])
-        D = torch.linalg.solve(A @ A.T, A)[:2]  # rows: A^T (A A^T)^-1 e_k, as (2, K)
+        D = torch.linalg.solve(A @ A.T, A)[: len(PROPORTIONS)]  # rows: A^T (A A^T)^-1 e_k, as (P, K)
         return G.detach().float(), D.detach().float()
 
     def _push_gender(self, z: torch.Tensor, W: torch.Tensor, side: torch.Tensor, jit: torch.Tensor) -> torch.Tensor:

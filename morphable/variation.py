@@ -221,8 +221,8 @@ class IdentityConfig:
     the feature-shape coefficients by that many standard deviations towards the sex-typical side of the
     identity's gender estimate (:data:`morphable.relief.SEX_FEATURES`: larger eyes and a smaller nose
     on a female-read face; 0 = none), so that a real-face recogniser reads the gender a face is drawn with;
-    ``proportions`` scales how far each identity's vertical proportions (eye line to nose tip and to
-    mouth, over the eye distance: :func:`morphable.model.face_proportions`) lie from the mean face's,
+    ``proportions`` scales how far each identity's vertical proportions (eye line to nose tip, to
+    mouth and to chin, over the eye distance: :func:`morphable.model.face_proportions`) lie from the mean face's,
     by the minimum-norm change of its shape coefficients that leaves the gender regression alone
     (1 = the shape model's own spread: coefficient of variation 25% and 15%, where adult faces vary
     by well under 10%, and its short-faced tail is what a real-face detector misses; 0.4: about 10%

@@ -85,14 +85,15 @@ def test_shape_proportions_of_the_mean_face_and_a_stretched_one(capsys):
     m = load_default_model()
     z = torch.zeros(2, m.shape_basis.shape[0])
     r0 = face_proportions(m, z)
-    assert set(r0) == {"nose", "mouth", "mouth_width"}
+    assert set(r0) == {"nose", "mouth", "chin", "mouth_width", "face_width"}
     assert 0.3 < float(r0["nose"][0]) < 0.7 and 0.8 < float(r0["mouth"][0]) < 1.4  # a human mean face
+    assert 1.5 < float(r0["chin"][0]) < 2.3 and 1.7 < float(r0["face_width"][0]) < 2.5
     # the shape components move the proportions (3 sd along one of the first ten changes the nose ratio)
     d = [float(face_proportions(m, torch.eye(z.shape[1])[k: k + 1] * 3)["nose"][0] - r0["nose"][0]) for k in range(10)]
     assert max(abs(x) for x in d) > 0.01
     _load("shape_proportions").main(["--ids", "30", "--show", "0"])
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
-    assert [x["ratio"] for x in lines] == ["nose", "mouth", "mouth_width"]
+    assert [x["ratio"] for x in lines] == ["nose", "mouth", "chin", "mouth_width", "face_width"]
     assert all(x["p01"] <= x["mean"] <= x["p99"] and x["cv"] > 0 and "0" in x["show_z"] for x in lines)
 
 
