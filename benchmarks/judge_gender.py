@@ -23,8 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-#: Common female first names (of LFW's public figures among others); a person whose folder name
-#: (``First_Last``) starts with one is labelled female, everyone else male.
+#: Common female first names (of LFW's public figures among others; names that men carry too, such as
+#: Jean, Kim or Tracy, left out); a person whose folder name (``First_Last``) starts with one is
+#: labelled female, everyone else male.
 FEMALE_FIRST_NAMES = frozenset("""
 Adriana Alexandra Alicia Allison Amanda Amber Amy Ana Angela Anna Anne Astrid Barbara Beatrice Betty Bianca
 Brenda Bridget Brooke Camille Carla Carmen Carol Carolina Caroline Carolyn Catherine Cathy Cecilia Celine Charlotte
@@ -32,14 +33,14 @@ Chelsea Cheryl Christina Christine Cindy Claire Clare Claudia Colleen Connie Cou
 Danielle Dawn Debra Denise Diana Diane Dianne Donna Doris Dorothy Eleanor Elaine Elena Elisabeth Elizabeth Ellen
 Emily Emma Erika Erin Esther Eva Eve Faye Gabriella Gabrielle Georgia Geraldine Gillian Gina Gloria Grace Gretchen
 Hannah Heather Heidi Helen Hillary Holly Ingrid Irene Irina Isabel Isabella Isabelle Ivana Jackie Jacqueline Jana
-Jane Janet Janice Jean Jeanne Jeanette Jennifer Jessica Joan Joanne Jodie Joy Judi Judy Julia Julie Juliette
-Justine Karen Karin Kate Katharine Katherine Kathleen Kathy Katie Keira Kelly Kim Kimberly Kirsten Kristin Laura
-Lauren Leslie Liliana Linda Lindsay Lisa Liza Lorraine Louisa Lucy Lydia Madonna Margaret Maria Mariah Marie
+Jane Janet Janice Jeanne Jeanette Jennifer Jessica Joan Joanne Jodie Joy Judi Judy Julia Julie Juliette
+Justine Karen Karin Kate Katharine Katherine Kathleen Kathy Katie Keira Kimberly Kirsten Kristin Laura
+Lauren Liliana Linda Lindsay Lisa Liza Lorraine Louisa Lucy Lydia Madonna Margaret Maria Mariah Marie
 Marina Marisol Martha Martina Mary Maureen Megan Melanie Melinda Melissa Mercedes Mia Michele Michelle Miranda
 Monica Monique Nadia Nadine Nancy Naomi Natalia Natalie Nicole Nina Nora Olivia Oxana Pamela Patricia Patty Paula
 Pauline Penelope Penny Priscilla Rachel Rebecca Regina Renee Rita Roberta Rosa Rose Ruth Sally Samantha Sandra Sarah
 Sharon Sheila Sheryl Silvia Sophie Stacey Stefanie Stella Stephanie Sue Susan Suzanne Svetlana Sylvia Tammy Tanya
-Tara Tatiana Teresa Theresa Tina Tracy Valentina Valerie Vanessa Veronica Victoria Wendy Whoopi Yoko Zhang_Ziyi
+Tara Tatiana Teresa Theresa Tina Valentina Valerie Vanessa Veronica Victoria Wendy Whoopi Yoko
 """.split())
 
 

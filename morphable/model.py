@@ -183,7 +183,7 @@ def chin_and_cheek_vertices(model: MorphableModel) -> tuple[int, int, int]:
     L = model.landmark_points(mv[None])[0]
     eye_y, nose_y, mouth_y = L[:2, 1].mean(), L[2, 1], L[3:, 1].mean()
     vreg = model.regions.get("vertex_region")
-    skin = torch.ones(mv.shape[0], dtype=torch.bool) if vreg is None else (vreg.cpu() == 0)
+    skin = torch.ones(mv.shape[0], dtype=torch.bool) if vreg is None else (vreg.cpu() == 0)  # REGION_IDS skin
     x, y, z = mv.cpu().unbind(-1)
     front = z > L[2, 2].cpu() - 0.06
     chin = skin & front & (x.abs() < 0.01) & (y < mouth_y.cpu()) & (y > mouth_y.cpu() - 0.08)
