@@ -174,11 +174,12 @@ class MorphableModel:
         return cls(**kw)
 
 
-def chin_and_cheek_vertices(model: MorphableModel) -> tuple[int, int, int]:
+def chin_and_cheek_vertices(model: MorphableModel) -> tuple[int, int, int] | None:
     """``(chin, cheek_left, cheek_right)`` vertex indices on the model's mean face: the lowest point of
     the chin's front at the midline (within 8 cm below the mouth), and the widest points of the face's
-    front between the eye line and the nose tip (cheekbones, ears excluded). Skin vertices only when
-    the model labels them (``regions["vertex_region"]``)."""
+    front between the eye line and the nose tip (cheekbones, ears excluded); None when the mesh has no
+    such vertices (e.g. a coarse test head). Skin vertices only when the model labels them
+    (``regions["vertex_region"]``)."""
     mv = model.mean
     L = model.landmark_points(mv[None])[0]
     eye_y, nose_y, mouth_y = L[:2, 1].mean(), L[2, 1], L[3:, 1].mean()
@@ -189,7 +190,7 @@ def chin_and_cheek_vertices(model: MorphableModel) -> tuple[int, int, int]:
     chin = skin & front & (x.abs() < 0.01) & (y < mouth_y.cpu()) & (y > mouth_y.cpu() - 0.08)
     cheek = skin & front & (y < eye_y.cpu() - 0.01) & (y > nose_y.cpu())
     if not bool(chin.any()) or not bool(cheek.any()):
-        raise ValueError(f"model {model.name!r}: no chin or cheek vertices found in front of the face")
+        return None
     ci, ki = torch.nonzero(chin)[:, 0], torch.nonzero(cheek)[:, 0]
     return int(ci[y[ci].argmin()]), int(ki[x[ki].argmax()]), int(ki[x[ki].argmin()])
 
@@ -199,13 +200,17 @@ def face_proportions(model: MorphableModel, shape: torch.Tensor) -> dict[str, to
     :func:`chin_and_cheek_vertices`, over the distance between the eye centres: ``nose`` (B,) the eye
     line to the nose tip (vertical), ``mouth`` (B,) the eye line to the mouth centre (vertical),
     ``chin`` (B,) the eye line to the chin (vertical), ``mouth_width`` (B,), ``face_width`` (B,) across
-    the cheekbones. Differentiable."""
+    the cheekbones (``chin`` and ``face_width`` only on meshes that have those vertices). Differentiable."""
     V = model.vertices(shape)
     L = model.landmark_points(V)  # (B, 5, 3): eyes, nose tip, mouth corners
     eye_mid, iod = (L[:, 0] + L[:, 1]) / 2, (L[:, 0] - L[:, 1]).norm(dim=-1)
     mouth_mid = (L[:, 3] + L[:, 4]) / 2
-    chin, kl, kr = chin_and_cheek_vertices(model)
-    return {"nose": (eye_mid[:, 1] - L[:, 2, 1]) / iod, "mouth": (eye_mid[:, 1] - mouth_mid[:, 1]) / iod,
-            "chin": (eye_mid[:, 1] - V[:, chin, 1]) / iod, "mouth_width": (L[:, 3] - L[:, 4]).norm(dim=-1) / iod,
-            "face_width": (V[:, kl, 0] - V[:, kr, 0]) / iod}
+    out = {"nose": (eye_mid[:, 1] - L[:, 2, 1]) / iod, "mouth": (eye_mid[:, 1] - mouth_mid[:, 1]) / iod}
+    found = chin_and_cheek_vertices(model)
+    if found is not None:
+        out["chin"] = (eye_mid[:, 1] - V[:, found[0], 1]) / iod
+    out["mouth_width"] = (L[:, 3] - L[:, 4]).norm(dim=-1) / iod
+    if found is not None:
+        out["face_width"] = (V[:, found[1], 0] - V[:, found[2], 0]) / iod
+    return out
 

@@ -519,7 +519,8 @@ class MorphableSource(IdentitySampler):
                                "mean": m.mean.double(), "shape_basis": m.shape_basis.double(),
                                "shape_std": m.shape_std.double()})
         r = face_proportions(mm, z0)
-        G = torch.stack([torch.autograd.grad(r[k][0], z0, retain_graph=True)[0][0] for k in PROPORTIONS])
+        keys = [k for k in PROPORTIONS if k in r]  # a mesh without a chin has no eye-to-chin height
+        G = torch.stack([torch.autograd.grad(r[k][0], z0, retain_graph=True)[0][0] for k in keys])
         G[:, Ks:] = 0
         A = G
         W = self.model.regions.get("semantic_weights")
@@ -527,7 +528,7 @@ class MorphableSource(IdentitySampler):
             w = W[:K, 0].cpu().double().clone()
             w[Ks:] = 0
             A = torch.cat([G, w[None]])
-        D = torch.linalg.solve(A @ A.T, A)[: len(PROPORTIONS)]  # rows: A^T (A A^T)^-1 e_k, as (P, K)
+        D = torch.linalg.solve(A @ A.T, A)[: len(keys)]  # rows: A^T (A A^T)^-1 e_k, as (P, K)
         return G.detach().float(), D.detach().float()
 
     def _push_gender(self, z: torch.Tensor, W: torch.Tensor, side: torch.Tensor, jit: torch.Tensor) -> torch.Tensor:
