@@ -2,7 +2,7 @@
 
 Every knob is a distribution (:class:`Uniform`, :class:`Normal`, :class:`Bernoulli`) sampled for a
 whole batch at once from per-image counter-based streams keyed by ``(seed, identity, variation)``
-(:mod:`morphable.rng`, ``draw``), and every sampled value is logged as a per-image factor. Presets: ``frontal`` (passport-like, mild variation) and ``wild``
+(:mod:`morphable.rng`, ``draw``), and every sampled value is logged as a per-image factor. Presets: ``frontal`` (near-frontal portraits: |yaw| <= 25, a modelling key light, expressions) and ``wild``
 (DigiFace-like strong variation: poses up to profile, hard light, expressions, degradations).
 """
 from __future__ import annotations
