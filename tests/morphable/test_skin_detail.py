@@ -150,15 +150,22 @@ def test_feature_shape_changes_faces_is_logged_and_can_be_off():
         MorphableSource(preset="frontal", size=64, overrides={"identity": {"feature_shape": -1.0}})
 
 
+def _paired_candidates(knob: str, before: float, after: float, n: int):
+    """The first ``n`` candidates (seed 0) of two sources that differ only in ``identity.<knob>``,
+    and the second source."""
+    from morphable import MorphableSource
+
+    a, b = (MorphableSource(preset="frontal", size=64, overrides={"identity": {knob: v}}) for v in (before, after))
+    return a._candidates(0, 0, n), b._candidates(0, 0, n), b
+
+
 def test_proportions_shrink_the_vertical_proportions_spread_and_keep_gender():
     from morphable import MorphableSource
     from morphable.model import face_proportions
 
-    own = MorphableSource(preset="frontal", size=64, overrides={"identity": {"proportions": 1.0}})
-    src = MorphableSource(preset="frontal", size=64, overrides={"identity": {"proportions": 0.4}})
-    a, b = own._candidates(0, 0, 400), src._candidates(0, 0, 400)
-    ra, rb = face_proportions(own.model, a[0]), face_proportions(src.model, b[0])
-    r0 = face_proportions(own.model, torch.zeros(1, own.model.num_shape))
+    a, b, src = _paired_candidates("proportions", 1.0, 0.4, 400)
+    ra, rb = face_proportions(src.model, a[0]), face_proportions(src.model, b[0])
+    r0 = face_proportions(src.model, torch.zeros(1, src.model.num_shape))
     for k in ("nose", "mouth", "chin"):  # deviations from the mean face scaled by 0.4 (linear to ~1%)
         da, db = ra[k] - r0[k], rb[k] - r0[k]
         assert abs(float(db.std() / da.std()) - 0.4) < 0.03
@@ -174,9 +181,7 @@ def test_sex_features_shift_eyes_and_nose_by_the_gender_estimate():
     from morphable import MorphableSource
     from morphable.relief import FEATURE_FIELDS, NUM_RELIEF, SEX_FEATURES
 
-    off = MorphableSource(preset="frontal", size=64, overrides={"identity": {"sex_features": 0.0}})
-    on = MorphableSource(preset="frontal", size=64, overrides={"identity": {"sex_features": 0.8}})
-    a, b = off._candidates(0, 0, 300), on._candidates(0, 0, 300)
+    a, b, on = _paired_candidates("sex_features", 0.0, 0.8, 300)
     for x, y in zip(a[:4], b[:4]):  # shape, appearance, noise offset and semantics are untouched
         assert torch.equal(x, y)
     g = a[3][:, 0].clamp(0, 1)  # 0 female-read .. 1 male-read
