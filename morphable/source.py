@@ -939,10 +939,10 @@ class MorphableSource(IdentitySampler):
             alb_map[idx] = (alb * _LUMA.to(dev)).sum(-1) * skin_px
             cnt_map = torch.zeros(B, S, S, device=dev, dtype=lum.dtype)
             cnt_map[idx] = skin_px
-            mean_alb = alb_map.sum((1, 2)) / cnt_map.sum((1, 2)).clamp_min(1)
-            has = cnt_map.sum((1, 2)) > 0
+            n_skin = cnt_map.sum((1, 2))
+            mean_alb = alb_map.sum((1, 2)) / n_skin.clamp_min(1)
             comp = (SKIN_REFERENCE / mean_alb.clamp_min(1e-3)).clamp(1 / 3, 3) ** k
-            gain = gain * torch.where(has, comp, torch.ones_like(comp))
+            gain = gain * torch.where(n_skin > 0, comp, torch.ones_like(comp))
         lin = lin * gain[bsel][:, None]
         lid = _lid_shading(px.region_map, px.flat)
         # the identity's lashes (thicker and darker with mascara and eyeliner) scale the lash line
