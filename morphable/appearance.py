@@ -59,6 +59,9 @@ _P = {n: i for i, n in enumerate(APPEARANCE_PARAMS)}
 #: Resting upper-lid drop (ARKit eyeBlink) of every face: at rest the upper lid covers the top of the
 #: iris, as in photographs, instead of a ring of sclera above it.
 EYE_REST_BLINK = 0.12
+#: How much darker the skin in the eye's orbit is than the face's skin albedo at its centre (32 mm out and 2 mm below
+#: the eye line; a gaussian of 22 x 13 mm sd); 0 leaves the eye region as bright as the cheek.
+ORBIT_SHADE = 0.6
 
 _K_MEL = torch.tensor([2.51, 3.06, 3.49])
 _K_HEM = torch.tensor([0.05, 0.50, 0.40])
@@ -321,6 +324,10 @@ def shade_albedo(
     lid = torch.exp(-(((ax - 0.033) / 0.016) ** 2 + ((y - 0.004) / 0.006) ** 2)) * _smoothstep(-0.03, -0.01, z)
     em = (a("eye_makeup") * lid * 0.6)[:, None]
     alb = alb * (1 - em) + alb * torch.tensor([0.35, 0.28, 0.32], device=p.device) * em
+    # the eye socket's shade: the lids and the skin around the eye lie in the orbit's hollow and are
+    # darker (thin, vascular skin), which the coarse mesh's ambient occlusion leaves out
+    orbit = torch.exp(-(((ax - 0.032) / 0.0216) ** 2 + ((y + 0.002) / 0.0132) ** 2)) * (region == REGION_IDS["skin"])
+    alb = alb * (1 - ORBIT_SHADE * orbit)[:, None]
     spec = torch.full_like(x, 0.5)
 
     # ---- lips

@@ -164,14 +164,23 @@ def _teeth(reg: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     return code.view(-1)[flat]
 
 
+#: Shading factors of the eyelid codes of :func:`_lid_shading`: the upper lash line on the eye and
+#: on the lid's skin, the upper lid's shadow on the eye, the lower lash line. At 112 px the upper lid's
+#: margin and lashes read as one dark line and the eye's top third lies in the lid's shadow, as in
+#: photographs (lighter values leave a bright, pasted-on eye that the real-face detector misses more
+#: often: see BENCHMARKS.md, session 10).
+LID_SHADES = {"lash": 0.15, "lash_skin": 0.35, "shadow": 0.5, "lower": 0.65}
+
+
 def _lid_lut() -> torch.Tensor:
     """(16,) shading factor for each code: bit 0 lash (eye side), 1 lid shadow, 2 lower lash line,
-    3 lash (skin side)."""
+    3 lash (skin side); values from :data:`LID_SHADES`."""
     lut = torch.ones(16)
+    v = LID_SHADES
     for c in range(16):
         lash, shadow, lower, lash_skin = (c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1, (c >> 3) & 1
-        f = 0.3 if lash else (0.72 if shadow else 1.0) * (0.8 if lower else 1.0)
-        lut[c] = 0.55 if lash_skin else f
+        f = v["lash"] if lash else (v["shadow"] if shadow else 1.0) * (v["lower"] if lower else 1.0)
+        lut[c] = v["lash_skin"] if lash_skin else f
     return lut
 
 

@@ -241,7 +241,7 @@ def test_rotation_matrix_is_proper():
 
 def test_lid_shading_darkens_the_lash_line_only():
     from morphable.default_model import REGION_IDS
-    from morphable.source import _flat_index, _lid_shading, _region_map
+    from morphable.source import LID_SHADES, _flat_index, _lid_shading, _region_map
 
     S = 112
     reg = torch.full((1, S, S), REGION_IDS["skin"])
@@ -252,10 +252,10 @@ def test_lid_shading_darkens_the_lash_line_only():
     f = torch.ones(1, S, S)
     flat = _flat_index(idx, S)
     f[idx] = _lid_shading(_region_map(reg[idx], flat, 1, S), flat)
-    assert torch.all(f[0, 50, 40:60] == 0.3)  # top row of the eye: lashes
-    assert torch.all(f[0, 49, 40:60] == 0.55)  # skin just above: the lash line on the lid
+    assert torch.all(f[0, 50, 40:60] == LID_SHADES["lash"])  # top row of the eye: lashes
+    assert torch.all(f[0, 49, 40:60] == LID_SHADES["lash_skin"])  # skin just above: the lash line on the lid
     assert torch.all(f[0, 51, 40:60] < 1) and torch.all(f[0, 53, 40:60] == 1)  # lid shadow, then open eye
-    assert torch.all(f[0, 55, 40:60] == 0.8)  # lower lash line
+    assert torch.all(f[0, 55, 40:60] == LID_SHADES["lower"])  # lower lash line
     assert torch.all(f[0, 10:40] == 1) and torch.all(f[0, 60:] == 1)  # elsewhere untouched
 
 

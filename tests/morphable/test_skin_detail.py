@@ -1,4 +1,6 @@
 """Facial relief (morphable.relief), skin lines, moles and the eyes' colours (morphable.appearance)."""
+import math
+
 import pytest
 import torch
 
@@ -237,3 +239,19 @@ def test_metering_exposes_dark_faces_brighter_and_light_faces_darker():
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="light.metering"):
             MorphableSource(preset="frontal", size=64, overrides={"light": {"metering": bad}})
+
+
+def test_the_eye_socket_is_darker_than_the_cheek_by_orbit_shade(monkeypatch):
+    import morphable.appearance as A
+    below_eye = torch.tensor([[0.032, -0.004, 0.0], [-0.032, -0.004, 0.0]])  # the lower lid, both sides
+    cheek = torch.tensor([[0.055, -0.045, 0.0]])
+    p = torch.cat([below_eye, cheek])
+    shaded = _albedo(p, "skin", eye_makeup=0.0, wrinkles=0.0, moles=0.0)
+    monkeypatch.setattr(A, "ORBIT_SHADE", 0.0)
+    flat = _albedo(p, "skin", eye_makeup=0.0, wrinkles=0.0, moles=0.0)
+    ratio = shaded / flat
+    assert torch.allclose(ratio[:2], torch.full_like(ratio[:2], 1 - 0.6 * math.exp(-(0.002 / 0.0132) ** 2)), atol=1e-4)
+    assert float((ratio[2] - 1).abs().max()) < 0.01  # the cheek keeps its colour
+    eye = _albedo(below_eye, "eye")  # the eyeball is shaded by the lids, not by this
+    monkeypatch.setattr(A, "ORBIT_SHADE", 0.6)
+    torch.testing.assert_close(_albedo(below_eye, "eye"), eye)
