@@ -62,6 +62,9 @@ EYE_REST_BLINK = 0.12
 #: How much darker the skin in the eye's orbit is than the face's skin albedo at its centre (32 mm out and 2 mm below
 #: the eye line; a gaussian of 22 x 13 mm sd); 0 leaves the eye region as bright as the cheek.
 ORBIT_SHADE = 0.6
+#: How much darker the nostrils' openings (6.5 mm either side of the midline, 7 mm below the nose
+#: tip) and the mouth's corners are than the skin around them, at their centres.
+CREASE_SHADES = {"nostril": 0.75, "mouth_corner": 0.4}
 
 _K_MEL = torch.tensor([2.51, 3.06, 3.49])
 _K_HEM = torch.tensor([0.05, 0.50, 0.40])
@@ -326,8 +329,15 @@ def shade_albedo(
     alb = alb * (1 - em) + alb * torch.tensor([0.35, 0.28, 0.32], device=p.device) * em
     # the eye socket's shade: the lids and the skin around the eye lie in the orbit's hollow and are
     # darker (thin, vascular skin), which the coarse mesh's ambient occlusion leaves out
-    orbit = torch.exp(-(((ax - 0.032) / 0.0216) ** 2 + ((y + 0.002) / 0.0132) ** 2)) * (region == REGION_IDS["skin"])
+    on_skin = region == REGION_IDS["skin"]
+    orbit = torch.exp(-(((ax - 0.032) / 0.0216) ** 2 + ((y + 0.002) / 0.0132) ** 2)) * on_skin
     alb = alb * (1 - ORBIT_SHADE * orbit)[:, None]
+    # the nostrils' openings under the nose tip and the mouth's corners: small hollows, dark in
+    # photographs, that the coarse mesh's ambient occlusion does not resolve
+    nostril = torch.exp(-(((ax - 0.0065) / 0.003) ** 2 + ((y + 0.0475) / 0.0022) ** 2)) * (z > 0.012)
+    corner = torch.exp(-(((ax - 0.0255) / 0.003) ** 2 + ((y + 0.0696) / 0.003) ** 2))
+    hollow = CREASE_SHADES["nostril"] * nostril + CREASE_SHADES["mouth_corner"] * corner
+    alb = alb * (1 - hollow * on_skin).clamp_min(0.05)[:, None]
     spec = torch.full_like(x, 0.5)
 
     # ---- lips

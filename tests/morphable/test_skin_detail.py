@@ -255,3 +255,15 @@ def test_the_eye_socket_is_darker_than_the_cheek_by_orbit_shade(monkeypatch):
     eye = _albedo(below_eye, "eye")  # the eyeball is shaded by the lids, not by this
     monkeypatch.setattr(A, "ORBIT_SHADE", 0.6)
     torch.testing.assert_close(_albedo(below_eye, "eye"), eye)
+
+
+def test_nostrils_and_mouth_corners_are_dark_hollows(monkeypatch):
+    import morphable.appearance as A
+    p = torch.tensor([[0.0065, -0.0475, 0.02], [-0.0065, -0.0475, 0.02], [0.0255, -0.0696, 0.008],
+                      [0.0065, -0.0475, 0.0], [0.0, -0.02, 0.03]])  # nostrils, a corner, behind, nose bridge
+    shaded = _albedo(p, "skin", wrinkles=0.0, moles=0.0, beard=0.0, beard_shadow=0.0)
+    monkeypatch.setattr(A, "CREASE_SHADES", {"nostril": 0.0, "mouth_corner": 0.0})
+    ratio = shaded / _albedo(p, "skin", wrinkles=0.0, moles=0.0, beard=0.0, beard_shadow=0.0)
+    torch.testing.assert_close(ratio[:2], torch.full((2, 3), 0.25), atol=1e-4, rtol=0)
+    torch.testing.assert_close(ratio[2], torch.full((3,), 0.6), atol=1e-3, rtol=0)
+    torch.testing.assert_close(ratio[3:], torch.ones(2, 3), atol=1e-3, rtol=0)  # no hollow inside the head or on the bridge
