@@ -1,5 +1,5 @@
-"""benchmarks/judge_quick.py, judge_regions.py, judge_factors.py, judge_gender.py and shape_proportions.py on tiny inputs (the
-tests that describe faces need the judge extra)."""
+"""benchmarks/judge_quick.py, judge_regions.py, judge_factors.py, judge_gender.py, judge_degradations.py and
+shape_proportions.py on tiny inputs (the tests that describe faces need the judge extra)."""
 from __future__ import annotations
 
 import importlib.util
@@ -127,3 +127,23 @@ def test_judge_gender_prints_real_and_synthetic_figures(models, tmp_path, capsys
     assert line["real_people"] >= 8 and 0 < line["real_female"] < line["real_people"]
     assert 0.0 <= line["auc"] <= 1.0 or np.isnan(line["auc"])
     assert 0.0 <= line["detection"] <= 1.0 and line["impostor"] > 0
+
+
+def test_judge_degradations_prints_real_and_synthetic_detection(models, tmp_path, capsys):
+    from PIL import Image
+    D = _load("judge_degradations")
+    R = _load("judge_regions")
+    faces = R.synthetic_faces("frontal", 3, {})  # stand-ins for a real folder: 6 images, 6 people
+    for i, f in enumerate(faces):
+        d = tmp_path / f"P{i}"
+        d.mkdir()
+        Image.fromarray(f.astype(np.uint8)).save(d / "0001.png")
+    real = D.real_images(tmp_path, 8)  # more images than people: people repeat
+    assert tuple(real.shape) == (8, 3, 112, 112) and 0.0 <= float(real.min()) and float(real.max()) <= 1.0
+    D.main(["--real", str(tmp_path), "--ids", "3", "--per-id", "2", "--workers", "1", "--max-yaw", "90"])
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["images"] == 6 and line["ours_images"] == 6 and 0 <= line["ours_no_occluder_images"] <= 6
+    for k in ("real_clean", "real_degraded", "ours", "degraded_share"):
+        assert 0.0 <= line[k] <= 1.0
+    with pytest.raises(SystemExit, match="no person folders"):
+        D.real_images(tmp_path / "P0", 2)

@@ -1,0 +1,83 @@
+"""Do a preset's camera degradations cost real faces' detection as much as ours?
+
+Renders the morphable source in memory (``--preset wild`` by default), then applies each rendered
+image's own photometric degradations (blur, low resolution, colour jitter, noise, JPEG: the
+``morphable.degrade`` factors the render logged) to a real face (one image per person, ArcFace-aligned
+112 px, drawn by ``--seed``), and runs the judge's dlib HOG detector on all of them. Prints one JSON
+line: detection of the real faces clean and degraded, and of ours at ``|yaw| <= --max-yaw``, overall
+and without an occluder (glasses, sunglasses or a patch), so a detection target can be read against
+what the same conditions cost real people.
+
+    python benchmarks/judge_degradations.py --real ../shared/data/lfw-dev/images
+
+Needs the judge extra (``pip install -e ".[judge]"``).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+#: The logged factors that :func:`morphable.degrade.apply_degradations` reads.
+DEGRADATION_KEYS = ("blur", "lowres", "brightness", "contrast", "saturation", "hue", "gray", "noise", "jpeg")
+
+
+def real_images(root: Path, n: int, seed: int = 0):
+    """(n, 3, 112, 112) float tensor in [0, 1]: the first image of ``n`` people of ``root`` drawn by
+    ``seed`` (people repeat when the folder has fewer than ``n``)."""
+    import torch
+    from PIL import Image
+    people = sorted(p for p in root.iterdir() if p.is_dir() and any(p.iterdir()))
+    if not people:
+        raise SystemExit(f"{root} has no person folders")
+    pick = np.random.default_rng(seed).choice(len(people), n, replace=len(people) < n)
+    arr = np.stack([np.asarray(Image.open(sorted(people[i].iterdir())[0]).convert("RGB").resize((112, 112)))
+                    for i in pick])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+
+    from benchmarks.judge_quick import render_batches, render_parser
+    from engine import judge as J
+    from morphable.degrade import apply_degradations
+    ap = render_parser(__doc__, "wild", 8)
+    ap.add_argument("--real", type=Path, required=True, help="real faces DIR/<person>/<image>, ArcFace-aligned 112 px")
+    ap.add_argument("--max-yaw", type=float, default=30.0, help="our faces counted at |yaw| <= this (degrees)")
+    a = ap.parse_args(argv)
+    J.require_dlib()
+    models = J.find_models()
+    images, factors = [], []
+    for b in render_batches(a)[1]:
+        images.append(b.images)
+        factors.append({k: v.detach().cpu() for k, v in b.factors.items()})
+    f = {k: torch.cat([x[k] for x in factors]) for k in (*DEGRADATION_KEYS, "yaw", "glasses", "patch")}
+    n = len(f["yaw"])
+    real = real_images(a.real, n, a.seed)
+    noise = torch.randn(n, 3, 112, 112, generator=torch.Generator().manual_seed(a.seed))
+    degraded = torch.cat([apply_degradations(real[s:s + 64], {k: f[k][s:s + 64].to(real) for k in DEGRADATION_KEYS},
+                                             noise[s:s + 64]) for s in range(0, n, 64)])
+
+    def detected(x) -> np.ndarray:
+        return J.describe_arrays((x[s:s + 64] for s in range(0, len(x), 64)), models, workers=a.workers).detected
+
+    ours = detected(torch.cat(images))
+    keep = (f["yaw"].abs() <= a.max_yaw).numpy()
+    clear = keep & (f["glasses"] == 0).numpy() & (f["patch"] == 0).numpy()
+    on = ((f["blur"] > 0) | (f["lowres"] < 1) | (f["noise"] > 0) | (f["jpeg"] > 0)).numpy()
+    r = lambda v: round(float(v), 4)  # noqa: E731
+    print(json.dumps({
+        "preset": a.preset, "ids": a.ids, "per_id": a.per_id, "overrides": a.override, "images": n,
+        "degraded_share": r(on.mean()), "real_clean": r(detected(real).mean()),
+        "real_degraded": r(detected(degraded).mean()), "max_yaw": a.max_yaw, "ours": r(ours[keep].mean()),
+        "ours_images": int(keep.sum()), "ours_no_occluder": r(ours[clear].mean()) if clear.any() else None,
+        "ours_no_occluder_images": int(clear.sum())}))
+
+
+if __name__ == "__main__":
+    main()
