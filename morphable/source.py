@@ -170,6 +170,9 @@ def _teeth(reg: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
 #: photographs (lighter values leave a bright, pasted-on eye that the real-face detector misses more
 #: often: see BENCHMARKS.md, session 10).
 LID_SHADES = {"lash": 0.15, "lash_skin": 0.35, "shadow": 0.5, "lower": 0.65}
+#: The eyeball's ambient visibility relative to the mesh's ambient occlusion: in photographs the eye
+#: is dimmer than the skin around it (the mean real face at 112 px has dark eyes; ours had bright ones).
+EYE_VISIBILITY = 0.6
 
 
 def _lid_lut() -> torch.Tensor:
@@ -884,6 +887,9 @@ class MorphableSource(IdentitySampler):
         B = geo.vertices.shape[0]
         v, cam, frag, idx, bsel = geo.vertices, geo.camera, px.frag, px.idx, px.bsel
         n, pos, occ, region = px.normal, px.position, px.occlusion, px.region
+        # the eyeball sits in the orbit under the lids and lashes, which the coarse mesh's ambient
+        # occlusion does not resolve (its visible centre would be lit like an open cheek)
+        occ = torch.where(region == REGION_IDS["eye"], occ * EYE_VISIBILITY, occ)
         alb, specw = surf.albedo, surf.specular
         # lighting (linear RGB): ambient SH + one directional light + Blinn-Phong specular
         ldir_img = direction(fac["light_azimuth"], fac["light_elevation"])  # (B, 3)

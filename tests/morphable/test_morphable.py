@@ -239,6 +239,23 @@ def test_rotation_matrix_is_proper():
     assert torch.allclose(torch.det(R), torch.ones(1), atol=1e-6)
 
 
+def test_eye_visibility_dims_the_eyes_only(frontal, monkeypatch):
+    import morphable.source as S
+    ids = frontal.sample_identities(2, seed=0)
+    rows, var = torch.tensor([0, 1]), torch.tensor([0, 0])
+    dim = frontal.render(ids, rows, var, seed=0)
+    monkeypatch.setattr(S, "EYE_VISIBILITY", 1.0)
+    lit = frontal.render(ids, rows, var, seed=0)
+    d = lit.images - dim.images  # (2, 3, 112, 112)
+    changed = d.abs().amax(1) > 0.02  # (2, 112, 112)
+    assert 0 < int(changed.sum()) < 0.03 * changed.numel()  # a few pixels: the eyes
+    assert float(d.mean(1)[changed].mean()) > 0.03  # brighter with the eyeball fully visible
+    ys, xs = changed.nonzero()[:, 1].float(), changed.nonzero()[:, 2].float()
+    eyes = dim.landmarks[:, :2].mean(0)  # (2, 2): the two eye landmarks, x y in pixels
+    near = ((ys[:, None] - eyes[None, :, 1]).abs() < 10) & ((xs[:, None] - eyes[None, :, 0]).abs() < 14)
+    assert float(near.any(1).float().mean()) > 0.9  # around the eyes
+
+
 def test_lid_shading_darkens_the_lash_line_only():
     from morphable.default_model import REGION_IDS
     from morphable.source import LID_SHADES, _flat_index, _lid_shading, _region_map
