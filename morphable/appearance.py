@@ -59,8 +59,9 @@ _P = {n: i for i, n in enumerate(APPEARANCE_PARAMS)}
 #: Resting upper-lid drop (ARKit eyeBlink) of every face: at rest the upper lid covers the top of the
 #: iris, as in photographs, instead of a ring of sclera above it.
 EYE_REST_BLINK = 0.12
-#: How much darker the skin in the eye's orbit is than the face's skin albedo at its centre (32 mm out and 2 mm below
-#: the eye line; a gaussian of 22 x 13 mm sd); 0 leaves the eye region as bright as the cheek.
+#: How much darker the skin in the eye's orbit is than the face's skin albedo, at the orbit's centre
+#: (32 mm out and 2 mm below the eye line; a gaussian of 22 x 13 mm sd); 0 leaves the eye region as
+#: bright as the cheek.
 ORBIT_SHADE = 0.6
 #: How much darker the nostrils' openings (6.5 mm either side of the midline, 7 mm below the nose
 #: tip) and the mouth's corners are than the skin around them, at their centres.

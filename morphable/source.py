@@ -171,7 +171,8 @@ def _teeth(reg: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
 #: often: see BENCHMARKS.md, session 10).
 LID_SHADES = {"lash": 0.15, "lash_skin": 0.35, "shadow": 0.5, "lower": 0.65}
 #: The eyeball's ambient visibility relative to the mesh's ambient occlusion: in photographs the eye
-#: is dimmer than the skin around it (the mean real face at 112 px has dark eyes; ours had bright ones).
+#: is dimmer than the skin around it (the mean real face at 112 px has evenly dark eyes; ours had
+#: bright sclera beside a black pupil).
 EYE_VISIBILITY = 0.6
 
 

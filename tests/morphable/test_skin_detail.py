@@ -246,24 +246,27 @@ def test_the_eye_socket_is_darker_than_the_cheek_by_orbit_shade(monkeypatch):
     below_eye = torch.tensor([[0.032, -0.004, 0.0], [-0.032, -0.004, 0.0]])  # the lower lid, both sides
     cheek = torch.tensor([[0.055, -0.045, 0.0]])
     p = torch.cat([below_eye, cheek])
+    k = A.ORBIT_SHADE
+    assert 0 < k < 1
     shaded = _albedo(p, "skin", eye_makeup=0.0, wrinkles=0.0, moles=0.0)
+    eye = _albedo(below_eye, "eye")
     monkeypatch.setattr(A, "ORBIT_SHADE", 0.0)
     flat = _albedo(p, "skin", eye_makeup=0.0, wrinkles=0.0, moles=0.0)
     ratio = shaded / flat
-    assert torch.allclose(ratio[:2], torch.full_like(ratio[:2], 1 - 0.6 * math.exp(-(0.002 / 0.0132) ** 2)), atol=1e-4)
+    assert torch.allclose(ratio[:2], torch.full_like(ratio[:2], 1 - k * math.exp(-(0.002 / 0.0132) ** 2)), atol=1e-4)
     assert float((ratio[2] - 1).abs().max()) < 0.01  # the cheek keeps its colour
-    eye = _albedo(below_eye, "eye")  # the eyeball is shaded by the lids, not by this
-    monkeypatch.setattr(A, "ORBIT_SHADE", 0.6)
-    torch.testing.assert_close(_albedo(below_eye, "eye"), eye)
+    torch.testing.assert_close(_albedo(below_eye, "eye"), eye)  # the eyeball is shaded by the lids, not by this
 
 
 def test_nostrils_and_mouth_corners_are_dark_hollows(monkeypatch):
     import morphable.appearance as A
     p = torch.tensor([[0.0065, -0.0475, 0.02], [-0.0065, -0.0475, 0.02], [0.0255, -0.0696, 0.008],
                       [0.0065, -0.0475, 0.0], [0.0, -0.02, 0.03]])  # nostrils, a corner, behind, nose bridge
+    k = dict(A.CREASE_SHADES)
+    assert 0 < k["nostril"] < 1 and 0 < k["mouth_corner"] < 1
     shaded = _albedo(p, "skin", wrinkles=0.0, moles=0.0, beard=0.0, beard_shadow=0.0)
     monkeypatch.setattr(A, "CREASE_SHADES", {"nostril": 0.0, "mouth_corner": 0.0})
     ratio = shaded / _albedo(p, "skin", wrinkles=0.0, moles=0.0, beard=0.0, beard_shadow=0.0)
-    torch.testing.assert_close(ratio[:2], torch.full((2, 3), 0.25), atol=1e-4, rtol=0)
-    torch.testing.assert_close(ratio[2], torch.full((3,), 0.6), atol=1e-3, rtol=0)
+    torch.testing.assert_close(ratio[:2], torch.full((2, 3), 1 - k["nostril"]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(ratio[2], torch.full((3,), 1 - k["mouth_corner"]), atol=1e-3, rtol=0)
     torch.testing.assert_close(ratio[3:], torch.ones(2, 3), atol=1e-3, rtol=0)  # no hollow inside the head or on the bridge
