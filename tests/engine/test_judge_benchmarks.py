@@ -113,15 +113,20 @@ def test_gender_direction_and_auc_separate_two_gaussian_classes():
     assert G.is_female_name("Mary_Smith") and not G.is_female_name("John_Smith")
 
 
-def test_judge_gender_prints_real_and_synthetic_figures(models, tmp_path, capsys):
+def _stand_in_real_folder(root: Path, people: int, name=lambda i: f"P{i}") -> None:
+    """``root/<name(i)>/<name(i)>_0001.jpg``: 2 * ``people`` rendered faces as a real face folder,
+    one image per person."""
     from PIL import Image
-    G = _load("judge_gender")
-    R = _load("judge_regions")
-    faces = R.synthetic_faces("frontal", 6, {})  # stand-ins for a real folder: 12 images, 12 people
+    faces = _load("judge_regions").synthetic_faces("frontal", people, {})
     for i, f in enumerate(faces):
-        d = tmp_path / f"{'Mary' if i % 2 else 'John'}_P{i}"
+        d = root / name(i)
         d.mkdir()
         Image.fromarray(f.astype(np.uint8)).save(d / f"{d.name}_0001.jpg")
+
+
+def test_judge_gender_prints_real_and_synthetic_figures(models, tmp_path, capsys):
+    G = _load("judge_gender")
+    _stand_in_real_folder(tmp_path, 6, lambda i: f"{'Mary' if i % 2 else 'John'}_P{i}")  # 12 people
     G.main(["--real", str(tmp_path), "--ids", "4", "--per-id", "2", "--workers", "1"])
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["real_people"] >= 8 and 0 < line["real_female"] < line["real_people"]
@@ -130,14 +135,8 @@ def test_judge_gender_prints_real_and_synthetic_figures(models, tmp_path, capsys
 
 
 def test_judge_degradations_prints_real_and_synthetic_detection(models, tmp_path, capsys):
-    from PIL import Image
     D = _load("judge_degradations")
-    R = _load("judge_regions")
-    faces = R.synthetic_faces("frontal", 3, {})  # stand-ins for a real folder: 6 images, 6 people
-    for i, f in enumerate(faces):
-        d = tmp_path / f"P{i}"
-        d.mkdir()
-        Image.fromarray(f.astype(np.uint8)).save(d / "0001.png")
+    _stand_in_real_folder(tmp_path, 3)  # 6 people
     real = D.real_images(tmp_path, 8)  # more images than people: people repeat
     assert tuple(real.shape) == (8, 3, 112, 112) and 0.0 <= float(real.min()) and float(real.max()) <= 1.0
     D.main(["--real", str(tmp_path), "--ids", "3", "--per-id", "2", "--workers", "1", "--max-yaw", "90"])
