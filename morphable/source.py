@@ -890,7 +890,8 @@ class MorphableSource(IdentitySampler):
         n, pos, occ, region = px.normal, px.position, px.occlusion, px.region
         # the eyeball sits in the orbit under the lids and lashes, which the coarse mesh's ambient
         # occlusion does not resolve (its visible centre would be lit like an open cheek)
-        occ = torch.where(region == REGION_IDS["eye"], occ * EYE_VISIBILITY, occ)
+        eye = region == REGION_IDS["eye"]
+        occ = torch.where(eye, occ * EYE_VISIBILITY, occ)
         alb, specw = surf.albedo, surf.specular
         # lighting (linear RGB): ambient SH + one directional light + Blinn-Phong specular
         ldir_img = direction(fac["light_azimuth"], fac["light_elevation"])  # (B, 3)
@@ -928,7 +929,6 @@ class MorphableSource(IdentitySampler):
         h = F.normalize(ldir + view, dim=-1)
         spec = fac["light_specular"][bsel] * specw * fac["light_intensity"][bsel] * shadow * (n * h).sum(-1).clamp_min(0) ** 24
         # wet eyes: a sharp catchlight of the key light and of the bright environment above the camera
-        eye = region == REGION_IDS["eye"]
         if bool(eye.any()):
             ne, ve = n[eye], view[eye]
             key = (ne * h[eye]).sum(-1).clamp_min(0) ** 250 * fac["light_intensity"][bsel[eye]] * shadow[eye]
