@@ -137,6 +137,14 @@ def _lid_shading(reg: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     return _LID_LUT.to(dev)[code.view(-1)[flat].long()]
 
 
+def _image_sums(values: torch.Tensor, idx: tuple[torch.Tensor, ...], B: int, S: int) -> torch.Tensor:
+    """(B,) per-image sums of ``values`` (P,) at the covered pixels ``idx`` = (b, y, x), through a
+    dense (B, S, S) map: a deterministic reduction on CUDA too (unlike atomic scatter-adds)."""
+    m = torch.zeros(B, S, S, device=values.device, dtype=values.dtype)
+    m[idx] = values
+    return m.sum((1, 2))
+
+
 def _region_map(region: torch.Tensor, flat: torch.Tensor, B: int, S: int) -> torch.Tensor:
     """(B, S, S) int8 region id of each pixel (``region`` (P,) at the covered pixels ``flat``; -1 elsewhere)."""
     reg = torch.full((B, S, S), -1, dtype=torch.int8, device=region.device)
@@ -939,10 +947,7 @@ class MorphableSource(IdentitySampler):
         lin = alb * irr + spec[:, None] * col
         # exposure from the mean irradiance on the face (not the albedo: dark skin stays dark)
         lum = irr.mean(-1)
-        # per-image sums through a dense (B, S, S) map: a deterministic reduction on CUDA too
-        lum_map = torch.zeros(B, S, S, device=dev, dtype=lum.dtype)
-        lum_map[idx] = lum
-        mean_irr = lum_map.sum((1, 2)) / torch.bincount(bsel, minlength=B).clamp_min(1)
+        mean_irr = _image_sums(lum, idx, B, S) / torch.bincount(bsel, minlength=B).clamp_min(1)
         gain = (2.0 ** fac["light_exposure"]) * 0.9 / mean_irr.clamp_min(1e-3)
         # a camera meters on the face: a dark face is exposed brighter, by ``light.metering`` of the
         # way from the light alone (0: dark skin stays as dark as its albedo) to the face's albedo
@@ -951,12 +956,8 @@ class MorphableSource(IdentitySampler):
         k = float(self.cfg.light.metering)
         if k > 0:
             skin_px = (region == REGION_IDS["skin"]).to(lum.dtype)
-            alb_map = torch.zeros(B, S, S, device=dev, dtype=lum.dtype)
-            alb_map[idx] = (alb * _LUMA.to(dev)).sum(-1) * skin_px
-            cnt_map = torch.zeros(B, S, S, device=dev, dtype=lum.dtype)
-            cnt_map[idx] = skin_px
-            n_skin = cnt_map.sum((1, 2))
-            mean_alb = alb_map.sum((1, 2)) / n_skin.clamp_min(1)
+            n_skin = _image_sums(skin_px, idx, B, S)
+            mean_alb = _image_sums((alb * _LUMA.to(dev)).sum(-1) * skin_px, idx, B, S) / n_skin.clamp_min(1)
             comp = (SKIN_REFERENCE / mean_alb.clamp_min(1e-3)).clamp(1 / 3, 3) ** k
             gain = gain * torch.where(n_skin > 0, comp, torch.ones_like(comp))
         lin = lin * gain[bsel][:, None]
