@@ -156,7 +156,7 @@ def appearance_from_draws(semantic: torch.Tensor, u: "Callable[[], torch.Tensor]
     # shaved male skin keeps a grey-blue shadow of the beard (visible on lighter skin); lashes darker
     # and thicker with eye make-up
     beard_shadow = torch.where(gender > 0.55, 0.4 + 0.6 * u(), 0.1 * u()) * ((gender - 0.4) / 0.4).clamp(0, 1)
-    lashes = (0.3 * u() + 0.7 * eye_makeup).clamp(0, 1)
+    lashes = (0.4 + 0.3 * u() + 0.5 * eye_makeup).clamp(0, 1)
     cols = [melanin, hemoglobin, redness, blotches, freckles, lip_tint, brow_color, brow_thickness, brow_height,
             brow_arch, brow_density, iris_mel, iris_hue, hair_mel, hair_red, hair_grey, hairline, bald,
             hair_density, beard, stubble, (style.float() + 0.5) / ns, hair_length, hair_thickness, hair_phase,
@@ -389,11 +389,21 @@ def shade_albedo(
     # ---- beard: below the nose, in front, excluding lips
     chin_zone = (1 - _smoothstep(-0.05, -0.042, y)) * _smoothstep(-0.055, -0.03, z) * (1 - _smoothstep(0.055, 0.07, ax))
     moustache = _smoothstep(-0.058, -0.054, y) * (1 - _smoothstep(-0.05, -0.046, y)) * (1 - _smoothstep(0.02, 0.03, ax))
+    # a grown beard is dense hair over a zone that widens with ``beard`` (a chin beard and moustache
+    # at low values, a full beard to the sideburns at high ones); stubble is a short, sparser hair
+    # tone over the whole zone whose strength follows ``beard`` (a painted beard scaled by ``beard``
+    # read as a translucent grey smudge that a real-face detector missed: BENCHMARKS.md, session 11)
+    grown = a("beard_stubble") <= 0.5
+    half_w = torch.where(grown, 0.022 + 0.05 * a("beard"), torch.full_like(ax, 0.07))
+    chin_zone = chin_zone * (1 - _smoothstep(half_w - 0.012, half_w, ax))
     bz = torch.maximum(chin_zone * _smoothstep(-0.16, -0.14, y), moustache) * (region == REGION_IDS["skin"])
     bn = _noise(q, 0.0018, slice(12, 24)) * 0.5 + 0.5
-    dens = a("beard") * torch.where(a("beard_stubble") > 0.5, 0.35 + 0.25 * bn, 0.6 + 0.4 * bn)
+    on = _smoothstep(0.0, 0.08, a("beard"))
+    dens = on * torch.where(grown, 0.8 + 0.2 * bn, (0.3 + 0.4 * a("beard")) * (0.7 + 0.3 * bn))
     beard = bz * dens
-    alb = alb * (1 - beard[:, None]) + hcol * beard[:, None]
+    # stubble's short hairs show darker than the hair's own colour over skin
+    bcol_ = torch.where(grown[:, None], hcol, hcol * 0.7)
+    alb = alb * (1 - beard[:, None]) + bcol_ * beard[:, None]
     # the shadow of shaved beard: jaw, chin and upper lip, darker and a little bluer. Its upper edge on
     # the cheek runs from the sideburn (|x| 65 mm, 10 mm below the eyes) down to the mouth corner
     # (|x| 28 mm, 55 mm below), soft over a centimetre; it shows on lighter skin and barely on dark skin

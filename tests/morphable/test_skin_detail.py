@@ -270,3 +270,32 @@ def test_nostrils_and_mouth_corners_are_dark_hollows(monkeypatch):
     torch.testing.assert_close(ratio[:2], torch.full((2, 3), 1 - k["nostril"]), atol=1e-4, rtol=0)
     torch.testing.assert_close(ratio[2], torch.full((3,), 1 - k["mouth_corner"]), atol=1e-3, rtol=0)
     torch.testing.assert_close(ratio[3:], torch.ones(2, 3), atol=1e-3, rtol=0)  # no hollow inside the head or on the bridge
+
+
+def test_a_grown_beard_is_dense_hair_that_widens_with_beard_and_stubble_is_sparser():
+    p = torch.tensor([[0.0, -0.10, 0.01], [0.05, -0.09, 0.0], [0.0, -0.02, 0.03]])  # chin, jaw side, nose bridge
+    kw = dict(hair_melanin=1.0, hair_grey=0.0, beard_shadow=0.0, wrinkles=0.0, moles=0.0, freckles=0.0)
+    lum = lambda **k: _albedo(p, "skin", **kw, **k).mean(-1)  # noqa: E731
+    bare = lum(beard=0.0)
+    chin_beard, full = lum(beard=0.2, beard_stubble=0.0), lum(beard=1.0, beard_stubble=0.0)
+    stubble = lum(beard=1.0, beard_stubble=1.0)
+    assert float(chin_beard[0]) < 0.5 * float(bare[0]) and float(full[0]) < 0.5 * float(bare[0])  # dense at the chin
+    assert abs(float(chin_beard[1] / bare[1]) - 1) < 0.05  # a chin beard leaves the jaw's side bare
+    assert float(full[1]) < 0.6 * float(bare[1])  # a full beard reaches it
+    assert float(full[0]) < float(stubble[0]) < 0.95 * float(bare[0])  # stubble: a sparser hair tone
+    torch.testing.assert_close(full[2], bare[2])  # none on the nose
+
+
+def test_lashes_are_dark_without_make_up_and_darker_with_it():
+    from morphable.appearance import appearance_from_draws
+    n = 2000
+    g = torch.Generator().manual_seed(0)
+    sem = torch.tensor([[1.0, 0.7, 0.0, 0.0, 1.0]]).repeat(n, 1)  # male-read: no make-up
+    a = appearance_from_draws(sem, lambda: torch.rand(n, generator=g), lambda: torch.randn(n, generator=g))
+    lashes, make_up = a[:, APPEARANCE_PARAMS.index("lashes")], a[:, APPEARANCE_PARAMS.index("eye_makeup")]
+    assert float(make_up.max()) == 0.0
+    assert float(lashes.min()) >= 0.4  # a visible lash line on every face (a detector looks for it)
+    fem = torch.tensor([[0.0, 0.5, 0.0, 0.0, 1.0]]).repeat(n, 1)
+    b = appearance_from_draws(fem, lambda: torch.rand(n, generator=g), lambda: torch.randn(n, generator=g))
+    made = b[:, APPEARANCE_PARAMS.index("eye_makeup")] > 0.5
+    assert float(b[made, APPEARANCE_PARAMS.index("lashes")].mean()) > float(lashes.mean()) + 0.2
