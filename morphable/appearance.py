@@ -27,7 +27,7 @@ APPEARANCE_PARAMS = (
     "melanin", "hemoglobin", "redness", "blotches", "freckles", "lip_tint",
     "brow_color", "brow_thickness", "brow_height", "brow_arch", "brow_density",
     "iris_melanin", "iris_hue", "hair_melanin", "hair_red", "hair_grey", "hairline", "bald", "hair_density",
-    "beard", "beard_stubble",
+    "beard", "beard_stubble",  # a grown beard's width (chin to full) or stubble's strength; stubble when > 0.5
     # identity-level additions of layout 2: hair geometry (style index / number of styles, and
     # uniforms within the style), make-up, the resting mouth
     "hair_style", "hair_length", "hair_thickness", "hair_phase", "lipstick", "lip_hue", "eye_makeup", "mouth_rest",
@@ -153,8 +153,9 @@ def appearance_from_draws(semantic: torch.Tensor, u: "Callable[[], torch.Tensor]
     # age 0.45 .. 0.95 is ~20 .. 80 years: lines appear from the late thirties, deepen past sixty
     wrinkles = (((age - 0.58) / 0.3).clamp(0, 1) * (0.6 + 0.6 * u())).clamp(0, 1)
     moles = u() ** 2
-    # shaved male skin keeps a grey-blue shadow of the beard (visible on lighter skin); lashes darker
-    # and thicker with eye make-up
+    # shaved male skin keeps a grey-blue shadow of the beard (visible on lighter skin); every face has
+    # a lash line (0.4-0.7; a real-face detector finds faces without one less often), darker and
+    # thicker with eye make-up
     beard_shadow = torch.where(gender > 0.55, 0.4 + 0.6 * u(), 0.1 * u()) * ((gender - 0.4) / 0.4).clamp(0, 1)
     lashes = (0.4 + 0.3 * u() + 0.5 * eye_makeup).clamp(0, 1)
     cols = [melanin, hemoglobin, redness, blotches, freckles, lip_tint, brow_color, brow_thickness, brow_height,
@@ -391,8 +392,8 @@ def shade_albedo(
     moustache = _smoothstep(-0.058, -0.054, y) * (1 - _smoothstep(-0.05, -0.046, y)) * (1 - _smoothstep(0.02, 0.03, ax))
     # a grown beard is dense hair over a zone that widens with ``beard`` (a chin beard and moustache
     # at low values, a full beard to the sideburns at high ones); stubble is a short, sparser hair
-    # tone over the whole zone whose strength follows ``beard`` (a painted beard scaled by ``beard``
-    # read as a translucent grey smudge that a real-face detector missed: BENCHMARKS.md, session 11)
+    # tone over the whole zone whose strength follows ``beard`` (a beard painted at the opacity
+    # ``beard`` read as a translucent grey smudge: BENCHMARKS.md, "Realism, session 11")
     grown = a("beard_stubble") <= 0.5
     half_w = torch.where(grown, 0.022 + 0.05 * a("beard"), torch.full_like(ax, 0.07))
     chin_zone = chin_zone * (1 - _smoothstep(half_w - 0.012, half_w, ax))
@@ -402,8 +403,8 @@ def shade_albedo(
     dens = on * torch.where(grown, 0.8 + 0.2 * bn, (0.3 + 0.4 * a("beard")) * (0.7 + 0.3 * bn))
     beard = bz * dens
     # stubble's short hairs show darker than the hair's own colour over skin
-    bcol_ = torch.where(grown[:, None], hcol, hcol * 0.7)
-    alb = alb * (1 - beard[:, None]) + bcol_ * beard[:, None]
+    beard_col = torch.where(grown[:, None], hcol, hcol * 0.7)
+    alb = alb * (1 - beard[:, None]) + beard_col * beard[:, None]
     # the shadow of shaved beard: jaw, chin and upper lip, darker and a little bluer. Its upper edge on
     # the cheek runs from the sideburn (|x| 65 mm, 10 mm below the eyes) down to the mouth corner
     # (|x| 28 mm, 55 mm below), soft over a centimetre; it shows on lighter skin and barely on dark skin
