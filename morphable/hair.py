@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+#: Polar angle (radians from the crown) down to which a fringe covers the front of the head.
+FRINGE_THETA = 1.0
 #: Hair styles, in the order of the ``hair_style`` index.
 STYLES = ("bald", "buzz", "short", "receding", "fringe", "medium", "bob", "long", "ponytail", "bun", "curly", "afro")
 #: Style prior for a female-read (first row) and male-read (second row) face, before ancestry weighting.
@@ -199,9 +201,10 @@ def hair_vertices(rig: HairRig, rest: torch.Tensor, coverage: torch.Tensor, styl
     R = ((rest[:, rig.support] - c) * dirs[None]).sum(-1)  # (N, Nc) head surface along each direction
     theta, phi = rig.theta[None], rig.phi[None]
     cov = coverage
-    # fringe: hair down to the brows in front of the forehead
+    # fringe: hair over the forehead, ending above the brows (theta < 1.15 reached the brows: a
+    # helmet edge that a real-face detector missed in 29% of images, BENCHMARKS.md "Realism, session 11")
     front = (phi.abs() < 0.9).float()
-    fr = st["fringe"][:, None] * front * (theta < 1.15).float()
+    fr = st["fringe"][:, None] * front * (theta < FRINGE_THETA).float()
     cov = torch.maximum(cov, fr)
     # styles with a curtain cover the sides and back of the head down to the ring it hangs from
     curtain = (st["len_hi"] > 0).float()[:, None] * ((phi.abs() - st["opening"][:, None] + 0.2) / 0.35).clamp(0, 1)
