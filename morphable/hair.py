@@ -202,7 +202,8 @@ def hair_vertices(rig: HairRig, rest: torch.Tensor, coverage: torch.Tensor, styl
     theta, phi = rig.theta[None], rig.phi[None]
     cov = coverage
     # fringe: hair over the forehead, ending above the brows (theta < 1.15 reached the brows: a
-    # helmet edge that a real-face detector missed in 29% of images, BENCHMARKS.md "Realism, session 11")
+    # helmet edge: a real-face detector missed 29% of such `wild` faces at |yaw| <= 30 without occluders,
+    # BENCHMARKS.md "Realism, session 11")
     front = (phi.abs() < 0.9).float()
     fr = st["fringe"][:, None] * front * (theta < FRINGE_THETA).float()
     cov = torch.maximum(cov, fr)
