@@ -372,7 +372,7 @@ def shade_albedo(
     strands = _noise(q * torch.tensor([0.3, 1.0, 1.0], device=q.device), 0.0012, slice(0, 12)) * 0.5 + 0.5
     body = 1 - _smoothstep(0.35, 1.0, dy.abs())
     brow = body * _smoothstep(-0.08, 0.06, uu) * (1 - _smoothstep(0.88, 1.04, uu))
-    brow = brow * _smoothstep(-0.035, -0.02, z) * (region == REGION_IDS["skin"])
+    brow = brow * _smoothstep(-0.035, -0.02, z) * on_skin
     brow = (brow * (0.7 + 0.3 * strands) * (0.55 + 0.45 * a("brow_density"))).clamp(0, 1)
     bcol = hair_colour((a("brow_color") * 1.15 + 0.05).clamp(0, 1), a("hair_red"), a("hair_grey") * 0.5)
     alb = alb * (1 - brow[:, None]) + bcol * brow[:, None]
@@ -380,7 +380,7 @@ def shade_albedo(
     # ---- scalp hair
     hn = _noise(q * torch.tensor([1.0, 0.3, 1.0], device=q.device), 0.0025, slice(6, 18))
     wave = _noise(q, 0.012, slice(0, 6))  # the hairline wanders on a centimetre scale
-    hair = scalp_hair(p, app, 0.0025 * wave + 0.0015 * hn) * (region == REGION_IDS["skin"])
+    hair = scalp_hair(p, app, 0.0025 * wave + 0.0015 * hn) * on_skin
     # strands: the soft edge thins out in streaks along the hair's growth
     hair = hair * (1 - 0.6 * (1 - hair) * (0.5 + 0.5 * hn))
     hcol = hair_colour(a("hair_melanin"), a("hair_red"), a("hair_grey")) * (0.75 + 0.25 * (hn * 0.5 + 0.5))[:, None]
@@ -397,7 +397,7 @@ def shade_albedo(
     grown = a("beard_stubble") <= 0.5
     half_w = torch.where(grown, 0.022 + 0.05 * a("beard"), torch.full_like(ax, 0.07))
     chin_zone = chin_zone * (1 - _smoothstep(half_w - 0.012, half_w, ax))
-    bz = torch.maximum(chin_zone * _smoothstep(-0.16, -0.14, y), moustache) * (region == REGION_IDS["skin"])
+    bz = torch.maximum(chin_zone * _smoothstep(-0.16, -0.14, y), moustache) * on_skin
     bn = _noise(q, 0.0018, slice(12, 24)) * 0.5 + 0.5
     on = _smoothstep(0.0, 0.08, a("beard"))
     dens = on * torch.where(grown, 0.8 + 0.2 * bn, (0.3 + 0.4 * a("beard")) * (0.7 + 0.3 * bn))
@@ -413,7 +413,7 @@ def shade_albedo(
     sh_zone = torch.maximum((1 - _smoothstep(cheek_line - 0.012, cheek_line, y)) * _smoothstep(-0.16, -0.13, y),
                             _smoothstep(-0.062, -0.052, y) * (1 - _smoothstep(-0.047, -0.04, y)) * (1 - _smoothstep(0.018, 0.03, ax)))
     sh_zone = sh_zone * _smoothstep(-0.055, -0.03, z) * (1 - _smoothstep(0.06, 0.072, ax))
-    sh_zone = sh_zone * (region == REGION_IDS["skin"]) * (1 - beard)
+    sh_zone = sh_zone * on_skin * (1 - beard)
     bsh = (a("beard_shadow") * sh_zone * (1 - 0.7 * a("melanin")) * 0.22)[:, None]
     alb = alb * (1 - bsh * torch.tensor([0.55, 0.45, 0.3], device=p.device))
 

@@ -201,9 +201,9 @@ def hair_vertices(rig: HairRig, rest: torch.Tensor, coverage: torch.Tensor, styl
     R = ((rest[:, rig.support] - c) * dirs[None]).sum(-1)  # (N, Nc) head surface along each direction
     theta, phi = rig.theta[None], rig.phi[None]
     cov = coverage
-    # fringe: hair over the forehead, ending above the brows (theta < 1.15 reached the brows: a
-    # helmet edge: a real-face detector missed 29% of such `wild` faces at |yaw| <= 30 without occluders,
-    # BENCHMARKS.md "Realism, session 11")
+    # fringe: hair over the forehead, ending above the brows. Down to theta 1.15 it lay on the brows
+    # like a helmet's edge, and a real-face detector missed 29% of such `wild` faces at |yaw| <= 30
+    # without occluders (BENCHMARKS.md, "Realism, session 11")
     front = (phi.abs() < 0.9).float()
     fr = st["fringe"][:, None] * front * (theta < FRINGE_THETA).float()
     cov = torch.maximum(cov, fr)
