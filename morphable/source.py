@@ -5,6 +5,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import kornia
 import torch
 import torch.nn.functional as F
 
@@ -150,6 +151,42 @@ def _region_map(region: torch.Tensor, flat: torch.Tensor, B: int, S: int) -> tor
     reg = torch.full((B, S, S), -1, dtype=torch.int8, device=region.device)
     reg.view(-1)[flat] = region.to(torch.int8)
     return reg
+
+
+#: The penumbra of a cast shadow under the largest key light (``light.softness`` 1), in mm: the
+#: gaussian's sd is half of ``softness * SOFT_SHADOW_MM`` at the head. A window or softbox of about
+#: 1 m at 2 m throws a nose's shadow (2-3 cm from the cheek) a penumbra of about 1-1.5 cm.
+SOFT_SHADOW_MM = 12.0
+
+
+def _penumbra_px(geo: "_Geometry", softness: torch.Tensor) -> torch.Tensor:
+    """(B,) the penumbra's gaussian sd in render pixels: ``softness`` (B,) x SOFT_SHADOW_MM / 2 at
+    the head's distance (pixels per metre there: focal length x alignment scale / distance)."""
+    px_per_m = geo.camera.focal * focal_scale(geo.align) / geo.camera.distance
+    return softness.to(px_per_m) * (SOFT_SHADOW_MM / 2000.0) * px_per_m
+
+
+def _soften_shadow(lit: torch.Tensor, flat: torch.Tensor, B: int, S: int, sigma: torch.Tensor) -> torch.Tensor:
+    """(P,) the shadow map's lit fraction ``lit`` (P,) of the covered pixels (flat positions ``flat``
+    in (B, S, S)) blurred in the image by each image's gaussian ``sigma`` (B,) pixels, normalised over
+    the covered pixels (the background does not darken the edge): the penumbra of a key light of
+    finite size, screen-space."""
+    if not bool((sigma > 0.3).any()):
+        return lit
+    maps = torch.zeros(2, B * S * S, dtype=lit.dtype, device=lit.device)
+    maps[0, flat] = lit
+    maps[1, flat] = 1.0
+    maps = maps.view(2, B, S, S).transpose(0, 1)  # (B, 2, S, S): lit, coverage
+    # each image's kernel spans 3 sd of its own sigma whatever else is in the batch (a batch-wide
+    # size would change an image's bytes with its batch): one blur per kernel size
+    k = torch.where(sigma > 0.3, 2 * torch.ceil(3 * sigma) + 1, torch.zeros_like(sigma))
+    blur = maps.clone()
+    for size in k.unique().tolist():
+        if size > 0:
+            sel = k == size
+            blur[sel] = kornia.filters.gaussian_blur2d(maps[sel], (int(size), int(size)), sigma[sel, None].expand(-1, 2).to(maps))
+    out = blur[:, 0] / blur[:, 1].clamp_min(1e-6)
+    return out.reshape(-1)[flat].clamp(0, 1)
 
 
 def _teeth(reg: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
@@ -716,6 +753,8 @@ class MorphableSource(IdentitySampler):
         pc = r.uniform(3) ** 1.5
         pc = pc.mean(1, keepdim=True) + 0.35 * (pc - pc.mean(1, keepdim=True))  # muted: objects and sleeves
         f["patch_r"], f["patch_g"], f["patch_b"] = pc.unbind(1)
+        # drawn last, so that the draws above keep their values
+        f["light_softness"] = cfg.light.softness.draw(r)
         f["background_image"] = torch.full((B,), -1.0)
         f["_use_image"] = use_img.double()
         return {k: v.float().contiguous() for k, v in f.items()}, keys
@@ -922,6 +961,8 @@ class MorphableSource(IdentitySampler):
         shadow = torch.ones_like(ndl)
         if bool((fac["light_shadows"] > 0).any()):
             shadow = self._shadow(v, frag, idx, ldir_img, fac["light_shadows"] > 0, ndl)
+            on_img = (fac["light_shadows"] > 0).to(v.dtype)
+            shadow = _soften_shadow(shadow, px.flat, B, S, _penumbra_px(geo, fac["light_softness"]) * on_img)
         # skin scatters light under its surface: the lit side wraps past the terminator, red the
         # furthest (a per-channel wrap-lighting approximation of subsurface scattering)
         skin = (region == REGION_IDS["skin"]) | (region == REGION_IDS["lips"])

@@ -111,7 +111,10 @@ class LightConfig:
     of the directional light relative to ambient, ``temperature`` in kelvin for both, ``sh_detail``
     the strength of the random order-1/2 SH terms, ``white_balance`` how much of the light colour the camera's white balance removes (1 = all),
     ``specular`` skin shininess, ``shadows`` the
-    probability of hard cast shadows (shadow map), ``exposure`` final brightness, ``metering`` how far
+    probability of cast shadows (shadow map), ``softness`` the key light's size as the width of its
+    shadows' penumbra (0: a point light, hard edges; 1: a window or softbox, a penumbra
+    ``morphable.source.SOFT_SHADOW_MM`` wide; from 0.25 by default, where the shadow map's 3 mm texels
+    no longer show as steps), ``exposure`` final brightness, ``metering`` how far
     the camera's exposure follows the face's own albedo (0: exposed for the light alone, so dark skin
     renders as dark as its albedo; 1: every face of the same mean brightness, as a face-metering
     camera does; a real-face detector misses dark faces that are under-exposed, BENCHMARKS.md).
@@ -129,6 +132,7 @@ class LightConfig:
     tint: Dist = field(default_factory=lambda: Normal(0, 0.04, -0.12, 0.12))
     specular: Dist = field(default_factory=lambda: Uniform(0.02, 0.25))
     shadows: float = 0.5
+    softness: Dist = field(default_factory=lambda: Uniform(0.25, 1.0))
     exposure: Dist = field(default_factory=lambda: Normal(0.0, 0.2, -0.6, 0.5))
     metering: float = 0.7
 
@@ -283,8 +287,9 @@ def _frontal() -> RenderConfig:
     c.camera = CameraConfig(distance=Uniform(0.8, 1.5), focal_mm=Uniform(50, 85), jitter=0.0)
     c.background = BackgroundConfig(blur=Uniform(1.0, 3.0))
     c.occluders = OccluderConfig(glasses_prob=0.1, sunglasses_prob=0.0, patch_prob=0.0)
-    c.degradation = DegradationConfig(blur_prob=0.0, noise_prob=0.1, noise=Uniform(0.003, 0.01), jpeg_prob=0.0,
-                                      lowres_prob=0.0, jitter_prob=0.0, gray_prob=0.0)
+    # portraits as they are shared: half of them saved as JPEG at web qualities (LFW's photos are JPEGs)
+    c.degradation = DegradationConfig(blur_prob=0.0, noise_prob=0.1, noise=Uniform(0.003, 0.01), jpeg_prob=0.5,
+                                      jpeg=Uniform(50, 95), lowres_prob=0.0, jitter_prob=0.0, gray_prob=0.0)
     return c
 
 

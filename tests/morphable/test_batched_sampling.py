@@ -96,8 +96,10 @@ def test_lowres_matches_the_per_image_resampling():
 
 @pytest.mark.parametrize("preset", ["frontal", "wild"])
 def test_render_subset_matches_batch(default_model, preset):
+    # JPEG off: its uint8 rounding turns a float difference far under one step into a whole step
+    # now and then (the engine renders an image in the same batch on every run and resume)
     src = MorphableSource(preset=preset, size=32, model=default_model,
-                          overrides={"degradation": {"noise_prob": 1.0, "lowres_prob": 0.5}})
+                          overrides={"degradation": {"noise_prob": 1.0, "lowres_prob": 0.5, "jpeg_prob": 0.0}})
     ids = src.sample_identities(3, seed=0)
     rows, ks = torch.arange(3).repeat_interleave(3), torch.arange(3).repeat(3)
     a = src.render(ids, rows, ks, seed=2)

@@ -181,6 +181,48 @@ def test_each_knob_changes_the_image(default_model, knob):
     assert (a.images - b.images).abs().mean() > 0.005, knob
 
 
+def test_soft_shadow_penumbra_is_normalised_over_the_face():
+    from morphable.source import _soften_shadow
+
+    S = 16
+    lit = torch.zeros(1, S, S)
+    lit[..., 8:] = 1.0  # a shadow edge down the middle
+    covered = torch.zeros(1, S, S, dtype=torch.bool)
+    covered[:, :, 2:14] = True  # the face; columns 0-1 and 14-15 are background
+    idx = covered.nonzero(as_tuple=True)
+    flat = (idx[0] * S + idx[1]) * S + idx[2]
+    hard = lit[idx]
+    assert torch.equal(_soften_shadow(hard, flat, 1, S, torch.tensor([0.0])), hard)  # a point light: unchanged
+    soft = torch.zeros(1, S, S)
+    soft[idx] = _soften_shadow(hard, flat, 1, S, torch.tensor([2.0]))
+    row = soft[0, 8, 2:14]
+    assert bool((row[1:] >= row[:-1] - 1e-6).all())  # still dark to lit, now a gradient
+    assert 0.05 < float(row[5]) < 0.5 and 0.5 < float(row[6]) < 0.95  # the penumbra straddles the edge
+    assert float(row[-1]) > 0.99 and float(row[0]) < 0.01  # the background does not darken the face's edge
+
+
+def test_light_softness_softens_cast_shadows_only(default_model):
+    base = {"pose": {"yaw": {"lo": 0, "hi": 0}, "pitch": {"lo": 0, "hi": 0}, "roll": {"lo": 0, "hi": 0}},
+            "expression": {"prob": 0.0}, "occluders": {"glasses_prob": 0.0},
+            "light": {"shadows": 1.0, "azimuth": {"lo": 60, "hi": 60}, "elevation": {"lo": 10, "hi": 10},
+                      "intensity": {"lo": 2, "hi": 2}, "ambient": {"lo": 0.2, "hi": 0.2}}}
+
+    def render(softness: float, shadows: float = 1.0) -> torch.Tensor:
+        over = {**base, "light": {**base["light"], "shadows": shadows, "softness": {"lo": softness, "hi": softness}}}
+        src = MorphableSource(preset="frontal", size=96, model=default_model, overrides=over)
+        b = src.render(src.sample_identities(1, seed=0), torch.tensor([0]), torch.tensor([0]), seed=0)
+        assert float(b.factors["light_softness"][0]) == softness
+        return b.images[0]
+
+    hard, soft = render(0.0), render(1.0)
+    assert (hard - soft).abs().mean() > 0.002
+    # a soft edge has smaller steps between neighbouring pixels than a hard one
+    step = lambda im: (im[:, :, 1:] - im[:, :, :-1]).abs().mean()  # noqa: E731
+    assert float(step(soft)) < float(step(hard))
+    # without cast shadows the light's size changes nothing
+    assert torch.equal(render(0.0, shadows=0.0), render(1.0, shadows=0.0))
+
+
 def test_background_folder(default_model, tmp_path):
     from PIL import Image
 
