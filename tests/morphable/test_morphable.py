@@ -204,6 +204,7 @@ def test_soft_shadow_penumbra_is_normalised_over_the_face():
 def test_light_softness_softens_cast_shadows_only(default_model):
     base = {"pose": {"yaw": {"lo": 0, "hi": 0}, "pitch": {"lo": 0, "hi": 0}, "roll": {"lo": 0, "hi": 0}},
             "expression": {"prob": 0.0}, "occluders": {"glasses_prob": 0.0},
+            "degradation": {"jpeg_prob": 0.0, "noise_prob": 0.0},
             "light": {"shadows": 1.0, "azimuth": {"lo": 60, "hi": 60}, "elevation": {"lo": 10, "hi": 10},
                       "intensity": {"lo": 2, "hi": 2}, "ambient": {"lo": 0.2, "hi": 0.2}}}
 
