@@ -13,15 +13,20 @@ import torch
 import torch.nn.functional as F
 
 
-def gaussian_blur(img: torch.Tensor, sigma: torch.Tensor, min_sigma: float = 0.0) -> torch.Tensor:
+def gaussian_blur(img: torch.Tensor, sigma: torch.Tensor, min_sigma: float = 0.0, own_kernel: bool = False) -> torch.Tensor:
     """Blur each of the (B, C, H, W) images with its own gaussian ``sigma`` (B,) in pixels (one kernel
-    size, from the largest sigma); images with ``sigma <= min_sigma`` are returned unchanged."""
+    size, from the largest sigma); images with ``sigma <= min_sigma`` are returned unchanged. With
+    ``own_kernel`` each image's kernel spans 3 sd of its own sigma (one blur per kernel size), so an
+    image's result does not depend on the rest of its batch."""
     on = sigma > min_sigma
     if not bool(on.any()):
         return img
-    k = int(2 * math.ceil(3 * float(sigma[on].max())) + 1)
     out = img.clone()
-    out[on] = kornia.filters.gaussian_blur2d(img[on], (k, k), sigma[on].clamp_min(1e-3).to(img)[:, None].expand(-1, 2))
+    k = 2 * torch.ceil(3 * sigma) + 1 if own_kernel else torch.where(on, 2 * math.ceil(3 * float(sigma[on].max())) + 1, 0)
+    for size in k[on].unique().tolist():
+        sel = on & (k == size)
+        out[sel] = kornia.filters.gaussian_blur2d(img[sel], (int(size), int(size)),
+                                                  sigma[sel].clamp_min(1e-3).to(img)[:, None].expand(-1, 2))
     return out
 
 

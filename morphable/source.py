@@ -5,7 +5,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import kornia
 import torch
 import torch.nn.functional as F
 
@@ -177,14 +176,8 @@ def _soften_shadow(lit: torch.Tensor, flat: torch.Tensor, B: int, S: int, sigma:
     maps[0, flat] = lit
     maps[1, flat] = 1.0
     maps = maps.view(2, B, S, S).transpose(0, 1)  # (B, 2, S, S): lit, coverage
-    # each image's kernel spans 3 sd of its own sigma whatever else is in the batch (a batch-wide
-    # size would change an image's bytes with its batch): one blur per kernel size
-    k = torch.where(sigma > 0.3, 2 * torch.ceil(3 * sigma) + 1, torch.zeros_like(sigma))
-    blur = maps.clone()
-    for size in k.unique().tolist():
-        if size > 0:
-            sel = k == size
-            blur[sel] = kornia.filters.gaussian_blur2d(maps[sel], (int(size), int(size)), sigma[sel, None].expand(-1, 2).to(maps))
+    # each image's own kernel size: a batch-wide one would change an image's bytes with its batch
+    blur = gaussian_blur(maps, sigma, min_sigma=0.3, own_kernel=True)
     out = blur[:, 0] / blur[:, 1].clamp_min(1e-6)
     return out.reshape(-1)[flat].clamp(0, 1)
 
