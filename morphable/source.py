@@ -952,19 +952,19 @@ class MorphableSource(IdentitySampler):
         amb = amb * occ.clamp(0.05, 1)
         ndl = (n * ldir).sum(-1).clamp_min(0)
         shadow = torch.ones_like(ndl)
-        if bool((fac["light_shadows"] > 0).any()):
-            shadow = self._shadow(v, frag, idx, ldir_img, fac["light_shadows"] > 0, ndl)
-            on_img = (fac["light_shadows"] > 0).to(v.dtype)
-            shadow = _soften_shadow(shadow, px.flat, B, S, _penumbra_px(geo, fac["light_softness"]) * on_img)
+        cast = fac["light_shadows"] > 0  # (B,) images with cast shadows
+        any_cast = bool(cast.any())
+        if any_cast:
+            shadow = self._shadow(v, frag, idx, ldir_img, cast, ndl)
+            shadow = _soften_shadow(shadow, px.flat, B, S, _penumbra_px(geo, fac["light_softness"]) * cast.to(v.dtype))
         # skin scatters light under its surface: the lit side wraps past the terminator, red the
         # furthest (a per-channel wrap-lighting approximation of subsurface scattering)
         skin = (region == REGION_IDS["skin"]) | (region == REGION_IDS["lips"])
         ndl_raw = (n * ldir).sum(-1)
         wrap = torch.tensor([0.45, 0.22, 0.15], device=dev)
         ndl3 = torch.where(skin[:, None], ((ndl_raw[:, None] + wrap) / (1 + wrap)).clamp_min(0), ndl[:, None])
-        if bool((fac["light_shadows"] > 0).any()):  # a shadow edge on skin is softened by the same scattering
-            on_px = fac["light_shadows"][bsel] > 0
-            shadow = torch.where(skin & on_px, shadow * 0.85 + 0.15 * (ndl > 0).float(), shadow)
+        if any_cast:  # a shadow edge on skin is softened by the same scattering
+            shadow = torch.where(skin & cast[bsel], shadow * 0.85 + 0.15 * (ndl > 0).float(), shadow)
         diff = (fac["light_intensity"][bsel] * shadow * (0.4 + 0.6 * occ.clamp(0, 1)))[:, None] * ndl3  # creases catch less
         irr = (amb[:, None] + diff) * col
         view = F.normalize(cam.position[bsel] - pos, dim=-1)
