@@ -387,8 +387,12 @@ def shade_albedo(
     alb = alb * (1 - hair[:, None]) + hcol * hair[:, None]
     spec = spec * (1 - hair) + 0.3 * hair
 
-    # ---- beard: below the nose, in front, excluding lips
-    chin_zone = (1 - _smoothstep(-0.05, -0.042, y)) * _smoothstep(-0.055, -0.03, z) * (1 - _smoothstep(0.055, 0.07, ax))
+    # ---- beard: below the nose, in front, excluding lips. Its upper edge on the cheek runs from the
+    # sideburn (|x| 65 mm, 20 mm below the eyes) down to the mouth corner (|x| 28 mm, 58 mm below), as a
+    # grown beard's cheek line does; under the nose the moustache joins it
+    t_cheek = ((ax - 0.028) / (0.065 - 0.028)).clamp(0, 1)
+    beard_line = -0.058 + 0.038 * t_cheek ** 0.8
+    chin_zone = (1 - _smoothstep(beard_line - 0.008, beard_line, y)) * _smoothstep(-0.055, -0.03, z) * (1 - _smoothstep(0.055, 0.07, ax))
     moustache = _smoothstep(-0.058, -0.054, y) * (1 - _smoothstep(-0.05, -0.046, y)) * (1 - _smoothstep(0.02, 0.03, ax))
     # a grown beard is dense hair over a zone that widens with ``beard`` (a chin beard and moustache
     # at low values, a full beard to the sideburns at high ones); stubble is a short, sparser hair

@@ -286,6 +286,18 @@ def test_a_grown_beard_is_dense_hair_that_widens_with_beard_and_stubble_is_spars
     torch.testing.assert_close(full[2], bare[2])  # none on the nose
 
 
+def test_a_full_beard_s_upper_edge_runs_down_the_cheek_from_the_sideburn_to_the_mouth_corner():
+    # at the height of the nostrils (45 mm below the eyes): bare beside the nose, bearded at the jaw's
+    # side near the sideburn; a flat edge across the face (the old zone) covered both
+    p = torch.tensor([[0.032, -0.045, 0.0], [0.062, -0.03, -0.01], [0.032, -0.075, 0.0]])
+    kw = dict(hair_melanin=1.0, hair_grey=0.0, beard_shadow=0.0, wrinkles=0.0, moles=0.0, freckles=0.0,
+              blotches=0.0)
+    lum = lambda **k: _albedo(p, "skin", **kw, **k).mean(-1)  # noqa: E731
+    ratio = lum(beard=1.0, beard_stubble=0.0) / lum(beard=0.0)
+    assert abs(float(ratio[0]) - 1) < 0.05  # the cheek beside the nose stays skin
+    assert float(ratio[1]) < 0.6 and float(ratio[2]) < 0.6  # the sideburn's end and beside the mouth: hair
+
+
 def test_lashes_are_dark_without_make_up_and_darker_with_it():
     from morphable.appearance import appearance_from_draws
     n = 2000
