@@ -139,8 +139,8 @@ def solve_pose(landmarks: np.ndarray) -> np.ndarray:
     x right, y down). Scaled-orthographic PnP: the affine camera ``x = M X + t`` fitted by least squares
     to the generic 3D face, its 2x3 part replaced by the nearest scaled pair of orthonormal rows (SVD);
     the third row is their cross product. Angles in the renderer's convention (positive yaw: the face
-    turns toward image left, i.e. its own right; positive pitch: looks down; positive roll: tilts clockwise
-    in the image)."""
+    turns toward image left, i.e. its own right; positive pitch: looks down; positive roll: tilts
+    counter-clockwise in the image, :func:`morphable.camera.euler_to_matrix`)."""
     lm = np.asarray(landmarks, dtype=np.float64)
     if lm.ndim != 3 or lm.shape[1:] != (68, 2):
         raise ValueError(f"expected landmarks (N, 68, 2), got {lm.shape}")
@@ -159,8 +159,8 @@ def solve_pose(landmarks: np.ndarray) -> np.ndarray:
     y_m = np.degrees(np.arctan2(-R[:, 2, 0], R[:, 2, 2]))
     p_m = np.degrees(np.arcsin(np.clip(R[:, 2, 1], -1, 1)))
     r_m = np.degrees(np.arctan2(-R[:, 0, 1], R[:, 1, 1]))
-    # the renderer's signs (yaw, pitch: checked against sampled poses); roll: clockwise on screen
-    return np.stack([-y_m, p_m, -r_m], axis=1)
+    # the renderer's signs (checked against sampled poses): R = Rz(roll) Rx(pitch) Ry(-yaw)
+    return np.stack([-y_m, p_m, r_m], axis=1)
 
 
 def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -16,7 +16,8 @@ def euler_to_matrix(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) 
     """(B, 3, 3) rotation from angles in degrees, applied as R = Rz(roll) @ Rx(pitch) @ Ry(yaw).
 
     yaw > 0 turns the face towards image-left (the subject's right... as seen: the nose moves to
-    -x), pitch > 0 raises the chin (face looks up), roll > 0 tilts counter-clockwise on screen.
+    -x), pitch > 0 lowers the chin (the face looks down: the nose tip moves down the image), roll > 0
+    tilts the head counter-clockwise on screen (the eye on image-right rises).
     """
     y, p, r = (torch.deg2rad(a) for a in (yaw, pitch, roll))
     cy, sy, cp, sp, cr, sr = y.cos(), y.sin(), p.cos(), p.sin(), r.cos(), r.sin()

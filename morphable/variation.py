@@ -84,7 +84,8 @@ Dist = Uniform | Normal | Bernoulli
 
 @dataclass
 class PoseConfig:
-    """Head rotation in degrees: yaw (left/right, +: the face turns to image-left), pitch (+: up), roll."""
+    """Head rotation in degrees: yaw (left/right, +: the face turns to image-left), pitch (+: the face
+    looks down), roll (+: counter-clockwise on screen); :func:`morphable.camera.euler_to_matrix`."""
 
     yaw: Dist = field(default_factory=lambda: Normal(0, 30, -80, 80))
     pitch: Dist = field(default_factory=lambda: Normal(0, 12, -40, 40))

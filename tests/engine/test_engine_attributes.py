@@ -68,13 +68,26 @@ def _rot(yaw, pitch, roll):
     return Rz @ Rx @ Ry
 
 
+def test_pnp_reads_poses_in_the_renderer_s_own_rotation():
+    import torch
+    from morphable.camera import euler_to_matrix
+    poses = np.array([[25.0, 0.0, 0.0], [0.0, 15.0, 0.0], [0.0, 0.0, 12.0], [-30.0, -10.0, -8.0]])
+    R = euler_to_matrix(*torch.tensor(poses, dtype=torch.float64).T).numpy()
+    lm = np.zeros((len(poses), 68, 2))
+    for n in range(len(poses)):
+        X = A._MODEL_3D @ R[n].T
+        lm[n, A._MODEL_IDS] = np.c_[56.0 + 0.8 * X[:, 0], 60.0 - 0.8 * X[:, 1]]  # image y down
+    np.testing.assert_allclose(A.solve_pose(lm), poses, atol=1e-6)
+
+
 def test_pnp_recovers_the_pose_of_projected_model_points():
     rng = np.random.default_rng(0)
     poses = np.c_[rng.uniform(-60, 60, 50), rng.uniform(-30, 30, 50), rng.uniform(-20, 20, 50)]
     lm = np.zeros((50, 68, 2))
     for n, (yaw, pitch, roll) in enumerate(poses):
-        # the renderer's convention is the right-handed y-up rotation with yaw and roll negated (see solve_pose)
-        X = A._MODEL_3D @ _rot(-yaw, pitch, -roll).T
+        # the renderer's convention (morphable.camera.euler_to_matrix) is the right-handed y-up
+        # rotation with yaw negated
+        X = A._MODEL_3D @ _rot(-yaw, pitch, roll).T
         pts = 0.8 * X[:, :2] + [56.0, 60.0]
         pts[:, 1] = 120 - pts[:, 1]  # y up -> image y down
         lm[n, A._MODEL_IDS] = pts

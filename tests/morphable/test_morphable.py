@@ -383,3 +383,17 @@ def test_render_stages_one_by_one(default_model):
     ref = src.render(ids, rows, var, seed=0)
     assert torch.equal(img.float(), ref.images) and torch.equal(geo.landmarks.float(), ref.landmarks)
     assert src._factors(b).keys() == ref.factors.keys()
+
+
+def test_pose_signs_on_screen():
+    from morphable.camera import Camera
+    pts = torch.tensor([[0.03, 0.0, 0.0], [-0.03, 0.0, 0.0], [0.0, -0.04, 0.03]])  # left eye, right eye, nose tip
+    cam = Camera.from_35mm(torch.ones(1), torch.full((1,), 50.0), 112)
+    def screen(yaw, pitch, roll):
+        R = euler_to_matrix(torch.tensor([yaw]), torch.tensor([pitch]), torch.tensor([roll]))
+        return cam.project(pts[None] @ R.transpose(1, 2))[0, :, :2]
+    rest = screen(0.0, 0.0, 0.0)
+    assert float(screen(20.0, 0.0, 0.0)[2, 0]) < float(rest[2, 0])  # yaw > 0: the nose moves to image-left
+    assert float(screen(0.0, 20.0, 0.0)[2, 1]) > float(rest[2, 1])  # pitch > 0: the nose moves down, the face looks down
+    rolled = screen(0.0, 0.0, 20.0)  # roll > 0: counter-clockwise, the image-right (left) eye rises
+    assert float(rolled[0, 1]) < float(rest[0, 1]) and float(rolled[1, 1]) > float(rest[1, 1])
