@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     pairs = J.genuine_impostor_distances(d.descriptors[det], lab[det], seed=0)
     gen, imp = pairs["genuine"], pairs["impostor"]
     print(json.dumps({"preset": a.preset, "ids": a.ids, "per_id": a.per_id, "overrides": a.override,
-                      "detection": round(float(det.mean()), 4), "genuine": round(float(gen.mean()), 4),
+                      "detection": round(float(det.mean()), 4),
+                      "detection_score": round(float(d.scores.mean()), 4), "genuine": round(float(gen.mean()), 4),
                       "impostor": round(float(imp.mean()), 4), "far_0.6": round(J.false_accept_rate(imp), 4),
                       "eer": round(J.equal_error_rate(gen, imp)[0], 4)}))
 

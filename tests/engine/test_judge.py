@@ -96,15 +96,23 @@ def test_detection_by_yaw_bins():
     assert [r["images"] for r in rows] == [2, 1, 1, 1, 3]
     assert [r["detected"] for r in rows] == [2, 0, 1, 0, 1]
     assert rows[4]["rate"] == pytest.approx(1 / 3)
+    assert "score_mean" not in rows[0]
+    scored = J.detection_by_yaw(det, yaw, scores=np.arange(8.0) - 3)
+    assert [r["score_mean"] for r in scored] == pytest.approx([-2.5, -1.0, 0.0, 1.0, 3.0])
+    with pytest.raises(ValueError, match="7 detection scores"):
+        J.detection_by_yaw(det, yaw, scores=np.zeros(7))
 
 
 def test_summarise_on_synthetic_descriptions():
     x, lab = _points([0, 0, 0, 1, 1, 1, 2, 2], spread=0.05)
     det = np.array([1, 1, 0, 1, 1, 1, 1, 1], dtype=bool)
+    scores = np.where(det, 0.5, -0.7).astype(np.float32)
     desc = J.Descriptions(descriptors=x.astype(np.float32), detected=det, boxes=np.zeros((8, 4), np.int64),
-                          num_faces=det.astype(np.int64), seconds=0.8)
+                          num_faces=det.astype(np.int64), scores=scores, seconds=0.8)
     s = J.summarise(desc, lab, yaw=np.zeros(8))
     assert s["num_detected"] == 7 and s["detection_rate"] == pytest.approx(7 / 8)
+    assert s["detection_score"]["mean"] == pytest.approx((7 * 0.5 - 0.7) / 8) and s["detection_score"]["median"] == 0.5
+    assert s["detection_by_yaw"][0]["score_mean"] == pytest.approx(s["detection_score"]["mean"])
     d = s["detected"]
     assert d["genuine_pairs"] == 1 + 3 + 1 and d["impostor_pairs"] == 21 - 5
     assert d["eer"] == 0.0 and d["far_at_0.6"] == 0.0 and d["rank1"] == 1.0
@@ -173,7 +181,7 @@ def test_command_writes_report(tiny_dataset, models, tmp_path, capsys):
                  "-q"])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "detection rate" in printed and "0-15" in printed
+    assert "detection rate" in printed and "0-15" in printed and "detection score" in printed
     r = json.loads((out / "report.json").read_text())
     assert set(r["sets"]) == {"dataset", "real"}
     for name in ("dataset", "real"):
@@ -208,6 +216,27 @@ def test_subsampling_and_descriptions(small_set):
     assert [fs.dataset.paths[i].split("/")[1] for i in fs.indices] == ["000.jpg", "001.jpg"] * 2
     assert one.descriptors.shape == (4, 128) and np.isfinite(one.descriptors).all()
     assert one.boxes.shape == (4, 4) and one.detected.dtype == bool
+    assert one.scores.shape == (4,) and (one.scores >= J.SCORE_FLOOR).all()
+    np.testing.assert_array_equal(one.detected, one.scores >= 0)  # a detection is a window scoring >= 0
+
+
+def test_scored_detections_are_the_detector_s_own(tiny_dataset, models):
+    """Asking dlib for windows down to SCORE_FLOOR leaves the detections and boxes of detector(img)."""
+    import dlib
+    fs = J.load_face_set(tiny_dataset)
+    imgs = [np.ascontiguousarray(fs.dataset[int(i)][0].permute(1, 2, 0).numpy()) for i in fs.indices]
+    # harder cases too: dimmed, and cut to the lower half (no face: the score sits below 0)
+    imgs += [(im * 0.35).astype(np.uint8) for im in imgs[:3]] + [np.ascontiguousarray(im[56:]) for im in imgs[:2]]
+    desc = J.describe_arrays([imgs], models, workers=1)
+    det = dlib.get_frontal_face_detector()
+    for k, im in enumerate(imgs):
+        own = det(im, J.DEFAULT_UPSAMPLE)
+        assert bool(desc.detected[k]) == (len(own) > 0) and int(desc.num_faces[k]) == len(own)
+        if len(own):
+            r = max(own, key=lambda d: d.width() * d.height())
+            assert tuple(desc.boxes[k]) == (r.left(), r.top(), r.right(), r.bottom())
+    assert (desc.scores[~desc.detected] < 0).all() and (desc.scores[desc.detected] >= 0).all()
+    assert not desc.detected.all()  # the cut images are missed
 
 
 def test_pool_matches_in_process(small_set, models):
@@ -215,6 +244,7 @@ def test_pool_matches_in_process(small_set, models):
     two = J.describe_face_set(fs, models, workers=2, chunk=1)
     np.testing.assert_array_equal(one.descriptors, two.descriptors)
     np.testing.assert_array_equal(one.detected, two.detected)
+    np.testing.assert_array_equal(one.scores, two.scores)
 
 
 def test_in_memory_images_match_files(small_set, models):
