@@ -4,9 +4,11 @@ Renders the morphable source in memory (``--preset wild`` by default), then appl
 image's own photometric degradations (blur, low resolution, colour jitter, noise, JPEG: the
 ``morphable.degrade`` factors the render logged) to a real face (one image per person, ArcFace-aligned
 112 px, drawn by ``--seed``), and runs the judge's dlib HOG detector on all of them. Prints one JSON
-line: detection of the real faces clean and degraded, and of ours at ``|yaw| <= --max-yaw``, overall
-and without an occluder (glasses, sunglasses or a patch), so a detection target can be read against
-what the same conditions cost real people.
+line: detection (and the mean HOG detection score, ``*_score``) of the real faces clean and degraded,
+and of ours at ``|yaw| <= --max-yaw``, overall and without an occluder (glasses, sunglasses or a patch);
+``ours_clean``: the same renders with the degradation and occluder probabilities at 0 (every other
+factor keeps its value), so a detection target can be read against what the same conditions cost
+real people, and the score lost to them compared with what they cost real faces.
 
     python benchmarks/judge_degradations.py --real ../shared/data/lfw-dev/images
 
@@ -14,6 +16,7 @@ Needs the judge extra (``pip install -e ".[judge]"``).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,6 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 #: The logged factors that :func:`morphable.degrade.apply_degradations` reads.
 DEGRADATION_KEYS = ("blur", "lowres", "brightness", "contrast", "saturation", "hue", "gray", "noise", "jpeg")
+#: Overrides that leave a render without degradations and occluders; every other factor keeps its value
+#: (the source draws each factor whether it is used or not).
+CLEAN = ("degradation.blur_prob=0", "degradation.noise_prob=0", "degradation.jpeg_prob=0", "degradation.lowres_prob=0",
+         "degradation.jitter_prob=0", "degradation.gray_prob=0", "occluders.glasses_prob=0", "occluders.patch_prob=0")
 
 
 def real_images(root: Path, n: int, seed: int = 0):
@@ -56,6 +63,11 @@ def main(argv: list[str] | None = None) -> None:
     for b in render_batches(a)[1]:
         images.append(b.images)
         factors.append({k: v.detach().cpu() for k, v in b.factors.items()})
+    clean_args = argparse.Namespace(**{**vars(a), "override": [*a.override, *CLEAN]})
+    clean_b = list(render_batches(clean_args)[1])
+    clean = torch.cat([b.images for b in clean_b])
+    if not torch.equal(torch.cat([b.factors["yaw"].cpu() for b in clean_b]), torch.cat([x["yaw"] for x in factors])):
+        raise SystemExit("the clean render drew other poses: the degradation overrides moved other factors")
     f = {k: torch.cat([x[k] for x in factors]) for k in (*DEGRADATION_KEYS, "yaw", "glasses", "patch")}
     n = len(f["yaw"])
     real = real_images(a.real, n, a.seed)
@@ -63,20 +75,24 @@ def main(argv: list[str] | None = None) -> None:
     degraded = torch.cat([apply_degradations(real[s:s + 64], {k: f[k][s:s + 64].to(real) for k in DEGRADATION_KEYS},
                                              noise[s:s + 64]) for s in range(0, n, 64)])
 
-    def detected(x) -> np.ndarray:
-        return J.describe_arrays((x[s:s + 64] for s in range(0, len(x), 64)), models, workers=a.workers).detected
+    def describe(x):
+        return J.describe_arrays((x[s:s + 64] for s in range(0, len(x), 64)), models, workers=a.workers)
 
-    ours = detected(torch.cat(images))
+    ours_d, clean_d, real_d, degraded_d = describe(torch.cat(images)), describe(clean), describe(real), describe(degraded)
+    ours = ours_d.detected
     keep = (f["yaw"].abs() <= a.max_yaw).numpy()
     clear = keep & (f["glasses"] == 0).numpy() & (f["patch"] == 0).numpy()
     on = ((f["blur"] > 0) | (f["lowres"] < 1) | (f["noise"] > 0) | (f["jpeg"] > 0)).numpy()
     r = lambda v: round(float(v), 4)  # noqa: E731
     print(json.dumps({
         "preset": a.preset, "ids": a.ids, "per_id": a.per_id, "overrides": a.override, "images": n,
-        "degraded_share": r(on.mean()), "real_clean": r(detected(real).mean()),
-        "real_degraded": r(detected(degraded).mean()), "max_yaw": a.max_yaw, "ours": r(ours[keep].mean()),
+        "degraded_share": r(on.mean()), "real_clean": r(real_d.detected.mean()), "real_clean_score": r(real_d.scores.mean()),
+        "real_degraded": r(degraded_d.detected.mean()), "real_degraded_score": r(degraded_d.scores.mean()),
+        "max_yaw": a.max_yaw, "ours": r(ours[keep].mean()), "ours_score": r(ours_d.scores[keep].mean()) if keep.any() else None,
         "ours_images": int(keep.sum()), "ours_no_occluder": r(ours[clear].mean()) if clear.any() else None,
-        "ours_no_occluder_images": int(clear.sum())}))
+        "ours_no_occluder_images": int(clear.sum()),
+        "ours_clean": r(clean_d.detected[keep].mean()) if keep.any() else None,
+        "ours_clean_score": r(clean_d.scores[keep].mean()) if keep.any() else None}))
 
 
 if __name__ == "__main__":

@@ -135,6 +135,7 @@ def test_judge_gender_prints_real_and_synthetic_figures(models, tmp_path, capsys
 
 
 def test_judge_degradations_prints_real_and_synthetic_detection(models, tmp_path, capsys):
+    from engine import judge as J
     D = _load("judge_degradations")
     _stand_in_real_folder(tmp_path, 3)  # 6 people
     real = D.real_images(tmp_path, 8)  # more images than people: people repeat
@@ -142,7 +143,9 @@ def test_judge_degradations_prints_real_and_synthetic_detection(models, tmp_path
     D.main(["--real", str(tmp_path), "--ids", "3", "--per-id", "2", "--workers", "1", "--max-yaw", "90"])
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["images"] == 6 and line["ours_images"] == 6 and 0 <= line["ours_no_occluder_images"] <= 6
-    for k in ("real_clean", "real_degraded", "ours", "degraded_share"):
+    for k in ("real_clean", "real_degraded", "ours", "ours_clean", "degraded_share"):
         assert 0.0 <= line[k] <= 1.0
+    for k in ("real_clean_score", "real_degraded_score", "ours_score", "ours_clean_score"):
+        assert line[k] >= J.SCORE_FLOOR
     with pytest.raises(SystemExit, match="no person folders"):
         D.real_images(tmp_path / "P0", 2)
