@@ -53,6 +53,9 @@ _STYLE = {
 }
 #: Cranium centre (rest frame, metres) the cap directions start from.
 CENTRE = (0.0, 0.005, -0.085)
+#: How deep (m) the cap's grid points next to the hair's edge sink under the skin (those further away
+#: sink deep into the skull).
+HAIR_EDGE_SINK = 0.003
 RING_THETA = 1.72  # radians from the crown: the cap ring the curtain hangs from (a little below ear top)
 
 
@@ -182,6 +185,14 @@ def _wave(phi: torch.Tensor, theta: torch.Tensor, seed: torch.Tensor) -> torch.T
                   + torch.sin(11 * phi - 7 * theta + 2.3 * seed) * 0.6)
 
 
+def _grid_pool(x: torch.Tensor, rig: HairRig, pool) -> torch.Tensor:
+    """(N, Nc) ``pool`` (avg_pool2d or max_pool2d) of ``x`` (N, Nc) over each cap grid point's 3 x 3
+    neighbours: wrapped around the head in phi, clamped at the crown and the bottom row in theta."""
+    g = x.view(x.shape[0], 1, rig.n_theta, rig.n_phi)
+    g = torch.nn.functional.pad(torch.cat([g[..., -1:], g, g[..., :1]], -1), (0, 0, 1, 1), mode="replicate")
+    return pool(g, 3, stride=1).view(x.shape[0], -1)
+
+
 def hair_vertices(rig: HairRig, rest: torch.Tensor, coverage: torch.Tensor, style: torch.Tensor,
                   length: torch.Tensor, thickness: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
     """(N, H, 3) hair mesh vertices of ``N`` identities in their rest frame.
@@ -199,13 +210,19 @@ def hair_vertices(rig: HairRig, rest: torch.Tensor, coverage: torch.Tensor, styl
     c = torch.tensor(CENTRE, device=dev, dtype=rest.dtype)
     dirs = rig.dirs.to(rest.dtype)
     R = ((rest[:, rig.support] - c) * dirs[None]).sum(-1)  # (N, Nc) head surface along each direction
+    # each direction's support is one mesh vertex, so R steps where the support changes: smoothed over
+    # the neighbouring grid points (never sinking under the surface by more than a millimetre)
+    R = torch.maximum(_grid_pool(R, rig, torch.nn.functional.avg_pool2d), R - 0.001)
     theta, phi = rig.theta[None], rig.phi[None]
-    cov = coverage
+    # the coverage is read at the support vertices too: smoothed the same way
+    cov = _grid_pool(coverage, rig, torch.nn.functional.avg_pool2d)
     # fringe: hair over the forehead, ending above the brows. Down to theta 1.15 it lay on the brows
     # like a helmet's edge, and a real-face detector missed 29% of such `wild` faces at |yaw| <= 30
     # without occluders (BENCHMARKS.md, "Realism, session 11")
     front = (phi.abs() < 0.9).float()
-    fr = st["fringe"][:, None] * front * (theta < FRINGE_THETA).float()
+    # soft over a grid step or two, so that the fringe's edge is a line between grid points, not a staircase
+    soft = ((0.95 - phi.abs()) / 0.12).clamp(0, 1) * ((FRINGE_THETA + 0.03 - theta) / 0.1).clamp(0, 1)
+    fr = st["fringe"][:, None] * soft
     cov = torch.maximum(cov, fr)
     # styles with a curtain cover the sides and back of the head down to the ring it hangs from
     curtain = (st["len_hi"] > 0).float()[:, None] * ((phi.abs() - st["opening"][:, None] + 0.2) / 0.35).clamp(0, 1)
@@ -222,7 +239,11 @@ def hair_vertices(rig: HairRig, rest: torch.Tensor, coverage: torch.Tensor, styl
     # (deep: along rays that graze the nose or the ears the support lies far out)
     t = ((cov - 0.2) / 0.6).clamp(0, 1)
     has = t * t * (3 - 2 * t) * (thick[:, None] > 0)
-    r = R + has * (h + 0.002) - (1 - has) * 0.45 * R
+    # grid points next to the hair sink just under the skin, so that the hair's edge crosses the skin
+    # between grid points where ``has`` says (a smooth line, not the grid's staircase)
+    near = _grid_pool(has, rig, torch.nn.functional.max_pool2d)
+    sink = torch.where(near > 0, torch.full_like(R, HAIR_EDGE_SINK), 0.45 * R)
+    r = R + has * (h + 0.002) - (1 - has) * sink
     cap = c + dirs[None] * r[..., None]  # (N, Nc, 3)
     # curtain: from the ring, straight down with an outward flare; collapsed where absent
     nphi, nth, nh = rig.n_phi, rig.n_theta, rig.n_hang

@@ -116,3 +116,25 @@ def test_style_table_covers_every_style():
     assert bool((t["thick_lo"] <= t["thick_hi"]).all()) and bool((t["len_lo"] <= t["len_hi"]).all())
     assert float(t["len_hi"][STYLES.index("long")]) > 0.15 and float(t["thick_hi"][STYLES.index("bald")]) == 0.0
     assert math.isclose(float(t["opening"][STYLES.index("short")]), math.pi, rel_tol=1e-6)
+
+
+def test_the_hair_cap_is_smooth_where_it_carries_hair(src):
+    # each grid direction reads the head at one mesh vertex, which stepped the cap's radius and its
+    # hairline from one vertex to the next; smoothed over the grid, the covered cap has no such kinks
+    ids = src.sample_identities(200, seed=3)
+    st = (ids.params["appearance"][:, APPEARANCE_PARAMS.index("hair_style")] * len(STYLES)).long()
+    sel = (st == STYLES.index("short")).nonzero().flatten()[:10]
+    assert len(sel) >= 5
+    shape, app = ids.params["shape"][sel], ids.params["appearance"][sel]
+    rig = src._hair
+    Nc = rig.n_phi * rig.n_theta
+    h = src._hair_mesh(shape, app)[:, :Nc]
+    rest = src.model.vertices(shape)
+    c = torch.tensor(CENTRE) + src.model.landmark_points(rest)[:, :2].mean(1)
+    r = ((h - c[:, None]) * rig.dirs[None]).sum(-1).view(-1, rig.n_theta, rig.n_phi)
+    R = ((rest[:, rig.support] - c[:, None]) * rig.dirs[None]).sum(-1).view_as(r)
+    up = (r - R) > 0.003  # grid points that stand out of the scalp: the cap proper
+    inner = up & up.roll(1, -1) & up.roll(-1, -1)
+    kink = (r.roll(1, -1) + r.roll(-1, -1) - 2 * r).abs()[inner]  # second difference around the head
+    assert int(inner.sum()) > 1000
+    assert float(kink.mean()) < 0.0012  # 0.0018 m when each point followed its own support vertex
