@@ -357,7 +357,7 @@ def _describe_one(img: np.ndarray) -> tuple[np.ndarray, bool, tuple[int, int, in
         r = _STATE["rect"](int(round(fl * w)), int(round(ft * h)), int(round(fr * w)) - 1, int(round(fb * h)) - 1)
     shape = _STATE["shape"](img, r)
     desc = np.asarray(_STATE["net"].compute_face_descriptor(img, shape, _STATE["jitters"]), dtype=np.float32)
-    return desc, len(dets) > 0, (r.left(), r.top(), r.right(), r.bottom()), len(dets), float(max(best, SCORE_FLOOR))
+    return desc, len(dets) > 0, (r.left(), r.top(), r.right(), r.bottom()), len(dets), float(best)
 
 
 def _describe_images(images: Sequence[Any]) -> list[tuple]:
@@ -577,10 +577,10 @@ def summarise(desc: Descriptions, labels: np.ndarray, yaw: np.ndarray | None = N
     """All judge figures of one set: ``desc`` of N images, ``labels`` (N,), ``yaw`` (N,) degrees or None.
 
     Keys: ``num_images``, ``num_identities``, ``num_detected``, ``detection_rate``, ``detection_score``
-    (mean and median of ``desc.scores``), ``detection_by_yaw`` (list or None), ``num_faces_multiple`` (images with 2+ detections), ``detected`` (figures on
-    detected faces: see :func:`_verification`) and ``all_images`` (every image, undetected ones from the
-    fallback box). Distance arrays ride along under ``_genuine`` / ``_impostor`` inside those two
-    (drop them before JSON: :func:`_public`).
+    (mean and median of ``desc.scores``), ``detection_by_yaw`` (list or None), ``num_faces_multiple``
+    (images with 2+ detections), ``detected`` (figures on detected faces: see :func:`_verification`)
+    and ``all_images`` (every image, undetected ones from the fallback box). Distance arrays ride along
+    under ``_genuine`` / ``_impostor`` inside those two (drop them before JSON: :func:`_public`).
     """
     lab = np.asarray(labels, dtype=np.int64).reshape(-1)
     if len(lab) != len(desc):
@@ -750,7 +750,8 @@ def markdown_summary(report: Mapping[str, Any], heading: str = "##") -> list[str
     lines += summary_table(sets) + [""]
     yt = yaw_table(sets)
     if yt:
-        lines += ["Detection rate by |yaw| (bins [lo, hi), the last one open-ended), with the mean detection score:", ""] + yt + [""]
+        lines += ["Detection rate by |yaw| (bins [lo, hi), the last one open-ended), with the mean detection "
+                  "score:", ""] + yt + [""]
     for n, s in sets.items():
         d = s["detected"]
         if d["impostor_sampled"] or d["genuine_sampled"]:
