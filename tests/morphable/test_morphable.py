@@ -389,6 +389,7 @@ def test_pose_signs_on_screen():
     from morphable.camera import Camera
     pts = torch.tensor([[0.03, 0.0, 0.0], [-0.03, 0.0, 0.0], [0.0, -0.04, 0.03]])  # left eye, right eye, nose tip
     cam = Camera.from_35mm(torch.ones(1), torch.full((1,), 50.0), 112)
+
     def screen(yaw, pitch, roll):
         R = euler_to_matrix(torch.tensor([yaw]), torch.tensor([pitch]), torch.tensor([roll]))
         return cam.project(pts[None] @ R.transpose(1, 2))[0, :, :2]

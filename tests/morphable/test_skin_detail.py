@@ -288,7 +288,8 @@ def test_a_grown_beard_is_dense_hair_that_widens_with_beard_and_stubble_is_spars
 
 def test_a_full_beard_s_upper_edge_runs_down_the_cheek_from_the_sideburn_to_the_mouth_corner():
     # at the height of the nostrils (45 mm below the eyes): bare beside the nose, bearded at the jaw's
-    # side near the sideburn; a flat edge across the face (the old zone) covered both
+    # side near the sideburn (the old zone's flat edge across the face, at the nostrils' height, half
+    # covered the cheek beside the nose and left the sideburn's end bare)
     p = torch.tensor([[0.032, -0.045, 0.0], [0.062, -0.03, -0.01], [0.032, -0.075, 0.0]])
     kw = dict(hair_melanin=1.0, hair_grey=0.0, beard_shadow=0.0, wrinkles=0.0, moles=0.0, freckles=0.0,
               blotches=0.0)
