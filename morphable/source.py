@@ -950,7 +950,8 @@ class MorphableSource(IdentitySampler):
                            + sh[:, 8] * (3 * nz * nz - 1)))
         amb = fac["light_ambient"][bsel] * (1 + det * sh_val).clamp(0.15, 2.0) * (0.75 + 0.25 * ny.clamp(-1, 1))
         amb = amb * occ.clamp(0.05, 1)
-        ndl = (n * ldir).sum(-1).clamp_min(0)
+        ndl_raw = (n * ldir).sum(-1)  # (P,) cosine to the key light, negative on the far side
+        ndl = ndl_raw.clamp_min(0)
         shadow = torch.ones_like(ndl)
         cast = fac["light_shadows"] > 0  # (B,) images with cast shadows
         any_cast = bool(cast.any())
@@ -960,7 +961,6 @@ class MorphableSource(IdentitySampler):
         # skin scatters light under its surface: the lit side wraps past the terminator, red the
         # furthest (a per-channel wrap-lighting approximation of subsurface scattering)
         skin = (region == REGION_IDS["skin"]) | (region == REGION_IDS["lips"])
-        ndl_raw = (n * ldir).sum(-1)
         wrap = torch.tensor([0.45, 0.22, 0.15], device=dev)
         ndl3 = torch.where(skin[:, None], ((ndl_raw[:, None] + wrap) / (1 + wrap)).clamp_min(0), ndl[:, None])
         if any_cast:  # a shadow edge on skin is softened by the same scattering
