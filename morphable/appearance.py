@@ -467,7 +467,8 @@ def shade_albedo(
 
 
 def shade_hair(coords: torch.Tensor, app: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Albedo (P, 3) and specular weight (P,) of ``P`` points of the hair mesh.
+    """Albedo (P, 3) and strand noise (P,) in [-1, 1] of ``P`` points of the hair mesh (the noise
+    breaks the highlights up along the strands: :func:`~morphable.hair.hair_highlights`).
 
     Args:
         coords: (P, 2) hair-mesh coordinates (phi / pi around the head, t from the crown (0) down
@@ -488,8 +489,7 @@ def shade_hair(coords: torch.Tensor, app: torch.Tensor, offset: torch.Tensor) ->
     # roots a little darker under the crown's parting, ends slightly lighter (sun-bleached)
     shade = shade * (0.9 + 0.1 * _smoothstep(0.0, 0.15, t)) * (1 + 0.12 * _smoothstep(0.6, 1.0, t))
     col = hair_colour(a("hair_melanin"), a("hair_red"), a("hair_grey")) * shade[:, None]
-    spec = 0.04 + 0.06 * (fine * 0.5 + 0.5)  # a faint sheen: hair's highlight is narrow and broken
-    return col.clamp(0, 1), spec
+    return col.clamp(0, 1), (fine / 0.9 * 0.7 + clump * 0.3).clamp(-1, 1)
 
 
 def rest_expression(app: torch.Tensor, labels: list[str]) -> torch.Tensor:

@@ -265,3 +265,40 @@ def hair_vertices(rig: HairRig, rest: torch.Tensor, coverage: torch.Tensor, styl
     # where the curtain is absent its rows coincide with the ring: zero-area triangles, never drawn
     cur = ring[:, None] + radial[:, None] * flare[..., None] - torch.tensor([0.0, 1.0, 0.0], device=dev) * drop[..., None]
     return torch.cat([cap, cur.reshape(N, -1, 3)], 1)
+
+
+#: Hair's two highlights (Kajiya-Kay, with Marschner's shifts as in Scheuermann's hair shading):
+#: weight relative to the key light and exponent of the primary lobe (reflected at the fibre's
+#: surface: the light's colour, narrow, shifted towards the root) and of the secondary lobe
+#: (transmitted through the fibre and back: the hair's colour, broader, shifted towards the tip).
+HAIR_HIGHLIGHTS = ((0.15, 80.0), (0.5, 18.0))
+#: Tangent shift (along the normal) of the primary / secondary lobe, and of one strand's noise.
+HAIR_SHIFTS = (-0.12, 0.10, 0.12)
+
+
+def strand_tangent(normal: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """(P, 3) unit strand direction at ``P`` hair points: the head's down direction ``-up`` (P, 3)
+    projected onto the surface of unit normal ``normal`` (P, 3). Strands run from the crown down the
+    cap's meridians and hang down the curtain, so this is their direction everywhere but at the crown
+    itself (where the projection vanishes and the highlight with it)."""
+    t = -up + (up * normal).sum(-1, keepdim=True) * normal
+    return torch.nn.functional.normalize(t, dim=-1, eps=1e-6)
+
+
+def hair_highlights(tangent: torch.Tensor, normal: torch.Tensor, half: torch.Tensor, strand: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Primary and secondary highlight (each (P,), in [0, 1]) of ``P`` hair points: Kajiya-Kay's
+    ``sin(tangent, half) ** exponent`` with each lobe's tangent tilted along ``normal`` by its shift
+    (:data:`HAIR_SHIFTS`) plus ``strand`` (P,) in [-1, 1] times the strand shift, so that the
+    highlight band breaks up along the strands instead of gliding over a smooth shell.
+
+    Args:
+        tangent: (P, 3) unit strand directions (:func:`strand_tangent`); normal: (P, 3) unit normals;
+        half: (P, 3) unit half vectors between the light and the viewer; strand: (P,) strand noise.
+    """
+    out = []
+    for (_, exponent), shift in zip(HAIR_HIGHLIGHTS, HAIR_SHIFTS[:2]):
+        t = torch.nn.functional.normalize(tangent + (shift + HAIR_SHIFTS[2] * strand)[:, None] * normal, dim=-1)
+        c = (t * half).sum(-1)
+        out.append((1 - c * c).clamp_min(0) ** (0.5 * exponent))
+    return out[0], out[1]

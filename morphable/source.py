@@ -19,7 +19,7 @@ from .camera import (Camera, apply_affine, colour_temperature_rgb, direction, eu
                      similarity_transform, template)
 from .default_model import load_default_model
 from .degrade import apply_degradations, gaussian_blur
-from .hair import STYLES, build_rig, hair_vertices, style_table
+from .hair import HAIR_HIGHLIGHTS, STYLES, build_rig, hair_highlights, hair_vertices, strand_tangent, style_table
 from .model import MorphableModel
 from .occlusion import model_occlusion
 from .occluders import draw_glasses, draw_patches
@@ -289,7 +289,8 @@ class _Surface:
     """Material of the covered pixels (``_albedo``)."""
 
     albedo: torch.Tensor  # (P, 3) linear RGB
-    specular: torch.Tensor  # (P,) specular weight
+    specular: torch.Tensor  # (P,) specular weight (Blinn-Phong; 0 on hair, which has its own highlights)
+    strand: torch.Tensor  # (P,) hair strand noise in [-1, 1] (0 off the hair)
 
 
 _SPACE = "whitened shape PCA + appearance / sqrt(dim)"
@@ -902,8 +903,10 @@ class MorphableSource(IdentitySampler):
             rest = pix[:, 6:9][direct]
             a2, s2 = shade_albedo(rest, region[direct], app[bsel[direct]], off[bsel[direct]], self._eye_centres)
             alb[direct], specw[direct] = a2, s2
+        strand = torch.zeros_like(specw)
         if bool(hair.any()):
-            alb[hair], specw[hair] = shade_hair(pix[:, 6:8][hair], app[bsel[hair]], off[bsel[hair]])
+            alb[hair], strand[hair] = shade_hair(pix[:, 6:8][hair], app[bsel[hair]], off[bsel[hair]])
+            specw[hair] = 0.0
         teeth = _teeth(px.region_map, px.flat)  # (P,) 0 none, 1 upper, 2 lower
         if bool((teeth > 0).any()):
             t = teeth > 0
@@ -918,7 +921,7 @@ class MorphableSource(IdentitySampler):
             cc = fac["clothing_color"][bsel[cloth]] * weave[:, None]
             alb[cloth] = alb[cloth] * (1 - cover[:, None]) + cc * cover[:, None]
             specw[cloth] = specw[cloth] * (1 - cover) + 0.05 * cover
-        return _Surface(albedo=alb, specular=specw)
+        return _Surface(albedo=alb, specular=specw, strand=strand)
 
     def _light(self, b: _Batch, geo: _Geometry, px: _Pixels, surf: _Surface) -> torch.Tensor:
         """(P, 3) lit linear RGB of the covered pixels: ambient SH with occlusion, one directional
@@ -979,6 +982,18 @@ class MorphableSource(IdentitySampler):
             spec = spec.clone()
             spec[eye] = 1.6 * key + 0.8 * env
         lin = alb * irr + spec[:, None] * col
+        hair = px.hair
+        if bool(hair.any()):
+            # hair's highlights run across the strands (Kajiya-Kay): a narrow one in the light's
+            # colour and a broader one in the hair's, broken up strand by strand
+            up = euler_to_matrix(fac["yaw"], fac["pitch"], fac["roll"])[:, :, 1][bsel[hair]]
+            nh = n[hair]
+            prim, sec = hair_highlights(strand_tangent(nh, up), nh, h[hair], surf.strand[hair])
+            # curls scatter the highlight into short glints (no band across the head)
+            style = (b.app[bsel[hair], APPEARANCE_PARAMS.index("hair_style")] * len(STYLES)).long().clamp(0, len(STYLES) - 1)
+            k = fac["light_intensity"][bsel[hair]] * shadow[hair] * ndl[hair].sqrt() * (1 - 0.75 * style_table(style)["curl"])
+            (w1, _), (w2, _) = HAIR_HIGHLIGHTS
+            lin[hair] = lin[hair] + k[:, None] * (w1 * prim[:, None] * col[hair] + w2 * sec[:, None] * alb[hair] * col[hair])
         # exposure from the mean irradiance on the face (not the albedo: dark skin stays dark)
         lum = irr.mean(-1)
         mean_irr = _image_sums(lum, idx, B, S) / torch.bincount(bsel, minlength=B).clamp_min(1)

@@ -6,7 +6,7 @@ import torch
 
 from morphable import MorphableSource
 from morphable.appearance import APPEARANCE_PARAMS, shade_hair
-from morphable.hair import CENTRE, STYLES, sample_style, style_table
+from morphable.hair import CENTRE, STYLES, hair_highlights, sample_style, strand_tangent, style_table
 from morphable.source import SAMPLING_VERSION
 
 
@@ -93,6 +93,7 @@ def test_shade_hair_range_and_colour_follows_melanin():
     app[:, APPEARANCE_PARAMS.index("hair_grey")] = 0
     app[:, APPEARANCE_PARAMS.index("hair_melanin")] = 0.05
     light, s1 = shade_hair(coords, app, torch.zeros(P, 3))
+    assert float(s1.abs().max()) <= 1  # the strand noise
     app[:, APPEARANCE_PARAMS.index("hair_melanin")] = 0.95
     dark, _ = shade_hair(coords, app, torch.zeros(P, 3))
     assert light.shape == (P, 3) and s1.shape == (P,)
@@ -138,3 +139,32 @@ def test_the_hair_cap_is_smooth_where_it_carries_hair(src):
     kink = (r.roll(1, -1) + r.roll(-1, -1) - 2 * r).abs()[inner]  # second difference around the head
     assert int(inner.sum()) > 1000
     assert float(kink.mean()) < 0.0012  # 0.0018 m when each point followed its own support vertex
+
+
+def test_strand_tangent_runs_down_the_surface():
+    g = torch.Generator().manual_seed(0)
+    n = torch.nn.functional.normalize(torch.randn(200, 3, generator=g), dim=-1)
+    up = torch.tensor([0.0, 1.0, 0.0]).expand(200, 3)
+    t = strand_tangent(n, up)
+    keep = n[:, 1].abs() < 0.95  # away from the crown and the chin, where the projection vanishes
+    assert torch.allclose(t[keep].norm(dim=-1), torch.ones(int(keep.sum())), atol=1e-5)
+    assert float((t * n).sum(-1).abs().max()) < 1e-5  # on the surface
+    assert bool(((t * up).sum(-1)[keep] < 0).all())  # downwards
+
+
+def test_hair_highlights_are_two_shifted_lobes_across_the_strands():
+    # strand along -y on a surface facing +z; the half vector sweeps the (tangent, normal) plane
+    P = 721
+    a = torch.linspace(-math.pi / 2, math.pi / 2, P)
+    t = torch.tensor([0.0, -1.0, 0.0]).expand(P, 3)
+    n = torch.tensor([0.0, 0.0, 1.0]).expand(P, 3)
+    h = torch.stack([torch.zeros(P), -torch.sin(a), torch.cos(a)], -1)  # a > 0 tilts it towards the tip
+    prim, sec = hair_highlights(t, n, h, torch.zeros(P))
+    assert float(prim.min()) >= 0 and float(prim.max()) <= 1 and float(sec.max()) <= 1
+    # each lobe peaks where the half vector is across its shifted tangent, on opposite sides of the normal
+    pa, sa = float(a[prim.argmax()]), float(a[sec.argmax()])
+    assert pa * sa < 0 and abs(pa - sa) > 0.15
+    assert float((prim > 0.5).float().mean()) < float((sec > 0.5).float().mean())  # primary narrower
+    # the strand noise moves the band
+    p2, _ = hair_highlights(t, n, h, torch.ones(P))
+    assert abs(float(a[p2.argmax()]) - pa) > 0.05
