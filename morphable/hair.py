@@ -271,9 +271,9 @@ def hair_vertices(rig: HairRig, rest: torch.Tensor, coverage: torch.Tensor, styl
 #: weight relative to the key light and exponent of the primary lobe (reflected at the fibre's
 #: surface: the light's colour, narrow, shifted towards the root) and of the secondary lobe
 #: (transmitted through the fibre and back: the hair's colour, broader, shifted towards the tip).
-HAIR_HIGHLIGHTS = ((0.15, 80.0), (0.5, 18.0))
+HAIR_HIGHLIGHTS = ((0.1, 150.0), (0.4, 24.0))
 #: Tangent shift (along the normal) of the primary / secondary lobe, and of one strand's noise.
-HAIR_SHIFTS = (-0.12, 0.10, 0.12)
+HAIR_SHIFTS = (-0.12, 0.10, 0.06)
 
 
 def strand_tangent(normal: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
