@@ -81,6 +81,12 @@ def sample_style(gender: torch.Tensor, age: torch.Tensor, african: torch.Tensor,
     return (u[:, None] > c).sum(1).clamp_max(len(STYLES) - 1)
 
 
+def style_index(column: torch.Tensor) -> torch.Tensor:
+    """(...,) int64 style index (into :data:`STYLES`) from the ``hair_style`` appearance column
+    (...,), which stores index / number of styles."""
+    return (column * len(STYLES)).long().clamp(0, len(STYLES) - 1)
+
+
 def style_table(style: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-identity style constants for (N,) style indices: each value (N,)."""
     t = torch.tensor([_STYLE[s] for s in STYLES], dtype=torch.float32, device=style.device)[style]

@@ -19,7 +19,7 @@ from .camera import (Camera, apply_affine, colour_temperature_rgb, direction, eu
                      similarity_transform, template)
 from .default_model import load_default_model
 from .degrade import apply_degradations, gaussian_blur
-from .hair import HAIR_HIGHLIGHTS, STYLES, build_rig, hair_highlights, hair_vertices, strand_tangent, style_table
+from .hair import HAIR_HIGHLIGHTS, build_rig, hair_highlights, hair_vertices, strand_tangent, style_index, style_table
 from .model import MorphableModel
 from .occlusion import model_occlusion
 from .occluders import draw_glasses, draw_patches
@@ -260,6 +260,7 @@ class _Geometry:
     """The posed head seen by the camera (``_geometry``); S = size * supersample."""
 
     vertices: torch.Tensor  # (B, V + H, 3) posed vertices (face model + hair mesh), camera-parallel world frame
+    rotation: torch.Tensor  # (B, 3, 3) the head's rotation (rest frame -> world frame)
     camera: Camera
     align: torch.Tensor  # (B, 2, 3) projected -> render-pixel alignment (similarity) matrix
     screen: torch.Tensor  # (B, V + H, 3) render-pixel x, y and depth of each vertex
@@ -311,7 +312,7 @@ def _table(shape: torch.Tensor, app: torch.Tensor, off: torch.Tensor, sem: torch
             meta[f"feature_{k}"] = relief[:, NUM_RELIEF + j]
     for k in ("melanin", "hair_melanin", "iris_melanin", "beard", "lipstick", "eye_makeup", "mouth_rest"):
         meta[k] = app[:, APPEARANCE_PARAMS.index(k)]
-    meta["hair_style"] = (app[:, APPEARANCE_PARAMS.index("hair_style")] * len(STYLES)).floor().clamp(0, len(STYLES) - 1)
+    meta["hair_style"] = style_index(app[:, APPEARANCE_PARAMS.index("hair_style")]).to(app.dtype)
     return {"shape": shape, "appearance": app, "noise_offset": off, "relief": relief}, meta
 
 
@@ -458,7 +459,7 @@ class MorphableSource(IdentitySampler):
         # own frame (its eye midpoint at the origin, like the mean's)
         mid = self.model.landmark_points(rest)[:, :2].mean(1, keepdim=True)  # (U, 1, 3)
         rest = rest - mid
-        style = (app_u[:, P("hair_style")] * len(STYLES)).long().clamp(0, len(STYLES) - 1)
+        style = style_index(app_u[:, P("hair_style")])
         sup = self.model.mean[rig.support]  # (Nc, 3) rest positions of the support vertices
         Nc = sup.shape[0]
         ears = style_table(style)["ears"].repeat_interleave(Nc)
@@ -853,7 +854,7 @@ class MorphableSource(IdentitySampler):
         pv = cam.project(v)
         scr = torch.cat([apply_affine(M, pv[..., :2]), pv[..., 2:]], -1)
         lmk2 = apply_affine(M, proj_l[..., :2]) / ss
-        return _Geometry(vertices=v, camera=cam, align=M, screen=scr, landmarks=lmk2)
+        return _Geometry(vertices=v, rotation=R, camera=cam, align=M, screen=scr, landmarks=lmk2)
 
     def _rasterize(self, b: _Batch, geo: _Geometry) -> _Pixels:
         """The screen vertices rasterized at the render resolution and the per-pixel attributes at
@@ -986,12 +987,12 @@ class MorphableSource(IdentitySampler):
         if bool(hair.any()):
             # hair's highlights run across the strands (Kajiya-Kay): a narrow one in the light's
             # colour and a broader one in the hair's, broken up strand by strand
-            up = euler_to_matrix(fac["yaw"], fac["pitch"], fac["roll"])[:, :, 1][bsel[hair]]
+            up = geo.rotation[:, :, 1][bsel[hair]]  # the head's up direction
             nh = n[hair]
             prim, sec = hair_highlights(strand_tangent(nh, up), nh, h[hair], surf.strand[hair])
             # curls scatter the highlight into short glints (no band across the head)
-            style = (b.app[bsel[hair], APPEARANCE_PARAMS.index("hair_style")] * len(STYLES)).long().clamp(0, len(STYLES) - 1)
-            k = fac["light_intensity"][bsel[hair]] * shadow[hair] * ndl[hair].sqrt() * (1 - 0.75 * style_table(style)["curl"])
+            curl = style_table(style_index(b.app[bsel[hair], APPEARANCE_PARAMS.index("hair_style")]))["curl"]
+            k = fac["light_intensity"][bsel[hair]] * shadow[hair] * ndl[hair].sqrt() * (1 - 0.75 * curl)
             (w1, _), (w2, _) = HAIR_HIGHLIGHTS
             lin[hair] = lin[hair] + k[:, None] * (w1 * prim[:, None] * col[hair] + w2 * sec[:, None] * alb[hair] * col[hair])
         # exposure from the mean irradiance on the face (not the albedo: dark skin stays dark)
