@@ -30,11 +30,16 @@ from .texture import sample_at as sample_texture_at, texel_map, uv_grid
 from .default_model import REGION_IDS, neckline_y
 from .variation import RenderConfig, apply_overrides, preset as make_preset, to_dict
 
-#: Named expressions as ARKit blendshape mixes (weights at intensity 1).
+#: Named expressions as ARKit blendshape mixes (weights at intensity 1). The smiles pull the mouth's
+#: corners out and up at about 45 degrees, about 7 mm each way at intensity 1, as filmed smiles do
+#: (Am J Orthod Dentofacial Orthop 2005;128:8-15: mouth width +27%, corners at about 47 degrees); the
+#: rig's mouthSmile alone lifts them 11 mm for 6 mm out, a V-shaped smirk.
 EXPRESSIONS = {
-    "smile": {"mouthSmileLeft": 0.9, "mouthSmileRight": 0.9, "cheekSquintLeft": 0.4, "cheekSquintRight": 0.4},
-    "grin": {"mouthSmileLeft": 1.0, "mouthSmileRight": 1.0, "jawOpen": 0.25, "mouthUpperUpLeft": 0.4,
-             "mouthUpperUpRight": 0.4},
+    "smile": {"mouthSmileLeft": 0.55, "mouthSmileRight": 0.55, "mouthDimpleLeft": 0.5, "mouthDimpleRight": 0.5,
+              "mouthStretchLeft": 0.2, "mouthStretchRight": 0.2, "cheekSquintLeft": 0.4, "cheekSquintRight": 0.4},
+    "grin": {"mouthSmileLeft": 0.6, "mouthSmileRight": 0.6, "mouthDimpleLeft": 0.4, "mouthDimpleRight": 0.4,
+             "mouthStretchLeft": 0.2, "mouthStretchRight": 0.2, "jawOpen": 0.25, "mouthUpperUpLeft": 0.5,
+             "mouthUpperUpRight": 0.5, "cheekSquintLeft": 0.3, "cheekSquintRight": 0.3},
     "surprise": {"browInnerUp": 0.9, "browOuterUpLeft": 0.8, "browOuterUpRight": 0.8, "eyeWideLeft": 0.7,
                  "eyeWideRight": 0.7, "jawOpen": 0.45},
     "anger": {"browDownLeft": 0.9, "browDownRight": 0.9, "noseSneerLeft": 0.5, "noseSneerRight": 0.5,
@@ -202,6 +207,32 @@ def _teeth(reg: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     return code.view(-1)[flat]
 
 
+#: Ambient visibility of the teeth seen through an open mouth (upper, lower; the lower ones lie deeper
+#: under the lip), and the least direct light they get (the lips' cast shadow barely reaches them).
+#: Lit like the cavity they are painted on (visibility ~0, facing up), they were a grey band.
+TEETH_VISIBILITY = (0.6, 0.45)
+TEETH_SHADOW_FLOOR = 0.6
+#: Where the teeth meet, as fractions of the mouth's half-width from its centre: the central
+#: incisors, the laterals, the canines and the first premolars.
+TEETH_GAPS = (0.0, 0.34, 0.6, 0.82)
+
+
+def _teeth_shade(x: torch.Tensor, y: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """(P,) albedo factor of teeth pixels at render-pixel centres ``x``, ``y`` (P,), given their image's
+    mouth corners ``left``, ``right`` (P, 2) in render pixels: the teeth darken towards the mouth's
+    corners (the buccal corridor) and a thin dark line parts neighbouring teeth (:data:`TEETH_GAPS`,
+    about a pixel wide at any resolution)."""
+    c, ax = (left + right) / 2, right - left
+    hw = (ax.norm(dim=-1) / 2).clamp_min(1.0)  # half-width, pixels
+    u = ((torch.stack([x, y], -1) - c) * ax).sum(-1) / (2 * hw * hw)  # -1 .. 1 from corner to corner
+    s = u.abs()
+    t = ((s - 0.35) / 0.55).clamp(0, 1)
+    corridor = 1 - 0.6 * t * t * (3 - 2 * t)
+    w = (0.6 / hw).clamp_min(0.03)
+    gaps = sum(torch.exp(-(((s - g) / w) ** 2)) for g in TEETH_GAPS).clamp(max=1.0)
+    return corridor * (1 - 0.4 * gaps)
+
+
 #: Shading factors of the eyelid codes of :func:`_lid_shading`: the upper lash line on the eye and
 #: on the lid's skin, the upper lid's shadow on the eye, the lower lash line. At 112 px the upper lid's
 #: margin and lashes read as one dark line and the eye's top third lies in the lid's shadow, as in
@@ -292,6 +323,7 @@ class _Surface:
     albedo: torch.Tensor  # (P, 3) linear RGB
     specular: torch.Tensor  # (P,) specular weight (Blinn-Phong; 0 on hair, which has its own highlights)
     strand: torch.Tensor  # (P,) hair strand noise in [-1, 1] (0 off the hair)
+    teeth: torch.Tensor  # (P,) uint8 teeth code of :func:`_teeth` (0 none, 1 upper, 2 lower)
 
 
 _SPACE = "whitened shape PCA + appearance / sqrt(dim)"
@@ -912,7 +944,11 @@ class MorphableSource(IdentitySampler):
         if bool((teeth > 0).any()):
             t = teeth > 0
             tc = torch.tensor([0.62, 0.58, 0.48], device=dev) * torch.where(teeth[t] == 1, 1.0, 0.8)[:, None]
-            alb[t], specw[t] = tc, 0.6
+            S = self.cfg.size * self.cfg.supersample
+            corners = geo.landmarks[:, 3:5].to(dev) * self.cfg.supersample  # (B, 2, 2) mouth corners, render pixels
+            tb = bsel[t]
+            shade = _teeth_shade(px.idx[2][t].to(tc.dtype) + 0.5, px.idx[1][t].to(tc.dtype) + 0.5, corners[tb, 0], corners[tb, 1])
+            alb[t], specw[t] = tc * shade[:, None], 0.6
         cloth = region == REGION_IDS["clothing"]
         if bool(cloth.any()):
             # per-image clothing colour with a faint woven texture
@@ -922,7 +958,7 @@ class MorphableSource(IdentitySampler):
             cc = fac["clothing_color"][bsel[cloth]] * weave[:, None]
             alb[cloth] = alb[cloth] * (1 - cover[:, None]) + cc * cover[:, None]
             specw[cloth] = specw[cloth] * (1 - cover) + 0.05 * cover
-        return _Surface(albedo=alb, specular=specw, strand=strand)
+        return _Surface(albedo=alb, specular=specw, strand=strand, teeth=teeth)
 
     def _light(self, b: _Batch, geo: _Geometry, px: _Pixels, surf: _Surface) -> torch.Tensor:
         """(P, 3) lit linear RGB of the covered pixels: ambient SH with occlusion, one directional
@@ -936,6 +972,14 @@ class MorphableSource(IdentitySampler):
         # occlusion does not resolve (its visible centre would be lit like an open cheek)
         eye = region == REGION_IDS["eye"]
         occ = torch.where(eye, occ * EYE_VISIBILITY, occ)
+        # teeth sit at the front of the open mouth, facing forward and half open to the light; the
+        # mouth's cavity behind them, whose pixels they take, is enclosed and faces up or back
+        teeth = surf.teeth > 0
+        any_teeth = bool(teeth.any())
+        if any_teeth:
+            n = torch.where(teeth[:, None], geo.rotation[:, :, 2][bsel].to(n.dtype), n)
+            vis = torch.tensor(TEETH_VISIBILITY, dtype=occ.dtype, device=dev)
+            occ = torch.where(teeth, vis[(surf.teeth.long() - 1).clamp_min(0)], occ)
         alb, specw = surf.albedo, surf.specular
         # lighting (linear RGB): ambient SH + one directional light + Blinn-Phong specular
         ldir_img = direction(fac["light_azimuth"], fac["light_elevation"])  # (B, 3)
@@ -969,6 +1013,8 @@ class MorphableSource(IdentitySampler):
         ndl3 = torch.where(skin[:, None], ((ndl_raw[:, None] + wrap) / (1 + wrap)).clamp_min(0), ndl[:, None])
         if any_cast:  # a shadow edge on skin is softened by the same scattering
             shadow = torch.where(skin & cast[bsel], shadow * 0.85 + 0.15 * (ndl > 0).float(), shadow)
+        if any_teeth:  # the lips cast little shadow on the teeth just behind them
+            shadow = torch.where(teeth, shadow.clamp_min(TEETH_SHADOW_FLOOR), shadow)
         diff = (fac["light_intensity"][bsel] * shadow * (0.4 + 0.6 * occ.clamp(0, 1)))[:, None] * ndl3  # creases catch less
         irr = (amb[:, None] + diff) * col
         view = F.normalize(cam.position[bsel] - pos, dim=-1)

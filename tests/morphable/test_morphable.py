@@ -341,6 +341,68 @@ def test_teeth_show_under_the_upper_lip_and_over_the_lower_lip():
     assert int(_teeth(_region_map(closed[idx], flat, 1, S), flat).sum()) == 0
 
 
+def test_teeth_darken_towards_the_corners_and_between_teeth():
+    from morphable.source import TEETH_GAPS, _teeth_shade
+
+    left, right = torch.tensor([[40.0, 80.0]]), torch.tensor([[72.0, 80.0]])  # corners, half-width 16 px
+    x = torch.linspace(40.5, 71.5, 32)
+    f = _teeth_shade(x, torch.full_like(x, 81.0), left.expand(32, 2), right.expand(32, 2))
+    assert torch.all((f > 0) & (f <= 1))
+    assert torch.allclose(f, f.flip(0), atol=1e-5)  # symmetric about the mouth's centre
+    mid = lambda g: 16 * (1 + g)  # noqa: E731  pixel position (from the left corner) of a gap on the right
+    between = 16 * (1 + (TEETH_GAPS[1] + TEETH_GAPS[2]) / 2)  # the middle of the lateral incisor
+    at = lambda px: float(_teeth_shade(torch.tensor([40 + px]), torch.tensor([80.0]), left, right))  # noqa: E731
+    assert at(mid(TEETH_GAPS[1])) < 0.75 * at(between)  # a dark line between two teeth
+    assert at(mid(TEETH_GAPS[0])) < 0.75 * at(between)  # and between the central incisors
+    assert at(31.0) < 0.6 * at(between)  # the buccal corridor: dark at the corners
+
+
+@pytest.mark.parametrize("name", ["smile", "grin"])
+def test_smiles_pull_the_corners_out_and_up(default_model, name):
+    """At intensity 1 a smile moves each mouth corner about as far out as up (filmed smiles: ~47 degrees,
+    mouth ~27% wider), not the rig's mouthSmile alone (11 mm up for 6 mm out)."""
+    from morphable import EXPRESSIONS
+
+    m = default_model
+    e = torch.zeros(1, m.num_expression)
+    for unit, w in EXPRESSIONS[name].items():
+        e[0, m.expression_labels.index(unit)] = w
+    rest = m.landmark_points(m.vertices(torch.zeros(1, m.num_shape), torch.zeros(1, m.num_expression)))[0]
+    moved = m.landmark_points(m.vertices(torch.zeros(1, m.num_shape), e))[0]
+    for corner, out in ((3, -1.0), (4, 1.0)):
+        d = (moved[corner] - rest[corner]) * 1000  # mm
+        lateral, up = float(d[0]) * out, float(d[1])
+        assert 4 < lateral < 10 and 3 < up < 10
+        assert 30 < math.degrees(math.atan2(up, lateral)) < 60
+    width = lambda p: float((p[4] - p[3]).norm())  # noqa: E731
+    assert 1.15 < width(moved) / width(rest) < 1.4
+
+
+def test_teeth_are_lit_at_the_front_of_the_mouth(default_model):
+    """Teeth seen in a grin are lit as teeth just behind the lips (brighter than the lips), not as the
+    enclosed cavity whose pixels they take."""
+    from morphable import EXPRESSIONS
+    from morphable.default_model import REGION_IDS
+
+    z = {"lo": 0, "hi": 0}
+    src = MorphableSource(preset="frontal", size=112, model=default_model,
+                          overrides={"pose": {"yaw": z, "pitch": z, "roll": z}})
+    ids = src.sample_identities(4, seed=0)
+    b = src._batch(ids, torch.arange(4), torch.zeros(4, dtype=torch.long), seed=0)
+    grin = torch.zeros(default_model.num_expression)
+    for unit, w in EXPRESSIONS["grin"].items():
+        grin[default_model.expression_labels.index(unit)] = w
+    b.fac["expression"] = grin.expand(4, -1).to(b.fac["expression"])
+    geo = src._geometry(b)
+    px = src._rasterize(b, geo)
+    surf = src._albedo(b, geo, px)
+    lin = src._light(b, geo, px, surf)
+    teeth, lips = surf.teeth > 0, px.region == REGION_IDS["lips"]
+    assert int(teeth.sum()) > 40
+    lum = lin.mean(-1)
+    assert float(lum[teeth].mean()) > float(lum[lips].mean())
+
+
 def test_render_stages_one_by_one(default_model):
     """The render is a chain of stages; each one can be called (and checked) on its own."""
     from morphable.default_model import REGION_IDS
