@@ -977,9 +977,9 @@ class MorphableSource(IdentitySampler):
         teeth = surf.teeth > 0
         any_teeth = bool(teeth.any())
         if any_teeth:
-            n = torch.where(teeth[:, None], geo.rotation[:, :, 2][bsel].to(n.dtype), n)
-            vis = torch.tensor(TEETH_VISIBILITY, dtype=occ.dtype, device=dev)
-            occ = torch.where(teeth, vis[(surf.teeth.long() - 1).clamp_min(0)], occ)
+            n, occ = n.clone(), occ.clone()
+            n[teeth] = geo.rotation[:, :, 2][bsel[teeth]].to(n.dtype)
+            occ[teeth] = torch.tensor(TEETH_VISIBILITY, dtype=occ.dtype, device=dev)[surf.teeth[teeth].long() - 1]
         alb, specw = surf.albedo, surf.specular
         # lighting (linear RGB): ambient SH + one directional light + Blinn-Phong specular
         ldir_img = direction(fac["light_azimuth"], fac["light_elevation"])  # (B, 3)
@@ -1014,7 +1014,8 @@ class MorphableSource(IdentitySampler):
         if any_cast:  # a shadow edge on skin is softened by the same scattering
             shadow = torch.where(skin & cast[bsel], shadow * 0.85 + 0.15 * (ndl > 0).float(), shadow)
         if any_teeth:  # the lips cast little shadow on the teeth just behind them
-            shadow = torch.where(teeth, shadow.clamp_min(TEETH_SHADOW_FLOOR), shadow)
+            shadow = shadow.clone()
+            shadow[teeth] = shadow[teeth].clamp_min(TEETH_SHADOW_FLOOR)
         diff = (fac["light_intensity"][bsel] * shadow * (0.4 + 0.6 * occ.clamp(0, 1)))[:, None] * ndl3  # creases catch less
         irr = (amb[:, None] + diff) * col
         view = F.normalize(cam.position[bsel] - pos, dim=-1)
