@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +61,9 @@ EXPRESSIONS = {
 #: semantic regression: every identity's shape, semantics and appearance moved.
 #: 6: sex-typical feature-shape shifts (``identity.sex_features``), and brows (thickness, height,
 #: arch) and make-up (how often) tied more closely to the gender estimate: every identity's look moved.
-SAMPLING_VERSION = 6
+#: 7: free expression mixes drawn bilateral, with conjugate gaze (one more draw per image, after the
+#: others), and the smiles' new unit mixes: every image's expression moved.
+SAMPLING_VERSION = 7
 #: Linear-RGB luminance weights, and the mean skin albedo luminance that ``light.metering`` exposes
 #: like the light alone (a light-medium skin: melanin ~0.25).
 _LUMA = torch.tensor([0.2126, 0.7152, 0.0722])
@@ -260,6 +263,45 @@ def _lid_lut() -> torch.Tensor:
 _LID_LUT = _lid_lut()
 
 
+#: Gaze units that move the two eyes the same way (an eye turning in while the other stays put reads as
+#: a squint): each pair is drawn as one conjugate movement.
+CONJUGATE_GAZE = (("eyeLookInLeft", "eyeLookOutRight"), ("eyeLookOutLeft", "eyeLookInRight"),
+                  ("eyeLookUpLeft", "eyeLookUpRight"), ("eyeLookDownLeft", "eyeLookDownRight"))
+#: Left/Right units that are directions, not one side of a bilateral action.
+_DIRECTIONAL = ("mouthLeft", "jawLeft")
+
+
+def _unit_pairs(labels: Sequence[str], units: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """((C, 2), (K, 2)) int64 indices of the conjugate gaze pairs and of the bilateral ``*Left`` /
+    ``*Right`` pairs among the free-mix ``units`` (both sides drawable; directional units and gaze
+    excluded from the bilateral ones)."""
+    idx = {n: i for i, n in enumerate(labels)}
+    ok = set(units)
+    conj = [(idx[a], idx[b]) for a, b in CONJUGATE_GAZE if a in idx and b in idx and idx[a] in ok and idx[b] in ok]
+    gaze = {n for pair in CONJUGATE_GAZE for n in pair}
+    bil = [(idx[n], idx[n[:-4] + "Right"]) for n in labels
+           if n.endswith("Left") and n not in _DIRECTIONAL and n not in gaze and n[:-4] + "Right" in idx
+           and idx[n] in ok and idx[n[:-4] + "Right"] in ok]
+    as_t = lambda p: torch.tensor(p, dtype=torch.int64).reshape(-1, 2)  # noqa: E731
+    return as_t(conj), as_t(bil)
+
+
+def pair_units(expr: torch.Tensor, conjugate: torch.Tensor, bilateral: torch.Tensor, asym: torch.Tensor) -> torch.Tensor:
+    """Free unit mixes ``expr`` (B, E) made bilateral: each conjugate gaze pair (C, 2) moves by the
+    larger of its two intensities; in each bilateral pair (K, 2) the stronger side keeps its intensity
+    and the other takes it times ``asym`` (B, K) (e.g. 0.6-1). Pairs with both sides at 0 stay at 0."""
+    out = expr.clone()
+    if len(conjugate):
+        m = torch.maximum(expr[:, conjugate[:, 0]], expr[:, conjugate[:, 1]])
+        out[:, conjugate[:, 0]], out[:, conjugate[:, 1]] = m, m
+    if len(bilateral):
+        a, b = expr[:, bilateral[:, 0]], expr[:, bilateral[:, 1]]
+        weak = torch.maximum(a, b) * asym.to(expr.dtype)
+        out[:, bilateral[:, 0]] = torch.where(a >= b, a, weak)
+        out[:, bilateral[:, 1]] = torch.where(a >= b, weak, b)
+    return out
+
+
 def _first_index(inv: torch.Tensor, n: int) -> torch.Tensor:
     """(n,) position of the first occurrence of each value 0..n-1 in ``inv``."""
     pos = torch.arange(inv.numel(), device=inv.device)
@@ -439,6 +481,7 @@ class MorphableSource(IdentitySampler):
             for u, w in EXPRESSIONS[k].items():
                 if u in self._expr_index:
                     self._preset_table[i, self._expr_index[u]] = w
+        self._conjugate, self._bilateral = _unit_pairs(model.expression_labels, self._units)
         self._bg_files = bg.list_images(self.cfg.background.folder) if self.cfg.background.folder else ()
         # Skin and lips are baked into a per-identity UV texture; the small remaining regions (eyes,
         # mouth and eye cavities) are shaded per pixel, analytically sharp at any resolution.
@@ -782,6 +825,11 @@ class MorphableSource(IdentitySampler):
         f["patch_r"], f["patch_g"], f["patch_b"] = pc.unbind(1)
         # drawn last, so that the draws above keep their values
         f["light_softness"] = cfg.light.softness.draw(r)
+        # a free mix moves the face as faces move: both eyes together, and an action of one side
+        # mostly with the other side at 60-100% of it (drawn after the rest: their values stay)
+        asym = 0.6 + 0.4 * r.uniform(max(1, len(self._bilateral)))[:, : len(self._bilateral)]
+        f["expression"] = torch.where((expr_on & ~use_preset)[:, None],
+                                      pair_units(expr, self._conjugate, self._bilateral, asym), expr)
         f["background_image"] = torch.full((B,), -1.0)
         f["_use_image"] = use_img.double()
         return {k: v.float().contiguous() for k, v in f.items()}, keys

@@ -67,9 +67,47 @@ def test_factors_are_a_pure_function_of_the_image(default_model):
     assert ((fac["expression_preset"] >= 0) <= on).all()
 
 
+def test_pair_units_moves_both_eyes_and_both_sides():
+    from morphable.source import pair_units
+
+    e = torch.tensor([[0.8, 0.0, 0.0, 0.5, 0.9, 0.3, 0.0, 0.0]])
+    conj = torch.tensor([[0, 1]])  # an eye turning in: the other turns out with it
+    bil = torch.tensor([[2, 3], [4, 5], [6, 7]])
+    out = pair_units(e, conj, bil, torch.tensor([[0.7, 0.6, 0.9]]))
+    assert out[0, :2].tolist() == pytest.approx([0.8, 0.8])
+    assert out[0, 2:4].tolist() == pytest.approx([0.35, 0.5])  # the weaker side follows at asym x the stronger
+    assert out[0, 4:6].tolist() == pytest.approx([0.9, 0.54])
+    assert out[0, 6:].tolist() == [0.0, 0.0]  # not drawn: stays at rest
+
+
+def test_free_expression_mixes_are_bilateral_with_conjugate_gaze(default_model):
+    src = MorphableSource(preset="wild", size=32, model=default_model,
+                          overrides={"expression": {"prob": 1.0, "presets": False, "max_units": 6}})
+    L = default_model.expression_labels
+    conj = [(L.index("eyeLookInLeft"), L.index("eyeLookOutRight")), (L.index("eyeLookUpLeft"), L.index("eyeLookUpRight"))]
+    assert all(tuple(p) in src._conjugate.tolist() or list(p) in src._conjugate.tolist() for p in conj)
+    bil = src._bilateral
+    names = {L[i] for i in bil.reshape(-1).tolist()}
+    assert "mouthSmileRight" in names and "mouthLeft" not in names and "jawLeft" not in names
+    assert not any(n.startswith("eyeLook") for n in names)
+    fac, _ = src._sample_factors(torch.arange(300), torch.zeros(300, dtype=torch.long), seed=2)
+    e = fac["expression"]
+    c = src._conjugate
+    assert torch.equal(e[:, c[:, 0]], e[:, c[:, 1]])
+    a, b = e[:, bil[:, 0]], e[:, bil[:, 1]]
+    hi, lo = torch.maximum(a, b), torch.minimum(a, b)
+    drawn = hi > 0
+    assert int(drawn.sum()) > 100
+    ratio = lo[drawn] / hi[drawn]
+    assert float(ratio.min()) >= 0.6 - 1e-6 and float(ratio.max()) <= 1.0
+    # one side only is still possible for the directional units
+    d = e[:, [L.index("mouthLeft"), L.index("mouthRight")]]
+    assert bool(((d[:, 0] > 0) & (d[:, 1] == 0)).any())
+
+
 def test_sampling_stream_version_is_recorded(default_model):
     src = MorphableSource(preset="frontal", size=32, model=default_model)
-    assert SAMPLING_VERSION == 6 and src.config()["sampling_version"] == 6
+    assert SAMPLING_VERSION == 7 and src.config()["sampling_version"] == 7
 
 
 def test_procedural_backgrounds_batched_per_image(default_model):
