@@ -992,7 +992,6 @@ class MorphableSource(IdentitySampler):
         if bool((teeth > 0).any()):
             t = teeth > 0
             tc = torch.tensor([0.62, 0.58, 0.48], device=dev) * torch.where(teeth[t] == 1, 1.0, 0.8)[:, None]
-            S = self.cfg.size * self.cfg.supersample
             corners = geo.landmarks[:, 3:5].to(dev) * self.cfg.supersample  # (B, 2, 2) mouth corners, render pixels
             tb = bsel[t]
             shade = _teeth_shade(px.idx[2][t].to(tc.dtype) + 0.5, px.idx[1][t].to(tc.dtype) + 0.5, corners[tb, 0], corners[tb, 1])
