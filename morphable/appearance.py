@@ -247,6 +247,32 @@ def scalp_hair(p: torch.Tensor, app: torch.Tensor, jitter: torch.Tensor | float 
     return hair * (1 - ear * (1 - ears)) * a("hair_density")
 
 
+#: The nasolabial fold's line on (|x|, y) at rest (metres): from beside the nose's wing down to beyond
+#: the mouth's corner.
+NASOLABIAL = (0.019, -0.030, 0.032, -0.063)
+#: How much a full smile (``mouthSmile`` 1) darkens the nasolabial fold's line: smiling deepens the
+#: fold (FACS AU12, the lip-corner puller), which the blendshapes' coarse mesh does not crease.
+SMILE_FOLD = 0.6
+
+
+def _segment_line(ax: torch.Tensor, y: torch.Tensor, x0: float, y0: float, x1: float, y1: float, width: float
+                  ) -> torch.Tensor:
+    """(P,) gaussian line of ``width`` (metres) around the segment (x0, y0) - (x1, y1) on (|x|, y)."""
+    dx, dy = x1 - x0, y1 - y0
+    t = (((ax - x0) * dx + (y - y0) * dy) / (dx * dx + dy * dy)).clamp(0, 1)
+    d2 = (ax - x0 - t * dx) ** 2 + (y - y0 - t * dy) ** 2
+    return torch.exp(-d2 / width ** 2)
+
+
+def smile_folds(p: torch.Tensor, smile: torch.Tensor) -> torch.Tensor:
+    """(P,) albedo darkening in [0, 1) of the nasolabial folds at rest positions ``p`` (P, 3) of skin
+    under a smile of strength ``smile`` (P,) in [0, 1] (the mean ``mouthSmile`` weight), on the face's
+    front (as :func:`skin_lines`'s lines)."""
+    x, y, z = p.unbind(-1)
+    line = _segment_line(x.abs(), y, *NASOLABIAL, 0.004)
+    return (SMILE_FOLD * smile.clamp(0, 1) * line * _smoothstep(-0.035, -0.01, z)).clamp(0, 0.9)
+
+
 def skin_lines(p: torch.Tensor, wrinkles: torch.Tensor, eye_centres: torch.Tensor) -> torch.Tensor:
     """(P,) darkening in [0, 1) of creases and lines at rest positions ``p`` (P, 3): nasolabial folds
     and the crease under the eyes for every adult (faintly), and with ``wrinkles`` (P,) in [0, 1]
@@ -258,12 +284,9 @@ def skin_lines(p: torch.Tensor, wrinkles: torch.Tensor, eye_centres: torch.Tenso
     front = _smoothstep(-0.035, -0.01, z)
 
     def seg(x0, y0, x1, y1, width):  # gaussian line around the segment (x0, y0) - (x1, y1) on |x|
-        dx, dy = x1 - x0, y1 - y0
-        t = (((ax - x0) * dx + (y - y0) * dy) / (dx * dx + dy * dy)).clamp(0, 1)
-        d2 = (ax - x0 - t * dx) ** 2 + (y - y0 - t * dy) ** 2
-        return torch.exp(-d2 / width ** 2)
+        return _segment_line(ax, y, x0, y0, x1, y1, width)
 
-    naso = seg(0.019, -0.030, 0.032, -0.063, 0.0022)
+    naso = seg(*NASOLABIAL, 0.0022)
     under = torch.exp(-(((ax - ex) / 0.011) ** 2 + ((y - ey + 0.011) / 0.0025) ** 2))
     out = (0.10 + 0.22 * wrinkles) * naso + (0.05 + 0.12 * wrinkles) * under
     # forehead: three or four horizontal lines 7 mm apart, bending with the brow

@@ -15,7 +15,7 @@ from engine.mixup import sample_with_mixup
 
 from . import background as bg
 from .appearance import (APPEARANCE_PARAMS, appearance_draw_runs, appearance_from_draws, rest_expression, scalp_hair,
-                         shade_albedo, shade_hair)
+                         shade_albedo, shade_hair, smile_folds)
 from .camera import (Camera, apply_affine, colour_temperature_rgb, direction, euler_to_matrix, focal_scale,
                      similarity_transform, template)
 from .default_model import load_default_model
@@ -482,6 +482,7 @@ class MorphableSource(IdentitySampler):
                 if u in self._expr_index:
                     self._preset_table[i, self._expr_index[u]] = w
         self._conjugate, self._bilateral = _unit_pairs(model.expression_labels, self._units)
+        self._smile_units = [i for i, n in enumerate(model.expression_labels) if n in ("mouthSmileLeft", "mouthSmileRight")]
         self._bg_files = bg.list_images(self.cfg.background.folder) if self.cfg.background.folder else ()
         # Skin and lips are baked into a per-identity UV texture; the small remaining regions (eyes,
         # mouth and eye cavities) are shaded per pixel, analytically sharp at any resolution.
@@ -978,6 +979,12 @@ class MorphableSource(IdentitySampler):
             uvp = interpolate_at(px.frag, px.idx, self._faces_uv_all, self.model.uv.to(geo.vertices.dtype))  # (P, 2)
             texel = sample_texture_at(tex, b.inv[bsel], uv_grid(uvp, self._tex["box"]))  # (P, 4)
             alb, specw = texel[:, :3], texel[:, 3]
+            # a smile deepens the nasolabial folds (the baked texture holds the resting face's)
+            smile = fac["expression"][:, self._smile_units].mean(1) if self._smile_units else None  # (B,)
+            fold = None if smile is None else (smile[bsel] > 0) & (region == REGION_IDS["skin"]) & ~hair
+            if fold is not None and bool(fold.any()):
+                alb = alb.clone()
+                alb[fold] = alb[fold] * (1 - smile_folds(pix[:, 6:9][fold], smile[bsel[fold]]))[:, None]
         else:
             alb, specw = torch.zeros(len(fid), 3, device=dev), torch.zeros(len(fid), device=dev)
         if bool(direct.any()):

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from morphable.appearance import APPEARANCE_PARAMS, shade_albedo, skin_lines
+from morphable.appearance import APPEARANCE_PARAMS, SMILE_FOLD, shade_albedo, skin_lines, smile_folds
 from morphable.default_model import REGION_IDS
 from morphable.relief import (FEATURE_FIELDS, FEATURE_SD, NUM_FEATURE, NUM_RELIEF, feature_displacement, feature_fields,
                               relief_basis, relief_displacement, relief_mask)
@@ -37,6 +37,18 @@ def test_relief_mask_spares_eyes_and_the_back_of_the_head():
     assert float(m[2]) > 0.9  # nose / upper lip area
     assert float(m[3]) == 0.0 and float(m[4]) == 0.0  # back of the head, above the forehead
     assert bool(((m >= 0) & (m <= 1)).all())
+
+
+def test_a_smile_deepens_the_nasolabial_folds():
+    naso = torch.tensor([[0.025, -0.046, 0.02], [-0.025, -0.046, 0.02]])  # on both folds
+    elsewhere = torch.tensor([[0.05, -0.03, 0.0], [0.0, 0.03, 0.01], [0.0, -0.09, 0.01]])  # cheek, forehead, chin
+    p = torch.cat([naso, elsewhere])
+    none, half, full = (smile_folds(p, torch.full((len(p),), s)) for s in (0.0, 0.5, 1.0))
+    assert float(none.abs().max()) == 0.0  # no smile, no change: the resting face's fold is baked
+    assert float(full[0]) == pytest.approx(float(full[1]))  # both sides
+    assert SMILE_FOLD * 0.8 < float(full[0]) <= SMILE_FOLD and float(half[0]) == pytest.approx(float(full[0]) / 2)
+    assert float(full[2:].max()) < 0.02  # only the folds
+    assert float(smile_folds(p, torch.full((len(p),), 3.0))[0]) == pytest.approx(float(full[0]))  # strength capped at 1
 
 
 def test_skin_lines_deepen_with_wrinkles():
