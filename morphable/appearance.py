@@ -283,10 +283,7 @@ def skin_lines(p: torch.Tensor, wrinkles: torch.Tensor, eye_centres: torch.Tenso
     ex, ey = eye_centres[:, 0].abs().mean(), eye_centres[:, 1].mean()
     front = _smoothstep(-0.035, -0.01, z)
 
-    def seg(x0, y0, x1, y1, width):  # gaussian line around the segment (x0, y0) - (x1, y1) on |x|
-        return _segment_line(ax, y, x0, y0, x1, y1, width)
-
-    naso = seg(*NASOLABIAL, 0.0022)
+    naso = _segment_line(ax, y, *NASOLABIAL, 0.0022)
     under = torch.exp(-(((ax - ex) / 0.011) ** 2 + ((y - ey + 0.011) / 0.0025) ** 2))
     out = (0.10 + 0.22 * wrinkles) * naso + (0.05 + 0.12 * wrinkles) * under
     # forehead: three or four horizontal lines 7 mm apart, bending with the brow
@@ -299,7 +296,7 @@ def skin_lines(p: torch.Tensor, wrinkles: torch.Tensor, eye_centres: torch.Tenso
     r = (cx * cx + cy * cy).sqrt()
     fan = torch.cos(torch.atan2(cy, cx.clamp_min(1e-4)) * 9).clamp_min(0) ** 6
     crow = fan * _smoothstep(0.002, 0.004, r) * (1 - _smoothstep(0.009, 0.014, r)) * _smoothstep(-0.002, 0.001, cx)
-    marionette = seg(0.027, -0.070, 0.030, -0.088, 0.0018)
+    marionette = _segment_line(ax, y, 0.027, -0.070, 0.030, -0.088, 0.0018)
     out = out + wrinkles * (0.22 * fore + 0.25 * crow + 0.2 * marionette)
     return (out * front).clamp(0, 0.6)
 

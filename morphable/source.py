@@ -980,11 +980,12 @@ class MorphableSource(IdentitySampler):
             texel = sample_texture_at(tex, b.inv[bsel], uv_grid(uvp, self._tex["box"]))  # (P, 4)
             alb, specw = texel[:, :3], texel[:, 3]
             # a smile deepens the nasolabial folds (the baked texture holds the resting face's)
-            smile = fac["expression"][:, self._smile_units].mean(1) if self._smile_units else None  # (B,)
-            fold = None if smile is None else (smile[bsel] > 0) & (region == REGION_IDS["skin"]) & ~hair
-            if fold is not None and bool(fold.any()):
-                alb = alb.clone()
-                alb[fold] = alb[fold] * (1 - smile_folds(pix[:, 6:9][fold], smile[bsel[fold]]))[:, None]
+            if self._smile_units:
+                smile = fac["expression"][:, self._smile_units].mean(1)  # (B,)
+                fold = (smile[bsel] > 0) & (region == REGION_IDS["skin"]) & ~hair
+                if bool(fold.any()):
+                    alb = alb.clone()
+                    alb[fold] = alb[fold] * (1 - smile_folds(pix[:, 6:9][fold], smile[bsel[fold]]))[:, None]
         else:
             alb, specw = torch.zeros(len(fid), 3, device=dev), torch.zeros(len(fid), device=dev)
         if bool(direct.any()):
