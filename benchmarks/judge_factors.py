@@ -4,6 +4,7 @@ of every per-image factor, on faces within a yaw range.
 
     python benchmarks/judge_factors.py [--preset wild] [--ids 100] [--per-id 8] [--max-yaw 30]
     python benchmarks/judge_factors.py -o variation.occluder_prob=0
+    python benchmarks/judge_factors.py --min-yaw 30 --max-yaw 60   # one band of turned faces
 
 Prints one JSON line per factor, largest spread of detection rate first, then an overall line. Needs
 the judge extra (``pip install -e ".[judge]"``).
@@ -44,6 +45,18 @@ def factor_rates(factors: dict, detected, max_bins: int = 4, min_count: int = 20
     return sorted(out, key=lambda d: -d["spread"])
 
 
+def yaw_band(yaw, min_yaw: float, max_yaw: float):
+    """(N,) bool: faces with ``min_yaw <= |yaw| <= max_yaw`` (degrees); ``yaw`` None keeps all."""
+    import numpy as np
+
+    if min_yaw > max_yaw:
+        raise ValueError(f"--min-yaw ({min_yaw}) is above --max-yaw ({max_yaw})")
+    if yaw is None:
+        return None
+    a = np.abs(np.asarray(yaw, dtype=np.float64))
+    return (a >= min_yaw) & (a <= max_yaw)
+
+
 def main(argv: list[str] | None = None) -> None:
     import numpy as np
     import torch
@@ -52,8 +65,11 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks.judge_quick import render_batches, render_parser
     ap = render_parser(__doc__, "wild", 8)
     ap.add_argument("--max-yaw", type=float, default=30.0, help="only faces with |yaw| <= this (degrees)")
+    ap.add_argument("--min-yaw", type=float, default=0.0, help="only faces with |yaw| >= this (degrees)")
     ap.add_argument("--top", type=int, default=12, help="factors printed")
     a = ap.parse_args(argv)
+    if a.min_yaw > a.max_yaw:
+        ap.error(f"--min-yaw ({a.min_yaw}) is above --max-yaw ({a.max_yaw})")
     J.require_dlib()
     factors: dict[str, list] = {}
     images = []
@@ -69,11 +85,11 @@ def main(argv: list[str] | None = None) -> None:
     f = {k: torch.cat(v).numpy() for k, v in factors.items()}
     d = J.describe_arrays(iter(images), J.find_models(), workers=a.workers)
     det = np.asarray(d.detected, dtype=bool)
-    yaw = f.get("yaw")
-    keep = np.abs(yaw) <= a.max_yaw if yaw is not None else np.ones_like(det)
+    keep = yaw_band(f.get("yaw"), a.min_yaw, a.max_yaw)
+    keep = np.ones_like(det) if keep is None else keep
     for r in factor_rates({k: v[keep] for k, v in f.items()}, det[keep])[: a.top]:
         print(json.dumps(r))
-    print(json.dumps({"preset": a.preset, "overrides": a.override, "images": int(keep.sum()), "max_yaw": a.max_yaw,
+    print(json.dumps({"preset": a.preset, "overrides": a.override, "images": int(keep.sum()), "min_yaw": a.min_yaw, "max_yaw": a.max_yaw,
                       "detection": round(float(det[keep].mean()), 4), "detection_all_yaw": round(float(det.mean()), 4)}))
 
 

@@ -59,6 +59,23 @@ def test_judge_factors_prints_one_line_per_factor_and_the_rate(models, capsys):
     assert all("factor" in x and x["spread"] >= 0 for x in lines[:-1]) and len(lines) <= 4
 
 
+def test_yaw_band_keeps_faces_between_the_bounds_on_both_sides():
+    F = _load("judge_factors")
+    yaw = np.array([-70.0, -45.0, -30.0, -10.0, 0.0, 29.9, 30.0, 60.0, 60.1])
+    assert F.yaw_band(yaw, 30, 60).tolist() == [False, True, True, False, False, False, True, True, False]
+    assert F.yaw_band(yaw, 0, 30).tolist() == [False, False, True, True, True, True, True, False, False]
+    assert F.yaw_band(None, 0, 30) is None
+    with pytest.raises(ValueError, match="--min-yaw"):
+        F.yaw_band(yaw, 60, 30)
+
+
+def test_judge_factors_rejects_an_empty_yaw_band_before_rendering(capsys):
+    F = _load("judge_factors")
+    with pytest.raises(SystemExit):
+        F.main(["--ids", "2", "--min-yaw", "50", "--max-yaw", "20"])
+    assert "--min-yaw (50.0) is above --max-yaw (20.0)" in capsys.readouterr().err
+
+
 def test_factor_rates_per_value_and_quartile_sorted_by_spread():
     F = _load("judge_factors")
     rng = np.random.default_rng(0)
