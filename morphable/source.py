@@ -63,7 +63,9 @@ EXPRESSIONS = {
 #: arch) and make-up (how often) tied more closely to the gender estimate: every identity's look moved.
 #: 7: free expression mixes drawn bilateral, with conjugate gaze (one more draw per image, after the
 #: others), and the smiles' new unit mixes: every image's expression moved.
-SAMPLING_VERSION = 7
+#: 8: an on-camera flash (``light.flash_prob``; one more draw per image, after the others: every other
+#: factor keeps its value, and ``light_flash`` is a new metadata column).
+SAMPLING_VERSION = 8
 #: Linear-RGB luminance weights, and the mean skin albedo luminance that ``light.metering`` exposes
 #: like the light alone (a light-medium skin: melanin ~0.25).
 _LUMA = torch.tensor([0.2126, 0.7152, 0.0722])
@@ -831,6 +833,9 @@ class MorphableSource(IdentitySampler):
         asym = 0.6 + 0.4 * r.uniform(max(1, len(self._bilateral)))[:, : len(self._bilateral)]
         f["expression"] = torch.where((expr_on & ~use_preset)[:, None],
                                       pair_units(expr, self._conjugate, self._bilateral, asym), expr)
+        # an on-camera flash (drawn after the rest: their values stay)
+        flash_on = r.uniform() < cfg.light.flash_prob
+        f["light_flash"] = torch.where(flash_on, cfg.light.flash.draw(r), 0.0)
         f["background_image"] = torch.full((B,), -1.0)
         f["_use_image"] = use_img.double()
         return {k: v.float().contiguous() for k, v in f.items()}, keys
@@ -1074,6 +1079,11 @@ class MorphableSource(IdentitySampler):
         diff = (fac["light_intensity"][bsel] * shadow * (0.4 + 0.6 * occ.clamp(0, 1)))[:, None] * ndl3  # creases catch less
         irr = (amb[:, None] + diff) * col
         view = F.normalize(cam.position[bsel] - pos, dim=-1)
+        flash = fac["light_flash"][bsel]
+        any_flash = bool((flash > 0).any())
+        if any_flash:  # an on-camera flash: white (the camera balances for it), its shadows behind the head
+            ndv = (n * view).sum(-1).clamp_min(0)
+            irr = irr + (flash * ndv * (0.4 + 0.6 * occ.clamp(0, 1)))[:, None]
         h = F.normalize(ldir + view, dim=-1)
         spec = fac["light_specular"][bsel] * specw * fac["light_intensity"][bsel] * shadow * (n * h).sum(-1).clamp_min(0) ** 24
         # wet eyes: a sharp catchlight of the key light and of the bright environment above the camera
@@ -1084,7 +1094,11 @@ class MorphableSource(IdentitySampler):
             env = (ne * F.normalize(env_dir + ve, dim=-1)).sum(-1).clamp_min(0) ** 120 * fac["light_ambient"][bsel[eye]]
             spec = spec.clone()
             spec[eye] = 1.6 * key + 0.8 * env
+            if any_flash:  # the flash's catchlight, at the centre of the eye's view
+                spec[eye] = spec[eye] + 1.6 * ndv[eye] ** 250 * flash[eye]
         lin = alb * irr + spec[:, None] * col
+        if any_flash:  # the flash's highlight on skin (its half vector is the view direction)
+            lin = lin + (fac["light_specular"][bsel] * specw * flash * ndv ** 24)[:, None]
         hair = px.hair
         if bool(hair.any()):
             # hair's highlights run across the strands (Kajiya-Kay): a narrow one in the light's

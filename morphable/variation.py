@@ -118,7 +118,10 @@ class LightConfig:
     no longer show as steps), ``exposure`` final brightness, ``metering`` how far
     the camera's exposure follows the face's own albedo (0: exposed for the light alone, so dark skin
     renders as dark as its albedo; 1: every face of the same mean brightness, as a face-metering
-    camera does; a real-face detector misses dark faces that are under-exposed, BENCHMARKS.md).
+    camera does; a real-face detector misses dark faces that are under-exposed, BENCHMARKS.md),
+    ``flash_prob`` the probability of an on-camera flash: a white fill light from the camera itself,
+    of intensity ``flash`` (in the key light's units), whose shadows fall behind the head (none are
+    drawn) and whose catchlight sits in each eye.
     """
 
     ambient: Dist = field(default_factory=lambda: Uniform(0.35, 0.8))
@@ -136,6 +139,8 @@ class LightConfig:
     softness: Dist = field(default_factory=lambda: Uniform(0.25, 1.0))
     exposure: Dist = field(default_factory=lambda: Normal(0.0, 0.2, -0.6, 0.5))
     metering: float = 0.7
+    flash_prob: float = 0.0
+    flash: Dist = field(default_factory=lambda: Uniform(0.3, 0.9))
 
 
 @dataclass
@@ -302,6 +307,9 @@ def _wild() -> RenderConfig:
     c.pose = PoseConfig(yaw=Normal(0, 35, -80, 80), pitch=Normal(0, 10, -30, 30), roll=Normal(0, 8, -25, 25))
     c.light.ambient = Uniform(0.4, 0.8)
     c.light.azimuth = Normal(0, 40, -110, 110)
+    # news, event and party photographs are often taken with the camera's flash: a frontal fill
+    # that keeps a downturned face's eyes and mouth lit (BENCHMARKS.md, "Realism, session 16")
+    c.light.flash_prob = 0.3
     c.occluders.patch_prob = 0.05
     c.occluders.patch_size = Uniform(0.1, 0.25)
     return c

@@ -224,6 +224,40 @@ def test_light_softness_softens_cast_shadows_only(default_model):
     assert torch.equal(render(0.0, shadows=0.0), render(1.0, shadows=0.0))
 
 
+def test_flash_is_drawn_last_and_lights_the_face_from_the_camera(default_model):
+    base = {"pose": {"yaw": {"lo": 0, "hi": 0}, "pitch": {"lo": 0, "hi": 0}, "roll": {"lo": 0, "hi": 0}},
+            "expression": {"prob": 0.0}, "occluders": {"glasses_prob": 0.0},
+            "degradation": {"jpeg_prob": 0.0, "noise_prob": 0.0},
+            "light": {"shadows": 1.0, "azimuth": {"lo": 70, "hi": 70}, "elevation": {"lo": 10, "hi": 10},
+                      "intensity": {"lo": 2, "hi": 2}, "ambient": {"lo": 0.2, "hi": 0.2}, "sh_detail": {"lo": 0, "hi": 0},
+                      "flash": {"lo": 0.9, "hi": 0.9}}}
+
+    def render(prob: float):
+        src = MorphableSource(preset="frontal", size=96, model=default_model,
+                              overrides={**base, "light": {**base["light"], "flash_prob": prob}})
+        return src.render(src.sample_identities(2, seed=0), torch.tensor([0, 1]), torch.tensor([0, 0]), seed=0)
+
+    off, on = render(0.0), render(1.0)
+    assert torch.equal(off.factors["light_flash"], torch.zeros(2))
+    assert torch.allclose(on.factors["light_flash"], torch.full((2,), 0.9))
+    for k, v in off.factors.items():  # drawn after every other factor: they keep their values
+        if k != "light_flash":
+            assert torch.equal(v, on.factors[k]), k
+    # the key light comes from one side; the flash, from the camera, lights the other side too
+    face = lambda im: im[:, 30:75].mean(0)  # noqa: E731  (rows through the eyes, nose and mouth)
+    halves = lambda im: sorted([float(face(im)[:, 24:44].mean()), float(face(im)[:, 52:72].mean())])  # noqa: E731
+    for i in range(2):
+        (dark0, bright0), (dark1, bright1) = halves(off.images[i]), halves(on.images[i])
+        assert dark1 / bright1 > dark0 / bright0 + 0.05
+
+
+def test_flash_presets_and_probability_checked():
+    assert MorphableSource(preset="wild", size=32).cfg.light.flash_prob == 0.3
+    assert MorphableSource(preset="frontal", size=32).cfg.light.flash_prob == 0.0
+    with pytest.raises(ConfigError, match=r"light\.flash_prob: a probability must be in \[0, 1\], got 1\.5"):
+        MorphableSource(preset="wild", size=32, overrides={"light": {"flash_prob": 1.5}})
+
+
 def test_background_folder(default_model, tmp_path):
     from PIL import Image
 
