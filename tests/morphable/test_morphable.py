@@ -251,11 +251,11 @@ def test_flash_is_drawn_last_and_lights_the_face_from_the_camera(default_model):
         assert dark1 / bright1 > dark0 / bright0 + 0.05
 
 
-def test_flash_presets_and_probability_checked():
-    assert MorphableSource(preset="wild", size=32).cfg.light.flash_prob == 0.3
-    assert MorphableSource(preset="frontal", size=32).cfg.light.flash_prob == 0.0
+def test_flash_presets_and_probability_checked(default_model):
+    assert MorphableSource(preset="wild", size=32, model=default_model).cfg.light.flash_prob == 0.3
+    assert MorphableSource(preset="frontal", size=32, model=default_model).cfg.light.flash_prob == 0.0
     with pytest.raises(ConfigError, match=r"light\.flash_prob: a probability must be in \[0, 1\], got 1\.5"):
-        MorphableSource(preset="wild", size=32, overrides={"light": {"flash_prob": 1.5}})
+        MorphableSource(preset="wild", size=32, model=default_model, overrides={"light": {"flash_prob": 1.5}})
 
 
 def test_background_folder(default_model, tmp_path):
