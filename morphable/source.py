@@ -1076,14 +1076,15 @@ class MorphableSource(IdentitySampler):
         if any_teeth:  # the lips cast little shadow on the teeth just behind them
             shadow = shadow.clone()
             shadow[teeth] = shadow[teeth].clamp_min(TEETH_SHADOW_FLOOR)
-        diff = (fac["light_intensity"][bsel] * shadow * (0.4 + 0.6 * occ.clamp(0, 1)))[:, None] * ndl3  # creases catch less
+        crease = 0.4 + 0.6 * occ.clamp(0, 1)  # creases catch less of the key light and of the flash
+        diff = (fac["light_intensity"][bsel] * shadow * crease)[:, None] * ndl3
         irr = (amb[:, None] + diff) * col
         view = F.normalize(cam.position[bsel] - pos, dim=-1)
         flash = fac["light_flash"][bsel]
         any_flash = bool((flash > 0).any())
         if any_flash:  # an on-camera flash: white (the camera balances for it), its shadows behind the head
             ndv = (n * view).sum(-1).clamp_min(0)
-            irr = irr + (flash * ndv * (0.4 + 0.6 * occ.clamp(0, 1)))[:, None]
+            irr = irr + (flash * ndv * crease)[:, None]
         h = F.normalize(ldir + view, dim=-1)
         spec = fac["light_specular"][bsel] * specw * fac["light_intensity"][bsel] * shadow * (n * h).sum(-1).clamp_min(0) ** 24
         # wet eyes: a sharp catchlight of the key light and of the bright environment above the camera
