@@ -192,12 +192,81 @@ def _smoothstep(e0: float, e1: float, x: torch.Tensor) -> torch.Tensor:
     return t * t * (3 - 2 * t)
 
 
-def _noise(p: torch.Tensor, wavelength: float, k: slice) -> torch.Tensor:
-    """Sum-of-sinusoids noise in about [-1, 1] at a given wavelength (metres); p (P, 3)."""
-    d = _DIRS[k].to(p)
-    ph = _PHASE[k].to(p)
-    x = (p @ d.T) * (2 * math.pi / wavelength) + ph
-    return torch.sin(x).sum(-1) * (1.6 / math.sqrt(d.shape[0]) / 1.4)
+def _amplitude(j: int) -> float:
+    """The scale that brings a sum of ``j`` unit sinusoids to about [-1, 1]."""
+    return 1.6 / math.sqrt(j) / 1.4
+
+
+def _waves(wavelength: float, k: slice, scale: tuple[float, float, float] | float | None, dtype: torch.dtype
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(J, 3) wave vectors (radians per metre) and (J,) phases of one noise field: the shared
+    directions ``k`` at ``wavelength`` (metres), the field stretched per axis by ``scale`` (the field at
+    ``q * scale``)."""
+    d = _DIRS[k].double() * (2 * math.pi / wavelength)
+    if scale is not None:
+        d = d * torch.as_tensor(scale, dtype=torch.float64)
+    return d.to(dtype), _PHASE[k].double()
+
+
+def _offset_phase(off: torch.Tensor, d: torch.Tensor, ph: torch.Tensor) -> torch.Tensor:
+    """(N, J) phase of the waves ``d`` (J, 3) at noise offsets ``off`` (N, 3), in [0, 2 pi): computed in
+    float64 and wrapped, so that offsets of tens of metres keep a sub-millimetre wave's precision."""
+    return torch.remainder(off.double() @ d.double().T + ph.to(off.device), 2 * math.pi).to(off.dtype)
+
+
+def _noise(p: torch.Tensor, off: torch.Tensor, wavelength: float, k: slice,
+           scale: tuple[float, float, float] | float | None = None) -> torch.Tensor:
+    """Sum-of-sinusoids noise in about [-1, 1] at a given wavelength (metres) at rest positions ``p``
+    (P, 3) of identities with noise offsets ``off`` (P, 3): the field at ``(p + off) * scale``."""
+    d, ph = _waves(wavelength, k, scale, p.dtype)
+    d = d.to(p.device)
+    x = p @ d.T + _offset_phase(off, d, ph)
+    return torch.sin(x).sum(-1) * _amplitude(d.shape[0])
+
+
+NoiseField = Callable[..., torch.Tensor]
+"""``noise(wavelength, k, scale=None) -> (P,)``: one of :func:`shade_albedo`'s noise fields at its points."""
+
+
+def point_noise(p: torch.Tensor, off: torch.Tensor) -> NoiseField:
+    """The noise fields at points ``p`` (P, 3) of identities with noise offsets ``off`` (P, 3)."""
+    return lambda wavelength, k, scale=None: _noise(p, off, wavelength, k, scale)
+
+
+class TexelNoise:
+    """The noise fields at ``N`` fixed points (a texture's texels) for ``U`` identities at once.
+
+    A field at texel ``i`` of identity ``u`` is ``sum_j sin(a_ij + b_uj)`` with ``a`` the texel's phase
+    and ``b`` the identity's offset phase; as ``sin a cos b + cos a sin b`` it is one (U, 2J) x (2J, N)
+    matrix product, with ``sin a`` and ``cos a`` computed once per field and kept (12 MB for the ten
+    fields of the 17,000 texels of a 256-texel bake) instead of U x N x J sines per bake. The same function as
+    :func:`point_noise` at the same points, to float rounding.
+
+    Args:
+        p: (N, 3) rest positions of the texels.
+    """
+
+    def __init__(self, p: torch.Tensor) -> None:
+        self.p = p
+        self._basis: dict[tuple, torch.Tensor] = {}
+
+    def _field_basis(self, wavelength: float, k: slice, scale) -> torch.Tensor:
+        key = (wavelength, k.start, k.stop, None if scale is None else tuple(torch.as_tensor(scale).flatten().tolist()))
+        if key not in self._basis:
+            d, _ = _waves(wavelength, k, scale, torch.float64)
+            a = self.p.double() @ d.to(self.p.device).T  # (N, J), in float64: texels far from the origin keep their phase
+            self._basis[key] = torch.cat([torch.sin(a), torch.cos(a)], 1).T.contiguous().to(self.p.dtype)  # (2J, N)
+        return self._basis[key]
+
+    def fields(self, off: torch.Tensor) -> NoiseField:
+        """The noise fields of identities with noise offsets ``off`` (U, 3) at every texel: each
+        field is (U, N) (for :func:`shade_albedo` of points ``p[None]`` and offsets ``off[:, None]``)."""
+        def noise(wavelength: float, k: slice, scale=None) -> torch.Tensor:
+            d, ph = _waves(wavelength, k, scale, off.dtype)
+            b = _offset_phase(off, d.to(off.device), ph)  # (U, J)
+            coef = torch.cat([torch.cos(b), torch.sin(b)], 1)  # sin(a + b) = sin a cos b + cos a sin b
+            return (coef @ self._field_basis(wavelength, k, scale)) * _amplitude(b.shape[1])
+        return noise
 
 
 def skin_base(melanin: torch.Tensor, hemoglobin: torch.Tensor) -> torch.Tensor:
@@ -228,7 +297,7 @@ def scalp_hair(p: torch.Tensor, app: torch.Tensor, jitter: torch.Tensor | float 
     below/above the line): narrow for the colour, wide for the hair volume so that the raised shell
     has no steps on a coarse mesh. ``ears`` (P,) in [0, 1]: how much the hair covers the ears
     (0: sideburns stop before the ear, as on short hair)."""
-    a = lambda name: app[:, _P[name]]  # noqa: E731
+    a = lambda name: app[..., _P[name]]  # noqa: E731
     x, y, z = p.unbind(-1)
     phi = torch.atan2(x, z - (-0.09)).abs()  # 0 at the front, pi at the back (axis behind the eyes)
     front = 0.055 + 0.03 * a("hairline") + 0.06 * a("bald")
@@ -307,8 +376,13 @@ def shade_albedo(
     app: torch.Tensor,
     offset: torch.Tensor,
     eye_centres: torch.Tensor,
+    noise: NoiseField | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Albedo and specular weight of ``P`` visible surface points.
+
+    The leading dimensions broadcast: a texture bake shades ``N`` texels for ``U`` identities with
+    ``p`` (1, N, 3), ``region`` (1, N), ``app`` (U, 1, A) and ``offset`` (U, 1, 3), so that what depends
+    on the texel alone is computed once, not ``U`` times.
 
     Args:
         p: (P, 3) rest positions (metres, mean-head frame, eye midpoint at the origin).
@@ -316,18 +390,21 @@ def shade_albedo(
         app: (P, A) appearance parameters of each point's identity.
         offset: (P, 3) per-identity noise offsets (decorrelate noise between identities).
         eye_centres: (2, 3) rest positions of the left/right eye centres.
+        noise: the noise fields at these points (default :func:`point_noise` of ``p`` and
+            ``offset``; a texture bake passes :meth:`TexelNoise.fields`, the same fields computed
+            faster).
 
     Returns:
         albedo (P, 3) linear RGB in [0, 1], specular weight (P,) in [0, 1].
     """
-    a = lambda name: app[:, _P[name]]  # noqa: E731
-    q = p + offset
+    a = lambda name: app[..., _P[name]]  # noqa: E731
+    noise = point_noise(p, offset) if noise is None else noise
     x, y, z = p.unbind(-1)
     ax = x.abs()
     # ---- skin
-    blot = _noise(q, 0.045, slice(0, 6)) * 0.5 + _noise(q, 0.015, slice(6, 12)) * 0.5
+    blot = noise(0.045, slice(0, 6)) * 0.5 + noise(0.015, slice(6, 12)) * 0.5
     mel = a("melanin") * (1 + 0.06 * a("blotches") * blot)
-    freck = _smoothstep(0.45, 0.85, _noise(q, 0.004, slice(12, 18)) * 0.7 + _noise(q, 0.0025, slice(18, 24)) * 0.5)
+    freck = _smoothstep(0.45, 0.85, noise(0.004, slice(12, 18)) * 0.7 + noise(0.0025, slice(18, 24)) * 0.5)
     freck_zone = _smoothstep(-0.06, -0.03, y) * (1 - _smoothstep(0.02, 0.05, y)) * _smoothstep(-0.02, 0.01, z)
     mel = mel + a("freckles") * freck * freck_zone * 0.2
     cheek = torch.exp(-(((ax - 0.045) / 0.018) ** 2 + ((y + 0.035) / 0.02) ** 2))
@@ -338,28 +415,28 @@ def shade_albedo(
     mel = mel * (1 + 0.15 * socket)
     # fine mottling (pores and capillaries at a few millimetres) and moles: sparse dark spots where a
     # fine noise field peaks, more of them with ``moles``
-    mel = mel * (1 + 0.05 * _noise(q, 0.003, slice(0, 12)))
-    mole_f = _noise(q * 1.7, 0.011, slice(12, 24))
+    mel = mel * (1 + 0.05 * noise(0.003, slice(0, 12)))
+    mole_f = noise(0.011, slice(12, 24), 1.7)
     thr = 2.45 - 0.35 * a("moles")  # the field's sd is ~0.8: a few spots per face at most
     mole = _smoothstep(0.0, 0.15, mole_f - thr) * _smoothstep(-0.04, -0.01, z)
     mel = mel + 0.6 * mole * (0.3 + mel)
     alb = skin_base(mel, hem)
-    alb = alb * (1 - skin_lines(p, a("wrinkles"), eye_centres))[:, None]
+    alb = alb * (1 - skin_lines(p, a("wrinkles"), eye_centres))[..., None]
     # eye make-up: shadow on the upper lid and a darker rim, fading towards the brow
     lid = torch.exp(-(((ax - 0.033) / 0.016) ** 2 + ((y - 0.004) / 0.006) ** 2)) * _smoothstep(-0.03, -0.01, z)
-    em = (a("eye_makeup") * lid * 0.6)[:, None]
+    em = (a("eye_makeup") * lid * 0.6)[..., None]
     alb = alb * (1 - em) + alb * torch.tensor([0.35, 0.28, 0.32], device=p.device) * em
     # the eye socket's shade: the lids and the skin around the eye lie in the orbit's hollow and are
     # darker (thin, vascular skin), which the coarse mesh's ambient occlusion leaves out
     on_skin = region == REGION_IDS["skin"]
     orbit = torch.exp(-(((ax - 0.032) / 0.0216) ** 2 + ((y + 0.002) / 0.0132) ** 2)) * on_skin
-    alb = alb * (1 - ORBIT_SHADE * orbit)[:, None]
+    alb = alb * (1 - ORBIT_SHADE * orbit)[..., None]
     # the nostrils' openings under the nose tip and the mouth's corners: small hollows, dark in
     # photographs, that the coarse mesh's ambient occlusion does not resolve
     nostril = torch.exp(-(((ax - 0.0065) / 0.003) ** 2 + ((y + 0.0475) / 0.0022) ** 2)) * (z > 0.012)
     corner = torch.exp(-(((ax - 0.0255) / 0.003) ** 2 + ((y + 0.0696) / 0.003) ** 2))
     hollow = CREASE_SHADES["nostril"] * nostril + CREASE_SHADES["mouth_corner"] * corner
-    alb = alb * (1 - hollow * on_skin).clamp_min(0.05)[:, None]
+    alb = alb * (1 - hollow * on_skin).clamp_min(0.05)[..., None]
     spec = torch.full_like(x, 0.5)
 
     # ---- lips
@@ -367,14 +444,14 @@ def shade_albedo(
     # lips: more melanin than the skin around them (darker, browner lips on darker skin), more blood
     lip_col = skin_base(a("melanin") * (1.3 + 0.25 * a("lip_tint")) + 0.03, a("hemoglobin") + 0.45 + 0.5 * a("lip_tint"))
     # lipstick: from nude pink (hue 0) to deep red / berry (hue 1), stronger on the lips' centre
-    hue = a("lip_hue")[:, None]
+    hue = a("lip_hue")[..., None]
     # (the nude end is the natural lip colour, a little rosier and glossier; deep shades darken on darker skin)
     nude = lip_col * torch.tensor([1.15, 0.85, 0.9], device=p.device)
-    deep = torch.tensor([0.42, 0.03, 0.06], device=p.device) * (1 - 0.45 * a("melanin"))[:, None]
+    deep = torch.tensor([0.42, 0.03, 0.06], device=p.device) * (1 - 0.45 * a("melanin"))[..., None]
     stick = nude * (1 - hue) + deep * hue
-    ls = a("lipstick")[:, None] * 0.85
+    ls = a("lipstick")[..., None] * 0.85
     lip_col = lip_col * (1 - ls) + stick * ls
-    alb = torch.where(lips[:, None], lip_col, alb)
+    alb = torch.where(lips[..., None], lip_col, alb)
     spec = torch.where(lips, 0.8, spec)
 
     # ---- eyebrows: a band above each eye from x_in to x_out: a thick head at the inner end, an arch
@@ -389,22 +466,22 @@ def shade_albedo(
     yc = 0.0105 + 0.0085 * a("brow_height") + 0.0055 * a("brow_arch") * arch - 0.004 * _smoothstep(0.75, 1.0, uc)
     th = (0.0028 + 0.0062 * a("brow_thickness")) * (1.2 - 0.75 * uc ** 1.5)
     dy = (y - yc) / th.clamp_min(1e-4)
-    strands = _noise(q * torch.tensor([0.3, 1.0, 1.0], device=q.device), 0.0012, slice(0, 12)) * 0.5 + 0.5
+    strands = noise(0.0012, slice(0, 12), (0.3, 1.0, 1.0)) * 0.5 + 0.5
     body = 1 - _smoothstep(0.35, 1.0, dy.abs())
     brow = body * _smoothstep(-0.08, 0.06, uu) * (1 - _smoothstep(0.88, 1.04, uu))
     brow = brow * _smoothstep(-0.035, -0.02, z) * on_skin
     brow = (brow * (0.7 + 0.3 * strands) * (0.55 + 0.45 * a("brow_density"))).clamp(0, 1)
     bcol = hair_colour((a("brow_color") * 1.15 + 0.05).clamp(0, 1), a("hair_red"), a("hair_grey") * 0.5)
-    alb = alb * (1 - brow[:, None]) + bcol * brow[:, None]
+    alb = alb * (1 - brow[..., None]) + bcol * brow[..., None]
 
     # ---- scalp hair
-    hn = _noise(q * torch.tensor([1.0, 0.3, 1.0], device=q.device), 0.0025, slice(6, 18))
-    wave = _noise(q, 0.012, slice(0, 6))  # the hairline wanders on a centimetre scale
+    hn = noise(0.0025, slice(6, 18), (1.0, 0.3, 1.0))
+    wave = noise(0.012, slice(0, 6))  # the hairline wanders on a centimetre scale
     hair = scalp_hair(p, app, 0.0025 * wave + 0.0015 * hn) * on_skin
     # strands: the soft edge thins out in streaks along the hair's growth
     hair = hair * (1 - 0.6 * (1 - hair) * (0.5 + 0.5 * hn))
-    hcol = hair_colour(a("hair_melanin"), a("hair_red"), a("hair_grey")) * (0.75 + 0.25 * (hn * 0.5 + 0.5))[:, None]
-    alb = alb * (1 - hair[:, None]) + hcol * hair[:, None]
+    hcol = hair_colour(a("hair_melanin"), a("hair_red"), a("hair_grey")) * (0.75 + 0.25 * (hn * 0.5 + 0.5))[..., None]
+    alb = alb * (1 - hair[..., None]) + hcol * hair[..., None]
     spec = spec * (1 - hair) + 0.3 * hair
 
     # ---- beard: below the nose, in front, excluding lips. Its upper edge on the cheek runs from the
@@ -422,13 +499,13 @@ def shade_albedo(
     half_w = torch.where(grown, 0.022 + 0.05 * a("beard"), torch.full_like(ax, 0.07))
     chin_zone = chin_zone * (1 - _smoothstep(half_w - 0.012, half_w, ax))
     bz = torch.maximum(chin_zone * _smoothstep(-0.16, -0.14, y), moustache) * on_skin
-    bn = _noise(q, 0.0018, slice(12, 24)) * 0.5 + 0.5
+    bn = noise(0.0018, slice(12, 24)) * 0.5 + 0.5
     on = _smoothstep(0.0, 0.08, a("beard"))
     dens = on * torch.where(grown, 0.8 + 0.2 * bn, (0.3 + 0.4 * a("beard")) * (0.7 + 0.3 * bn))
     beard = bz * dens
     # stubble's short hairs show darker than the hair's own colour over skin
-    beard_col = torch.where(grown[:, None], hcol, hcol * 0.7)
-    alb = alb * (1 - beard[:, None]) + beard_col * beard[:, None]
+    beard_col = torch.where(grown[..., None], hcol, hcol * 0.7)
+    alb = alb * (1 - beard[..., None]) + beard_col * beard[..., None]
     # the shadow of shaved beard: jaw, chin and upper lip, darker and a little bluer. Its upper edge on
     # the cheek runs from the sideburn (|x| 65 mm, 10 mm below the eyes) down to the mouth corner
     # (|x| 28 mm, 55 mm below), soft over a centimetre; it shows on lighter skin and barely on dark skin
@@ -438,52 +515,53 @@ def shade_albedo(
                             _smoothstep(-0.062, -0.052, y) * (1 - _smoothstep(-0.047, -0.04, y)) * (1 - _smoothstep(0.018, 0.03, ax)))
     sh_zone = sh_zone * _smoothstep(-0.055, -0.03, z) * (1 - _smoothstep(0.06, 0.072, ax))
     sh_zone = sh_zone * on_skin * (1 - beard)
-    bsh = (a("beard_shadow") * sh_zone * (1 - 0.7 * a("melanin")) * 0.22)[:, None]
+    bsh = (a("beard_shadow") * sh_zone * (1 - 0.7 * a("melanin")) * 0.22)[..., None]
     alb = alb * (1 - bsh * torch.tensor([0.55, 0.45, 0.3], device=p.device))
 
     # ---- eyes
     eye = (region == REGION_IDS["eye"]) | (region == REGION_IDS["eye_back"])
     if bool(eye.any()):
-        ec = torch.where((x < 0)[:, None], eye_centres[0], eye_centres[1])
-        r = ((p[:, :2] - ec[:, :2]) ** 2).sum(-1).sqrt()
-        ang = torch.atan2(p[:, 1] - ec[:, 1], p[:, 0] - ec[:, 0])
+        ec = torch.where((x < 0)[..., None], eye_centres[0], eye_centres[1])
+        r = ((p[..., :2] - ec[..., :2]) ** 2).sum(-1).sqrt()
+        ang = torch.atan2(p[..., 1] - ec[..., 1], p[..., 0] - ec[..., 0])
         iris_r, pupil_r = 0.0058, 0.0022
         brown = torch.tensor([0.10, 0.045, 0.015], device=p.device)
         blue = torch.tensor([0.10, 0.20, 0.32], device=p.device)
         green = torch.tensor([0.10, 0.15, 0.06], device=p.device)
-        im = a("iris_melanin")[:, None]
-        light = blue * (1 - a("iris_hue"))[:, None] + green * a("iris_hue")[:, None]
+        im = a("iris_melanin")[..., None]
+        light = blue * (1 - a("iris_hue"))[..., None] + green * a("iris_hue")[..., None]
         # light (blue/grey/green) irises below ~0.35, hazel in between, brown above 0.55 and darker
         # brown towards 1 (at 112 px a dark brown iris reads almost as dark as the pupil)
         t = _smoothstep(0.3, 0.55, im)
         iris_c = light * (1 - t) + brown * t * (1.25 - 0.75 * ((im - 0.55) / 0.45).clamp(0, 1))
-        streak = 0.75 + 0.25 * torch.sin(ang * 23 + 40 * r + offset[:, 0]) * torch.sin(ang * 9 - offset[:, 1])
-        iris_c = iris_c * streak[:, None] * (0.55 + 0.45 * (r / iris_r).clamp(0, 1))[:, None]
+        streak = 0.75 + 0.25 * torch.sin(ang * 23 + 40 * r + offset[..., 0]) * torch.sin(ang * 9 - offset[..., 1])
+        iris_c = iris_c * streak[..., None] * (0.55 + 0.45 * (r / iris_r).clamp(0, 1))[..., None]
         limbal = _smoothstep(0.7, 1.0, r / iris_r)
-        iris_c = iris_c * (1 - 0.7 * limbal)[:, None]
+        iris_c = iris_c * (1 - 0.7 * limbal)[..., None]
         # sclera: a wet, slightly warm off-white, darker and redder towards the corners (lids,
         # vessels); its tone varies by identity (more yellow with melanin and age cues via redness)
-        tone = (0.56 + 0.1 * (offset[:, 2] - offset[:, 2].floor()))[:, None]
-        sclera = tone * torch.tensor([1.0, 0.93, 0.86], device=p.device) - 0.05 * a("melanin")[:, None] * torch.tensor(
+        tone = (0.56 + 0.1 * (offset[..., 2] - offset[..., 2].floor()))[..., None]
+        sclera = tone * torch.tensor([1.0, 0.93, 0.86], device=p.device) - 0.05 * a("melanin")[..., None] * torch.tensor(
             [0.0, 0.3, 0.8], device=p.device)
-        corner = _smoothstep(0.006, 0.014, r)[:, None]
+        corner = _smoothstep(0.006, 0.014, r)[..., None]
         sclera = sclera * (1 - 0.35 * corner) + torch.tensor([0.04, -0.02, -0.02], device=p.device) * corner
         pupil = torch.tensor([0.01, 0.01, 0.01], device=p.device).expand_as(sclera)
-        t_i = _smoothstep(iris_r + 0.0003, iris_r - 0.0003, r)[:, None]
-        t_p = _smoothstep(pupil_r + 0.0003, pupil_r - 0.0003, r)[:, None]
+        t_i = _smoothstep(iris_r + 0.0003, iris_r - 0.0003, r)[..., None]
+        t_p = _smoothstep(pupil_r + 0.0003, pupil_r - 0.0003, r)[..., None]
         ecol = sclera * (1 - t_i) + iris_c * t_i
         ecol = ecol * (1 - t_p) + pupil * t_p
-        alb = torch.where(eye[:, None], ecol, alb)
+        alb = torch.where(eye[..., None], ecol, alb)
         spec = torch.where(eye, 1.0, spec)
 
     # ---- inside the mouth and the eye sockets
     cav = region == REGION_IDS["mouth_cavity"]
-    alb = torch.where(cav[:, None], torch.tensor([0.08, 0.015, 0.015], device=p.device).expand_as(alb), alb)
+    alb = torch.where(cav[..., None], torch.tensor([0.08, 0.015, 0.015], device=p.device).expand_as(alb), alb)
     tongue = region == REGION_IDS["tongue"]
-    alb = torch.where(tongue[:, None], torch.tensor([0.45, 0.12, 0.12], device=p.device).expand_as(alb), alb)
+    alb = torch.where(tongue[..., None], torch.tensor([0.45, 0.12, 0.12], device=p.device).expand_as(alb), alb)
     sock = region == REGION_IDS["eye_cavity"]
-    alb = torch.where(sock[:, None], alb * torch.tensor([0.55, 0.4, 0.4], device=p.device), alb)
-    return alb.clamp(0, 1), spec.clamp(0, 1)
+    alb = torch.where(sock[..., None], alb * torch.tensor([0.55, 0.4, 0.4], device=p.device), alb)
+    shape = torch.broadcast_shapes(p.shape[:-1], region.shape, app.shape[:-1], offset.shape[:-1])
+    return alb.clamp(0, 1).expand(*shape, 3), spec.clamp(0, 1).expand(shape)
 
 
 def shade_hair(coords: torch.Tensor, app: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,7 @@ from engine.mixup import sample_with_mixup
 
 from . import background as bg
 from .appearance import (APPEARANCE_PARAMS, appearance_draw_runs, appearance_from_draws, rest_expression, scalp_hair,
-                         shade_albedo, shade_hair, smile_folds)
+                         TexelNoise, shade_albedo, shade_hair, smile_folds)
 from .camera import (Camera, apply_affine, colour_temperature_rgb, direction, euler_to_matrix, focal_scale,
                      similarity_transform, template)
 from .default_model import load_default_model
@@ -495,6 +495,7 @@ class MorphableSource(IdentitySampler):
         self.tex_res = int(self.cfg.texture_res) if self.cfg.texture_res else (256 if size * self.cfg.supersample <= 256 else 512)
         self._tex = ({k: v.to(self.device) for k, v in texel_map(self.model, self.tex_res, self._baked).items()}
                      if bool(self._baked.any()) else None)
+        self._tex_noise = TexelNoise(self._tex["p"]) if self._tex is not None else None
         self._setup_hair()
 
     def _setup_hair(self) -> None:
@@ -1213,10 +1214,11 @@ class MorphableSource(IdentitySampler):
     def _bake(self, app: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
         """(U, 4, T, T) baked albedo (rgb) + specular weight textures of ``U`` identities."""
         p, region, index = self._tex["p"], self._tex["region"], self._tex["index"]
-        U, Nc, T = app.shape[0], p.shape[0], self.tex_res
-        alb, spec = shade_albedo(p.repeat(U, 1), region.repeat(U), app.repeat_interleave(Nc, 0),
-                                 off.repeat_interleave(Nc, 0), self._eye_centres)
-        t = torch.cat([alb, spec[:, None]], -1).view(U, Nc, 4)[:, index]  # (U, T*T, 4)
+        U, T = app.shape[0], self.tex_res
+        # (texel fields computed once, identity fields once per identity: shade_albedo broadcasts)
+        alb, spec = shade_albedo(p[None], region[None], app[:, None], off[:, None], self._eye_centres,
+                                 noise=self._tex_noise.fields(off))  # (U, Nc, 3), (U, Nc)
+        t = torch.cat([alb, spec[..., None]], -1)[:, index]  # (U, T*T, 4)
         return t.view(U, T, T, 4).permute(0, 3, 1, 2)  # channels-last memory: sample_at reads texels whole
 
     def _shadow(self, v, frag, idx, ldir, on, ndl, res: int = 96) -> torch.Tensor:

@@ -324,3 +324,41 @@ def test_lashes_are_dark_without_make_up_and_darker_with_it():
     b = appearance_from_draws(fem, lambda: torch.rand(n, generator=g), lambda: torch.randn(n, generator=g))
     made = b[:, APPEARANCE_PARAMS.index("eye_makeup")] > 0.5
     assert float(b[made, APPEARANCE_PARAMS.index("lashes")].mean()) > float(lashes.mean()) + 0.2
+
+
+def test_texel_noise_is_the_point_noise_of_every_identity():
+    """A bake's noise (one matrix product per field over cached texel phases) is the per-point noise
+    of each identity at its texels, to float rounding, whatever the offsets' size."""
+    from morphable.appearance import TexelNoise, point_noise
+
+    p = _points(3000)
+    off = (torch.rand(5, 3, generator=torch.Generator().manual_seed(2)) - 0.5) * 200.0  # offsets of up to 100 m
+    texel = TexelNoise(p).fields(off)
+    point = point_noise(p.repeat(5, 1), off.repeat_interleave(len(p), 0))
+    for args in ((0.045, slice(0, 6)), (0.0012, slice(0, 12), (0.3, 1.0, 1.0)), (0.011, slice(12, 24), 1.7)):
+        t, q = texel(*args), point(*args)
+        assert t.shape == (5, len(p))
+        torch.testing.assert_close(t.reshape(-1), q, rtol=0, atol=2e-4)
+        assert 0.6 < float(q.std()) < 1.0  # a field, not a constant
+    # each identity has its own field
+    f = texel(0.003, slice(0, 12))
+    assert float((f[0] - f[1]).abs().mean()) > 0.3
+
+
+def test_shade_albedo_broadcasts_texels_against_identities():
+    """Shading N texels for U identities by broadcasting ((1, N) points against (U, 1) identities, as
+    the texture bake does) gives each identity's per-point shading."""
+    from morphable.appearance import TexelNoise
+
+    p = _points(2000)
+    region = torch.where(torch.arange(len(p)) % 5 == 0, REGION_IDS["lips"], REGION_IDS["skin"])
+    g = torch.Generator().manual_seed(4)
+    app = torch.rand(3, len(APPEARANCE_PARAMS), generator=g)
+    off = (torch.rand(3, 3, generator=g) - 0.5) * 200.0
+    alb, spec = shade_albedo(p[None], region[None], app[:, None], off[:, None], EYES, noise=TexelNoise(p).fields(off))
+    assert alb.shape == (3, len(p), 3) and spec.shape == (3, len(p))
+    for u in range(3):
+        a1, s1 = shade_albedo(p, region, app[u].expand(len(p), -1), off[u].expand(len(p), -1), EYES)
+        torch.testing.assert_close(alb[u], a1, rtol=0, atol=2e-3)
+        torch.testing.assert_close(spec[u], s1, rtol=0, atol=2e-3)
+        assert float((alb[u] - a1).abs().mean()) < 1e-5
