@@ -1099,8 +1099,10 @@ class MorphableSource(IdentitySampler):
             if any_flash:  # the flash's catchlight, at the centre of the eye's view
                 spec[eye] = spec[eye] + 1.6 * ndv[eye] ** 250 * flash[eye]
         lin = alb * irr + spec[:, None] * col
-        if any_flash:  # the flash's highlight on skin (its half vector is the view direction)
-            lin = lin + (fac["light_specular"][bsel] * specw * flash * ndv ** 24)[:, None]
+        if any_flash:  # the flash's highlight on skin (its half vector is the view direction); the eyes
+            # have their own catchlight above, so they get none of this broad highlight
+            sheen = fac["light_specular"][bsel] * specw * flash * ndv ** 24
+            lin = lin + torch.where(eye, 0.0, sheen)[:, None]
         hair = px.hair
         if bool(hair.any()):
             # hair's highlights run across the strands (Kajiya-Kay): a narrow one in the light's

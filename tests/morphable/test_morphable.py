@@ -251,6 +251,27 @@ def test_flash_is_drawn_last_and_lights_the_face_from_the_camera(default_model):
         assert dark1 / bright1 > dark0 / bright0 + 0.05
 
 
+def test_flash_highlight_spares_the_eyes(default_model):
+    """The flash's broad skin highlight (scaled by ``light.specular``) leaves the eyes, which have their
+    own sharp catchlight, alone: the eye centres do not change with the skin's specular strength, the
+    skin does."""
+    clean = {"blur_prob": 0.0, "noise_prob": 0.0, "jpeg_prob": 0.0, "lowres_prob": 0.0, "jitter_prob": 0.0, "gray_prob": 0.0}
+
+    def render(specular: float):
+        src = MorphableSource(preset="frontal", size=96, model=default_model, overrides={
+            "pose": {"yaw": {"lo": 0, "hi": 0}, "pitch": {"lo": 0, "hi": 0}, "roll": {"lo": 0, "hi": 0}},
+            "expression": {"prob": 0.0}, "occluders": {"glasses_prob": 0.0}, "degradation": clean,
+            "light": {"flash_prob": 1.0, "flash": {"lo": 0.9, "hi": 0.9}, "specular": {"lo": specular, "hi": specular}}})
+        return src.render(src.sample_identities(2, seed=0), torch.tensor([0, 1]), torch.tensor([0, 0]), seed=0)
+
+    dull, shiny = render(0.0), render(0.25)
+    assert not torch.equal(dull.images, shiny.images)  # the skin's highlight follows light.specular
+    for i in range(2):
+        for x, y in dull.landmarks[i, :2].round().long().tolist():  # the eye centres
+            torch.testing.assert_close(dull.images[i, :, y - 1:y + 2, x - 1:x + 2], shiny.images[i, :, y - 1:y + 2, x - 1:x + 2],
+                                       rtol=0, atol=1e-5)
+
+
 def test_flash_presets_and_probability_checked(default_model):
     assert MorphableSource(preset="wild", size=32, model=default_model).cfg.light.flash_prob == 0.3
     assert MorphableSource(preset="frontal", size=32, model=default_model).cfg.light.flash_prob == 0.0
