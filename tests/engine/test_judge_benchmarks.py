@@ -2,21 +2,13 @@
 shape_proportions.py on tiny inputs (the tests that describe faces need the judge extra)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.bench_helpers import load_benchmark as _load
 
 
 def test_soft_box_is_one_inside_zero_outside():

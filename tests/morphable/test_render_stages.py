@@ -1,25 +1,14 @@
 """benchmarks/render_throughput.py --stages: per-stage timers that leave the renders unchanged."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
 from morphable import MorphableSource
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.bench_helpers import load_benchmark
 
 
 def test_stage_timers_cover_every_stage_and_change_nothing(default_model):
-    R = _load("render_throughput")
+    R = load_benchmark("render_throughput")
     src = MorphableSource(preset="wild", size=32, model=default_model,
                           overrides={"light": {"shadows": 1.0}})
     ids = src.sample_identities(2, seed=0)
