@@ -251,7 +251,7 @@ class TexelNoise:
         self._basis: dict[tuple, torch.Tensor] = {}
 
     def _field_basis(self, wavelength: float, k: slice, scale) -> torch.Tensor:
-        key = (wavelength, k.start, k.stop, None if scale is None else tuple(torch.as_tensor(scale).flatten().tolist()))
+        key = (wavelength, k.start, k.stop, scale)  # scale: None, a float or a tuple (hashable)
         if key not in self._basis:
             d, _ = _waves(wavelength, k, scale, torch.float64)
             a = self.p.double() @ d.to(self.p.device).T  # (N, J), in float64: texels far from the origin keep their phase
