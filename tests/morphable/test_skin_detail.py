@@ -355,10 +355,16 @@ def test_shade_albedo_broadcasts_texels_against_identities():
     g = torch.Generator().manual_seed(4)
     app = torch.rand(3, len(APPEARANCE_PARAMS), generator=g)
     off = (torch.rand(3, 3, generator=g) - 0.5) * 200.0
-    alb, spec = shade_albedo(p[None], region[None], app[:, None], off[:, None], EYES, noise=TexelNoise(p).fields(off))
+    texel = TexelNoise(p).fields(off)
+    alb, spec = shade_albedo(p[None], region[None], app[:, None], off[:, None], EYES, noise=texel)
     assert alb.shape == (3, len(p), 3) and spec.shape == (3, len(p))
     for u in range(3):
-        a1, s1 = shade_albedo(p, region, app[u].expand(len(p), -1), off[u].expand(len(p), -1), EYES)
+        flat = (p, region, app[u].expand(len(p), -1), off[u].expand(len(p), -1), EYES)
+        # the same noise fields: broadcasting changes no bit
+        a0, s0 = shade_albedo(*flat, noise=lambda *args, u=u: texel(*args)[u])
+        assert torch.equal(alb[u], a0) and torch.equal(spec[u], s0)
+        # the per-point noise: the same to float rounding
+        a1, s1 = shade_albedo(*flat)
         torch.testing.assert_close(alb[u], a1, rtol=0, atol=2e-3)
         torch.testing.assert_close(spec[u], s1, rtol=0, atol=2e-3)
         assert float((alb[u] - a1).abs().mean()) < 1e-5
