@@ -365,7 +365,7 @@ class _Surface:
     """Material of the covered pixels (``_albedo``)."""
 
     albedo: torch.Tensor  # (P, 3) linear RGB
-    specular: torch.Tensor  # (P,) specular weight (Blinn-Phong; 0 on hair, which has its own highlights)
+    specular: torch.Tensor  # (P,) specular weight (Blinn-Phong; 0 on hair and eyes, which have their own highlights)
     strand: torch.Tensor  # (P,) hair strand noise in [-1, 1] (0 off the hair)
     teeth: torch.Tensor  # (P,) uint8 teeth code of :func:`_teeth` (0 none, 1 upper, 2 lower)
 
@@ -1002,6 +1002,7 @@ class MorphableSource(IdentitySampler):
         if bool(hair.any()):
             alb[hair], strand[hair] = shade_hair(pix[:, 6:8][hair], app[bsel[hair]], off[bsel[hair]])
             specw[hair] = 0.0
+        specw[region == REGION_IDS["eye"]] = 0.0  # the eyes' wet catchlights are their own (_light)
         teeth = _teeth(px.region_map, px.flat)  # (P,) 0 none, 1 upper, 2 lower
         if bool((teeth > 0).any()):
             t = teeth > 0
@@ -1099,10 +1100,9 @@ class MorphableSource(IdentitySampler):
             if any_flash:  # the flash's catchlight, at the centre of the eye's view
                 spec[eye] = spec[eye] + 1.6 * ndv[eye] ** 250 * flash[eye]
         lin = alb * irr + spec[:, None] * col
-        if any_flash:  # the flash's highlight on skin (its half vector is the view direction); the eyes
-            # have their own catchlight above, so they get none of this broad highlight
-            sheen = fac["light_specular"][bsel] * specw * flash * ndv ** 24
-            lin = lin + torch.where(eye, 0.0, sheen)[:, None]
+        if any_flash:  # the flash's highlight on skin (its half vector is the view direction; none on the
+            # eyes, whose specular weight is 0: their catchlight is above)
+            lin = lin + (fac["light_specular"][bsel] * specw * flash * ndv ** 24)[:, None]
         hair = px.hair
         if bool(hair.any()):
             # hair's highlights run across the strands (Kajiya-Kay): a narrow one in the light's
