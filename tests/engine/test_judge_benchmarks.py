@@ -158,3 +158,47 @@ def test_judge_degradations_prints_real_and_synthetic_detection(models, tmp_path
         assert line[k] >= J.SCORE_FLOOR
     with pytest.raises(SystemExit, match="no person folders"):
         D.real_images(tmp_path / "P0", 2)
+
+
+def test_piecewise_affine_is_the_identity_for_equal_points_and_moves_content_with_them():
+    import torch
+    W = _load("judge_warp")
+    img = torch.linspace(0, 1, 112).view(1, 1, 112).expand(3, 112, 112).contiguous()  # value = x / 111
+    pts = np.array([[40.0, 40.0], [70.0, 40.0], [55.0, 60.0], [45.0, 80.0], [65.0, 80.0]])
+    assert torch.allclose(W.piecewise_affine(img, pts, pts), img, atol=1e-5)
+    out = W.piecewise_affine(img, pts, pts + [4.0, 0.0])  # the features move 4 px right
+    for x, y in pts.astype(int):  # what was at x now sits at x + 4
+        assert abs(float(out[0, y, x + 4]) - x / 111) < 1e-4
+    assert float(out[0, :, 0].abs().max()) < 1e-5 and float((out[0, :, 111] - 1).abs().max()) < 1e-5  # edges stay put
+    assert out.shape == img.shape
+
+
+def test_is_frontal_by_the_nose_tip_against_the_eyes():
+    W = _load("judge_warp")
+    lm = np.zeros((68, 2))
+    lm[36:42], lm[42:48] = [40.0, 50.0], [72.0, 50.0]  # eye distance 32, midline x = 56
+    lm[30] = [58.0, 70.0]
+    assert W.is_frontal(lm) and not W.is_frontal(None)
+    lm[30] = [62.0, 70.0]  # 6 / 32 = 0.19 eye distances off the midline
+    assert not W.is_frontal(lm)
+
+
+def test_judge_warp_prints_appearance_and_geometry_sets(models, tmp_path, capsys):
+    pytest.importorskip("scipy")
+    W = _load("judge_warp")
+    try:
+        from engine.attributes import find_shape_predictor
+        find_shape_predictor()
+    except (ImportError, FileNotFoundError, ValueError) as e:
+        pytest.skip(f"68-point shape predictor unavailable: {e}")
+    _stand_in_real_folder(tmp_path, 4)  # 8 people
+    W.main(["--real", str(tmp_path), "--ids", "3", "--donors", "1", "--workers", "1", "--blur", "2"])
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    sets = {x["set"]: x for x in lines if "set" in x}
+    assert {"real", "ours", "real_appearance", "ours_appearance", "real_appearance_blur", "ours_appearance_blur",
+            "real_donor_real_geometry", "ours_donor_ours_geometry"} <= set(sets)
+    for x in sets.values():
+        assert 0.0 <= x["detection"] <= 1.0 and x["faces"] >= 2
+    assert set(lines[-1]["summary"]) == set(sets)
+    with pytest.raises(SystemExit, match="no person folders"):
+        W.main(["--real", str(tmp_path / "P0"), "--ids", "3"])

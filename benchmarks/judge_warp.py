@@ -1,0 +1,163 @@
+"""Where a real-face recogniser finds identity: the face's 2D landmark geometry, or its appearance?
+
+Each face's 68 dlib landmarks are found (frontal faces only: the nose tip within 0.12 eye distances of
+the eyes' midline), then a piecewise-affine warp (Delaunay triangles of the landmarks and 8 border
+points) separates the two:
+
+* **appearance**: every face warped to one geometry, the mean landmarks of the real faces. What stays
+  different between people is shading, albedo and the features' inner detail.
+* **geometry**: a few fixed donor faces (real and ours), each warped to every face's landmarks. What
+  differs within a donor is the 2D layout of the features alone.
+
+For each, the mean dlib descriptor distance between different people (detected faces), real people
+(``--real``) against the morphable source's identities rendered in memory (``--preset``, ``-o``), one
+112 px ArcFace-aligned image each. ``--blur`` also judges the appearance sets after a gaussian blur
+(sigma in px), to see how much of it is coarse layout.
+
+    python benchmarks/judge_warp.py --real ../shared/data/lfw-dev/images --ids 150
+    python benchmarks/judge_warp.py --real ../shared/data/lfw-dev/images --ids 150 --blur 3
+
+Needs the judge extra (``pip install -e ".[judge]"``). Prints one JSON line per set, then a summary.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+#: Border points (x, y) of the 112 px image, added to the landmarks so that the warp covers it all.
+BORDER = np.array([[0, 0], [55.5, 0], [111, 0], [111, 55.5], [111, 111], [55.5, 111], [0, 111], [0, 55.5]])
+#: A face is kept when its nose tip (landmark 30) sits within this many eye distances of the eyes' midline.
+FRONTAL_NOSE = 0.12
+
+
+def piecewise_affine(img, src: np.ndarray, dst: np.ndarray):
+    """Warp ``img`` (3, H, W) float tensor so that its points ``src`` (K, 2) (x, y in px) land on ``dst``
+    (K, 2): each output pixel is sampled (bilinear, border-clamped) through the affine map of the
+    Delaunay triangle of ``dst`` (plus :data:`BORDER` scaled to the image) it falls in. (3, H, W)."""
+    import torch
+    import torch.nn.functional as F
+    from scipy.spatial import Delaunay
+    _, h, w = img.shape
+    border = BORDER * np.array([(w - 1) / 111.0, (h - 1) / 111.0])
+    s, d = np.vstack([src, border]), np.vstack([dst, border])
+    tri = Delaunay(d)
+    yy, xx = np.mgrid[0:h, 0:w]
+    p = np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float64)
+    k = tri.find_simplex(p)
+    k[k < 0] = 0  # only pixels on the hull's edge, by rounding: any triangle touching it maps them
+    t = tri.transform[k]
+    b2 = np.einsum("nij,nj->ni", t[:, :2], p - t[:, 2])
+    bary = np.concatenate([b2, 1 - b2.sum(1, keepdims=True)], 1)
+    q = (bary[:, :, None] * s[tri.simplices[k]]).sum(1)
+    grid = torch.from_numpy(q / np.array([w - 1, h - 1]) * 2 - 1).to(img).view(1, h, w, 2)
+    return F.grid_sample(img[None], grid, align_corners=True, padding_mode="border")[0]
+
+
+def landmarks(images: np.ndarray, shape_predictor: str) -> list[np.ndarray | None]:
+    """dlib's 68 landmarks (68, 2) of the largest HOG-detected face of each uint8 (H, W, 3) image, or None."""
+    import dlib
+    det, sp = dlib.get_frontal_face_detector(), dlib.shape_predictor(shape_predictor)
+    out: list[np.ndarray | None] = []
+    for im in images:
+        boxes = det(np.ascontiguousarray(im), 1)
+        if len(boxes) == 0:
+            out.append(None)
+            continue
+        s = sp(np.ascontiguousarray(im), max(boxes, key=lambda b: b.area()))
+        out.append(np.array([[q.x, q.y] for q in s.parts()], np.float64))
+    return out
+
+
+def is_frontal(lm: np.ndarray | None) -> bool:
+    """Whether 68 landmarks show a frontal face (nose tip near the eyes' midline, :data:`FRONTAL_NOSE`)."""
+    if lm is None:
+        return False
+    le, re = lm[36:42].mean(0), lm[42:48].mean(0)
+    return bool(abs(lm[30, 0] - (le[0] + re[0]) / 2) / np.linalg.norm(re - le) < FRONTAL_NOSE)
+
+
+def impostor(images, models, workers: int) -> dict:
+    """Detection rate and mean / FAR@0.6 of the distances between the detected faces of ``images``
+    (N, 3, H, W) float tensor in [0, 1], each image a different person."""
+    from engine import judge as J
+    d = J.describe_arrays([images[s:s + 64] for s in range(0, len(images), 64)], models, workers=workers)
+    det = d.detected
+    imp = J.genuine_impostor_distances(d.descriptors[det], np.arange(len(images))[det], seed=0)["impostor"]
+    return {"detection": round(float(det.mean()), 4), "impostor": round(float(imp.mean()), 4) if len(imp) else None,
+            "far_0.6": round(J.false_accept_rate(imp), 4) if len(imp) else None}
+
+
+def _frontal_faces(images: np.ndarray, predictor: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    lms = landmarks(images, predictor)
+    keep = [i for i, lm in enumerate(lms) if is_frontal(lm)][:n]
+    return images[keep], np.stack([lms[i] for i in keep]) if keep else np.zeros((0, 68, 2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+
+    from engine import judge as J
+    from engine.attributes import find_shape_predictor
+    from benchmarks.judge_quick import render_batches, render_parser
+    ap = render_parser(__doc__, "frontal", 1)
+    ap.add_argument("--real", type=Path, required=True, help="real aligned 112 px faces, a folder per person")
+    ap.add_argument("--donors", type=int, default=4, help="fixed donors per kind for the geometry sets")
+    ap.add_argument("--blur", type=float, default=0.0, help="also judge the appearance sets blurred (sigma, px)")
+    a = ap.parse_args(argv)
+    if a.ids < 2 or a.donors < 1:
+        raise SystemExit(f"--ids must be >= 2 and --donors >= 1, got {a.ids} and {a.donors}")
+    J.require_dlib()
+    models, predictor = J.find_models(), str(find_shape_predictor().shape_predictor)
+    from PIL import Image
+    people = sorted(p for p in a.real.iterdir() if p.is_dir()) if a.real.is_dir() else []
+    if not people:
+        raise SystemExit(f"--real {a.real}: no person folders")
+    want = 3 * (a.ids + a.donors)  # candidates: frontal ones are kept
+    pick = np.random.default_rng(a.seed).permutation(len(people))[:want]
+    real = np.stack([np.asarray(Image.open(sorted(f for f in people[i].iterdir() if f.is_file())[0]).convert("RGB")
+                                .resize((112, 112))) for i in pick])
+    a.ids, n = want, a.ids  # render as many candidates as real ones, one image each
+    a.per_id = 1
+    _, batches, _ = render_batches(a)
+    ours = np.concatenate([(b.images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8) for b in batches])
+    (ri, rl), (oi, ol) = _frontal_faces(real, predictor, n + a.donors), _frontal_faces(ours, predictor, n + a.donors)
+    m = min(len(ri), len(oi)) - a.donors
+    if m < 2:
+        raise SystemExit(f"too few frontal faces found ({len(ri)} real, {len(oi)} ours) for --donors {a.donors}")
+    to_t = lambda x: torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    rt, ot = to_t(ri), to_t(oi)
+    mean = rl[:m].mean(0)
+    res: dict[str, dict] = {}
+
+    def report(name: str, images) -> None:
+        res[name] = impostor(images, models, a.workers)
+        print(json.dumps({"set": name, "faces": m, **res[name]}), flush=True)
+    report("real", rt[:m])
+    report("ours", ot[:m])
+    app = {k: torch.stack([piecewise_affine(x[i], lm[i], mean) for i in range(m)]) for k, x, lm in (("real", rt, rl), ("ours", ot, ol))}
+    for k in ("real", "ours"):
+        report(f"{k}_appearance", app[k])
+    if a.blur > 0:
+        from kornia.filters import gaussian_blur2d
+        r = int(3 * a.blur + 0.5)
+        for k in ("real", "ours"):
+            report(f"{k}_appearance_blur", gaussian_blur2d(app[k], (2 * r + 1, 2 * r + 1), (a.blur, a.blur)))
+    for dk, dx, dl in (("real", rt, rl), ("ours", ot, ol)):
+        for gk, gl in (("real", rl), ("ours", ol)):
+            per = [impostor(torch.stack([piecewise_affine(dx[m + j], dl[m + j], gl[i]) for i in range(m)]), models, a.workers)
+                   for j in range(a.donors)]
+            res[f"{dk}_donor_{gk}_geometry"] = {"detection": round(float(np.mean([p["detection"] for p in per])), 4),
+                                                "impostor": round(float(np.mean([p["impostor"] for p in per])), 4)}
+            print(json.dumps({"set": f"{dk}_donor_{gk}_geometry", "faces": m, "donors": a.donors,
+                              **res[f"{dk}_donor_{gk}_geometry"]}), flush=True)
+    print(json.dumps({"summary": {k: v["impostor"] for k, v in res.items()}, "faces": m, "preset": a.preset,
+                      "overrides": a.override}))
+
+
+if __name__ == "__main__":
+    main()
