@@ -151,8 +151,9 @@ def main(argv: list[str] | None = None) -> None:
         for gk, gl in (("real", rl), ("ours", ol)):
             per = [impostor(torch.stack([piecewise_affine(dx[m + j], dl[m + j], gl[i]) for i in range(m)]), models, a.workers)
                    for j in range(a.donors)]
+            imps = [p["impostor"] for p in per if p["impostor"] is not None]  # None: under 2 faces found
             res[f"{dk}_donor_{gk}_geometry"] = {"detection": round(float(np.mean([p["detection"] for p in per])), 4),
-                                                "impostor": round(float(np.mean([p["impostor"] for p in per])), 4)}
+                                                "impostor": round(float(np.mean(imps)), 4) if imps else None}
             print(json.dumps({"set": f"{dk}_donor_{gk}_geometry", "faces": m, "donors": a.donors,
                               **res[f"{dk}_donor_{gk}_geometry"]}), flush=True)
     print(json.dumps({"summary": {k: v["impostor"] for k, v in res.items()}, "faces": m, "preset": a.preset,

@@ -1,5 +1,5 @@
-"""benchmarks/judge_quick.py, judge_regions.py, judge_factors.py, judge_gender.py, judge_degradations.py and
-shape_proportions.py on tiny inputs (the tests that describe faces need the judge extra)."""
+"""benchmarks/judge_quick.py, judge_regions.py, judge_factors.py, judge_gender.py, judge_degradations.py,
+judge_warp.py and shape_proportions.py on tiny inputs (the tests that describe faces need the judge extra)."""
 from __future__ import annotations
 
 import json
