@@ -14,8 +14,14 @@ For each, the mean dlib descriptor distance between different people (detected f
 112 px ArcFace-aligned image each. ``--blur`` also judges the appearance sets after a gaussian blur
 (sigma in px), to see how much of it is coarse layout.
 
+Our donors warped to the real layouts (``ours_donor_real_geometry``) measure how well our faces serve as
+a canvas for a given change of geometry; real donors score higher. ``--paste REGION`` pastes a real
+donor's region (warped to our donor's landmarks, soft 3 px box of the 112 px template) into each of our
+donors first, to find which region makes the difference (BENCHMARKS.md, "Realism, session 18").
+
     python benchmarks/judge_warp.py --real ../shared/data/lfw-dev/images --ids 150
     python benchmarks/judge_warp.py --real ../shared/data/lfw-dev/images --ids 150 --blur 3
+    python benchmarks/judge_warp.py --real ../shared/data/lfw-dev/images --ids 40 --donors 24 --paste brows_eyes
 
 Needs the judge extra (``pip install -e ".[judge]"``). Prints one JSON line per set, then a summary.
 """
@@ -31,6 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 #: Border points (x, y) of the 112 px image, added to the landmarks so that the warp covers it all.
 BORDER = np.array([[0, 0], [55.5, 0], [111, 0], [111, 55.5], [111, 111], [55.5, 111], [0, 111], [0, 55.5]])
+#: Regions for ``--paste`` (rows y0:y1, columns x0:x1 of the 112 px template): judge_regions.py's, and
+#: the inner face; ``outer`` is everything outside the inner face.
+PASTE_REGIONS = {"brows_eyes": (28, 62, 20, 94), "eyes": (38, 62, 22, 92), "nose": (55, 82, 40, 72),
+                 "mouth": (78, 100, 32, 82), "inner": (26, 104, 22, 90), "outer": (26, 104, 22, 90)}
 #: A face is kept when its nose tip (landmark 30) sits within this many eye distances of the eyes' midline.
 FRONTAL_NOSE = 0.12
 
@@ -56,6 +66,19 @@ def piecewise_affine(img, src: np.ndarray, dst: np.ndarray):
     q = (bary[:, :, None] * s[tri.simplices[k]]).sum(1)
     grid = torch.from_numpy(q / np.array([w - 1, h - 1]) * 2 - 1).to(img).view(1, h, w, 2)
     return F.grid_sample(img[None], grid, align_corners=True, padding_mode="border")[0]
+
+
+def paste_region(ours, ours_lm: np.ndarray, real, real_lm: np.ndarray, region: str):
+    """``ours`` (3, 112, 112) with ``region`` (:data:`PASTE_REGIONS`) replaced by that of ``real``
+    (3, 112, 112), warped to ``ours_lm`` (68, 2) first so that the features meet; soft 3 px edge (4 px
+    around the inner face for ``outer``). (3, 112, 112)."""
+    import torch
+    from benchmarks.judge_regions import soft_box
+    if region not in PASTE_REGIONS:
+        raise ValueError(f"region {region!r}: expected one of {sorted(PASTE_REGIONS)}")
+    m = soft_box(*PASTE_REGIONS[region], edge=4.0 if region == "outer" else 3.0)
+    m = torch.from_numpy(1 - m if region == "outer" else m).permute(2, 0, 1).to(ours)
+    return ours * (1 - m) + piecewise_affine(real, real_lm, ours_lm) * m
 
 
 def landmarks(images: np.ndarray, shape_predictor: str) -> list[np.ndarray | None]:
@@ -92,6 +115,20 @@ def impostor(images, models, workers: int) -> dict:
             "far_0.6": round(J.false_accept_rate(imp), 4) if len(imp) else None}
 
 
+def donor_impostor(images, donors: int, models, workers: int) -> tuple[float, np.ndarray]:
+    """Detection rate of ``images`` (donors * L, 3, H, W), donor-major (each donor warped to the same L
+    layouts), and per donor the mean distance between its detected images (NaN under 2). (rate, (donors,))."""
+    from engine import judge as J
+    d = J.describe_arrays([images[s:s + 64] for s in range(0, len(images), 64)], models, workers=workers)
+    per = len(images) // donors
+    out = np.full(donors, np.nan)
+    for j in range(donors):
+        x = d.descriptors[j * per:(j + 1) * per][d.detected[j * per:(j + 1) * per]]
+        if len(x) > 1:
+            out[j] = J.pairwise_distances(x, x)[np.triu_indices(len(x), 1)].mean()
+    return float(d.detected.mean()), out
+
+
 def _frontal_faces(images: np.ndarray, predictor: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     lms = landmarks(images, predictor)
     keep = [i for i, lm in enumerate(lms) if is_frontal(lm)][:n]
@@ -108,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--real", type=Path, required=True, help="real aligned 112 px faces, a folder per person")
     ap.add_argument("--donors", type=int, default=4, help="fixed donors per kind for the geometry sets")
     ap.add_argument("--blur", type=float, default=0.0, help="also judge the appearance sets blurred (sigma, px)")
+    ap.add_argument("--paste", default=None, choices=sorted(PASTE_REGIONS),
+                    help="paste this region of a real donor into each of our geometry donors")
     a = ap.parse_args(argv)
     if a.ids < 2 or a.donors < 1:
         raise SystemExit(f"--ids must be >= 2 and --donors >= 1, got {a.ids} and {a.donors}")
@@ -147,17 +186,20 @@ def main(argv: list[str] | None = None) -> None:
         r = int(3 * a.blur + 0.5)
         for k in ("real", "ours"):
             report(f"{k}_appearance_blur", gaussian_blur2d(app[k], (2 * r + 1, 2 * r + 1), (a.blur, a.blur)))
-    for dk, dx, dl in (("real", rt, rl), ("ours", ot, ol)):
+    od = ot.clone()
+    if a.paste:  # each of our donors gets the region of the real donor of the same rank
+        for j in range(a.donors):
+            od[m + j] = paste_region(ot[m + j], ol[m + j], rt[m + j], rl[m + j], a.paste)
+    for dk, dx, dl in (("real", rt, rl), ("ours", od, ol)):
         for gk, gl in (("real", rl), ("ours", ol)):
-            per = [impostor(torch.stack([piecewise_affine(dx[m + j], dl[m + j], gl[i]) for i in range(m)]), models, a.workers)
-                   for j in range(a.donors)]
-            imps = [p["impostor"] for p in per if p["impostor"] is not None]  # None: under 2 faces found
-            res[f"{dk}_donor_{gk}_geometry"] = {"detection": round(float(np.mean([p["detection"] for p in per])), 4),
-                                                "impostor": round(float(np.mean(imps)), 4) if imps else None}
+            warped = torch.stack([piecewise_affine(dx[m + j], dl[m + j], gl[i]) for j in range(a.donors) for i in range(m)])
+            det, imp = donor_impostor(warped, a.donors, models, a.workers)
+            res[f"{dk}_donor_{gk}_geometry"] = {"detection": round(float(det), 4),
+                                                "impostor": round(float(np.nanmean(imp)), 4) if np.isfinite(imp).any() else None}
             print(json.dumps({"set": f"{dk}_donor_{gk}_geometry", "faces": m, "donors": a.donors,
                               **res[f"{dk}_donor_{gk}_geometry"]}), flush=True)
     print(json.dumps({"summary": {k: v["impostor"] for k, v in res.items()}, "faces": m, "preset": a.preset,
-                      "overrides": a.override}))
+                      "overrides": a.override, "paste": a.paste}))
 
 
 if __name__ == "__main__":

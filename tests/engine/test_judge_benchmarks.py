@@ -173,6 +173,19 @@ def test_piecewise_affine_is_the_identity_for_equal_points_and_moves_content_wit
     assert out.shape == img.shape
 
 
+def test_paste_region_replaces_the_region_only_and_outer_is_its_complement():
+    import torch
+    W = _load("judge_warp")
+    ours, real = torch.zeros(3, 112, 112), torch.ones(3, 112, 112)
+    lm = np.stack(np.meshgrid(np.linspace(30, 80, 9), np.linspace(30, 90, 8)), -1).reshape(-1, 2)[:68]
+    eyes = W.paste_region(ours, lm, real, lm, "eyes")  # rows 38:62, columns 22:92
+    assert float(eyes[0, 50, 57]) == 1.0 and float(eyes[0, 80, 57]) == 0.0 and float(eyes[0, 50, 5]) == 0.0
+    inner, outer = W.paste_region(ours, lm, real, lm, "inner"), W.paste_region(ours, lm, real, lm, "outer")
+    assert float(inner[0, 60, 56]) == 1.0 and float(outer[0, 60, 56]) == 0.0 and float(outer[0, 2, 2]) == 1.0
+    with pytest.raises(ValueError, match="expected one of"):
+        W.paste_region(ours, lm, real, lm, "ears")
+
+
 def test_is_frontal_by_the_nose_tip_against_the_eyes():
     W = _load("judge_warp")
     lm = np.zeros((68, 2))
@@ -192,13 +205,13 @@ def test_judge_warp_prints_appearance_and_geometry_sets(models, tmp_path, capsys
     except (ImportError, FileNotFoundError, ValueError) as e:
         pytest.skip(f"68-point shape predictor unavailable: {e}")
     _stand_in_real_folder(tmp_path, 4)  # 8 people
-    W.main(["--real", str(tmp_path), "--ids", "3", "--donors", "1", "--workers", "1", "--blur", "2"])
+    W.main(["--real", str(tmp_path), "--ids", "3", "--donors", "1", "--workers", "1", "--blur", "2", "--paste", "eyes"])
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     sets = {x["set"]: x for x in lines if "set" in x}
     assert {"real", "ours", "real_appearance", "ours_appearance", "real_appearance_blur", "ours_appearance_blur",
             "real_donor_real_geometry", "ours_donor_ours_geometry"} <= set(sets)
     for x in sets.values():
         assert 0.0 <= x["detection"] <= 1.0 and x["faces"] >= 2
-    assert set(lines[-1]["summary"]) == set(sets)
+    assert set(lines[-1]["summary"]) == set(sets) and lines[-1]["paste"] == "eyes"
     with pytest.raises(SystemExit, match="no person folders"):
         W.main(["--real", str(tmp_path / "P0"), "--ids", "3"])
