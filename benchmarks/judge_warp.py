@@ -17,11 +17,14 @@ For each, the mean dlib descriptor distance between different people (detected f
 Our donors warped to the real layouts (``ours_donor_real_geometry``) measure how well our faces serve as
 a canvas for a given change of geometry; real donors score higher. ``--paste REGION`` pastes a real
 donor's region (warped to our donor's landmarks, soft 3 px box of the 112 px template) into each of our
-donors first, to find which region makes the difference (BENCHMARKS.md, "Realism, session 18").
+donors first, to find which region makes the difference (BENCHMARKS.md, "Realism, session 18");
+``--paste-band detail`` pastes only the real region's fine detail (the image minus its gaussian blur at
+``--band-sigma`` px) onto our region's blur, ``coarse`` the converse ("Realism, session 19").
 
     python benchmarks/judge_warp.py --real ../shared/data/lfw-dev/images --ids 150
     python benchmarks/judge_warp.py --real ../shared/data/lfw-dev/images --ids 150 --blur 3
     python benchmarks/judge_warp.py --real ../shared/data/lfw-dev/images --ids 40 --donors 24 --paste brows_eyes
+    python benchmarks/judge_warp.py --real ../shared/data/lfw-dev/images --ids 40 --donors 24 --paste features --paste-band detail
 
 Needs the judge extra (``pip install -e ".[judge]"``). Prints one JSON line per set, then a summary.
 """
@@ -38,9 +41,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 #: Border points (x, y) of the 112 px image, added to the landmarks so that the warp covers it all.
 BORDER = np.array([[0, 0], [55.5, 0], [111, 0], [111, 55.5], [111, 111], [55.5, 111], [0, 111], [0, 55.5]])
 #: Regions for ``--paste`` (rows y0:y1, columns x0:x1 of the 112 px template): judge_regions.py's, and
-#: the inner face; ``outer`` is everything outside the inner face.
+#: the inner face; ``outer`` is everything outside the inner face, ``features`` the union of the brows
+#: and eyes, the nose and the mouth (the skin between them left out).
 PASTE_REGIONS = {"brows_eyes": (28, 62, 20, 94), "eyes": (38, 62, 22, 92), "nose": (55, 82, 40, 72),
-                 "mouth": (78, 100, 32, 82), "inner": (26, 104, 22, 90), "outer": (26, 104, 22, 90)}
+                 "mouth": (78, 100, 32, 82), "inner": (26, 104, 22, 90), "outer": (26, 104, 22, 90),
+                 "features": None}
+#: What of the real region ``--paste-band`` pastes: all of it, its fine detail (the image minus its
+#: gaussian blur) on our region's blur, or its blur under our region's fine detail.
+PASTE_BANDS = ("all", "detail", "coarse")
 #: A face is kept when its nose tip (landmark 30) sits within this many eye distances of the eyes' midline.
 FRONTAL_NOSE = 0.12
 
@@ -68,17 +76,41 @@ def piecewise_affine(img, src: np.ndarray, dst: np.ndarray):
     return F.grid_sample(img[None], grid, align_corners=True, padding_mode="border")[0]
 
 
-def paste_region(ours, ours_lm: np.ndarray, real, real_lm: np.ndarray, region: str):
+def _region_mask(region: str) -> np.ndarray:
+    """(112, 112, 1) soft mask of ``region`` (:data:`PASTE_REGIONS`): 3 px edges (4 px around the inner
+    face for ``outer``)."""
+    from benchmarks.judge_regions import soft_box
+    if region == "outer":
+        return 1 - soft_box(*PASTE_REGIONS["inner"], edge=4.0)
+    if region == "features":
+        keep = np.ones((112, 112, 1), np.float32)
+        for r in ("brows_eyes", "nose", "mouth"):
+            keep = keep * (1 - soft_box(*PASTE_REGIONS[r], edge=3.0))
+        return 1 - keep
+    return soft_box(*PASTE_REGIONS[region], edge=3.0)
+
+
+def paste_region(ours, ours_lm: np.ndarray, real, real_lm: np.ndarray, region: str, band: str = "all",
+                 sigma: float = 3.0):
     """``ours`` (3, 112, 112) with ``region`` (:data:`PASTE_REGIONS`) replaced by that of ``real``
     (3, 112, 112), warped to ``ours_lm`` (68, 2) first so that the features meet; soft 3 px edge (4 px
-    around the inner face for ``outer``). (3, 112, 112)."""
+    around the inner face for ``outer``). ``band`` (:data:`PASTE_BANDS`) ``detail`` pastes the real
+    region's fine detail (the image minus its gaussian blur of ``sigma`` px) onto the blur of ours,
+    ``coarse`` the real blur under our fine detail. (3, 112, 112)."""
     import torch
-    from benchmarks.judge_regions import soft_box
     if region not in PASTE_REGIONS:
         raise ValueError(f"region {region!r}: expected one of {sorted(PASTE_REGIONS)}")
-    m = soft_box(*PASTE_REGIONS[region], edge=4.0 if region == "outer" else 3.0)
-    m = torch.from_numpy(1 - m if region == "outer" else m).permute(2, 0, 1).to(ours)
-    return ours * (1 - m) + piecewise_affine(real, real_lm, ours_lm) * m
+    if band not in PASTE_BANDS:
+        raise ValueError(f"band {band!r}: expected one of {list(PASTE_BANDS)}")
+    m = torch.from_numpy(_region_mask(region)).permute(2, 0, 1).to(ours)
+    y = piecewise_affine(real, real_lm, ours_lm)
+    if band != "all":
+        from kornia.filters import gaussian_blur2d
+        k = 2 * int(4 * sigma) + 1
+        blur = lambda z: gaussian_blur2d(z[None], (k, k), (sigma, sigma), border_type="replicate")[0]  # noqa: E731
+        y = blur(ours) + (y - blur(y)) if band == "detail" else blur(y) + (ours - blur(ours))
+        y = y.clamp(0, 1)
+    return ours * (1 - m) + y * m
 
 
 def landmarks(images: np.ndarray, shape_predictor: str) -> list[np.ndarray | None]:
@@ -147,9 +179,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--blur", type=float, default=0.0, help="also judge the appearance sets blurred (sigma, px)")
     ap.add_argument("--paste", default=None, choices=sorted(PASTE_REGIONS),
                     help="paste this region of a real donor into each of our geometry donors")
+    ap.add_argument("--paste-band", default="all", choices=PASTE_BANDS,
+                    help="what of the real region to paste: all, its fine detail, or its coarse part")
+    ap.add_argument("--band-sigma", type=float, default=3.0, help="gaussian sigma (px) that splits detail from coarse")
     a = ap.parse_args(argv)
     if a.ids < 2 or a.donors < 1:
         raise SystemExit(f"--ids must be >= 2 and --donors >= 1, got {a.ids} and {a.donors}")
+    if a.band_sigma <= 0:
+        raise SystemExit(f"--band-sigma must be > 0, got {a.band_sigma}")
     J.require_dlib()
     models, predictor = J.find_models(), str(find_shape_predictor().shape_predictor)
     from PIL import Image
@@ -189,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     od = ot.clone()
     if a.paste:  # each of our donors gets the region of the real donor of the same rank
         for j in range(a.donors):
-            od[m + j] = paste_region(ot[m + j], ol[m + j], rt[m + j], rl[m + j], a.paste)
+            od[m + j] = paste_region(ot[m + j], ol[m + j], rt[m + j], rl[m + j], a.paste, a.paste_band, a.band_sigma)
     for dk, dx, dl in (("real", rt, rl), ("ours", od, ol)):
         for gk, gl in (("real", rl), ("ours", ol)):
             warped = torch.stack([piecewise_affine(dx[m + j], dl[m + j], gl[i]) for j in range(a.donors) for i in range(m)])
@@ -199,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps({"set": f"{dk}_donor_{gk}_geometry", "faces": m, "donors": a.donors,
                               **res[f"{dk}_donor_{gk}_geometry"]}), flush=True)
     print(json.dumps({"summary": {k: v["impostor"] for k, v in res.items()}, "faces": m, "preset": a.preset,
-                      "overrides": a.override, "paste": a.paste}))
+                      "overrides": a.override, "paste": a.paste, "paste_band": a.paste_band}))
 
 
 if __name__ == "__main__":

@@ -184,6 +184,29 @@ def test_paste_region_replaces_the_region_only_and_outer_is_its_complement():
     assert float(inner[0, 60, 56]) == 1.0 and float(outer[0, 60, 56]) == 0.0 and float(outer[0, 2, 2]) == 1.0
     with pytest.raises(ValueError, match="expected one of"):
         W.paste_region(ours, lm, real, lm, "ears")
+    feats = W.paste_region(ours, lm, real, lm, "features")  # brows and eyes, nose, mouth; not the cheeks
+    assert float(feats[0, 50, 57]) == 1.0 and float(feats[0, 70, 56]) == 1.0 and float(feats[0, 90, 56]) == 1.0
+    assert float(feats[0, 72, 26]) == 0.0 and float(feats[0, 2, 2]) == 0.0
+
+
+def test_paste_region_bands_split_the_real_region_into_detail_and_coarse():
+    import torch
+    W = _load("judge_warp")
+    lm = np.stack(np.meshgrid(np.linspace(30, 80, 9), np.linspace(30, 90, 8)), -1).reshape(-1, 2)[:68]
+    g = torch.Generator().manual_seed(0)
+    ours, real = torch.rand(3, 112, 112, generator=g) * 0.5 + 0.25, torch.rand(3, 112, 112, generator=g) * 0.5 + 0.25
+    # a face's own detail and coarse part add up to itself
+    for band in ("detail", "coarse"):
+        assert torch.allclose(W.paste_region(ours, lm, ours, lm, "inner", band), ours, atol=1e-5)
+    flat = torch.full((3, 112, 112), 0.5)
+    detail = W.paste_region(ours, lm, flat, lm, "inner", "detail")  # a flat donor has no detail: ours blurred
+    coarse = W.paste_region(ours, lm, flat, lm, "inner", "coarse")  # ours' detail on a flat 0.5
+    inside = (slice(None), slice(40, 90), slice(35, 80))
+    assert float(detail[inside].std()) < 0.5 * float(ours[inside].std())
+    assert abs(float(coarse[inside].mean()) - 0.5) < 0.01 and float(coarse[inside].std()) > 0.5 * float(ours[inside].std())
+    assert torch.equal(detail[:, 5, 5], ours[:, 5, 5]) and torch.equal(coarse[:, 5, 5], ours[:, 5, 5])  # outside
+    with pytest.raises(ValueError, match="band 'fine'"):
+        W.paste_region(ours, lm, real, lm, "inner", "fine")
 
 
 def test_is_frontal_by_the_nose_tip_against_the_eyes():
@@ -205,7 +228,8 @@ def test_judge_warp_prints_appearance_and_geometry_sets(models, tmp_path, capsys
     except (ImportError, FileNotFoundError, ValueError) as e:
         pytest.skip(f"68-point shape predictor unavailable: {e}")
     _stand_in_real_folder(tmp_path, 4)  # 8 people
-    W.main(["--real", str(tmp_path), "--ids", "3", "--donors", "1", "--workers", "1", "--blur", "2", "--paste", "eyes"])
+    W.main(["--real", str(tmp_path), "--ids", "3", "--donors", "1", "--workers", "1", "--blur", "2", "--paste", "eyes",
+            "--paste-band", "detail"])
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     sets = {x["set"]: x for x in lines if "set" in x}
     assert {"real", "ours", "real_appearance", "ours_appearance", "real_appearance_blur", "ours_appearance_blur",
@@ -213,5 +237,6 @@ def test_judge_warp_prints_appearance_and_geometry_sets(models, tmp_path, capsys
     for x in sets.values():
         assert 0.0 <= x["detection"] <= 1.0 and x["faces"] >= 2
     assert set(lines[-1]["summary"]) == set(sets) and lines[-1]["paste"] == "eyes"
+    assert lines[-1]["paste_band"] == "detail"
     with pytest.raises(SystemExit, match="no person folders"):
         W.main(["--real", str(tmp_path / "P0"), "--ids", "3"])
