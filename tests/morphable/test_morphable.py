@@ -354,6 +354,44 @@ def test_eye_visibility_dims_the_eyes_only(frontal, monkeypatch):
     assert float(near.any(1).float().mean()) > 0.9  # around the eyes
 
 
+def test_soften_eyes_blurs_the_eyes_and_their_margin_only():
+    from morphable.default_model import REGION_IDS
+    from morphable.source import _soften_eyes
+
+    S = 64
+    reg = torch.full((2, S, S), REGION_IDS["skin"], dtype=torch.int8)
+    reg[:, 30:34, 20:30] = REGION_IDS["eye"]
+    img = torch.zeros(2, 3, S, S)
+    img[:, :, 30:34, 20:30] = 1.0  # a bright eye on dark skin: a sharp edge
+    img[:, :, 50:, :] = torch.rand(2, 3, S - 50, S, generator=torch.Generator().manual_seed(0))  # detail far away
+    out = _soften_eyes(img, reg, torch.tensor([1.5, 0.0]))
+    assert torch.equal(out[1], img[1])  # sigma 0: as drawn
+    a = out[0]
+    assert 0.2 < float(a[0, 29, 25]) < 0.8 and 0.1 < float(a[0, 32, 30]) < 0.8  # the edges are soft now
+    assert float(a[0, 32, 25]) < 1.0  # the eye's inside mixes with its rim
+    assert torch.equal(a[:, 50:], img[0, :, 50:]) and torch.equal(a[:, :20], img[0, :, :20])  # far away: untouched
+    alone = _soften_eyes(img[:1], reg[:1], torch.tensor([1.5]))
+    assert torch.equal(alone[0], a)  # an image's result does not depend on its batch
+    no_eye = torch.full_like(reg[:1], REGION_IDS["skin"])
+    assert torch.equal(_soften_eyes(img[:1], no_eye, torch.tensor([1.5])), img[:1])  # closed eyes: nothing to soften
+
+
+def test_eye_softness_changes_the_eyes_only_and_is_checked(default_model):
+    over = {"pose": {"yaw": {"lo": 0, "hi": 0}, "pitch": {"lo": 0, "hi": 0}, "roll": {"lo": 0, "hi": 0}},
+            "expression": {"prob": 0.0}, "occluders": {"glasses_prob": 0.0}}
+    ids = MorphableSource(preset="frontal", size=112, model=default_model, overrides=over).sample_identities(1, seed=0)
+    r, k = torch.tensor([0]), torch.tensor([0])
+    imgs = {v: MorphableSource(preset="frontal", size=112, model=default_model,
+                               overrides={**over, "camera": {"eye_softness": v}}).render(ids, r, k, seed=0).images[0]
+            for v in (0.0, 2.0)}
+    diff = (imgs[2.0] - imgs[0.0]).abs().amax(0)  # (112, 112)
+    rows = diff.amax(1)
+    assert float(rows[44:60].max()) > 0.05  # the eyes (ArcFace template: eyes on row ~52)
+    assert float(rows[70:].max()) < 0.02 and float(rows[:30].max()) < 0.02  # mouth, chin, forehead: as drawn
+    with pytest.raises(ValueError, match="camera.eye_softness must be >= 0"):
+        MorphableSource(preset="frontal", size=32, model=default_model, overrides={"camera": {"eye_softness": -1.0}})
+
+
 def test_lid_shading_darkens_the_lash_line_only():
     from morphable.default_model import REGION_IDS
     from morphable.source import LID_SHADES, _flat_index, _lid_shading, _region_map
