@@ -1189,8 +1189,8 @@ class MorphableSource(IdentitySampler):
 
     def _composite(self, b: _Batch, geo: _Geometry, px: _Pixels, lin: torch.Tensor, back: torch.Tensor) -> torch.Tensor:
         """(B, 3, size, size) display image: the lit pixels over the background, silhouette
-        anti-aliasing, the eyes softened (``camera.eye_softness``), supersampling down to ``size``,
-        tone map and sRGB gamma."""
+        anti-aliasing, the eyes softened (``camera.eye_softness``; not in images that the degradations
+        blur or downsample), supersampling down to ``size``, tone map and sRGB gamma."""
         ss = self.cfg.supersample
         img = back.permute(0, 2, 3, 1).clone()
         img[px.idx] = lin
@@ -1202,7 +1202,10 @@ class MorphableSource(IdentitySampler):
                 img = edge_antialias(img, px.region_map == REGION_IDS["hair"])
         img = img.permute(0, 3, 1, 2)
         if self.cfg.camera.eye_softness > 0:
-            img = _soften_eyes(img, px.region_map, _px_per_metre(geo) * (self.cfg.camera.eye_softness / 1000.0))
+            # images that the degradations blur or downsample are soft already: their eyes stay as drawn
+            sharp = (b.fac["blur"] <= 0) & (b.fac["lowres"] >= 1)
+            sigma = _px_per_metre(geo) * (self.cfg.camera.eye_softness / 1000.0)
+            img = _soften_eyes(img, px.region_map, torch.where(sharp.to(sigma.device), sigma, torch.zeros_like(sigma)))
         if ss > 1:
             img = F.avg_pool2d(img, ss)
         # filmic-ish tone map then sRGB gamma

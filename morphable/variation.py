@@ -149,7 +149,8 @@ class CameraConfig:
     ``jitter`` of the head position in the unaligned view (fraction of the image), ``loose_scale`` the
     face size in the unaligned view relative to the aligned crop (a loose head crop), ``eye_softness``
     the gaussian sd in millimetres at the head of the blur that softens the eyes and their lid margins
-    as a lens and a photograph's resolution do (0: as drawn, pixel-sharp)."""
+    as a lens and a photograph's resolution do (0: as drawn, pixel-sharp; images that
+    ``degradation`` blurs or downsamples keep their eyes as drawn, being soft already)."""
 
     distance: Dist = field(default_factory=lambda: Uniform(0.45, 2.0))
     focal_mm: Dist = field(default_factory=lambda: Uniform(28, 85))

@@ -388,6 +388,11 @@ def test_eye_softness_changes_the_eyes_only_and_is_checked(default_model):
     rows = diff.amax(1)
     assert float(rows[44:60].max()) > 0.05  # the eyes (ArcFace template: eyes on row ~52)
     assert float(rows[70:].max()) < 0.02 and float(rows[:30].max()) < 0.02  # mouth, chin, forehead: as drawn
+    blurred = {**over, "degradation": {"blur_prob": 1.0, "blur": {"lo": 0.8, "hi": 0.8}}}  # soft already: as drawn
+    a, b = (MorphableSource(preset="frontal", size=112, model=default_model,
+                            overrides={**blurred, "camera": {"eye_softness": v}}).render(ids, r, k, seed=0).images
+            for v in (0.0, 2.0))
+    assert torch.equal(a, b)
     with pytest.raises(ValueError, match="camera.eye_softness must be >= 0"):
         MorphableSource(preset="frontal", size=32, model=default_model, overrides={"camera": {"eye_softness": -1.0}})
 
