@@ -201,7 +201,7 @@ def _soften_eyes(img: torch.Tensor, reg: torch.Tensor, sigma: torch.Tensor) -> t
     """(B, C, S, S) image ``img`` with its eyes and a margin around them (the lash line, the lids'
     margins) blurred by each image's gaussian ``sigma`` (B,) in pixels: the drawn eye's pixel-sharp
     lash line, iris and sclera edges seen as a lens and a photograph's resolution see them (a real-face
-    recogniser reads our sharp eyes as drawn ones: BENCHMARKS.md, "Realism, session 19"). The margin is
+    recogniser finds the people further apart; BENCHMARKS.md, "Realism, session 19"). The margin is
     the eye map blurred by twice ``sigma``, times 3, clipped to 1. ``reg`` (B, S, S): region ids."""
     eye = (reg == REGION_IDS["eye"]).to(img.dtype)[:, None]
     on = (sigma > 0.3) & (eye.flatten(1).amax(1) > 0)

@@ -148,15 +148,17 @@ class CameraConfig:
     """Camera: ``distance`` from the head in metres, ``focal_mm`` 35 mm-equivalent focal length,
     ``jitter`` of the head position in the unaligned view (fraction of the image), ``loose_scale`` the
     face size in the unaligned view relative to the aligned crop (a loose head crop), ``eye_softness``
-    the gaussian sd in millimetres at the head of the blur that softens the eyes and their lid margins
-    as a lens and a photograph's resolution do (0: as drawn, pixel-sharp; images that
-    ``degradation`` blurs or downsamples keep their eyes as drawn, being soft already)."""
+    the gaussian sd in millimetres at the head of a blur that softens the eyes and their lid margins
+    (0, the default: as drawn, pixel-sharp; images that ``degradation`` blurs or downsamples keep
+    their eyes as drawn). A real-face recogniser finds softened eyes' people further apart, but at 2 mm
+    the eyes look milky, detection drops in ``wild`` and FR training gains nothing (BENCHMARKS.md,
+    "Realism, session 19"); 1 mm keeps them legible."""
 
     distance: Dist = field(default_factory=lambda: Uniform(0.45, 2.0))
     focal_mm: Dist = field(default_factory=lambda: Uniform(28, 85))
     jitter: float = 0.05
     loose_scale: float = 0.6
-    eye_softness: float = 2.0
+    eye_softness: float = 0.0
 
 
 @dataclass
