@@ -536,7 +536,7 @@ def test_render_stages_one_by_one(default_model):
     assert float(lin.mean()) > 0.05  # lit, not black
     back = src._background(b)
     assert back.shape == (3, 3, S, S) and bool(torch.isfinite(back).all())
-    img = src._composite(b, px, lin, back)
+    img = src._composite(b, geo, px, lin, back)
     assert img.shape == (3, 3, 64, 64) and float(img.min()) >= 0 and float(img.max()) <= 1
     img = src._degrade(b, src._occluders(b, geo, img))
     # the stages chained by hand are the render, bit for bit
