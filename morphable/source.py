@@ -204,11 +204,11 @@ def _soften_eyes(img: torch.Tensor, reg: torch.Tensor, sigma: torch.Tensor) -> t
     recogniser finds the people further apart; BENCHMARKS.md, "Realism, session 19"). The margin is
     the eye map blurred by twice ``sigma``, times 3, clipped to 1. ``reg`` (B, S, S): region ids."""
     eye = (reg == REGION_IDS["eye"]).to(img.dtype)[:, None]
-    on = (sigma > 0.3) & (eye.flatten(1).amax(1) > 0)
-    if not bool(on.any()):
+    if not bool(((sigma > 0.3) & (eye.flatten(1).amax(1) > 0)).any()):
         return img
+    # an image with sigma <= 0.3 px is returned unblurred (no change), one without eyes has a zero margin
     m = (gaussian_blur(eye, 2 * sigma, min_sigma=0.6, own_kernel=True) * 3).clamp(max=1)
-    return img + (gaussian_blur(img, sigma, min_sigma=0.3, own_kernel=True) - img) * m * on[:, None, None, None].to(img)
+    return img + (gaussian_blur(img, sigma, min_sigma=0.3, own_kernel=True) - img) * m
 
 
 def _teeth(reg: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
