@@ -55,8 +55,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 __all__ = ["ATTRIBUTES", "GROUND_TRUTH", "AttributeModels", "find_shape_predictor", "solve_pose", "landmark_attributes",
-           "image_attributes", "estimate_attributes", "divergences", "reading", "compare_sets", "attribute_report",
-           "main"]
+           "image_attributes", "laplacian_sharpness", "estimate_attributes", "divergences", "reading", "compare_sets",
+           "attribute_report", "main"]
 
 SHAPE_PREDICTOR_68 = "shape_predictor_68_face_landmarks.dat"
 ENV_SHAPE_PREDICTOR_68 = "SYNTHFACE_ATTR_SHAPE_PREDICTOR"
@@ -210,6 +210,17 @@ def _polygon_mask(points: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.asarray(img, dtype=bool)
 
 
+def laplacian_sharpness(L: np.ndarray, mask: np.ndarray) -> float:
+    """log10 of the variance of the 4-neighbour Laplacian of ``L`` (H, W) over ``mask`` (H, W) bool,
+    the border pixels left out (the ``sharpness`` attribute); NaN for an empty mask."""
+    lap = np.zeros_like(L)
+    lap[1:-1, 1:-1] = (L[:-2, 1:-1] + L[2:, 1:-1] + L[1:-1, :-2] + L[1:-1, 2:] - 4 * L[1:-1, 1:-1])
+    inner = mask.copy()
+    inner[[0, -1], :] = False
+    inner[:, [0, -1]] = False
+    return float(np.log10(lap[inner].var() + 1e-6)) if inner.any() else float("nan")
+
+
 def image_attributes(image: np.ndarray, landmarks: np.ndarray) -> dict[str, float]:
     """Illumination, sharpness and colour of one ``(H, W, 3)`` uint8 RGB image with its ``(68, 2)`` landmarks."""
     h, w = image.shape[:2]
@@ -226,11 +237,6 @@ def image_attributes(image: np.ndarray, landmarks: np.ndarray) -> dict[str, floa
     left, right = face & (side > 0), face & (side <= 0)
     l_mean = float(L[left].mean()) if left.any() else nan
     r_mean = float(L[right].mean()) if right.any() else nan
-    lap = np.zeros_like(L)
-    lap[1:-1, 1:-1] = (L[:-2, 1:-1] + L[2:, 1:-1] + L[1:-1, :-2] + L[1:-1, 2:] - 4 * L[1:-1, 1:-1])
-    inner = face.copy()
-    inner[[0, -1], :] = False
-    inner[:, [0, -1]] = False
     # cheeks: squares centred between the jaw (2 / 14) and the nose wing (31 / 35), side = 1/6 face width
     half = max(1, int(round(_dist(landmarks[0], landmarks[16]) / 12)))
     cheek = np.zeros((h, w), bool)
@@ -245,7 +251,7 @@ def image_attributes(image: np.ndarray, landmarks: np.ndarray) -> dict[str, floa
         "brightness": float(L[face].mean()),
         "contrast": float(L[face].std()),
         "lr_asymmetry": (l_mean - r_mean) / (l_mean + r_mean + 1e-9),
-        "sharpness": float(np.log10(lap[inner].var() + 1e-6)) if inner.any() else nan,
+        "sharpness": laplacian_sharpness(L, face),
         "color_a": ac,
         "color_b": bc,
         "ita": float(np.degrees(np.arctan2(Lc - 50.0, bc))),

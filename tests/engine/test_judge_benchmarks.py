@@ -240,3 +240,43 @@ def test_judge_warp_prints_appearance_and_geometry_sets(models, tmp_path, capsys
     assert lines[-1]["paste_band"] == "detail"
     with pytest.raises(SystemExit, match="no person folders"):
         W.main(["--real", str(tmp_path / "P0"), "--ids", "3"])
+
+
+def test_face_sharpness_falls_with_blur_and_rises_with_noise():
+    S = _load("sharpness_range")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:112, 0:112]
+    base = 128 + 60 * np.sin(xx / 3.0) * np.cos(yy / 4.0)  # structure at a few pixels
+    img = np.repeat(base[..., None], 3, -1)
+    from scipy.ndimage import gaussian_filter
+    soft = np.repeat(gaussian_filter(base, 1.5)[..., None], 3, -1)
+    noisy = img + rng.normal(0, 12, img.shape)
+    faces = np.stack([img, soft, noisy]).clip(0, 255).astype(np.uint8)
+    s = S.face_sharpness(faces)
+    assert s[1] < s[0] < s[2]
+    with pytest.raises(ValueError, match="aligned faces"):
+        S.face_sharpness(faces[:, :64])
+
+
+def test_sharpness_compare_counts_ours_outside_the_real_range_and_splits_by_degradation():
+    S = _load("sharpness_range")
+    real = np.linspace(1.0, 2.0, 101)
+    ours = np.array([0.5, 1.5, 1.5, 2.5])
+    noise = np.array([0.0, 0.0, 0.01, 0.02])
+    lines = S.compare(real, ours, {"noise": noise, "lowres": np.ones(4)})
+    by = {x["set"]: x for x in lines}
+    assert by["ours"]["below_real_p1"] == 0.25 and by["ours"]["above_real_p99"] == 0.25
+    assert by["ours, noise on"]["n"] == 2 and by["ours, noise off"]["n"] == 2
+    assert by["ours, lowres off"]["n"] == 4 and "ours, lowres on" not in by  # a state nobody has is left out
+    assert by["real"]["p50"] == 1.5
+
+
+def test_sharpness_range_runs_end_to_end_on_a_tiny_real_folder(tmp_path, capsys):
+    from PIL import Image
+    S = _load("sharpness_range")
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    S.main(["--real", str(tmp_path), "--every", "1", "--ids", "2", "--per-id", "2", "--workers", "1", "--max-yaw", "90"])
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert lines[0]["set"] == "real" and lines[0]["n"] == 3 and lines[1]["set"] == "ours" and lines[1]["n"] == 4
