@@ -4,7 +4,7 @@ ArcFace-aligned 112 px images, for a real face folder and a morphable preset ren
 the rendered images split by each degradation (on / off). No detector, no landmarks: a minute.
 
     python benchmarks/sharpness_range.py --real ../shared/data/lfw-dev/images [--preset wild] [--ids 100]
-    python benchmarks/sharpness_range.py --real DIR -o degradation.noise.hi=0.015
+    python benchmarks/sharpness_range.py --real DIR -o degradation.noise.lo=0.005 degradation.noise.hi=0.015
 
 Prints JSON lines: the real percentiles, ours (|yaw| <= ``--max-yaw``), the fractions of ours below the
 real 1st and above the real 99th percentile, and ours per degradation.
