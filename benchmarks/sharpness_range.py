@@ -1,7 +1,8 @@
 """How sharp our faces are against real photographs: the ``sharpness`` attribute of
 ``engine.attributes`` (log10 variance of the Laplacian of L*) over a fixed inner-face box of
-ArcFace-aligned 112 px images, for a real face folder and a morphable preset rendered in memory, with
-the rendered images split by each degradation (on / off). No detector, no landmarks: a minute.
+ArcFace-aligned 112 px images, for real faces (the first image of ``--real-n`` people) and a morphable
+preset rendered in memory, with the rendered images split by each degradation (on / off). No
+detector, no landmarks: a minute.
 
     python benchmarks/sharpness_range.py --real ../shared/data/lfw-dev/images [--preset wild] [--ids 100]
     python benchmarks/sharpness_range.py --real DIR -o degradation.noise.lo=0.005 degradation.noise.hi=0.015
@@ -58,28 +59,19 @@ def compare(real: np.ndarray, ours: np.ndarray, factors: dict[str, np.ndarray] |
     return out
 
 
-def real_faces(root: str, every: int) -> np.ndarray:
-    """(N, 112, 112, 3) uint8: every ``every``-th image (sorted) under ``root``."""
-    from PIL import Image
-
-    files = sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[::every]
-    if not files:
-        raise SystemExit(f"no .jpg/.png images under {root}")
-    faces = [np.asarray(Image.open(f).convert("RGB").resize((112, 112))) for f in files]
-    return np.stack(faces)
-
-
 def main(argv: list[str] | None = None) -> None:
     import torch
 
+    from benchmarks.judge_degradations import real_images
     from benchmarks.judge_quick import render_batches, render_parser
 
     ap = render_parser(__doc__, "wild", 8)
-    ap.add_argument("--real", required=True, help="folder of real aligned faces (112 px)")
-    ap.add_argument("--every", type=int, default=3, help="use every n-th real image")
+    ap.add_argument("--real", type=Path, required=True, help="real faces DIR/<person>/<image>, ArcFace-aligned 112 px")
+    ap.add_argument("--real-n", type=int, default=2000, help="real faces: the first image of this many people")
     ap.add_argument("--max-yaw", type=float, default=30.0, help="only our faces with |yaw| <= this (degrees)")
     a = ap.parse_args(argv)
-    real = face_sharpness(real_faces(a.real, a.every))
+    real_x = real_images(a.real, a.real_n)  # (n, 3, 112, 112) in [0, 1]
+    real = face_sharpness((real_x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
     _, batches, _ = render_batches(a)
     images, factors = [], {}
     for b in batches:

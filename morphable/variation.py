@@ -319,8 +319,8 @@ def _wild() -> RenderConfig:
     c.occluders.patch_prob = 0.05
     c.occluders.patch_size = Uniform(0.1, 0.25)
     # blur, noise and downsampling kept near the sharpness range of real web photographs at 112 px
-    # (benchmarks/sharpness_range.py): to 1.5 px, 0.03 and 0.35 they left a fifth of the faces
-    # softer than 99% of lfw-dev's, and a quarter of the noisy ones sharper than 99% of them
+    # (benchmarks/sharpness_range.py): to 1.5 px, 0.03 and 0.35 they left 15% of the faces softer
+    # than 99% of lfw-dev's (now 6%), and a quarter of the noisy ones sharper than 99% of them
     # (BENCHMARKS.md, "Realism, session 20")
     c.degradation.blur = Uniform(0.3, 1.0)
     c.degradation.noise = Uniform(0.005, 0.015)

@@ -279,7 +279,8 @@ def test_sharpness_range_runs_end_to_end_on_a_tiny_real_folder(tmp_path, capsys)
     S = _load("sharpness_range")
     rng = np.random.default_rng(1)
     for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
-    S.main(["--real", str(tmp_path), "--every", "1", "--ids", "2", "--per-id", "2", "--workers", "1", "--max-yaw", "90"])
+        (tmp_path / f"P{i}").mkdir()
+        Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)).save(tmp_path / f"P{i}" / "0.png")
+    S.main(["--real", str(tmp_path), "--real-n", "3", "--ids", "2", "--per-id", "2", "--workers", "1", "--max-yaw", "90"])
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert lines[0]["set"] == "real" and lines[0]["n"] == 3 and lines[1]["set"] == "ours" and lines[1]["n"] == 4
