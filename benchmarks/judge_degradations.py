@@ -1,11 +1,15 @@
-"""Do a preset's camera degradations cost real faces' detection as much as ours?
+"""Do a preset's camera degradations and occluders cost real faces' detection as much as ours?
 
 Renders the morphable source in memory (``--preset wild`` by default), then applies each rendered
 image's own photometric degradations (blur, low resolution, colour jitter, noise, JPEG: the
 ``morphable.degrade`` factors the render logged) to a real face (one image per person, ArcFace-aligned
-112 px, drawn by ``--seed``), and runs the judge's dlib HOG detector on all of them. Prints one JSON
-line: detection (and the mean HOG detection score, ``*_score``) of the real faces clean and degraded,
-and of ours at ``|yaw| <= --max-yaw``, overall and without an occluder (glasses, sunglasses or a patch);
+112 px, drawn by ``--seed``), and, in a second copy, its occluders as well (glasses placed on the
+ArcFace template's eyes, patches; drawn before the degradations, as the renderer does), and runs the
+judge's dlib HOG detector on all of them. Prints one JSON line: detection (and the mean HOG detection
+score, ``*_score``) of the real faces clean, degraded, and occluded and degraded (``real_wild``: all
+of them; ``real_wild_paired``: those paired with our faces at ``|yaw| <= --max-yaw``, and the same by
+occluder, ``*_glasses`` / ``*_patch``), and of ours at ``|yaw| <= --max-yaw``, overall, by occluder
+and without an occluder (glasses, sunglasses or a patch);
 ``ours_clean``: the same renders with the degradation and occluder probabilities at 0 (every other
 factor keeps its value), so a detection target can be read against what the same conditions cost
 real people, and the score lost to them compared with what they cost real faces.
@@ -27,6 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 #: The logged factors that :func:`morphable.degrade.apply_degradations` reads.
 DEGRADATION_KEYS = ("blur", "lowres", "brightness", "contrast", "saturation", "hue", "gray", "noise", "jpeg")
+#: The logged factors that :func:`morphable.occluders.draw_glasses` and ``draw_patches`` read.
+OCCLUDER_KEYS = ("glasses", "lens_dark", "frame_r", "frame_g", "frame_b", "frame_width", "lens_size",
+                 "patch", "patch_x", "patch_y", "patch_w", "patch_h", "patch_r", "patch_g", "patch_b")
 #: Overrides that leave a render without degradations and occluders; every other factor keeps its value
 #: (the source draws each factor whether it is used or not).
 CLEAN = ("degradation.blur_prob=0", "degradation.noise_prob=0", "degradation.jpeg_prob=0", "degradation.lowres_prob=0",
@@ -52,7 +59,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from benchmarks.judge_quick import render_batches, render_parser
     from engine import judge as J
+    from common.align import template
     from morphable.degrade import apply_degradations
+    from morphable.occluders import draw_glasses, draw_patches
     ap = render_parser(__doc__, "wild", 8)
     ap.add_argument("--real", type=Path, required=True, help="real faces DIR/<person>/<image>, ArcFace-aligned 112 px")
     ap.add_argument("--max-yaw", type=float, default=30.0, help="our faces counted at |yaw| <= this (degrees)")
@@ -68,28 +77,44 @@ def main(argv: list[str] | None = None) -> None:
     clean = torch.cat([b.images for b in clean_b])
     if not torch.equal(torch.cat([b.factors["yaw"].cpu() for b in clean_b]), torch.cat([x["yaw"] for x in factors])):
         raise SystemExit("the clean render drew other poses: the degradation overrides moved other factors")
-    f = {k: torch.cat([x[k] for x in factors]) for k in (*DEGRADATION_KEYS, "yaw", "glasses", "patch")}
+    f = {k: torch.cat([x[k] for x in factors]) for k in (*DEGRADATION_KEYS, *OCCLUDER_KEYS, "yaw")}
     n = len(f["yaw"])
     real = real_images(a.real, n, a.seed)
     noise = torch.randn(n, 3, 112, 112, generator=torch.Generator().manual_seed(a.seed))
-    degraded = torch.cat([apply_degradations(real[s:s + 64], {k: f[k][s:s + 64].to(real) for k in DEGRADATION_KEYS},
-                                             noise[s:s + 64]) for s in range(0, n, 64)])
+
+    def degrade(x, s):
+        return apply_degradations(x, {k: f[k][s:s + 64].to(x) for k in DEGRADATION_KEYS}, noise[s:s + 64])
+
+    def occlude(x, s):  # the renderer's order: glasses, patches, then the degradations
+        p = {k: f[k][s:s + 64].to(x) for k in OCCLUDER_KEYS}
+        return draw_patches(draw_glasses(x, template(112).to(x).expand(len(x), 5, 2), p), p)
+
+    degraded = torch.cat([degrade(real[s:s + 64], s) for s in range(0, n, 64)])
+    occluded = torch.cat([degrade(occlude(real[s:s + 64], s), s) for s in range(0, n, 64)])
 
     def describe(x):
         return J.describe_arrays((x[s:s + 64] for s in range(0, len(x), 64)), models, workers=a.workers)
 
-    ours_d, clean_d, real_d, degraded_d = describe(torch.cat(images)), describe(clean), describe(real), describe(degraded)
-    ours = ours_d.detected
+    ours_d, clean_d, real_d = describe(torch.cat(images)), describe(clean), describe(real)
+    degraded_d, occluded_d = describe(degraded), describe(occluded)
+    ours, wild = ours_d.detected, occluded_d.detected
     keep = (f["yaw"].abs() <= a.max_yaw).numpy()
-    clear = keep & (f["glasses"] == 0).numpy() & (f["patch"] == 0).numpy()
+    glasses, patch = (f["glasses"] > 0).numpy(), (f["patch"] > 0).numpy()
+    clear = keep & ~glasses & ~patch
     on = ((f["blur"] > 0) | (f["lowres"] < 1) | (f["noise"] > 0) | (f["jpeg"] > 0)).numpy()
     r = lambda v: round(float(v), 4)  # noqa: E731
+    share = lambda det, m: r(det[m].mean()) if m.any() else None  # noqa: E731
     print(json.dumps({
         "preset": a.preset, "ids": a.ids, "per_id": a.per_id, "overrides": a.override, "images": n,
         "degraded_share": r(on.mean()), "real_clean": r(real_d.detected.mean()), "real_clean_score": r(real_d.scores.mean()),
         "real_degraded": r(degraded_d.detected.mean()), "real_degraded_score": r(degraded_d.scores.mean()),
+        "real_wild": r(wild.mean()), "real_wild_score": r(occluded_d.scores.mean()),
+        "real_wild_paired": r(wild[keep].mean()) if keep.any() else None,
+        "real_wild_glasses": share(wild, keep & glasses), "real_wild_patch": share(wild, keep & patch),
         "max_yaw": a.max_yaw, "ours": r(ours[keep].mean()), "ours_score": r(ours_d.scores[keep].mean()) if keep.any() else None,
         "ours_images": int(keep.sum()), "ours_no_occluder": r(ours[clear].mean()) if clear.any() else None,
+        "ours_glasses": share(ours, keep & glasses), "ours_patch": share(ours, keep & patch),
+        "glasses_images": int((keep & glasses).sum()), "patch_images": int((keep & patch).sum()),
         "ours_no_occluder_images": int(clear.sum()),
         "ours_clean": r(clean_d.detected[keep].mean()) if keep.any() else None,
         "ours_clean_score": r(clean_d.scores[keep].mean()) if keep.any() else None}))

@@ -152,10 +152,16 @@ def test_judge_degradations_prints_real_and_synthetic_detection(models, tmp_path
     D.main(["--real", str(tmp_path), "--ids", "3", "--per-id", "2", "--workers", "1", "--max-yaw", "90"])
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["images"] == 6 and line["ours_images"] == 6 and 0 <= line["ours_no_occluder_images"] <= 6
-    for k in ("real_clean", "real_degraded", "ours", "ours_clean", "degraded_share"):
+    for k in ("real_clean", "real_degraded", "real_wild", "real_wild_paired", "ours", "ours_clean", "degraded_share"):
         assert 0.0 <= line[k] <= 1.0
-    for k in ("real_clean_score", "real_degraded_score", "ours_score", "ours_clean_score"):
+    for k in ("real_clean_score", "real_degraded_score", "real_wild_score", "ours_score", "ours_clean_score"):
         assert line[k] >= J.SCORE_FLOOR
+    # every image with a patch: the real faces carry the renders' patches, and are counted by occluder
+    D.main(["--real", str(tmp_path), "--ids", "3", "--per-id", "2", "--workers", "1", "--max-yaw", "90",
+            "-o", "occluders.patch_prob=1", "occluders.glasses_prob=0"])
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["patch_images"] == 6 and line["glasses_images"] == 0 and line["ours_glasses"] is None
+    assert 0.0 <= line["real_wild_patch"] <= 1.0 and line["real_wild_patch"] == line["real_wild_paired"]
     with pytest.raises(SystemExit, match="no person folders"):
         D.real_images(tmp_path / "P0", 2)
 
