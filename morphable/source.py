@@ -231,6 +231,52 @@ def _teeth(reg: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     return code.view(-1)[flat]
 
 
+#: Shading factors of :func:`_mouth_shading`: the seam where the lips meet (and the lips' edge along an
+#: open mouth), and the least light that reaches the interior of a narrow opening. In photographs a
+#: closed or barely parted mouth reads as a dark line between the lips (the lips' shadow on each other
+#: and on the mouth's interior); ours read as one lip blob, or a pale line of lit tongue or teeth.
+MOUTH_SHADES = {"seam": 0.5, "narrow": 0.35}
+#: The mouth opening (pixels per 112, measured down each column of the interior within
+#: :data:`MOUTH_WINDOW` px) at which the interior starts to get light, and at which it is fully lit.
+MOUTH_OPENING = (1.0, 5.0)
+MOUTH_WINDOW = 6
+#: How far below the mouth corners' height (metres, on the resting head) the lips meet: the rest
+#: position's height splits the lip pixels into the upper and the lower lip (the default head's lips
+#: curl in and meet 1-2 mm below its corner landmarks).
+LIP_SEAM_BELOW_CORNERS = 0.0015
+
+
+def _mouth_shading(reg: torch.Tensor, flat: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """(P,) multiplicative shading at the covered pixels ``flat`` (:func:`_flat_index`) from the
+    visible region map ``reg`` (B, S, S) and ``upper`` (B, S, S) bool, the lip pixels of the upper lip:
+    the interior of the mouth (cavity, tongue, the teeth painted on them) darkened where the opening is
+    narrow (:data:`MOUTH_OPENING`: the lips shade a gap of a pixel or two), and the lip seam (:data:`MOUTH_SHADES`): upper-lip pixels
+    just above lower-lip or interior pixels, and lower-lip pixels just below upper-lip or interior ones. Screen space, so
+    it follows expressions and pose; widths scale with the image (1 px per 112 px)."""
+    dev, B, S = reg.device, reg.shape[0], reg.shape[-1]
+    fac = torch.ones(B, S, S, device=dev)
+    inside = (reg == REGION_IDS["mouth_cavity"]) | (reg == REGION_IDS["tongue"])
+    lips = reg == REGION_IDS["lips"]
+    if not bool(lips.any()) and not bool(inside.any()):
+        return fac.view(-1)[flat]
+    if bool(inside.any()):
+        w = max(1, round(MOUTH_WINDOW * S / 112))
+        h = F.conv2d(inside.to(fac.dtype)[:, None], torch.ones(1, 1, 2 * w + 1, 1, device=dev), padding=(w, 0))[:, 0]
+        lo, hi = MOUTH_OPENING
+        t = ((h * (112 / S) - lo) / (hi - lo)).clamp(0, 1)
+        narrow = MOUTH_SHADES["narrow"]
+        fac = torch.where(inside, narrow + (1 - narrow) * t * t * (3 - 2 * t), fac)
+    up, low = lips & upper, lips & ~upper
+    k = max(1, round(S / 112))
+    below, above = torch.zeros_like(up), torch.zeros_like(up)  # lower lip or interior within k px below / upper lip or interior above
+    for d in range(1, k + 1):
+        below[:, :-d] |= low[:, d:] | inside[:, d:]
+        above[:, d:] |= up[:, :-d] | inside[:, :-d]
+    seam = (up & below) | (low & above)
+    fac = torch.where(seam, fac * MOUTH_SHADES["seam"], fac)
+    return fac.view(-1)[flat]
+
+
 #: Ambient visibility of the teeth seen through an open mouth (upper, lower; the lower ones lie deeper
 #: under the lip), and the least direct light they get (the lips' cast shadow barely reaches them).
 #: Lit like the cavity they are painted on (visibility ~0, facing up), they were a grey band.
@@ -460,6 +506,10 @@ class MorphableSource(IdentitySampler):
         self.num_shape = min(self.cfg.identity.num_shape, model.num_shape)
         self._eye_centres = self.model.landmark_points(self.model.mean[None])[0, :2]
         mv = self.model.mean
+        # where the upper lip meets the lower one on the resting head: a little below the mouth's corners
+        has_lips = "vertex_region" in self.model.regions and bool((self.model.regions["vertex_region"] == REGION_IDS["lips"]).any())
+        corners_y = self.model.landmark_points(mv[None])[0, 3:5, 1].mean()
+        self._lip_seam_y = float(corners_y) - LIP_SEAM_BELOW_CORNERS if has_lips else None
         self._rest_normals = F.normalize(vertex_normals(mv[None], self.model.faces)[0], dim=-1)
         vreg = self.model.regions.get("vertex_region", torch.zeros(mv.shape[0], dtype=torch.int64)).to(self.device)
         self._scalp_vertex = (vreg == REGION_IDS["skin"]).float()
@@ -1157,6 +1207,11 @@ class MorphableSource(IdentitySampler):
         lash_w = 0.7 + 0.7 * b.app[bsel, APPEARANCE_PARAMS.index("lashes")]
         lid = (1 - (1 - lid) * lash_w).clamp(0.05, 1)
         lin = lin * lid[:, None]
+        if self._lip_seam_y is not None:  # the mouth: the lips' seam and a narrow opening's shadow
+            upper = torch.zeros(B * S * S, dtype=torch.bool, device=dev)
+            lip_px = region == REGION_IDS["lips"]
+            upper[px.flat[lip_px]] = px.attrs[lip_px, 7] > self._lip_seam_y  # rest position's height
+            lin = lin * _mouth_shading(px.region_map, px.flat, upper.view(B, S, S))[:, None]
         return lin
 
     def _background(self, b: _Batch) -> torch.Tensor:

@@ -439,6 +439,37 @@ def test_teeth_show_under_the_upper_lip_and_over_the_lower_lip():
     assert int(_teeth(_region_map(closed[idx], flat, 1, S), flat).sum()) == 0
 
 
+def test_mouth_shading_draws_the_lip_seam_and_shades_a_narrow_opening():
+    from morphable.default_model import REGION_IDS
+    from morphable.source import MOUTH_SHADES, _flat_index, _mouth_shading, _region_map
+
+    S = 112
+    reg = torch.full((1, S, S), REGION_IDS["skin"])
+    reg[0, 70:75, 30:50] = REGION_IDS["lips"]  # closed lips on the left ...
+    reg[0, 70:73, 60:90] = REGION_IDS["lips"]  # ... parted by 1 px in the middle, wide open on the right
+    reg[0, 73, 60:75] = REGION_IDS["tongue"]
+    reg[0, 73:83, 75:90] = REGION_IDS["mouth_cavity"]
+    reg[0, 74:77, 60:75] = REGION_IDS["lips"]
+    reg[0, 83:86, 75:90] = REGION_IDS["lips"]
+    upper = torch.zeros(1, S, S, dtype=torch.bool)
+    upper[0, 70:73] = True  # rows 70-72 belong to the upper lip
+    idx = (reg >= 0).nonzero(as_tuple=True)
+    flat = _flat_index(idx, S)
+    f = torch.ones(1, S, S)
+    f[idx] = _mouth_shading(_region_map(reg[idx], flat, 1, S), flat, upper)
+    seam = MOUTH_SHADES["seam"]
+    assert torch.all(f[0, 72:74, 30:50] == seam)  # closed: the upper lip's last row and the lower lip's first
+    assert torch.all(f[0, 70:72, 30:50] == 1) and torch.all(f[0, 74, 30:50] == 1)  # the rest of the lips as lit
+    assert torch.all(f[0, 72, 60:90] == seam) and torch.all(f[0, 74, 60:75] == seam)  # the lips' edge at the opening
+    narrow, wide = float(f[0, 73, 65]), float(f[0, 78, 82])
+    assert MOUTH_SHADES["narrow"] - 1e-6 <= narrow < 0.5 and wide == 1.0  # a 1 px gap lies in the lips' shadow
+    assert torch.all(f[0, :60] == 1) and torch.all(f[0, 90:] == 1)  # nothing outside the mouth
+    closed = torch.full((1, S, S), REGION_IDS["skin"])
+    idx = (closed >= 0).nonzero(as_tuple=True)
+    flat = _flat_index(idx, S)
+    assert torch.all(_mouth_shading(_region_map(closed[idx], flat, 1, S), flat, upper) == 1)
+
+
 def test_teeth_darken_towards_the_corners_and_between_teeth():
     from morphable.source import TEETH_GAPS, _teeth_shade
 
