@@ -57,8 +57,10 @@ REST_FEATURES = {
 }
 _P = {n: i for i, n in enumerate(APPEARANCE_PARAMS)}
 #: Resting upper-lid drop (ARKit eyeBlink) of every face: at rest the upper lid covers the top of the
-#: iris, as in photographs, instead of a ring of sclera above it.
-EYE_REST_BLINK = 0.12
+#: iris, as in photographs, instead of a ring of sclera above it. 0.30 gives our frontal faces the eye
+#: aspect ratio of real ones (dlib's 68 landmarks: 0.303 against lfw-dev's 0.293; it was 0.339 at 0.12;
+#: BENCHMARKS.md, "Realism, session 21").
+EYE_REST_BLINK = 0.30
 #: How much darker the skin in the eye's orbit is than the face's skin albedo, at the orbit's centre
 #: (32 mm out and 2 mm below the eye line; a gaussian of 22 x 13 mm sd); 0 leaves the eye region as
 #: bright as the cheek.
