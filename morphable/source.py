@@ -254,27 +254,33 @@ def _mouth_shading(reg: torch.Tensor, flat: torch.Tensor, upper: torch.Tensor) -
     just above lower-lip or interior pixels, and lower-lip pixels just below upper-lip or interior ones. Screen space, so
     it follows expressions and pose; widths scale with the image (1 px per 112 px)."""
     dev, B, S = reg.device, reg.shape[0], reg.shape[-1]
-    fac = torch.ones(B, S, S, device=dev)
+    out = torch.ones(B, S, S, device=dev)
+    mouth = (reg == REGION_IDS["mouth_cavity"]) | (reg == REGION_IDS["tongue"]) | (reg == REGION_IDS["lips"])
+    rows, cols = mouth.any(2).any(0).nonzero().flatten(), mouth.any(1).any(0).nonzero().flatten()
+    if not len(rows):
+        return out.view(-1)[flat]
+    # the work is done in the box around every image's mouth (and a margin for the window)
+    w, k = max(1, round(MOUTH_WINDOW * S / 112)), max(1, round(S / 112))
+    y0, y1 = max(0, int(rows[0]) - w - k), min(S, int(rows[-1]) + w + k + 1)
+    x0, x1 = int(cols[0]), int(cols[-1]) + 1
+    reg, upper = reg[:, y0:y1, x0:x1], upper[:, y0:y1, x0:x1]
+    fac = out[:, y0:y1, x0:x1]
     inside = (reg == REGION_IDS["mouth_cavity"]) | (reg == REGION_IDS["tongue"])
     lips = reg == REGION_IDS["lips"]
-    if not bool(lips.any()) and not bool(inside.any()):
-        return fac.view(-1)[flat]
     if bool(inside.any()):
-        w = max(1, round(MOUTH_WINDOW * S / 112))
         h = F.conv2d(inside.to(fac.dtype)[:, None], torch.ones(1, 1, 2 * w + 1, 1, device=dev), padding=(w, 0))[:, 0]
         lo, hi = MOUTH_OPENING
         t = ((h * (112 / S) - lo) / (hi - lo)).clamp(0, 1)
         narrow = MOUTH_SHADES["narrow"]
         fac = torch.where(inside, narrow + (1 - narrow) * t * t * (3 - 2 * t), fac)
     up, low = lips & upper, lips & ~upper
-    k = max(1, round(S / 112))
     below, above = torch.zeros_like(up), torch.zeros_like(up)  # lower lip or interior within k px below / upper lip or interior above
     for d in range(1, k + 1):
         below[:, :-d] |= low[:, d:] | inside[:, d:]
         above[:, d:] |= up[:, :-d] | inside[:, :-d]
     seam = (up & below) | (low & above)
-    fac = torch.where(seam, fac * MOUTH_SHADES["seam"], fac)
-    return fac.view(-1)[flat]
+    out[:, y0:y1, x0:x1] = torch.where(seam, fac * MOUTH_SHADES["seam"], fac)
+    return out.view(-1)[flat]
 
 
 #: Ambient visibility of the teeth seen through an open mouth (upper, lower; the lower ones lie deeper
