@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from benchmarks.judge_quick import render_batches, render_parser
-    from engine import judge as J
     from common.align import template
+    from engine import judge as J
     from morphable.degrade import apply_degradations
     from morphable.occluders import draw_glasses, draw_patches
     ap = render_parser(__doc__, "wild", 8)

@@ -1047,19 +1047,21 @@ def load_bfm(
     try:
         d = scipy.io.loadmat(str(p))
     except NotImplementedError:  # MATLAB v7.3 = HDF5 with a 512-byte user block
-        return _load_bfm_h5(p, units, landmarks, name)
+        return _load_bfm_h5(p, units, landmarks, name, kind="MATLAB v7.3 (HDF5)")
     except Exception as e:  # scipy raises ValueError/TypeError/MatReadError/... on corrupted files
         raise ValueError(f"{p}: unreadable MATLAB file ({type(e).__name__}: {e})") from e
     return _bfm2009(d, p, units, landmarks, name)
 
 
-def _load_bfm_h5(p: Path, units, landmarks, name) -> MorphableModel:
+def _load_bfm_h5(p: Path, units, landmarks, name, kind: str = "HDF5") -> MorphableModel:
+    """A BFM in an HDF5 file; ``kind`` names the format in the error of an unreadable file (a MATLAB
+    file whose header declares v7.3 is read here too)."""
     import h5py
 
     try:
         f = h5py.File(p, "r")
     except OSError as e:
-        raise ValueError(f"{p}: unreadable HDF5 file ({e})") from e
+        raise ValueError(f"{p}: unreadable {kind} file ({e})") from e
     with f:
         if "shape" in f:
             return _bfm_statismo(f, p, units, landmarks, name)

@@ -249,10 +249,11 @@ LIP_SEAM_BELOW_CORNERS = 0.0015
 def _mouth_shading(reg: torch.Tensor, flat: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
     """(P,) multiplicative shading at the covered pixels ``flat`` (:func:`_flat_index`) from the
     visible region map ``reg`` (B, S, S) and ``upper`` (B, S, S) bool, the lip pixels of the upper lip:
-    the interior of the mouth (cavity, tongue, the teeth painted on them) darkened where the opening is
-    narrow (:data:`MOUTH_OPENING`: the lips shade a gap of a pixel or two), and the lip seam (:data:`MOUTH_SHADES`): upper-lip pixels
-    just above lower-lip or interior pixels, and lower-lip pixels just below upper-lip or interior ones. Screen space, so
-    it follows expressions and pose; widths scale with the image (1 px per 112 px)."""
+    the interior of the mouth (cavity, tongue, the teeth painted on them) darkened where the opening
+    is narrow (:data:`MOUTH_OPENING`: the lips shade a gap of a pixel or two), and the lips' seam
+    (:data:`MOUTH_SHADES`): upper-lip pixels just above lower-lip or interior pixels, lower-lip pixels
+    just below upper-lip or interior ones. Screen space, so it follows expressions and pose; widths
+    scale with the image (1 px per 112 px)."""
     dev, B, S = reg.device, reg.shape[0], reg.shape[-1]
     out = torch.ones(B, S, S, device=dev)
     mouth = (reg == REGION_IDS["mouth_cavity"]) | (reg == REGION_IDS["tongue"]) | (reg == REGION_IDS["lips"])
@@ -274,7 +275,8 @@ def _mouth_shading(reg: torch.Tensor, flat: torch.Tensor, upper: torch.Tensor) -
         narrow = MOUTH_SHADES["narrow"]
         fac = torch.where(inside, narrow + (1 - narrow) * t * t * (3 - 2 * t), fac)
     up, low = lips & upper, lips & ~upper
-    below, above = torch.zeros_like(up), torch.zeros_like(up)  # lower lip or interior within k px below / upper lip or interior above
+    # lower lip or interior within k px below; upper lip or interior within k px above
+    below, above = torch.zeros_like(up), torch.zeros_like(up)
     for d in range(1, k + 1):
         below[:, :-d] |= low[:, d:] | inside[:, d:]
         above[:, d:] |= up[:, :-d] | inside[:, :-d]
@@ -512,12 +514,11 @@ class MorphableSource(IdentitySampler):
         self.num_shape = min(self.cfg.identity.num_shape, model.num_shape)
         self._eye_centres = self.model.landmark_points(self.model.mean[None])[0, :2]
         mv = self.model.mean
-        # where the upper lip meets the lower one on the resting head: a little below the mouth's corners
-        has_lips = "vertex_region" in self.model.regions and bool((self.model.regions["vertex_region"] == REGION_IDS["lips"]).any())
-        corners_y = self.model.landmark_points(mv[None])[0, 3:5, 1].mean()
-        self._lip_seam_y = float(corners_y) - LIP_SEAM_BELOW_CORNERS if has_lips else None
         self._rest_normals = F.normalize(vertex_normals(mv[None], self.model.faces)[0], dim=-1)
         vreg = self.model.regions.get("vertex_region", torch.zeros(mv.shape[0], dtype=torch.int64)).to(self.device)
+        # where the upper lip meets the lower one on the resting head: a little below the mouth's corners
+        corners_y = float(self.model.landmark_points(mv[None])[0, 3:5, 1].mean())
+        self._lip_seam_y = corners_y - LIP_SEAM_BELOW_CORNERS if bool((vreg == REGION_IDS["lips"]).any()) else None
         self._scalp_vertex = (vreg == REGION_IDS["skin"]).float()
         if self.cfg.identity.relief < 0:
             raise ValueError(f"identity.relief must be >= 0 (metres), got {self.cfg.identity.relief}")

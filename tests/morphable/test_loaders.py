@@ -493,10 +493,14 @@ def test_bfm_errors(tmp_path, bfm_data):
     write_bfm2009(p, b3)
     with pytest.raises(ValueError, match="triangles reference vertex"):
         load_bfm(p)
-    # corrupted / truncated files
-    p.write_bytes(b"MATLAB 5.0 MAT-file" + os.urandom(200))
-    with pytest.raises(ValueError, match="unreadable MATLAB"):
-        load_bfm(p)
+    # corrupted / truncated files: a MAT header (text, subsystem offset, version, endianness) then
+    # garbage, for a v5 file and for one that declares v7.3 (HDF5, read by h5py)
+    rng = np.random.default_rng(0)
+    for version in (b"\x00\x01", b"\x00\x02"):
+        header = b"MATLAB 5.0 MAT-file".ljust(116, b" ") + bytes(8) + version + b"IM"
+        p.write_bytes(header + rng.integers(0, 256, 200, dtype=np.uint8).tobytes())
+        with pytest.raises(ValueError, match="unreadable MATLAB"):
+            load_bfm(p)
     h = tmp_path / "model.h5"
     write_bfm2017(h, b)
     h.write_bytes(h.read_bytes()[:600])
