@@ -122,6 +122,18 @@ def _flat_index(idx: tuple[torch.Tensor, ...], S: int) -> torch.Tensor:
     return (idx[0] * S + idx[1]) * S + idx[2]
 
 
+def _near_rows(mask: torch.Tensor, k: int, above: bool) -> torch.Tensor:
+    """(B, S, S) bool: the pixels with a ``mask`` (B, S, S) pixel within ``k`` rows above them
+    (``above``) or below them, in the same column."""
+    out = torch.zeros_like(mask)
+    for d in range(1, k + 1):
+        if above:
+            out[:, d:] |= mask[:, :-d]
+        else:
+            out[:, :-d] |= mask[:, d:]
+    return out
+
+
 def _lid_shading(reg: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     """(P,) multiplicative shading at the covered pixels ``flat`` (:func:`_flat_index`) from the
     visible region map: the lash line (eye pixels just under skin, and the skin just above them), the
@@ -130,11 +142,7 @@ def _lid_shading(reg: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     dev, S = reg.device, reg.shape[-1]
     eye, skin = reg == REGION_IDS["eye"], reg == REGION_IDS["skin"]
     k = max(1, round(S / 112))
-    skin_above = torch.zeros_like(eye)  # skin within k px above
-    eye_below = torch.zeros_like(eye)  # eye within k px below
-    for d in range(1, k + 1):
-        skin_above[:, d:] |= skin[:, :-d]
-        eye_below[:, :-d] |= eye[:, d:]
+    skin_above, eye_below = _near_rows(skin, k, above=True), _near_rows(eye, k, above=False)
     lash = eye & skin_above
     near = torch.zeros_like(eye)  # skin or lash a little further up: the lid's shadow
     near[:, k + 1:] |= skin[:, : -(k + 1)] | lash[:, : -(k + 1)]
@@ -222,11 +230,7 @@ def _teeth(reg: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
         return torch.zeros(len(flat), dtype=torch.uint8, device=dev)
     lips = reg == REGION_IDS["lips"]
     up, low = max(1, round(4 * S / 112)), max(1, round(2 * S / 112))
-    lip_above, lip_below = torch.zeros_like(inside), torch.zeros_like(inside)
-    for d in range(1, up + 1):
-        lip_above[:, d:] |= lips[:, :-d]
-    for d in range(1, low + 1):
-        lip_below[:, :-d] |= lips[:, d:]
+    lip_above, lip_below = _near_rows(lips, up, above=True), _near_rows(lips, low, above=False)
     code = (inside & lip_above).to(torch.uint8) | ((inside & lip_below & ~lip_above).to(torch.uint8) << 1)
     return code.view(-1)[flat]
 
@@ -275,12 +279,8 @@ def _mouth_shading(reg: torch.Tensor, flat: torch.Tensor, upper: torch.Tensor) -
         narrow = MOUTH_SHADES["narrow"]
         fac = torch.where(inside, narrow + (1 - narrow) * t * t * (3 - 2 * t), fac)
     up, low = lips & upper, lips & ~upper
-    # lower lip or interior within k px below; upper lip or interior within k px above
-    below, above = torch.zeros_like(up), torch.zeros_like(up)
-    for d in range(1, k + 1):
-        below[:, :-d] |= low[:, d:] | inside[:, d:]
-        above[:, d:] |= up[:, :-d] | inside[:, :-d]
-    seam = (up & below) | (low & above)
+    # upper lip over lower lip or interior within k px; lower lip under upper lip or interior
+    seam = (up & _near_rows(low | inside, k, above=False)) | (low & _near_rows(up | inside, k, above=True))
     out[:, y0:y1, x0:x1] = torch.where(seam, fac * MOUTH_SHADES["seam"], fac)
     return out.view(-1)[flat]
 
