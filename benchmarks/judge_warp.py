@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from engine import judge as J
     from engine.attributes import find_shape_predictor
+    from engine.formats import to_uint8_hwc
     from benchmarks.judge_quick import render_batches, render_parser
     ap = render_parser(__doc__, "frontal", 1)
     ap.add_argument("--real", type=Path, required=True, help="real aligned 112 px faces, a folder per person")
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     a.ids, n = want, a.ids  # render as many candidates as real ones, one image each
     a.per_id = 1
     _, batches, _ = render_batches(a)
-    ours = np.concatenate([(b.images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8) for b in batches])
+    ours = np.concatenate([to_uint8_hwc(b.images) for b in batches])
     (ri, rl), (oi, ol) = _frontal_faces(real, predictor, n + a.donors), _frontal_faces(ours, predictor, n + a.donors)
     m = min(len(ri), len(oi)) - a.donors
     if m < 2:

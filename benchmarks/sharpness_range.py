@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from benchmarks.judge_degradations import real_images
     from benchmarks.judge_quick import render_batches, render_parser
+    from engine.formats import to_uint8_hwc
 
     ap = render_parser(__doc__, "wild", 8)
     ap.add_argument("--real", type=Path, required=True, help="real faces DIR/<person>/<image>, ArcFace-aligned 112 px")
@@ -71,11 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-yaw", type=float, default=30.0, help="only our faces with |yaw| <= this (degrees)")
     a = ap.parse_args(argv)
     real_x = real_images(a.real, a.real_n)  # (n, 3, 112, 112) in [0, 1]
-    real = face_sharpness((real_x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    real = face_sharpness(to_uint8_hwc(real_x))
     _, batches, _ = render_batches(a)
     images, factors = [], {}
     for b in batches:
-        images.append((b.images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+        images.append(to_uint8_hwc(b.images))
         for k, v in b.factors.items():
             factors.setdefault(k, []).append(v.cpu())
     fac = {k: torch.cat(v).numpy() for k, v in factors.items()}
