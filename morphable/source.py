@@ -155,12 +155,12 @@ def _lid_shading(reg: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     return _LID_LUT.to(dev)[code.view(-1)[flat].long()]
 
 
-def _image_sums(values: torch.Tensor, idx: tuple[torch.Tensor, ...], B: int, S: int) -> torch.Tensor:
-    """(B,) per-image sums of ``values`` (P,) at the covered pixels ``idx`` = (b, y, x), through a
-    dense (B, S, S) map: a deterministic reduction on CUDA too (unlike atomic scatter-adds)."""
-    m = torch.zeros(B, S, S, device=values.device, dtype=values.dtype)
-    m[idx] = values
-    return m.sum((1, 2))
+def _image_sums(values: torch.Tensor, flat: torch.Tensor, B: int, S: int) -> torch.Tensor:
+    """(B,) per-image sums of ``values`` (P,) at the covered pixels ``flat`` (:func:`_flat_index`),
+    through a dense (B, S, S) map: a deterministic reduction on CUDA too (unlike atomic scatter-adds)."""
+    m = torch.zeros(B * S * S, device=values.device, dtype=values.dtype)
+    m.index_copy_(0, flat, values)
+    return m.view(B, S, S).sum((1, 2))
 
 
 def _region_map(region: torch.Tensor, flat: torch.Tensor, B: int, S: int) -> torch.Tensor:
@@ -196,8 +196,8 @@ def _soften_shadow(lit: torch.Tensor, flat: torch.Tensor, B: int, S: int, sigma:
     if not bool((sigma > 0.3).any()):
         return lit
     maps = torch.zeros(2, B * S * S, dtype=lit.dtype, device=lit.device)
-    maps[0, flat] = lit
-    maps[1, flat] = 1.0
+    maps[0].index_copy_(0, flat, lit)
+    maps[1].index_fill_(0, flat, 1.0)
     maps = maps.view(2, B, S, S).transpose(0, 1)  # (B, 2, S, S): lit, coverage
     # each image's own kernel size: a batch-wide one would change an image's bytes with its batch
     blur = gaussian_blur(maps, sigma, min_sigma=0.3, own_kernel=True)
@@ -425,6 +425,7 @@ class _Pixels:
     face: torch.Tensor  # (P,) triangle index
     region: torch.Tensor  # (P,) face region
     hair: torch.Tensor  # (P,) bool: hair mesh
+    hair_idx: torch.Tensor  # (H,) indices of the hair pixels in (P,) (gathers by index are faster than by mask)
     attrs: torch.Tensor  # (P, 10) interpolated normal, position, rest position, ambient visibility
     normal: torch.Tensor  # (P, 3) unit normal, hair turned to the viewer
     position: torch.Tensor  # (P, 3)
@@ -1040,16 +1041,18 @@ class MorphableSource(IdentitySampler):
         n = F.normalize(pix[:, 0:3], dim=-1)
         pos = pix[:, 3:6]
         bsel = idx[0]
-        fid = frag.face[idx]
+        flat = _flat_index(idx, S)
+        fid = frag.face.reshape(-1).index_select(0, flat)
         region = self._region_all[fid]  # (P,) region of each covered pixel
         hair = region == REGION_IDS["hair"]
-        if bool(hair.any()):  # the hair curtain is double-sided: face its normal to the viewer
-            facing = (n[hair] * (cam.position[bsel[hair]] - pos[hair])).sum(-1, keepdim=True)
-            n[hair] = torch.where(facing < 0, -n[hair], n[hair])
-        flat = _flat_index(idx, S)
+        hi = hair.nonzero().flatten()
+        if len(hi):  # the hair curtain is double-sided: face its normal to the viewer
+            nh = n.index_select(0, hi)
+            facing = (nh * (cam.position.index_select(0, bsel.index_select(0, hi)) - pos.index_select(0, hi))).sum(-1, keepdim=True)
+            n.index_copy_(0, hi, torch.where(facing < 0, -nh, nh))
         reg_map = _region_map(region, flat, B, S)
-        return _Pixels(frag=frag, idx=idx, bsel=bsel, face=fid, region=region, hair=hair, attrs=pix, normal=n,
-                       position=pos, occlusion=occ, flat=flat, region_map=reg_map)
+        return _Pixels(frag=frag, idx=idx, bsel=bsel, face=fid, region=region, hair=hair, hair_idx=hi, attrs=pix,
+                       normal=n, position=pos, occlusion=occ, flat=flat, region_map=reg_map)
 
     def _albedo(self, b: _Batch, geo: _Geometry, px: _Pixels) -> _Surface:
         """Albedo and specular weight of the covered pixels: baked texture for skin/lips, per-pixel
@@ -1066,20 +1069,28 @@ class MorphableSource(IdentitySampler):
             # a smile deepens the nasolabial folds (the baked texture holds the resting face's)
             if self._smile_units:
                 smile = fac["expression"][:, self._smile_units].mean(1)  # (B,)
-                fold = (smile[bsel] > 0) & (region == REGION_IDS["skin"]) & ~hair
-                if bool(fold.any()):
+                fold = ((smile[bsel] > 0) & (region == REGION_IDS["skin"]) & ~hair).nonzero().flatten()
+                if len(fold):
                     alb = alb.clone()
-                    alb[fold] = alb[fold] * (1 - smile_folds(pix[:, 6:9][fold], smile[bsel[fold]]))[:, None]
+                    folds = smile_folds(pix[:, 6:9].index_select(0, fold), smile[bsel[fold]])
+                    alb.index_copy_(0, fold, alb.index_select(0, fold) * (1 - folds)[:, None])
         else:
             alb, specw = torch.zeros(len(fid), 3, device=dev), torch.zeros(len(fid), device=dev)
-        if bool(direct.any()):
-            rest = pix[:, 6:9][direct]
-            a2, s2 = shade_albedo(rest, region[direct], app[bsel[direct]], off[bsel[direct]], self._eye_centres)
-            alb[direct], specw[direct] = a2, s2
+        di = direct.nonzero().flatten()
+        if len(di):
+            bd = bsel[di]
+            a2, s2 = shade_albedo(pix[:, 6:9].index_select(0, di), region[di], app.index_select(0, bd),
+                                  off.index_select(0, bd), self._eye_centres)
+            alb.index_copy_(0, di, a2)
+            specw.index_copy_(0, di, s2)
         strand = torch.zeros_like(specw)
-        if bool(hair.any()):
-            alb[hair], strand[hair] = shade_hair(pix[:, 6:8][hair], app[bsel[hair]], off[bsel[hair]])
-            specw[hair] = 0.0
+        hi = px.hair_idx
+        if len(hi):
+            bh = bsel[hi]
+            ah, sh = shade_hair(pix[:, 6:8].index_select(0, hi), app.index_select(0, bh), off.index_select(0, bh))
+            alb.index_copy_(0, hi, ah)
+            strand.index_copy_(0, hi, sh)
+            specw.index_fill_(0, hi, 0.0)
         specw[region == REGION_IDS["eye"]] = 0.0  # the eyes' wet catchlights are their own (_light)
         teeth = _teeth(px.region_map, px.flat)  # (P,) 0 none, 1 upper, 2 lower
         if bool((teeth > 0).any()):
@@ -1123,14 +1134,14 @@ class MorphableSource(IdentitySampler):
         alb, specw = surf.albedo, surf.specular
         # lighting (linear RGB): ambient SH + one directional light + Blinn-Phong specular
         ldir_img = direction(fac["light_azimuth"], fac["light_elevation"])  # (B, 3)
-        ldir = ldir_img[bsel]
+        ldir = ldir_img.index_select(0, bsel)
         col = colour_temperature_rgb(fac["light_temperature"])
         tint = fac["light_tint"]
         col = col * torch.stack([1 + tint, torch.ones_like(tint), 1 - tint], -1)
         # the camera's white balance removes part of the light colour
         col = col / col.clamp_min(1e-3) ** fac["light_white_balance"][:, None]
-        col = col[bsel]
-        sh = fac["light_sh"][bsel]
+        col = col.index_select(0, bsel)
+        sh = fac["light_sh"].index_select(0, bsel)
         det = fac["light_sh_detail"][bsel]
         nx, ny, nz = n.unbind(-1)
         sh_val = (sh[:, 0] * 0.2 + sh[:, 1] * nx + sh[:, 2] * (ny + 0.5) + sh[:, 3] * nz
@@ -1157,16 +1168,17 @@ class MorphableSource(IdentitySampler):
             shadow = shadow.clone()
             shadow[teeth] = shadow[teeth].clamp_min(TEETH_SHADOW_FLOOR)
         crease = 0.4 + 0.6 * occ.clamp(0, 1)  # creases catch less of the key light and of the flash
-        diff = (fac["light_intensity"][bsel] * shadow * crease)[:, None] * ndl3
+        inten, specf = fac["light_intensity"][bsel], fac["light_specular"][bsel]  # (P,) per pixel
+        diff = (inten * shadow * crease)[:, None] * ndl3
         irr = (amb[:, None] + diff) * col
-        view = F.normalize(cam.position[bsel] - pos, dim=-1)
+        view = F.normalize(cam.position.index_select(0, bsel) - pos, dim=-1)
         flash = fac["light_flash"][bsel]
         any_flash = bool((flash > 0).any())
         if any_flash:  # an on-camera flash: white (the camera balances for it), its shadows behind the head
             ndv = (n * view).sum(-1).clamp_min(0)
             irr = irr + (flash * ndv * crease)[:, None]
         h = F.normalize(ldir + view, dim=-1)
-        spec = fac["light_specular"][bsel] * specw * fac["light_intensity"][bsel] * shadow * (n * h).sum(-1).clamp_min(0) ** 24
+        spec = specf * specw * inten * shadow * (n * h).sum(-1).clamp_min(0) ** 24
         # wet eyes: a sharp catchlight of the key light and of the bright environment above the camera
         if bool(eye.any()):
             ne, ve = n[eye], view[eye]
@@ -1180,22 +1192,24 @@ class MorphableSource(IdentitySampler):
         lin = alb * irr + spec[:, None] * col
         if any_flash:  # the flash's highlight on skin (its half vector is the view direction; none on the
             # eyes, whose specular weight is 0: their catchlight is above)
-            lin = lin + (fac["light_specular"][bsel] * specw * flash * ndv ** 24)[:, None]
-        hair = px.hair
-        if bool(hair.any()):
+            lin = lin + (specf * specw * flash * ndv ** 24)[:, None]
+        hi = px.hair_idx
+        if len(hi):
             # hair's highlights run across the strands (Kajiya-Kay): a narrow one in the light's
             # colour and a broader one in the hair's, broken up strand by strand
-            up = geo.rotation[:, :, 1][bsel[hair]]  # the head's up direction
-            nh = n[hair]
-            prim, sec = hair_highlights(strand_tangent(nh, up), nh, h[hair], surf.strand[hair])
+            bh = bsel[hi]
+            up = geo.rotation[:, :, 1].index_select(0, bh)  # the head's up direction
+            nh = n.index_select(0, hi)
+            prim, sec = hair_highlights(strand_tangent(nh, up), nh, h.index_select(0, hi), surf.strand[hi])
             # curls scatter the highlight into short glints (no band across the head)
-            curl = style_table(style_index(b.app[bsel[hair], APPEARANCE_PARAMS.index("hair_style")]))["curl"]
-            k = fac["light_intensity"][bsel[hair]] * shadow[hair] * ndl[hair].sqrt() * (1 - 0.75 * curl)
+            curl = style_table(style_index(b.app[bh, APPEARANCE_PARAMS.index("hair_style")]))["curl"]
+            k = fac["light_intensity"][bh] * shadow[hi] * ndl[hi].sqrt() * (1 - 0.75 * curl)
             (w1, _), (w2, _) = HAIR_HIGHLIGHTS
-            lin[hair] = lin[hair] + k[:, None] * (w1 * prim[:, None] * col[hair] + w2 * sec[:, None] * alb[hair] * col[hair])
+            ch = col.index_select(0, hi)
+            lin.index_copy_(0, hi, lin.index_select(0, hi) + k[:, None] * (w1 * prim[:, None] * ch + w2 * sec[:, None] * alb.index_select(0, hi) * ch))
         # exposure from the mean irradiance on the face (not the albedo: dark skin stays dark)
         lum = irr.mean(-1)
-        mean_irr = _image_sums(lum, idx, B, S) / torch.bincount(bsel, minlength=B).clamp_min(1)
+        mean_irr = _image_sums(lum, px.flat, B, S) / torch.bincount(bsel, minlength=B).clamp_min(1)
         gain = (2.0 ** fac["light_exposure"]) * 0.9 / mean_irr.clamp_min(1e-3)
         # a camera meters on the face: a dark face is exposed brighter, by ``light.metering`` of the
         # way from the light alone (0: dark skin stays as dark as its albedo) to the face's albedo
@@ -1204,8 +1218,8 @@ class MorphableSource(IdentitySampler):
         k = float(self.cfg.light.metering)
         if k > 0:
             skin_px = (region == REGION_IDS["skin"]).to(lum.dtype)
-            n_skin = _image_sums(skin_px, idx, B, S)
-            mean_alb = _image_sums((alb * _LUMA.to(dev)).sum(-1) * skin_px, idx, B, S) / n_skin.clamp_min(1)
+            n_skin = _image_sums(skin_px, px.flat, B, S)
+            mean_alb = _image_sums((alb * _LUMA.to(dev)).sum(-1) * skin_px, px.flat, B, S) / n_skin.clamp_min(1)
             comp = (SKIN_REFERENCE / mean_alb.clamp_min(1e-3)).clamp(1 / 3, 3) ** k
             gain = gain * torch.where(n_skin > 0, comp, torch.ones_like(comp))
         lin = lin * gain[bsel][:, None]
@@ -1254,8 +1268,8 @@ class MorphableSource(IdentitySampler):
         anti-aliasing, the eyes softened (``camera.eye_softness``; not in images that the degradations
         blur or downsample), supersampling down to ``size``, tone map and sRGB gamma."""
         ss = self.cfg.supersample
-        img = back.permute(0, 2, 3, 1).clone()
-        img[px.idx] = lin
+        img = back.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format)  # (B, S, S, 3)
+        img.view(-1, 3).index_copy_(0, px.flat, lin)
         if ss == 1 and self.cfg.edge_aa:
             # silhouette anti-aliasing without supersampling: blend the pixels on a visibility edge
             # (coverage changes within the 3x3 neighbourhood) with that neighbourhood
@@ -1327,8 +1341,8 @@ class MorphableSource(IdentitySampler):
         Bs = sub.numel()
         slot = torch.full((v.shape[0],), -1, dtype=torch.int64, device=dev)
         slot[sub] = torch.arange(Bs, device=dev)
-        psel = slot[bsel] >= 0
-        pb = slot[bsel[psel]]
+        pi = (slot[bsel] >= 0).nonzero().flatten()  # the covered pixels of those images
+        pb = slot[bsel[pi]]
         zaxis = F.normalize(ldir[sub], dim=-1)
         up = torch.tensor([0.0, 1.0, 0.0], device=dev).expand(Bs, 3)
         alt = torch.where(zaxis[:, 1:2].abs() > 0.95, torch.tensor([1.0, 0.0, 0.0], device=dev).expand(Bs, 3), up)
@@ -1345,18 +1359,19 @@ class MorphableSource(IdentitySampler):
         # commutes with barycentric interpolation)
         vl_all = torch.zeros_like(v)
         vl_all[sub] = vl
-        pl = interpolate_at(frag, tuple(t[psel] for t in idx), self._faces_all, vl_all)
+        pl = interpolate_at(frag, tuple(t.index_select(0, pi) for t in idx), self._faces_all, vl_all)
         dmap = torch.where(fr.mask, fr.depth, torch.full_like(fr.depth, 1e9))
         fx, fy = pl[:, 0] * scale + res / 2 - 0.5, -pl[:, 1] * scale + res / 2 - 0.5
         x0, y0 = fx.floor(), fy.floor()
         tx, ty = fx - x0, fy - y0
         # slope-scaled depth bias against self-shadowing acne at grazing light
-        d = 1.0 - pl[:, 2] - (0.004 + 0.012 * (1 - ndl[psel]).clamp(0, 1))
+        d = 1.0 - pl[:, 2] - (0.004 + 0.012 * (1 - ndl[pi]).clamp(0, 1))
         acc = torch.zeros_like(d)
-        # percentage-closer filtering: bilinear weights of the 4 nearest depth tests
+        # percentage-closer filtering: bilinear weights of the 4 nearest depth tests, read from the
+        # flat map at (pb * res + y) * res + x
+        dflat, base, x0, y0 = dmap.view(-1), pb * (res * res), x0.long(), y0.long()
         for ox, oy, w in ((0, 0, (1 - tx) * (1 - ty)), (1, 0, tx * (1 - ty)), (0, 1, (1 - tx) * ty), (1, 1, tx * ty)):
-            xi = (x0 + ox).long().clamp(0, res - 1)
-            yi = (y0 + oy).long().clamp(0, res - 1)
-            acc = acc + w * (d <= dmap[pb, yi, xi]).float()
-        lit[psel] = acc
+            texel = base + (y0 + oy).clamp(0, res - 1) * res + (x0 + ox).clamp(0, res - 1)
+            acc = acc + w * (d <= dflat.index_select(0, texel)).float()
+        lit.index_copy_(0, pi, acc)
         return lit
