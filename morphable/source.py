@@ -1323,7 +1323,7 @@ class MorphableSource(IdentitySampler):
         # (texel fields computed once, identity fields once per identity: shade_albedo broadcasts)
         alb, spec = shade_albedo(p[None], region[None], app[:, None], off[:, None], self._eye_centres,
                                  noise=self._tex_noise.fields(off))  # (U, Nc, 3), (U, Nc)
-        t = torch.cat([alb, spec[..., None]], -1)[:, index]  # (U, T*T, 4)
+        t = torch.cat([alb, spec[..., None]], -1).index_select(1, index)  # (U, T*T, 4)
         return t.view(U, T, T, 4).permute(0, 3, 1, 2)  # channels-last memory: sample_at reads texels whole
 
     def _shadow(self, v, frag, idx, ldir, on, ndl, res: int = 96) -> torch.Tensor:
