@@ -587,6 +587,8 @@ class MorphableSource(IdentitySampler):
         region, baked, rest = self._face_region, self._baked, m.mean
         head_w = self._head_weight
         ao = m.regions["vertex_ao"].to(dev)
+        if self.cfg.light.occlusion_power != 1:  # the creases deepened (LightConfig.occlusion_power)
+            ao = ao ** float(self.cfg.light.occlusion_power)
         if self.cfg.identity.hair_mesh and "vertex_region" in m.regions and float(m.mean[:, 1].max()) > 0.09:
             mean = m.mean.cpu()
             head = (m.regions["vertex_region"].cpu() == REGION_IDS["skin"]) & (mean[:, 1] > -0.2)
