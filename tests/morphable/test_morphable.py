@@ -224,6 +224,38 @@ def test_light_softness_softens_cast_shadows_only(default_model):
     assert torch.equal(render(0.0, shadows=0.0), render(1.0, shadows=0.0))
 
 
+def test_occlusion_power_deepens_the_creases_only(default_model):
+    """light.occlusion_power raises the head's ambient visibility to a power: pixels of low visibility
+    (creases) darken more than open ones; 1 keeps the visibility as computed; the hair keeps its own."""
+    base = {"pose": {"yaw": {"lo": 0, "hi": 0}, "pitch": {"lo": 0, "hi": 0}, "roll": {"lo": 0, "hi": 0}},
+            "expression": {"prob": 0.0}, "occluders": {"glasses_prob": 0.0},
+            "degradation": {"jpeg_prob": 0.0, "noise_prob": 0.0}, "light": {"metering": 0.0}}
+    V = default_model.num_vertices
+
+    def render(power: float):
+        src = MorphableSource(preset="frontal", size=64, model=default_model,
+                              overrides={**base, "light": {**base["light"], "occlusion_power": power}})
+        seen = {}
+        light = src._light
+
+        def spy(b, geo, px, surf):  # the visibility of each covered pixel, as a (64, 64) map
+            seen["ao"] = torch.full((64 * 64,), float("nan")).index_copy_(0, px.flat, px.occlusion).view(64, 64)
+            return light(b, geo, px, surf)
+
+        src._light = spy
+        img = src.render(src.sample_identities(1, seed=0), torch.tensor([0]), torch.tensor([0]), seed=0).images[0]
+        return src._rest_ao[:, 3], seen["ao"], img.mean(0)
+
+    ao1, map1, lum1 = render(1.0)
+    ao3, _, lum3 = render(3.0)
+    assert torch.equal(ao1[:V], default_model.regions["vertex_ao"].to(ao1))  # 1: as computed
+    assert torch.allclose(ao3[:V], ao1[:V] ** 3) and torch.equal(ao3[V:], ao1[V:])  # the hair's is not the head's
+    ratio = lum3 / lum1.clamp_min(1e-3)
+    enclosed, open_ = map1 < 0.7, map1 > 0.95
+    assert int(enclosed.sum()) >= 10 and int(open_.sum()) >= 100
+    assert float(ratio[enclosed].mean()) < float(ratio[open_].mean()) - 0.1
+
+
 def test_flash_is_drawn_last_and_lights_the_face_from_the_camera(default_model):
     base = {"pose": {"yaw": {"lo": 0, "hi": 0}, "pitch": {"lo": 0, "hi": 0}, "roll": {"lo": 0, "hi": 0}},
             "expression": {"prob": 0.0}, "occluders": {"glasses_prob": 0.0},
@@ -322,6 +354,7 @@ def test_bad_parameters_are_named(default_model):
     ({"pose": {"roll": {"mean": 0, "std": -1}}}, r"^pose\.roll: std must be >= 0, got -1$"),
     ({"degradation": {"blur_prob": 1.5}}, r"^degradation\.blur_prob: a probability must be in \[0, 1\], got 1\.5$"),
     ({"expression": {"prob": -0.1}}, r"^expression\.prob: a probability must be in \[0, 1\]"),
+    ({"light": {"occlusion_power": 0}}, r"^light\.occlusion_power: an exponent must be > 0, got 0$"),
 ])
 def test_render_config_values_checked_when_loaded(overrides, match):
     from morphable.variation import apply_overrides, preset
