@@ -1050,7 +1050,7 @@ class MorphableSource(IdentitySampler):
         hi = hair.nonzero().flatten()
         if len(hi):  # the hair curtain is double-sided: face its normal to the viewer
             nh = n.index_select(0, hi)
-            facing = (nh * (cam.position.index_select(0, bsel.index_select(0, hi)) - pos.index_select(0, hi))).sum(-1, keepdim=True)
+            facing = (nh * (cam.position.index_select(0, bsel[hi]) - pos.index_select(0, hi))).sum(-1, keepdim=True)
             n.index_copy_(0, hi, torch.where(facing < 0, -nh, nh))
         reg_map = _region_map(region, flat, B, S)
         return _Pixels(frag=frag, idx=idx, bsel=bsel, face=fid, region=region, hair=hair, hair_idx=hi, attrs=pix,
@@ -1208,7 +1208,8 @@ class MorphableSource(IdentitySampler):
             k = fac["light_intensity"][bh] * shadow[hi] * ndl[hi].sqrt() * (1 - 0.75 * curl)
             (w1, _), (w2, _) = HAIR_HIGHLIGHTS
             ch = col.index_select(0, hi)
-            lin.index_copy_(0, hi, lin.index_select(0, hi) + k[:, None] * (w1 * prim[:, None] * ch + w2 * sec[:, None] * alb.index_select(0, hi) * ch))
+            glint = k[:, None] * (w1 * prim[:, None] * ch + w2 * sec[:, None] * alb.index_select(0, hi) * ch)
+            lin.index_copy_(0, hi, lin.index_select(0, hi) + glint)
         # exposure from the mean irradiance on the face (not the albedo: dark skin stays dark)
         lum = irr.mean(-1)
         mean_irr = _image_sums(lum, px.flat, B, S) / torch.bincount(bsel, minlength=B).clamp_min(1)

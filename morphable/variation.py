@@ -126,7 +126,8 @@ class LightConfig:
     geometry: the alar grooves, the lids' folds, the lip line): above 1 it deepens the creases' shade
     under the ambient light and the key light alike; 1 keeps the visibility as computed. The default 3
     brings our faces' contrast towards real photographs' and raises a real-face detector's margin at
-    no cost in identity (BENCHMARKS.md, "Realism, session 22"); a fine mesh of your own may want 1.
+    no cost in identity (BENCHMARKS.md, "Realism and speed, session 22"); a fine mesh of your own may
+    want 1.
     """
 
     ambient: Dist = field(default_factory=lambda: Uniform(0.35, 0.8))
