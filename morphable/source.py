@@ -1184,7 +1184,7 @@ class MorphableSource(IdentitySampler):
         # wet eyes: a sharp catchlight of the key light and of the bright environment above the camera
         if bool(eye.any()):
             ne, ve = n[eye], view[eye]
-            key = (ne * h[eye]).sum(-1).clamp_min(0) ** 250 * fac["light_intensity"][bsel[eye]] * shadow[eye]
+            key = (ne * h[eye]).sum(-1).clamp_min(0) ** 250 * inten[eye] * shadow[eye]
             env_dir = F.normalize(ve + torch.tensor([0.0, 0.6, 0.0], device=dev), dim=-1)
             env = (ne * F.normalize(env_dir + ve, dim=-1)).sum(-1).clamp_min(0) ** 120 * fac["light_ambient"][bsel[eye]]
             spec = spec.clone()
@@ -1205,7 +1205,7 @@ class MorphableSource(IdentitySampler):
             prim, sec = hair_highlights(strand_tangent(nh, up), nh, h.index_select(0, hi), surf.strand[hi])
             # curls scatter the highlight into short glints (no band across the head)
             curl = style_table(style_index(b.app[bh, APPEARANCE_PARAMS.index("hair_style")]))["curl"]
-            k = fac["light_intensity"][bh] * shadow[hi] * ndl[hi].sqrt() * (1 - 0.75 * curl)
+            k = inten[hi] * shadow[hi] * ndl[hi].sqrt() * (1 - 0.75 * curl)
             (w1, _), (w2, _) = HAIR_HIGHLIGHTS
             ch = col.index_select(0, hi)
             glint = k[:, None] * (w1 * prim[:, None] * ch + w2 * sec[:, None] * alb.index_select(0, hi) * ch)
