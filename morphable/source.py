@@ -1182,15 +1182,16 @@ class MorphableSource(IdentitySampler):
         h = F.normalize(ldir + view, dim=-1)
         spec = specf * specw * inten * shadow * (n * h).sum(-1).clamp_min(0) ** 24
         # wet eyes: a sharp catchlight of the key light and of the bright environment above the camera
-        if bool(eye.any()):
-            ne, ve = n[eye], view[eye]
-            key = (ne * h[eye]).sum(-1).clamp_min(0) ** 250 * inten[eye] * shadow[eye]
+        ei = eye.nonzero().flatten()
+        if len(ei):
+            ne, ve = n.index_select(0, ei), view.index_select(0, ei)
+            key = (ne * h.index_select(0, ei)).sum(-1).clamp_min(0) ** 250 * inten[ei] * shadow[ei]
             env_dir = F.normalize(ve + torch.tensor([0.0, 0.6, 0.0], device=dev), dim=-1)
-            env = (ne * F.normalize(env_dir + ve, dim=-1)).sum(-1).clamp_min(0) ** 120 * fac["light_ambient"][bsel[eye]]
-            spec = spec.clone()
-            spec[eye] = 1.6 * key + 0.8 * env
+            env = (ne * F.normalize(env_dir + ve, dim=-1)).sum(-1).clamp_min(0) ** 120 * fac["light_ambient"][bsel[ei]]
+            catch = 1.6 * key + 0.8 * env
             if any_flash:  # the flash's catchlight, at the centre of the eye's view
-                spec[eye] = spec[eye] + 1.6 * ndv[eye] ** 250 * flash[eye]
+                catch = catch + 1.6 * ndv[ei] ** 250 * flash[ei]
+            spec = spec.index_copy(0, ei, catch)
         lin = alb * irr + spec[:, None] * col
         if any_flash:  # the flash's highlight on skin (its half vector is the view direction; none on the
             # eyes, whose specular weight is 0: their catchlight is above)
@@ -1233,8 +1234,8 @@ class MorphableSource(IdentitySampler):
         lin = lin * lid[:, None]
         if self._lip_seam_y is not None:  # the mouth: the lips' seam and a narrow opening's shadow
             upper = torch.zeros(B * S * S, dtype=torch.bool, device=dev)
-            lip_px = region == REGION_IDS["lips"]
-            upper[px.flat[lip_px]] = px.attrs[lip_px, 7] > self._lip_seam_y  # rest position's height
+            lip = (region == REGION_IDS["lips"]).nonzero().flatten()
+            upper.index_copy_(0, px.flat[lip], px.attrs[lip, 7] > self._lip_seam_y)  # rest position's height
             lin = lin * _mouth_shading(px.region_map, px.flat, upper.view(B, S, S))[:, None]
         return lin
 
