@@ -65,7 +65,9 @@ EXPRESSIONS = {
 #: others), and the smiles' new unit mixes: every image's expression moved.
 #: 8: an on-camera flash (``light.flash_prob``; one more draw per image, after the others: every other
 #: factor keeps its value, and ``light_flash`` is a new metadata column).
-SAMPLING_VERSION = 8
+#: 9: the camera's point spread (``camera.psf``; one more draw per image, after the others: every
+#: other factor keeps its value, and ``camera_psf`` is a new metadata column).
+SAMPLING_VERSION = 9
 #: Linear-RGB luminance weights, and the mean skin albedo luminance that ``light.metering`` exposes
 #: like the light alone (a light-medium skin: melanin ~0.25).
 _LUMA = torch.tensor([0.2126, 0.7152, 0.0722])
@@ -534,6 +536,9 @@ class MorphableSource(IdentitySampler):
             raise ValueError(f"light.metering must be in [0, 1], got {self.cfg.light.metering}")
         if self.cfg.camera.eye_softness < 0:
             raise ValueError(f"camera.eye_softness must be >= 0 (millimetres), got {self.cfg.camera.eye_softness}")
+        psf_lo = getattr(self.cfg.camera.psf, "lo", 0.0)
+        if not psf_lo >= 0:  # a Uniform's or a truncated Normal's lower bound (a sigma in pixels)
+            raise ValueError(f"camera.psf must not go below 0 (a gaussian sd in pixels), got {self.cfg.camera.psf}")
         if self.cfg.identity.sex_features < 0:
             raise ValueError(f"identity.sex_features must be >= 0 (standard deviations), got {self.cfg.identity.sex_features}")
         if self.cfg.identity.feature_shape > 0:
@@ -918,6 +923,10 @@ class MorphableSource(IdentitySampler):
         # an on-camera flash (drawn after the rest: their values stay)
         flash_on = r.uniform() < cfg.light.flash_prob
         f["light_flash"] = torch.where(flash_on, cfg.light.flash.draw(r), 0.0)
+        # the lens and sensor's point spread, on the images that the degradations neither blur nor
+        # downsample (those carry their own softness); drawn after the rest: their values stay
+        psf = cfg.camera.psf.draw(r)
+        f["camera_psf"] = torch.where((f["blur"] > 0) | (f["lowres"] < 1), 0.0, psf)
         f["background_image"] = torch.full((B,), -1.0)
         f["_use_image"] = use_img.double()
         return {k: v.float().contiguous() for k, v in f.items()}, keys
@@ -1308,7 +1317,8 @@ class MorphableSource(IdentitySampler):
         if on.numel():
             noise[on.to(dev)] = normal_field(subkeys(b.keys[on], "noise").to(dev), (3, size, size))
         dparams = {k: fac[k] for k in ("blur", "lowres", "brightness", "contrast", "saturation", "hue", "gray", "noise", "jpeg")}
-        dparams["blur"] = dparams["blur"] * (size / 112.0)
+        # the degradation's blur or the camera's point spread (at most one of them is not 0)
+        dparams["blur"] = (dparams["blur"] + fac["camera_psf"]) * (size / 112.0)
         return apply_degradations(img, dparams, noise)
 
     def _factors(self, b: _Batch) -> dict[str, torch.Tensor]:

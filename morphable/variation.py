@@ -159,13 +159,20 @@ class CameraConfig:
     (0, the default: as drawn, pixel-sharp; images that ``degradation`` blurs or downsamples keep
     their eyes as drawn). A real-face recogniser finds softened eyes' people further apart, but at 2 mm
     the eyes look milky, detection drops in ``wild`` and FR training gains nothing (BENCHMARKS.md,
-    "Realism, session 19"); 1 mm keeps them legible."""
+    "Realism, session 19"); 1 mm keeps them legible. ``psf`` is the gaussian sd, in pixels of a 112 px
+    image (scaled with the size, as ``degradation.blur``), of the lens and sensor's point spread: a
+    photograph is never pixel-sharp (the faces of lfw-dev at 112 px are softer than all but 1% of
+    unblurred renders; ``Uniform(0.4, 0.8)`` puts rendered portraits in the real faces' sharpness
+    range, BENCHMARKS.md "Realism, session 23"). Images that ``degradation`` blurs or downsamples
+    carry their own softness and get no more (their ``camera_psf`` is logged as 0); ``lo = hi = 0``
+    renders pixel-sharp images."""
 
     distance: Dist = field(default_factory=lambda: Uniform(0.45, 2.0))
     focal_mm: Dist = field(default_factory=lambda: Uniform(28, 85))
     jitter: float = 0.05
     loose_scale: float = 0.6
     eye_softness: float = 0.0
+    psf: Dist = field(default_factory=lambda: Uniform(0.4, 0.8))
 
 
 @dataclass

@@ -107,7 +107,7 @@ def test_free_expression_mixes_are_bilateral_with_conjugate_gaze(default_model):
 
 def test_sampling_stream_version_is_recorded(default_model):
     src = MorphableSource(preset="frontal", size=32, model=default_model)
-    assert SAMPLING_VERSION == 8 and src.config()["sampling_version"] == 8
+    assert SAMPLING_VERSION == 9 and src.config()["sampling_version"] == 9
 
 
 def test_procedural_backgrounds_batched_per_image(default_model):

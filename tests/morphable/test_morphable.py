@@ -283,6 +283,42 @@ def test_flash_is_drawn_last_and_lights_the_face_from_the_camera(default_model):
         assert dark1 / bright1 > dark0 / bright0 + 0.05
 
 
+def test_camera_psf_softens_the_clean_images_only_and_is_drawn_last(default_model):
+    """camera.psf blurs the images that the degradations neither blur nor downsample (each by its own
+    drawn sigma, logged as ``camera_psf``; 0 for the others, which stay as they were); it is drawn
+    after every other factor, so they keep their values; a sigma under 0 is refused."""
+    base = {"degradation": {"jpeg_prob": 0.0, "noise_prob": 0.0, "blur_prob": 0.5, "lowres_prob": 0.3,
+                            "jitter_prob": 0.0, "gray_prob": 0.0}}
+
+    def render(lo: float, hi: float):
+        src = MorphableSource(preset="wild", size=64, model=default_model,
+                              overrides={**base, "camera": {"psf": {"lo": lo, "hi": hi}}})
+        ids = src.sample_identities(4, seed=0)
+        return src.render(ids, torch.arange(4).repeat_interleave(4), torch.arange(4).repeat(4), seed=0)
+
+    sharp, soft = render(0.0, 0.0), render(0.6, 0.9)
+    assert torch.equal(sharp.factors["camera_psf"], torch.zeros(16))
+    for k, v in sharp.factors.items():  # drawn after every other factor: they keep their values
+        if k != "camera_psf":
+            assert torch.equal(v, soft.factors[k]), k
+    degraded = (soft.factors["blur"] > 0) | (soft.factors["lowres"] < 1)
+    assert 0 < int(degraded.sum()) < 16
+    psf = soft.factors["camera_psf"]
+    assert torch.equal(psf[degraded], torch.zeros(int(degraded.sum())))
+    assert bool(((psf[~degraded] >= 0.6) & (psf[~degraded] <= 0.9)).all())
+    assert torch.equal(sharp.images[degraded], soft.images[degraded])  # they carry their own softness
+
+    def detail(im):  # mean squared Laplacian of the grey image
+        g = im.mean(1, keepdim=True)
+        k = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]])[None, None]
+        return torch.nn.functional.conv2d(g, k).pow(2).mean((1, 2, 3))
+
+    ratio = detail(soft.images[~degraded]) / detail(sharp.images[~degraded])
+    assert bool((ratio < 0.9).all()) and float(ratio.mean()) < 0.75, ratio
+    with pytest.raises(ValueError, match="camera.psf must not go below 0"):
+        MorphableSource(preset="frontal", size=32, model=default_model, overrides={"camera": {"psf": {"lo": -0.1, "hi": 0.5}}})
+
+
 def test_flash_highlight_spares_the_eyes(default_model):
     """The flash's broad skin highlight (scaled by ``light.specular``) leaves the eyes, which have their
     own sharp catchlight, alone: the eye centres do not change with the skin's specular strength, the
@@ -293,6 +329,7 @@ def test_flash_highlight_spares_the_eyes(default_model):
         src = MorphableSource(preset="frontal", size=96, model=default_model, overrides={
             "pose": {"yaw": {"lo": 0, "hi": 0}, "pitch": {"lo": 0, "hi": 0}, "roll": {"lo": 0, "hi": 0}},
             "expression": {"prob": 0.0}, "occluders": {"glasses_prob": 0.0}, "degradation": clean,
+            "camera": {"psf": {"lo": 0.0, "hi": 0.0}},  # pixel-sharp: no skin highlight blurred into the eyes
             "light": {"flash_prob": 1.0, "flash": {"lo": 0.9, "hi": 0.9}, "specular": {"lo": specular, "hi": specular}}})
         return src.render(src.sample_identities(2, seed=0), torch.tensor([0, 1]), torch.tensor([0, 0]), seed=0)
 
