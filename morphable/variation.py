@@ -160,19 +160,20 @@ class CameraConfig:
     their eyes as drawn). A real-face recogniser finds softened eyes' people further apart, but at 2 mm
     the eyes look milky, detection drops in ``wild`` and FR training gains nothing (BENCHMARKS.md,
     "Realism, session 19"); 1 mm keeps them legible. ``psf`` is the gaussian sd, in pixels of a 112 px
-    image (scaled with the size, as ``degradation.blur``), of the lens and sensor's point spread: a
-    photograph is never pixel-sharp (the faces of lfw-dev at 112 px are softer than all but 1% of
-    unblurred renders; ``Uniform(0.4, 0.8)`` puts rendered portraits in the real faces' sharpness
-    range, BENCHMARKS.md "Realism, session 23"). Images that ``degradation`` blurs or downsamples
-    carry their own softness and get no more (their ``camera_psf`` is logged as 0); ``lo = hi = 0``
-    renders pixel-sharp images."""
+    image (scaled with the size, as ``degradation.blur``), of a lens and sensor's point spread, on the
+    images that ``degradation`` neither blurs nor downsamples (those carry their own softness; their
+    ``camera_psf`` is logged as 0). Off by default (``lo = hi = 0``: pixel-sharp, as before). Unblurred
+    renders are crisper than 99% of lfw-dev's faces at 112 px; ``Uniform(0.4, 0.8)`` puts `frontal`
+    in the real faces' sharpness range and a real-face recogniser finds the people a little further
+    apart, but `wild` loses detection and FR training on softened `wild` renders generalises worse
+    (BENCHMARKS.md, "Realism, session 23")."""
 
     distance: Dist = field(default_factory=lambda: Uniform(0.45, 2.0))
     focal_mm: Dist = field(default_factory=lambda: Uniform(28, 85))
     jitter: float = 0.05
     loose_scale: float = 0.6
     eye_softness: float = 0.0
-    psf: Dist = field(default_factory=lambda: Uniform(0.4, 0.8))
+    psf: Dist = field(default_factory=lambda: Uniform(0.0, 0.0))
 
 
 @dataclass
