@@ -162,11 +162,11 @@ class CameraConfig:
     "Realism, session 19"); 1 mm keeps them legible. ``psf`` is the gaussian sd, in pixels of a 112 px
     image (scaled with the size, as ``degradation.blur``), of a lens and sensor's point spread, on the
     images that ``degradation`` neither blurs nor downsamples (those carry their own softness; their
-    ``camera_psf`` is logged as 0). Off by default (``lo = hi = 0``: pixel-sharp, as before). Unblurred
-    renders are crisper than 99% of lfw-dev's faces at 112 px; ``Uniform(0.4, 0.8)`` puts `frontal`
-    in the real faces' sharpness range and a real-face recogniser finds the people a little further
-    apart, but `wild` loses detection and FR training on softened `wild` renders generalises worse
-    (BENCHMARKS.md, "Realism, session 23")."""
+    ``camera_psf`` is logged as 0). Off by default (``lo = hi = 0``: pixel-sharp, as before). Nearly
+    half of ``frontal``'s renders are crisper than 99% of lfw-dev's faces at 112 px; ``Uniform(0.4,
+    0.8)`` puts them in the real faces' sharpness range and a real-face recogniser finds the people a
+    little further apart, but ``wild`` loses detection and FR training on softened ``wild`` renders
+    generalises worse (BENCHMARKS.md, "Realism, session 23")."""
 
     distance: Dist = field(default_factory=lambda: Uniform(0.45, 2.0))
     focal_mm: Dist = field(default_factory=lambda: Uniform(28, 85))
