@@ -190,8 +190,9 @@ class BackgroundConfig:
 
 @dataclass
 class DegradationConfig:
-    """Image degradations (kornia), each applied with its probability: gaussian ``blur`` (sigma px
-    at 112), sensor ``noise`` (std), ``jpeg`` quality, ``lowres`` scale (downsample then upsample),
+    """Image degradations (:mod:`morphable.degrade`), each applied with its probability: gaussian
+    ``blur`` (sigma px at 112), sensor ``noise`` (std), ``jpeg`` quality (libjpeg's scale, 1-100: a
+    baseline round trip, 4:2:0), ``lowres`` scale (downsample then upsample),
     colour jitter (``brightness``, ``contrast``, ``saturation``, ``hue`` in radians), ``gray``."""
 
     blur_prob: float = 0.3
