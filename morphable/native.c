@@ -13,10 +13,10 @@ static inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (
 static inline float min3(float a, float b, float c) { float m = a < b ? a : b; return m < c ? m : c; }
 static inline float max3(float a, float b, float c) { float m = a > b ? a : b; return m > c ? m : c; }
 
-/* Z-test every pixel centre of one triangle's clamped bounding box; the float32 expressions of
-   raster._raster_bucket in the same order. c: 3 corners (x, y, z). */
-static void raster_triangle(const float *c, float x0, float y0, float x1, float y1, int64_t base, int64_t f,
-                            int64_t W, int64_t *zbuf)
+/* Z-test the pixel centres ox0..ox1, oy0..oy1 (offsets from the box corner x0, y0) of one triangle;
+   the float32 expressions of raster._raster_bucket in the same order. c: 3 corners (x, y, z). */
+static void raster_triangle(const float *c, float x0, float y0, int64_t ox0, int64_t ox1, int64_t oy0, int64_t oy1,
+                            int64_t base, int64_t f, int64_t W, int64_t *zbuf)
 {
     const int jj[3] = {1, 2, 0}, ll[3] = {2, 0, 1};
     const float DEPTH_SCALE = 1048576.0f;            /* 2^20 */
@@ -44,11 +44,10 @@ static void raster_triangle(const float *c, float x0, float y0, float x1, float 
     const float dA = (A[0] * w[0] + A[1] * w[1]) + A[2] * w[2];
     const float dB = (Bc[0] * w[0] + Bc[1] * w[1]) + Bc[2] * w[2];
     const float dC = (C[0] * w[0] + C[1] * w[1]) + C[2] * w[2];
-    const int64_t nx = (int64_t)(x1 - x0) + 1, ny = (int64_t)(y1 - y0) + 1;
-    for (int64_t oy = 0; oy < ny; ++oy) {
+    for (int64_t oy = oy0; oy <= oy1; ++oy) {
         const float fy = (float)oy;
         const int64_t row = base + ((int64_t)(y0 + fy)) * W;
-        for (int64_t ox = 0; ox < nx; ++ox) {
+        for (int64_t ox = ox0; ox <= ox1; ++ox) {
             const float fx = (float)ox;
             const float e0 = (cA[0] * fx + cB[0] * fy) + cC[0];
             const float e1 = (cA[1] * fx + cB[1] * fy) + cC[1];
@@ -86,9 +85,14 @@ void rasterize(const float *verts, int64_t B, int64_t V, const int64_t *faces, i
             const float xlo = min3(c[0], c[3], c[6]), xhi = max3(c[0], c[3], c[6]);
             const float ylo = min3(c[1], c[4], c[7]), yhi = max3(c[1], c[4], c[7]);
             if (!(xhi >= 0.0f && xlo <= fW && yhi >= 0.0f && ylo <= fH)) continue;
-            const float x0 = clampf(floorf(xlo - 0.5f), 0.0f, fW - 1.0f), x1 = clampf(ceilf(xhi - 0.5f), 0.0f, fW - 1.0f);
-            const float y0 = clampf(floorf(ylo - 0.5f), 0.0f, fH - 1.0f), y1 = clampf(ceilf(yhi - 0.5f), 0.0f, fH - 1.0f);
-            raster_triangle(c, x0, y0, x1, y1, b * H * W, f, W, zbuf);
+            /* the box's corner (x0, y0): the origin of the edge functions, as in the torch path */
+            const float x0 = clampf(floorf(xlo - 0.5f), 0.0f, fW - 1.0f), y0 = clampf(floorf(ylo - 0.5f), 0.0f, fH - 1.0f);
+            /* the pixel centres inside the triangle's bounds: none -> nothing to test */
+            const float tx0 = clampf(ceilf(xlo - 0.5f), 0.0f, fW - 1.0f), tx1 = clampf(floorf(xhi - 0.5f), 0.0f, fW - 1.0f);
+            const float ty0 = clampf(ceilf(ylo - 0.5f), 0.0f, fH - 1.0f), ty1 = clampf(floorf(yhi - 0.5f), 0.0f, fH - 1.0f);
+            if (tx0 > tx1 || ty0 > ty1) continue;
+            raster_triangle(c, x0, y0, (int64_t)(tx0 - x0), (int64_t)(tx1 - x0), (int64_t)(ty0 - y0), (int64_t)(ty1 - y0),
+                            b * H * W, f, W, zbuf);
         }
     }
     const int64_t n = B * H * W;

@@ -98,11 +98,16 @@ def rasterize(
     xmax = torch.ceil(x.max(-1).values - 0.5).clamp(0, width - 1)
     ymin = torch.floor(y.min(-1).values - 0.5).clamp(0, height - 1)
     ymax = torch.ceil(y.max(-1).values - 0.5).clamp(0, height - 1)
+    # the pixel centres within the triangle's bounds (the box above, less its conservative margin):
+    # only these are tested, and a triangle between pixel centres is dropped
+    tight = (torch.ceil(x.min(-1).values - 0.5).clamp(0, width - 1), torch.floor(x.max(-1).values - 0.5).clamp(0, width - 1),
+             torch.ceil(y.min(-1).values - 0.5).clamp(0, height - 1), torch.floor(y.max(-1).values - 0.5).clamp(0, height - 1))
+    keep &= (tight[0] <= tight[1]) & (tight[2] <= tight[3])
     keep &= (x.max(-1).values >= 0) & (x.min(-1).values <= width)
     keep &= (y.max(-1).values >= 0) & (y.min(-1).values <= height)
     zbuf = torch.full((B * height * width + 1,), _EMPTY, dtype=torch.int64, device=device)
     bidx_all, fidx_all = torch.nonzero(keep, as_tuple=True)
-    _zbuffer_torch(tri, bidx_all, fidx_all, xmin, ymin, xmax, ymax, zbuf, height, width, max_candidates)
+    _zbuffer_torch(tri, bidx_all, fidx_all, xmin, ymin, xmax, ymax, tight, zbuf, height, width, max_candidates)
 
     zbuf = zbuf[:-1].view(B, height, width)
     hit = zbuf != _EMPTY
@@ -129,7 +134,7 @@ def rasterize(
     return Fragments(face=face, bary=bary, depth=depth)
 
 
-def _zbuffer_torch(tri, bidx_all, fidx_all, xmin, ymin, xmax, ymax, zbuf, H, W, max_candidates):
+def _zbuffer_torch(tri, bidx_all, fidx_all, xmin, ymin, xmax, ymax, tight, zbuf, H, W, max_candidates):
     """The vectorised z-buffer pass (any device): candidates enumerated per triangle over its box."""
     # Bucket triangles by bounding-box width and height (rounded up to a ~sqrt(2) ladder), so each
     # bucket evaluates a kx x ky candidate grid close to its triangles' boxes.
@@ -146,13 +151,14 @@ def _zbuffer_torch(tri, bidx_all, fidx_all, xmin, ymin, xmax, ymax, zbuf, H, W, 
         sel = order[start : start + n]
         start += n
         bx, by = _LADDER[min(c // len(_LADDER), len(_LADDER) - 1)], _LADDER[min(c % len(_LADDER), len(_LADDER) - 1)]
-        _raster_bucket(tri, bidx_all[sel], fidx_all[sel], xmin, ymin, xmax, ymax, (int(bx), int(by)), zbuf,
+        _raster_bucket(tri, bidx_all[sel], fidx_all[sel], xmin, ymin, tight, (int(bx), int(by)), zbuf,
                        H, W, max_candidates)
 
 
 
-def _raster_bucket(tri, bidx, fidx, xmin, ymin, xmax, ymax, k, zbuf, H, W, max_candidates):
-    """Z-test every pixel centre of the kx x ky box (``k``) at each triangle's bounding-box corner.
+def _raster_bucket(tri, bidx, fidx, xmin, ymin, tight, k, zbuf, H, W, max_candidates):
+    """Z-test every pixel centre of the kx x ky box (``k``) at each triangle's bounding-box corner
+    that lies within the triangle's bounds ``tight`` (x lo, x hi, y lo, y hi), each (B, F).
 
     The three edge functions and 1/depth are affine in the pixel position, so per triangle we build
     their 4 x 3 coefficient matrix once and evaluate all candidates with three broadcast ops."""
@@ -184,7 +190,8 @@ def _raster_bucket(tri, bidx, fidx, xmin, ymin, xmax, ymax, k, zbuf, H, W, max_c
         inside = (vals[:, :3] >= 0).all(1)
         px = x0[:, None] + offs[0]
         py = y0[:, None] + offs[1]
-        inside &= (px <= xmax[b, f][:, None]) & (py <= ymax[b, f][:, None])
+        inside &= (px >= tight[0][b, f][:, None]) & (px <= tight[1][b, f][:, None])
+        inside &= (py >= tight[2][b, f][:, None]) & (py <= tight[3][b, f][:, None])
         depth = 1.0 / vals[:, 3].clamp_min(1e-12)
         key = ((depth * _DEPTH_SCALE).clamp(0, float((1 << 42) - 1)).to(torch.int64) << _FACE_BITS) | f[:, None]
         pix = (b[:, None] * H + py.to(torch.int64)) * W + px.to(torch.int64)
