@@ -7,6 +7,7 @@
 * :mod:`common.errors`: :class:`~common.errors.SynthfaceError` (the one base of user-facing errors,
   e.g. :class:`~common.errors.ConfigError`) and the exit codes of the command lines;
 * :mod:`common.io`: atomic file writes (bytes, text, ``torch.save``, any writer);
+* :mod:`common.memory`: the render workers' allocator setting (freed memory kept for reuse);
 * :mod:`common.align`: the ArcFace 5-point alignment template;
 * :mod:`common.metrics`: verification metrics shared by FR evaluation and generator evaluation (ROC,
   EER); :mod:`common.plots`: figures without pyplot, genuine/impostor score histograms;

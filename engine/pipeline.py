@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from common.io import fsync_dir
+from common.memory import keep_freed_memory
 from common.prefetch import Prefetch
 
 from . import formats as F
@@ -187,6 +188,7 @@ def _render_worker_init(job: _Job, spec: tuple, ids_blob: bytes, config_json: by
     import pickle
 
     torch.set_num_threads(1)
+    keep_freed_memory()  # the worker's tensors reuse freed memory (no fresh page faults per pass)
     _WORKER.clear()
     try:
         kind, payload = spec
