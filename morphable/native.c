@@ -218,3 +218,94 @@ void edge_aa(const float *img, const uint8_t *mask, int64_t B, int64_t H, int64_
                 }
             }
 }
+
+/* ---- lighting: shading.light_pixels, the same float32 expressions in the same order ---- */
+
+static inline float dot3f(const float *a, const float *b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
+static inline void unit3(const float *x, float *out)
+{
+    float n = (float)sqrt((double)dot3f(x, x));
+    if (!(n >= 1e-12f)) n = 1e-12f;
+    out[0] = x[0] / n; out[1] = x[1] / n; out[2] = x[2] / n;
+}
+/* x^k by repeated squaring: the powers x^(2^i) of k's set bits, multiplied from the highest down */
+static inline float pow_int(float x, int k)
+{
+    float powers[16], p = x;
+    int np = 0;
+    for (int i = 0; (k >> i) != 0; ++i) {
+        if (i) p = p * p;
+        if ((k >> i) & 1) powers[np++] = p;
+    }
+    float out = powers[np - 1];
+    for (int j = np - 2; j >= 0; --j) out = out * powers[j];
+    return out;
+}
+static inline float maxf(float a, float b) { return a < b ? b : a; }
+
+/* P covered pixels: normal, position, albedo (P, 3); occlusion, specular, shadow, ndl_raw (P);
+   flags (P) uint8 (1 skin, 2 eye, 4 teeth); bsel (P) image index; table (B, 24) per-image light
+   (shading.LIGHT_COLUMNS). Outputs lin (P, 3), lum (P), shadow_out (P), half (P, 3). any_flash: some
+   image of the batch has a flash (the torch path adds the flash terms only then). */
+void light_pixels(int64_t P, const float *normal, const float *position, const float *occlusion, const float *albedo,
+                  const float *specular, const float *shadow, const float *ndl_raw, const uint8_t *flags,
+                  const int64_t *bsel, const float *table, int any_flash, float *lin, float *lum, float *shadow_out,
+                  float *half)
+{
+    const float wrap[3] = {0.45f, 0.22f, 0.15f};
+    for (int64_t p = 0; p < P; ++p) {
+        const float *t = table + bsel[p] * 24;
+        const float *n = normal + p * 3, *pos = position + p * 3, *alb = albedo + p * 3;
+        const float *ldir = t + 11, *col = t + 14, *cam = t + 20;
+        const float ambient = t[10], inten = t[17], specf = t[18], flash = t[19];
+        const int skin = flags[p] & 1, eye = flags[p] & 2, teeth = flags[p] & 4;
+        const float nx = n[0], ny = n[1], nz = n[2], occ = occlusion[p], nr = ndl_raw[p];
+        const float sh_val = t[0] * 0.2f + t[1] * nx + t[2] * (ny + 0.5f) + t[3] * nz
+            + 0.5f * (t[4] * nx * ny + t[5] * ny * nz + t[6] * nx * nz + t[7] * (nx * nx - ny * ny)
+                      + t[8] * (3.0f * nz * nz - 1.0f));
+        float amb = ambient * clampf(1.0f + t[9] * sh_val, 0.15f, 2.0f) * (0.75f + 0.25f * clampf(ny, -1.0f, 1.0f));
+        amb = amb * clampf(occ, 0.05f, 1.0f);
+        const float ndl = maxf(nr, 0.0f);
+        float ndl3[3];
+        for (int k = 0; k < 3; ++k) ndl3[k] = skin ? maxf((nr + wrap[k]) / (1.0f + wrap[k]), 0.0f) : ndl;
+        float sh = shadow[p];
+        if (skin && t[23] > 0.0f) sh = sh * 0.85f + 0.15f * (ndl > 0.0f ? 1.0f : 0.0f);
+        if (teeth) sh = maxf(sh, 0.6f);
+        const float crease = 0.4f + 0.6f * clampf(occ, 0.0f, 1.0f);
+        float irr[3];
+        const float diff = inten * sh * crease;
+        for (int k = 0; k < 3; ++k) irr[k] = (amb + diff * ndl3[k]) * col[k];
+        float d[3] = {cam[0] - pos[0], cam[1] - pos[1], cam[2] - pos[2]}, view[3], h[3];
+        unit3(d, view);
+        const float ndv = maxf(dot3f(n, view), 0.0f);
+        if (any_flash) {
+            const float f = flash * ndv * crease;
+            for (int k = 0; k < 3; ++k) irr[k] = irr[k] + f;
+        }
+        const float lv[3] = {ldir[0] + view[0], ldir[1] + view[1], ldir[2] + view[2]};
+        unit3(lv, h);
+        const float ndh = maxf(dot3f(n, h), 0.0f);
+        float spec = specf * specular[p] * inten * sh * pow_int(ndh, 24);
+        if (eye) {
+            const float key = pow_int(ndh, 250) * inten * sh;
+            const float vu[3] = {view[0] + 0.0f, view[1] + 0.6f, view[2] + 0.0f};
+            float e1[3], e2[3];
+            unit3(vu, e1);
+            const float ev[3] = {e1[0] + view[0], e1[1] + view[1], e1[2] + view[2]};
+            unit3(ev, e2);
+            const float env = pow_int(maxf(dot3f(n, e2), 0.0f), 120) * ambient;
+            float c = 1.6f * key + 0.8f * env;
+            if (any_flash) c = c + 1.6f * pow_int(ndv, 250) * flash;
+            spec = c;
+        }
+        float *o = lin + p * 3;
+        for (int k = 0; k < 3; ++k) o[k] = alb[k] * irr[k] + spec * col[k];
+        if (any_flash) {
+            const float fh = specf * specular[p] * flash * pow_int(ndv, 24);
+            for (int k = 0; k < 3; ++k) o[k] = o[k] + fh;
+        }
+        lum[p] = (irr[0] + irr[1] + irr[2]) / 3.0f;
+        shadow_out[p] = sh;
+        half[p * 3] = h[0]; half[p * 3 + 1] = h[1]; half[p * 3 + 2] = h[2];
+    }
+}

@@ -7,7 +7,7 @@ compiles them once per machine with the system C compiler (``cc``/``gcc``/``clan
 no ninja), caches the shared library under ``$SYNTHFACE_CACHE/native/`` (default
 ``~/.cache/synthface/native``) and calls it through :mod:`ctypes`: rasterization (culling, boxes,
 z-buffer, barycentrics, depth), attribute interpolation at listed pixels, vertex normals, bilinear
-texture lookup and silhouette anti-aliasing.
+texture lookup, silhouette anti-aliasing and the per-pixel lighting (:mod:`morphable.shading`).
 
 Each C function evaluates the float32 expressions of its torch counterpart in the same order
 (``-ffp-contract=off``: no fused multiply-adds; the torch code spells out the operations whose
@@ -89,6 +89,8 @@ def library():
                     lib.sample_texture.argtypes = [_P, _I, _I, _I, _P, _P, _I, _P]
                     lib.edge_aa.restype = None
                     lib.edge_aa.argtypes = [_P, _P, _I, _I, _I, _I, _P]
+                    lib.light_pixels.restype = None
+                    lib.light_pixels.argtypes = [_I] + [_P] * 10 + [ctypes.c_int] + [_P] * 4
                     _LIB = lib
                 except (OSError, RuntimeError) as e:
                     warnings.warn(f"synthface: native rasterizer unavailable ({e}); using the torch path",
@@ -180,3 +182,24 @@ def edge_antialias(img_hwc: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     lib.edge_aa(img_hwc.data_ptr(), m.data_ptr(), B, H, W, C, out.data_ptr())
     return out
 
+
+
+def light_pixels(normal: torch.Tensor, position: torch.Tensor, occlusion: torch.Tensor, albedo: torch.Tensor,
+                 specular: torch.Tensor, shadow: torch.Tensor, ndl_raw: torch.Tensor, flags: torch.Tensor,
+                 bsel: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Native :func:`morphable.shading.light_pixels` -> ``(lin, lum, shadow, half)``, bit-identical."""
+    lib = library()
+    P = normal.shape[0]
+    args = [t.detach().contiguous() for t in (normal, position, occlusion, albedo, specular, shadow, ndl_raw)]
+    flags = flags.to(torch.uint8).contiguous()
+    bsel = bsel.to(torch.int64).contiguous()
+    table = table.detach().contiguous()
+    _check_index(bsel, table.shape[0], "image")
+    if table.shape[1] != 24:
+        raise ValueError(f"the light table must have 24 columns, got {table.shape[1]}")
+    any_flash = int(bool((table[:, 19] > 0).any()))
+    lin, half = torch.empty(P, 3, dtype=torch.float32), torch.empty(P, 3, dtype=torch.float32)
+    lum, shadow_out = torch.empty(P, dtype=torch.float32), torch.empty(P, dtype=torch.float32)
+    lib.light_pixels(P, *(t.data_ptr() for t in args), flags.data_ptr(), bsel.data_ptr(), table.data_ptr(), any_flash,
+                     lin.data_ptr(), lum.data_ptr(), shadow_out.data_ptr(), half.data_ptr())
+    return lin, lum, shadow_out, half

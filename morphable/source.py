@@ -26,6 +26,7 @@ from .occlusion import model_occlusion
 from .occluders import draw_glasses, draw_patches
 from .relief import FEATURE_FIELDS, NUM_FEATURE, NUM_RELIEF, SEX_FEATURES, feature_displacement, feature_fields, relief_basis, relief_displacement, relief_mask
 from .rng import Draws, image_keys, normal_field, subkeys
+from .shading import EYE, SKIN, TEETH, dot3, light_pixels
 from .raster import edge_antialias, interpolate_at, rasterize, vertex_normals
 from .texture import sample_at as sample_texture_at, texel_map, uv_grid
 from .default_model import REGION_IDS, neckline_y
@@ -288,10 +289,9 @@ def _mouth_shading(reg: torch.Tensor, flat: torch.Tensor, upper: torch.Tensor) -
 
 
 #: Ambient visibility of the teeth seen through an open mouth (upper, lower; the lower ones lie deeper
-#: under the lip), and the least direct light they get (the lips' cast shadow barely reaches them).
+#: under the lip; the least direct light they get is :data:`morphable.shading.TEETH_SHADOW_FLOOR`).
 #: Lit like the cavity they are painted on (visibility ~0, facing up), they were a grey band.
 TEETH_VISIBILITY = (0.6, 0.45)
-TEETH_SHADOW_FLOOR = 0.6
 #: Where the teeth meet, as fractions of the mouth's half-width from its centre: the central
 #: incisors, the laterals, the canines and the first premolars.
 TEETH_GAPS = (0.0, 0.34, 0.6, 0.82)
@@ -1142,69 +1142,29 @@ class MorphableSource(IdentitySampler):
             n, occ = n.clone(), occ.clone()
             n[teeth] = geo.rotation[:, :, 2][bsel[teeth]].to(n.dtype)
             occ[teeth] = torch.tensor(TEETH_VISIBILITY, dtype=occ.dtype, device=dev)[surf.teeth[teeth].long() - 1]
-        alb, specw = surf.albedo, surf.specular
+        alb = surf.albedo
         # lighting (linear RGB): ambient SH + one directional light + Blinn-Phong specular
         ldir_img = direction(fac["light_azimuth"], fac["light_elevation"])  # (B, 3)
-        ldir = ldir_img.index_select(0, bsel)
         col = colour_temperature_rgb(fac["light_temperature"])
         tint = fac["light_tint"]
         col = col * torch.stack([1 + tint, torch.ones_like(tint), 1 - tint], -1)
         # the camera's white balance removes part of the light colour
-        col = col / col.clamp_min(1e-3) ** fac["light_white_balance"][:, None]
-        col = col.index_select(0, bsel)
-        sh = fac["light_sh"].index_select(0, bsel)
-        det = fac["light_sh_detail"][bsel]
-        nx, ny, nz = n.unbind(-1)
-        sh_val = (sh[:, 0] * 0.2 + sh[:, 1] * nx + sh[:, 2] * (ny + 0.5) + sh[:, 3] * nz
-                  + 0.5 * (sh[:, 4] * nx * ny + sh[:, 5] * ny * nz + sh[:, 6] * nx * nz + sh[:, 7] * (nx * nx - ny * ny)
-                           + sh[:, 8] * (3 * nz * nz - 1)))
-        amb = fac["light_ambient"][bsel] * (1 + det * sh_val).clamp(0.15, 2.0) * (0.75 + 0.25 * ny.clamp(-1, 1))
-        amb = amb * occ.clamp(0.05, 1)
-        ndl_raw = (n * ldir).sum(-1)  # (P,) cosine to the key light, negative on the far side
+        col = col / col.clamp_min(1e-3) ** fac["light_white_balance"][:, None]  # (B, 3)
+        ndl_raw = dot3(n, ldir_img.index_select(0, bsel))  # (P,) cosine to the key light, negative on the far side
         ndl = ndl_raw.clamp_min(0)
         shadow = torch.ones_like(ndl)
         cast = fac["light_shadows"] > 0  # (B,) images with cast shadows
-        any_cast = bool(cast.any())
-        if any_cast:
+        if bool(cast.any()):
             shadow = self._shadow(v, frag, idx, ldir_img, cast, ndl)
             shadow = _soften_shadow(shadow, px.flat, B, S, _penumbra_px(geo, fac["light_softness"]) * cast.to(v.dtype))
-        # skin scatters light under its surface: the lit side wraps past the terminator, red the
-        # furthest (a per-channel wrap-lighting approximation of subsurface scattering)
+        # skin and lips scatter light under their surface (wrap lighting, a scattered shadow edge);
+        # the eyes have catchlights; the teeth a shadow floor (morphable.shading)
         skin = (region == REGION_IDS["skin"]) | (region == REGION_IDS["lips"])
-        wrap = torch.tensor([0.45, 0.22, 0.15], device=dev)
-        ndl3 = torch.where(skin[:, None], ((ndl_raw[:, None] + wrap) / (1 + wrap)).clamp_min(0), ndl[:, None])
-        if any_cast:  # a shadow edge on skin is softened by the same scattering
-            shadow = torch.where(skin & cast[bsel], shadow * 0.85 + 0.15 * (ndl > 0).float(), shadow)
-        if any_teeth:  # the lips cast little shadow on the teeth just behind them
-            shadow = shadow.clone()
-            shadow[teeth] = shadow[teeth].clamp_min(TEETH_SHADOW_FLOOR)
-        crease = 0.4 + 0.6 * occ.clamp(0, 1)  # creases catch less of the key light and of the flash
-        inten, specf = fac["light_intensity"][bsel], fac["light_specular"][bsel]  # (P,) per pixel
-        diff = (inten * shadow * crease)[:, None] * ndl3
-        irr = (amb[:, None] + diff) * col
-        view = F.normalize(cam.position.index_select(0, bsel) - pos, dim=-1)
-        flash = fac["light_flash"][bsel]
-        any_flash = bool((flash > 0).any())
-        if any_flash:  # an on-camera flash: white (the camera balances for it), its shadows behind the head
-            ndv = (n * view).sum(-1).clamp_min(0)
-            irr = irr + (flash * ndv * crease)[:, None]
-        h = F.normalize(ldir + view, dim=-1)
-        spec = specf * specw * inten * shadow * (n * h).sum(-1).clamp_min(0) ** 24
-        # wet eyes: a sharp catchlight of the key light and of the bright environment above the camera
-        ei = eye.nonzero().flatten()
-        if len(ei):
-            ne, ve = n.index_select(0, ei), view.index_select(0, ei)
-            key = (ne * h.index_select(0, ei)).sum(-1).clamp_min(0) ** 250 * inten[ei] * shadow[ei]
-            env_dir = F.normalize(ve + torch.tensor([0.0, 0.6, 0.0], device=dev), dim=-1)
-            env = (ne * F.normalize(env_dir + ve, dim=-1)).sum(-1).clamp_min(0) ** 120 * fac["light_ambient"][bsel[ei]]
-            catch = 1.6 * key + 0.8 * env
-            if any_flash:  # the flash's catchlight, at the centre of the eye's view
-                catch = catch + 1.6 * ndv[ei] ** 250 * flash[ei]
-            spec = spec.index_copy(0, ei, catch)
-        lin = alb * irr + spec[:, None] * col
-        if any_flash:  # the flash's highlight on skin (its half vector is the view direction; none on the
-            # eyes, whose specular weight is 0: their catchlight is above)
-            lin = lin + (specf * specw * flash * ndv ** 24)[:, None]
+        flags = skin.to(torch.uint8) * SKIN + eye.to(torch.uint8) * EYE + teeth.to(torch.uint8) * TEETH
+        table = torch.cat([fac["light_sh"], fac["light_sh_detail"][:, None], fac["light_ambient"][:, None], ldir_img, col,
+                           fac["light_intensity"][:, None], fac["light_specular"][:, None], fac["light_flash"][:, None],
+                           cam.position, cast.to(v.dtype)[:, None]], 1).to(n.dtype)  # (B, 24): LIGHT_COLUMNS
+        lin, lum, shadow, h = light_pixels(n, pos, occ, alb, surf.specular, shadow, ndl_raw, flags, bsel, table)
         hi = px.hair_idx
         if len(hi):
             # hair's highlights run across the strands (Kajiya-Kay): a narrow one in the light's
@@ -1215,13 +1175,12 @@ class MorphableSource(IdentitySampler):
             prim, sec = hair_highlights(strand_tangent(nh, up), nh, h.index_select(0, hi), surf.strand[hi])
             # curls scatter the highlight into short glints (no band across the head)
             curl = style_table(style_index(b.app[bh, APPEARANCE_PARAMS.index("hair_style")]))["curl"]
-            k = inten[hi] * shadow[hi] * ndl[hi].sqrt() * (1 - 0.75 * curl)
+            k = fac["light_intensity"][bh] * shadow[hi] * ndl[hi].sqrt() * (1 - 0.75 * curl)
             (w1, _), (w2, _) = HAIR_HIGHLIGHTS
-            ch = col.index_select(0, hi)
+            ch = col.index_select(0, bh)
             glint = k[:, None] * (w1 * prim[:, None] * ch + w2 * sec[:, None] * alb.index_select(0, hi) * ch)
             lin.index_copy_(0, hi, lin.index_select(0, hi) + glint)
         # exposure from the mean irradiance on the face (not the albedo: dark skin stays dark)
-        lum = irr.mean(-1)
         mean_irr = _image_sums(lum, px.flat, B, S) / torch.bincount(bsel, minlength=B).clamp_min(1)
         gain = (2.0 ** fac["light_exposure"]) * 0.9 / mean_irr.clamp_min(1e-3)
         # a camera meters on the face: a dark face is exposed brighter, by ``light.metering`` of the

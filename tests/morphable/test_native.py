@@ -106,3 +106,51 @@ def test_out_of_range_indices_raise_instead_of_reading_memory():
         vertex_normals(v, torch.tensor([[0, 1, -1]]))
     with pytest.raises(IndexError, match="texture index out of range"):
         sample_at(torch.rand(2, 4, 8, 8), torch.tensor([0, 2]), torch.zeros(2, 2))
+
+
+def _light_inputs(g, flash: bool, P=4000, B=4):
+    import torch.nn.functional as F
+
+    from morphable.shading import EYE, SKIN, TEETH
+
+    n = F.normalize(torch.randn(P, 3, generator=g) + torch.tensor([0.0, 0.0, 1.5]), dim=-1)
+    pos = torch.randn(P, 3, generator=g) * 0.08
+    bsel = torch.randint(0, B, (P,), generator=g)
+    flags = torch.tensor([0, SKIN, EYE, TEETH, SKIN])[torch.randint(0, 5, (P,), generator=g)].to(torch.uint8)
+    ldir = F.normalize(torch.randn(B, 3, generator=g) + torch.tensor([0.0, 0.5, 1.0]), dim=-1)
+    table = torch.cat([torch.randn(B, 9, generator=g) * 0.3, torch.rand(B, 2, generator=g) + 0.2, ldir,
+                       torch.rand(B, 3, generator=g) + 0.5, torch.rand(B, 2, generator=g) + 0.3,
+                       (torch.rand(B, 1, generator=g) * 0.8) * torch.tensor([[1.0], [0.0], [1.0], [0.0]]) * flash,
+                       torch.randn(B, 3, generator=g) * 0.05 + torch.tensor([0.0, 0.0, 0.6]),
+                       torch.tensor([[1.0], [1.0], [0.0], [0.0]])], 1)
+    spec = torch.rand(P, generator=g) * 0.4 * ((flags & EYE) == 0)
+    return (n, pos, torch.rand(P, generator=g), torch.rand(P, 3, generator=g), spec, torch.rand(P, generator=g),
+            (n * ldir[bsel]).sum(-1), flags, bsel, table)
+
+
+@pytest.mark.parametrize("flash", [True, False])
+def test_light_pixels_match_torch_and_the_plain_formulas(flash):
+    """The native lighting kernel gives the torch path's bits; both are the textbook formulas
+    (F.normalize, ``**``) up to float rounding."""
+    import torch.nn.functional as F
+
+    from morphable.shading import EYE, SKIN, light_pixels
+
+    g = torch.Generator().manual_seed(5)
+    args = _light_inputs(g, flash)
+    a, b = light_pixels(*args, native=True), light_pixels(*args, native=False)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+    n, pos, occ, alb, specw, shadow, ndl_raw, flags, bsel, table = args
+    lin, lum, shadow_out, half = b
+    t = table[bsel]
+    view = F.normalize(t[:, 20:23] - pos, dim=-1)
+    torch.testing.assert_close(half, F.normalize(t[:, 11:14] + view, dim=-1), atol=1e-6, rtol=0)
+    # the specular term where the irradiance is the light's colour times a scalar (no skin wrap, no
+    # flash) and there are no catchlights: the lit colour less the diffuse part
+    spec = t[:, 18] * specw * t[:, 17] * shadow_out * (n * half).sum(-1).clamp_min(0) ** 24
+    irr = lum[:, None] * 3 * t[:, 14:17] / t[:, 14:17].sum(-1, keepdim=True)
+    plain = ((flags & (EYE | SKIN)) == 0) & (t[:, 19] == 0)
+    assert int(plain.sum()) > 300
+    torch.testing.assert_close((lin - alb * irr)[plain], (spec[:, None] * t[:, 14:17])[plain], atol=2e-5, rtol=1e-4)
+    assert bool((lin >= 0).all()) and bool((shadow_out >= 0).all()) and bool((shadow_out <= 1).all())
