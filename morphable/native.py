@@ -11,7 +11,7 @@ texture lookup, silhouette anti-aliasing and the per-pixel lighting (:mod:`morph
 
 Each C function evaluates the float32 expressions of its torch counterpart in the same order
 (``-ffp-contract=off``: no fused multiply-adds; the torch code spells out the operations whose
-order matters), so both paths give bit-identical images (``tests/test_native.py``). Set
+order matters), so both paths give bit-identical images (``tests/morphable/test_native.py``). Set
 ``SYNTHFACE_NATIVE=0`` to disable the kernels; if no compiler is found or compilation fails,
 :func:`library` returns ``None`` with one warning and the torch path is used.
 """
