@@ -168,12 +168,12 @@ def apply_degradations(img: torch.Tensor, p: dict[str, torch.Tensor], noise: tor
     # offset per image: brightness b, contrast c about the image's mean m (after b), saturation s
     # about the luma, then (after a clip to [0, 1], images with a hue shift only) the hue rotation
     # and the gray mix g
-    B3 = torch.eye(3, dtype=img.dtype, device=img.device).expand(B, 3, 3)
+    eye3 = torch.eye(3, dtype=img.dtype, device=img.device).expand(B, 3, 3)
     luma = torch.ones(3, 1, dtype=img.dtype, device=img.device) @ torch.tensor([[0.299, 0.587, 0.114]]).to(img)
     b, c = p["brightness"].to(img), p["contrast"].to(img)
     s, g = p["saturation"].to(img)[:, None, None], p["gray"].to(img)[:, None, None]
-    sat = s * B3 + (1 - s) * luma  # (B, 3, 3)
-    gray = (1 - g) * B3 + g * luma
+    sat = s * eye3 + (1 - s) * luma  # (B, 3, 3)
+    gray = (1 - g) * eye3 + g * luma
     m = out.mean(dim=(1, 2, 3)) + b
     shift = (sat @ ((1 - c) * m + c * b)[:, None, None].expand(B, 3, 1))[..., 0]  # (B, 3): offset after saturation
     hue = p["hue"].to(img)

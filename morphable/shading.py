@@ -33,7 +33,7 @@ def dot3(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def unit(x: torch.Tensor) -> torch.Tensor:
     """(P, 3) rows scaled to unit length (norms under 1e-12 count as 1e-12, as ``F.normalize``). The
     norm is the float32 rounding of a float64 square root, which is correctly rounded (as the native
-    kernel's); torch's float32 ``sqrt`` on CPU (MKL) is an ulp off in ~1% of values."""
+    kernel's); torch's float32 ``sqrt`` on CPU (MKL) is an ulp off in about 0.75% of values."""
     return x / dot3(x, x).double().sqrt().to(x.dtype).clamp_min(1e-12)[:, None]
 
 
