@@ -169,7 +169,7 @@ def apply_degradations(img: torch.Tensor, p: dict[str, torch.Tensor], noise: tor
     # about the luma, then (after a clip to [0, 1], images with a hue shift only) the hue rotation
     # and the gray mix g
     eye3 = torch.eye(3, dtype=img.dtype, device=img.device).expand(B, 3, 3)
-    luma = torch.ones(3, 1, dtype=img.dtype, device=img.device) @ torch.tensor([[0.299, 0.587, 0.114]]).to(img)
+    luma = torch.tensor([[0.299, 0.587, 0.114]]).to(img).expand(3, 3)  # each row: the luma weights
     b, c = p["brightness"].to(img), p["contrast"].to(img)
     s, g = p["saturation"].to(img)[:, None, None], p["gray"].to(img)[:, None, None]
     sat = s * eye3 + (1 - s) * luma  # (B, 3, 3)

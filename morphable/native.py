@@ -186,8 +186,9 @@ def edge_antialias(img_hwc: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def light_pixels(normal: torch.Tensor, position: torch.Tensor, occlusion: torch.Tensor, albedo: torch.Tensor,
                  specular: torch.Tensor, shadow: torch.Tensor, ndl_raw: torch.Tensor, flags: torch.Tensor,
-                 bsel: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Native :func:`morphable.shading.light_pixels` -> ``(lin, lum, shadow, half)``, bit-identical."""
+                 bsel: torch.Tensor, table: torch.Tensor, any_flash: bool) -> tuple[torch.Tensor, ...]:
+    """Native :func:`morphable.shading.light_pixels` (which checks ``table``'s 24 columns and finds
+    ``any_flash``) -> ``(lin, lum, shadow, half)``, bit-identical."""
     lib = library()
     P = normal.shape[0]
     args = [t.detach().contiguous() for t in (normal, position, occlusion, albedo, specular, shadow, ndl_raw)]
@@ -195,11 +196,8 @@ def light_pixels(normal: torch.Tensor, position: torch.Tensor, occlusion: torch.
     bsel = bsel.to(torch.int64).contiguous()
     table = table.detach().contiguous()
     _check_index(bsel, table.shape[0], "image")
-    if table.shape[1] != 24:
-        raise ValueError(f"the light table must have 24 columns, got {table.shape[1]}")
-    any_flash = int(bool((table[:, 19] > 0).any()))
     lin, half = torch.empty(P, 3, dtype=torch.float32), torch.empty(P, 3, dtype=torch.float32)
     lum, shadow_out = torch.empty(P, dtype=torch.float32), torch.empty(P, dtype=torch.float32)
-    lib.light_pixels(P, *(t.data_ptr() for t in args), flags.data_ptr(), bsel.data_ptr(), table.data_ptr(), any_flash,
-                     lin.data_ptr(), lum.data_ptr(), shadow_out.data_ptr(), half.data_ptr())
+    lib.light_pixels(P, *(t.data_ptr() for t in args), flags.data_ptr(), bsel.data_ptr(), table.data_ptr(),
+                     int(any_flash), lin.data_ptr(), lum.data_ptr(), shadow_out.data_ptr(), half.data_ptr())
     return lin, lum, shadow_out, half

@@ -17,6 +17,7 @@ from . import native as _native
 LIGHT_COLUMNS = ("sh0", "sh1", "sh2", "sh3", "sh4", "sh5", "sh6", "sh7", "sh8", "sh_detail", "ambient",
                  "ldir_x", "ldir_y", "ldir_z", "col_r", "col_g", "col_b", "intensity", "specular", "flash",
                  "cam_x", "cam_y", "cam_z", "cast")
+_COL = {k: i for i, k in enumerate(LIGHT_COLUMNS)}
 #: skin's per-channel wrap past the terminator (red the furthest): subsurface scattering, approximated
 SKIN_WRAP = (0.45, 0.22, 0.15)
 #: the least direct light the teeth get: the lips cast little shadow on the teeth just behind them
@@ -76,12 +77,16 @@ def light_pixels(normal: torch.Tensor, position: torch.Tensor, occlusion: torch.
         mean over RGB (the exposure meters it), (P,) the shadow after skin scattering and the teeth's
         floor, and (P, 3) the unit half vector between the key light and the view.
     """
+    if table.ndim != 2 or table.shape[1] != len(LIGHT_COLUMNS):
+        raise ValueError(f"the light table must be (B, {len(LIGHT_COLUMNS)}), got {tuple(table.shape)}")
+    any_flash = bool((table[:, _COL["flash"]] > 0).any())  # some image of the batch has a flash
     tensors = (normal, position, occlusion, albedo, specular, shadow, ndl_raw, table)
     if native and _native.usable(*tensors):
-        return _native.light_pixels(normal, position, occlusion, albedo, specular, shadow, ndl_raw, flags, bsel, table)
+        return _native.light_pixels(normal, position, occlusion, albedo, specular, shadow, ndl_raw, flags, bsel, table,
+                                    any_flash)
     t = table.index_select(0, bsel)  # (P, 24)
-    c = {k: t[:, i] for i, k in enumerate(LIGHT_COLUMNS)}
-    ldir, col, cam = t[:, 11:14], t[:, 14:17], t[:, 20:23]
+    c = {k: t[:, i] for k, i in _COL.items()}
+    ldir, col, cam = (t[:, _COL[k]:_COL[k] + 3] for k in ("ldir_x", "col_r", "cam_x"))
     skin, eye, teeth = (flags & SKIN) > 0, (flags & EYE) > 0, (flags & TEETH) > 0
     nx, ny, nz = normal[:, 0], normal[:, 1], normal[:, 2]
     sh = [c[f"sh{i}"] for i in range(9)]
@@ -100,7 +105,6 @@ def light_pixels(normal: torch.Tensor, position: torch.Tensor, occlusion: torch.
     inten, specf, flash = c["intensity"], c["specular"], c["flash"]
     irr = (amb[:, None] + (inten * shadow * crease)[:, None] * ndl3) * col
     view = unit(cam - position)
-    any_flash = bool((table[:, 19] > 0).any())  # some image of the batch has a flash
     ndv = dot3(normal, view).clamp_min(0)
     if any_flash:  # an on-camera flash: white (the camera balances for it), its shadows behind the head
         irr = irr + (flash * ndv * crease)[:, None]

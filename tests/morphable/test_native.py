@@ -154,3 +154,5 @@ def test_light_pixels_match_torch_and_the_plain_formulas(flash):
     assert int(plain.sum()) > 300
     torch.testing.assert_close((lin - alb * irr)[plain], (spec[:, None] * t[:, 14:17])[plain], atol=2e-5, rtol=1e-4)
     assert bool((lin >= 0).all()) and bool((shadow_out >= 0).all()) and bool((shadow_out <= 1).all())
+    with pytest.raises(ValueError, match=r"the light table must be \(B, 24\)"):
+        light_pixels(*args[:-1], table[:, :23])
