@@ -38,8 +38,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-#: Border points (x, y) of the 112 px image, added to the landmarks so that the warp covers it all.
-BORDER = np.array([[0, 0], [55.5, 0], [111, 0], [111, 55.5], [111, 111], [55.5, 111], [0, 111], [0, 55.5]])
+from engine.detail_fit import is_frontal, landmarks  # noqa: E402
+from morphable.detail import piecewise_affine  # noqa: E402
+
 #: Regions for ``--paste`` (rows y0:y1, columns x0:x1 of the 112 px template): judge_regions.py's, and
 #: the inner face; ``outer`` is everything outside the inner face, ``features`` the union of the brows
 #: and eyes, the nose and the mouth (the skin between them left out).
@@ -49,31 +50,6 @@ PASTE_REGIONS = {"brows_eyes": (28, 62, 20, 94), "eyes": (38, 62, 22, 92), "nose
 #: What of the real region ``--paste-band`` pastes: all of it, its fine detail (the image minus its
 #: gaussian blur) on our region's blur, or its blur under our region's fine detail.
 PASTE_BANDS = ("all", "detail", "coarse")
-#: A face is kept when its nose tip (landmark 30) sits within this many eye distances of the eyes' midline.
-FRONTAL_NOSE = 0.12
-
-
-def piecewise_affine(img, src: np.ndarray, dst: np.ndarray):
-    """Warp ``img`` (3, H, W) float tensor so that its points ``src`` (K, 2) (x, y in px) land on ``dst``
-    (K, 2): each output pixel is sampled (bilinear, border-clamped) through the affine map of the
-    Delaunay triangle of ``dst`` (plus :data:`BORDER` scaled to the image) it falls in. (3, H, W)."""
-    import torch
-    import torch.nn.functional as F
-    from scipy.spatial import Delaunay
-    _, h, w = img.shape
-    border = BORDER * np.array([(w - 1) / 111.0, (h - 1) / 111.0])
-    s, d = np.vstack([src, border]), np.vstack([dst, border])
-    tri = Delaunay(d)
-    yy, xx = np.mgrid[0:h, 0:w]
-    p = np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float64)
-    k = tri.find_simplex(p)
-    k[k < 0] = 0  # only pixels on the hull's edge, by rounding: any triangle touching it maps them
-    t = tri.transform[k]
-    b2 = np.einsum("nij,nj->ni", t[:, :2], p - t[:, 2])
-    bary = np.concatenate([b2, 1 - b2.sum(1, keepdims=True)], 1)
-    q = (bary[:, :, None] * s[tri.simplices[k]]).sum(1)
-    grid = torch.from_numpy(q / np.array([w - 1, h - 1]) * 2 - 1).to(img).view(1, h, w, 2)
-    return F.grid_sample(img[None], grid, align_corners=True, padding_mode="border")[0]
 
 
 def _region_mask(region: str) -> np.ndarray:
@@ -111,29 +87,6 @@ def paste_region(ours, ours_lm: np.ndarray, real, real_lm: np.ndarray, region: s
         y = blur(ours) + (y - blur(y)) if band == "detail" else blur(y) + (ours - blur(ours))
         y = y.clamp(0, 1)
     return ours * (1 - m) + y * m
-
-
-def landmarks(images: np.ndarray, shape_predictor: str) -> list[np.ndarray | None]:
-    """dlib's 68 landmarks (68, 2) of the largest HOG-detected face of each uint8 (H, W, 3) image, or None."""
-    import dlib
-    det, sp = dlib.get_frontal_face_detector(), dlib.shape_predictor(shape_predictor)
-    out: list[np.ndarray | None] = []
-    for im in images:
-        boxes = det(np.ascontiguousarray(im), 1)
-        if len(boxes) == 0:
-            out.append(None)
-            continue
-        s = sp(np.ascontiguousarray(im), max(boxes, key=lambda b: b.area()))
-        out.append(np.array([[q.x, q.y] for q in s.parts()], np.float64))
-    return out
-
-
-def is_frontal(lm: np.ndarray | None) -> bool:
-    """Whether 68 landmarks show a frontal face (nose tip near the eyes' midline, :data:`FRONTAL_NOSE`)."""
-    if lm is None:
-        return False
-    le, re = lm[36:42].mean(0), lm[42:48].mean(0)
-    return bool(abs(lm[30, 0] - (le[0] + re[0]) / 2) / np.linalg.norm(re - le) < FRONTAL_NOSE)
 
 
 def impostor(images, models, workers: int) -> dict:

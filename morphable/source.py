@@ -20,6 +20,7 @@ from .camera import (Camera, apply_affine, colour_temperature_rgb, direction, eu
                      similarity_transform, template)
 from .default_model import load_default_model
 from .degrade import apply_degradations, gaussian_blur
+from .detail import DETAIL_FRONT, DetailModel
 from .hair import HAIR_HIGHLIGHTS, build_rig, hair_highlights, hair_vertices, strand_tangent, style_index, style_table
 from .model import MorphableModel
 from .occlusion import model_occlusion
@@ -403,6 +404,7 @@ class _Batch:
     first: torch.Tensor  # (U,) first image of each distinct identity
     app_u: torch.Tensor  # (U, A) appearance of each distinct identity
     relief: torch.Tensor | None = None  # (B, NUM_RELIEF + NUM_FEATURE) relief and feature-shape coefficients (morphable.relief)
+    detail_u: torch.Tensor | None = None  # (U, K) learnt-detail coefficients of each distinct identity (morphable.detail)
 
 
 @dataclass
@@ -581,6 +583,36 @@ class MorphableSource(IdentitySampler):
                      if bool(self._baked.any()) else None)
         self._tex_noise = TexelNoise(self._tex["p"]) if self._tex is not None else None
         self._setup_hair()
+        self._setup_detail()
+
+    def _setup_detail(self) -> None:
+        """Load ``identity.detail_model`` (:mod:`morphable.detail`) and the map from a rest position
+        (x, y) to the detail template's pixels (edge coordinates): the mean face seen from the front,
+        its 5 landmarks aligned to the ArcFace template at the model's size (as the renders are)."""
+        self._detail = self._detail_affine = None
+        path = self.cfg.identity.detail_model
+        if not path:
+            return
+        dm = DetailModel.load(path)
+        if dm.model != self.model_name:
+            raise ValueError(f"identity.detail_model {path!r} was fitted to the layout of morphable model "
+                             f"{dm.model!r}, not {self.model_name!r}: fit one for this model (python -m engine.detail_fit)")
+        dev = self.device
+        self._detail = DetailModel(mean=dm.mean.to(dev), basis=dm.basis.to(dev), mask=dm.mask.to(dev), sigma=dm.sigma,
+                                   layout=dm.layout, model=dm.model, info=dm.info)
+        L = self.model.landmark_points(self.model.mean[None])[0].float()
+        M = similarity_transform(torch.stack([L[:, 0], -L[:, 1]], -1)[None], template(dm.size).to(L)[None])[0]
+        self._detail_affine = M * torch.tensor([1.0, -1.0, 1.0], device=M.device)  # applies to (x, y, 1)
+        # the front of the head only: the sides and back project onto the same template pixels
+        self._detail_front = float(L[:2, 2].mean()) - torch.tensor(DETAIL_FRONT, dtype=torch.float32)
+
+    def _detail_coefficients(self, seed: int, candidates: torch.Tensor) -> torch.Tensor:
+        """(n, K) standard-normal detail coefficients of the given candidate indices (n,): candidate
+        ``c`` draws ``randn(K)`` from its own ``generator(seed, "detail", c)``, a stream apart from
+        the identity's, so the rest of an identity is the same with and without a detail model."""
+        K = self._detail.k
+        rows = [torch.randn(K, generator=generator(seed, "detail", int(c))) for c in candidates.tolist()]
+        return torch.stack(rows) if rows else torch.zeros(0, K)
 
     def _setup_hair(self) -> None:
         """The hair mesh rig (models with a cranium and vertex regions, i.e. the default model) and the
@@ -810,6 +842,8 @@ class MorphableSource(IdentitySampler):
         rep = separability_report(E, space=_SPACE, min_distance=md, achieved_min_distance=res.min_distance)
         rep.update(candidates=n + res.rejected, rejected=res.rejected)
         params, meta = _table(torch.cat(acc_s), torch.cat(acc_a), torch.cat(acc_o), torch.cat(acc_m), torch.cat(acc_r))
+        if self._detail is not None:
+            params["detail"] = self._detail_coefficients(seed, res.index)
         return Identities(params=params, embedding=E, seed=int(seed), report=rep, meta=meta)
 
     # ------------------------------------------------------------------ identity mixup (engine.mixup)
@@ -817,6 +851,8 @@ class MorphableSource(IdentitySampler):
         """Candidates ``start .. start+count`` of the stream :meth:`sample_identities` filters, unfiltered."""
         s, a, o, m, r = self._candidates(seed, start, count)
         params, meta = _table(s, a, o, m, r)
+        if self._detail is not None:
+            params["detail"] = self._detail_coefficients(seed, torch.arange(start, start + count))
         return Identities(params=params, embedding=self._embedding(s, a), seed=int(seed), meta=meta)
 
     def mix_identities(self, a: Identities, b: Identities, lam: torch.Tensor) -> Identities:
@@ -837,6 +873,8 @@ class MorphableSource(IdentitySampler):
         off = torch.where(dom, pa["noise_offset"], pb["noise_offset"])
         sem = mix(torch.stack([a.meta[k] for k in _SEMANTIC], 1), torch.stack([b.meta[k] for k in _SEMANTIC], 1))
         params, meta = _table(shape, app, off, sem, mix(pa["relief"], pb["relief"]))
+        if "detail" in pa and "detail" in pb:
+            params["detail"] = mix(pa["detail"], pb["detail"])
         return Identities(params=params, embedding=self._embedding(shape, app), seed=a.seed, meta=meta)
 
     # ------------------------------------------------------------------ variations
@@ -959,6 +997,7 @@ class MorphableSource(IdentitySampler):
         lin = self._light(b, geo, px, surf)
         back = self._background(b)
         img = self._composite(b, geo, px, lin, back)
+        img = self._learnt_detail(b, geo, px, img)
         img = self._occluders(b, geo, img)
         img = self._degrade(b, img)
         dev = self.device
@@ -978,8 +1017,14 @@ class MorphableSource(IdentitySampler):
         # per-identity work (hair volume, albedo textures) runs once per distinct identity
         uniq, inv = torch.unique(rows.to(dev), return_inverse=True)
         first = _first_index(inv, len(uniq))
+        detail_u = None
+        if self._detail is not None:
+            if "detail" not in identities.params:
+                raise ValueError("identity.detail_model is set but these identities have no detail coefficients: "
+                                 "sample them with the same configuration (MorphableSource.sample_identities)")
+            detail_u = identities.params["detail"][rows].to(dev)[first]
         return _Batch(rows=rows, variations=variations, fac=fac, host=host, keys=keys, shape=shape, app=app, off=off,
-                      uniq=uniq, inv=inv, first=first, app_u=app[first], relief=relief)
+                      uniq=uniq, inv=inv, first=first, app_u=app[first], relief=relief, detail_u=detail_u)
 
     def _geometry(self, b: _Batch) -> _Geometry:
         """Identity + expression + hair volume and hair mesh, posed (head and torso), seen by the
@@ -1260,6 +1305,45 @@ class MorphableSource(IdentitySampler):
         img = img / (1 + 0.15 * img)
         img = img.clamp(0, 1) ** (1 / 2.2)
         return img
+
+    def _learnt_detail(self, b: _Batch, geo: _Geometry, px: _Pixels, img: torch.Tensor) -> torch.Tensor:
+        """(B, 3, size, size) display image with the fine detail of its inner face replaced by the
+        identity's learnt detail (``identity.detail_model``, :mod:`morphable.detail`), on the face's
+        skin, lips and eyes (not hair or clothing): ``blur(image) * (1 + detail)``, the blur
+        normalised over those pixels and as wide, relative to the face, as the detail model's
+        ``sigma`` on its template; ``identity.detail_strength`` of the way, and on the drawn eyeballs
+        ``identity.detail_eyes`` of that (their iris and catchlight stay visible). The detail is looked up
+        at each pixel's rest position (:meth:`_setup_detail`), so it moves with pose and expression;
+        surfaces well behind the eyes (the sides of the head, :data:`morphable.detail.DETAIL_FRONT`) get none."""
+        dm, strength = self._detail, float(self.cfg.identity.detail_strength)
+        if dm is None or strength <= 0:
+            return img
+        B, size, ss = img.shape[0], self.cfg.size, self.cfg.supersample
+        S, T = size * ss, dm.size
+        on = (~px.hair & (px.region != REGION_IDS["clothing"])).nonzero().flatten()
+        rest = px.attrs[:, 6:9].index_select(0, on)
+        t = rest[:, :2] @ self._detail_affine[:, :2].T.to(rest) + self._detail_affine[:, 2].to(rest)  # template px
+        far, near = self._detail_front.tolist()
+        front = ((rest[:, 2] - far) / (near - far)).clamp(0, 1)
+        U = b.detail_u.shape[0]
+        tex = torch.cat([dm.maps(b.detail_u.to(rest)), dm.mask.to(rest).expand(U, 1, T, T)], 1)  # (U, 4, T, T)
+        val = sample_texture_at(tex, b.inv[px.bsel.index_select(0, on)], t * (2.0 / T) - 1)  # (P', 4)
+        val[:, 3] *= front
+        eyes = float(self.cfg.identity.detail_eyes)
+        if eyes != 1.0:  # the drawn eyeballs keep part of their own detail (iris, pupil, catchlight)
+            val[:, 3] *= torch.where(px.region.index_select(0, on) == REGION_IDS["eye"], eyes, 1.0).to(val)
+        maps = torch.zeros(B * S * S, 5, dtype=img.dtype, device=img.device)  # detail (3), weight, face
+        maps.index_copy_(0, px.flat.index_select(0, on), torch.cat([val.to(img.dtype), torch.ones(len(on), 1, dtype=img.dtype, device=img.device)], 1))
+        maps = maps.view(B, S, S, 5).permute(0, 3, 1, 2)
+        if ss > 1:
+            maps = F.avg_pool2d(maps, ss)
+        detail, w, face = maps[:, :3], maps[:, 3:4] * strength, maps[:, 4:5]
+        # the template's sigma in output pixels: the eye distance here over the template's
+        tmpl = template(T).to(geo.landmarks)
+        scale = (geo.landmarks[:, 1] - geo.landmarks[:, 0]).norm(dim=-1) / (tmpl[1] - tmpl[0]).norm()
+        blur = gaussian_blur(torch.cat([img * face, face], 1), dm.sigma * scale.to(img), own_kernel=True)
+        coarse = blur[:, :3] / blur[:, 3:].clamp_min(1e-6)
+        return (img + w * (coarse * (1 + detail) - img)).clamp(0, 1)
 
     def _occluders(self, b: _Batch, geo: _Geometry, img: torch.Tensor) -> torch.Tensor:
         """Glasses (placed by the landmarks) and occluding patches drawn over the image."""

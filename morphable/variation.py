@@ -262,7 +262,13 @@ class IdentityConfig:
     ``mixup``: identity mixup (SynFace; :mod:`engine.mixup`), off by default: a ``fraction`` of the
     identities are convex combinations of two earlier ones (shape, relief and continuous appearance
     mixed; hair style and its geometry uniforms, bald/hairline/density and the noise offset from the
-    parent with the larger weight).
+    parent with the larger weight);
+    ``detail_model``: path of a feature-detail model learnt from real faces (:mod:`morphable.detail`,
+    fitted by ``python -m engine.detail_fit``; None = off, the default, as no real faces ship with
+    the project): each identity draws its own coefficients, and the fine detail of the rendered inner
+    face is replaced by the identity's sample, ``detail_strength`` of the way (0..1), and on the drawn
+    eyeballs ``detail_eyes`` of that (0..1: at 1 a sample's eyes blur our iris and catchlight, at 0 the
+    eyes stay drawn, sharp "stickers" on a photographic face; BENCHMARKS.md "Realism, session 25").
     """
 
     shape_scale: float = 1.0
@@ -278,6 +284,9 @@ class IdentityConfig:
     proportions: float = 0.4  # scale of the face's vertical proportions' spread (eye-nose, eye-mouth); 1 = the model's own
     sex_features: float = 0.8  # sex-typical shift (feature SDs) of eye size, nose size and brow ridge; 0 = none
     mixup: MixupConfig = field(default_factory=MixupConfig)  # identity mixup (engine.mixup); fraction 0 = off
+    detail_model: str | None = None  # feature detail learnt from real faces (morphable.detail); None = off
+    detail_strength: float = 1.0  # how far the learnt detail replaces the rendered (0..1)
+    detail_eyes: float = 0.5  # the same on the drawn eyeballs, relative to detail_strength (0..1)
 
 
 @dataclass
@@ -405,6 +414,8 @@ def validate(cfg: Any, where: str = "") -> Any:
         elif (f.name == "prob" or f.name.endswith("_prob")) and isinstance(v, (int, float)) and not isinstance(v, bool):
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"{path}: a probability must be in [0, 1], got {v:g}")
+        elif f.name in ("detail_strength", "detail_eyes") and isinstance(v, (int, float)) and not 0.0 <= v <= 1.0:
+            raise ConfigError(f"{path}: must be in [0, 1], got {v:g}")
         elif f.name.endswith("_power") and isinstance(v, (int, float)) and not isinstance(v, bool) and not v > 0:
             raise ConfigError(f"{path}: an exponent must be > 0, got {v:g}")
     return cfg
