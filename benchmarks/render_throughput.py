@@ -4,13 +4,16 @@
 
 ``--threads 1`` measures img/s per core (the render workers of ``engine.render`` are single-threaded).
 ``--stages`` also prints where the time goes: seconds per render stage over the timed repeats (the
-texture bake runs inside ``albedo``, the shadow maps inside ``light``).
+texture bake runs inside ``albedo``, the shadow maps inside ``light``). ``-o KEY=VALUE`` overrides the
+source's config, e.g. ``-o identity.detail_model=runs/detail.npz`` (the learnt detail's cost).
 """
 import argparse
 import time
 
 import torch
 
+from common.cli import add_override
+from common.config import apply_overrides
 from common.memory import keep_freed_memory
 from morphable import MorphableSource
 
@@ -53,11 +56,14 @@ def main() -> None:
     ap.add_argument("--supersample", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--stages", action="store_true", help="also print the seconds spent in each render stage")
+    add_override(ap, help="morphable source override, e.g. identity.detail_model=runs/detail.npz")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     keep_freed_memory()  # as engine.render's render workers do
-    over = {"supersample": a.supersample} if a.supersample else None
+    over = apply_overrides({}, a.override)
+    if a.supersample:
+        over["supersample"] = a.supersample
     src = MorphableSource(preset=a.preset, size=a.size, device=a.device, overrides=over)
     ids = src.sample_identities(a.ids, seed=0)
     rows = torch.arange(a.ids).repeat_interleave(a.per_id)
@@ -81,7 +87,7 @@ def main() -> None:
         total = sum(times)
         for name, sec in stages.items():
             inside = f" (inside {NESTED[name][1:]})" if name in NESTED else ""
-            print(f"  {name[1:]:11s} {sec:7.3f} s {100 * sec / total:5.1f}%{inside}")
+            print(f"  {name[1:]:13s} {sec:7.3f} s {100 * sec / total:5.1f}%{inside}")
 
 
 if __name__ == "__main__":

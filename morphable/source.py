@@ -1325,9 +1325,13 @@ class MorphableSource(IdentitySampler):
         t = rest[:, :2] @ self._detail_affine[:, :2].T.to(rest) + self._detail_affine[:, 2].to(rest)  # template px
         far, near = self._detail_front.tolist()
         front = ((rest[:, 2] - far) / (near - far)).clamp(0, 1)
-        U = b.detail_u.shape[0]
-        tex = torch.cat([dm.maps(b.detail_u.to(rest)), dm.mask.to(rest).expand(U, 1, T, T)], 1)  # (U, 4, T, T)
-        val = sample_texture_at(tex, b.inv[px.bsel.index_select(0, on)], t * (2.0 / T) - 1)  # (P', 4)
+        z, which = b.detail_u.to(rest), b.inv
+        jitter = float(self.cfg.identity.detail_jitter)
+        if jitter > 0:  # each photograph's detail a little its own: the identity's coefficients plus noise
+            z = z[b.inv] + jitter * normal_field(subkeys(b.keys, "detail").to(rest.device), (dm.k,)).to(rest)
+            which = torch.arange(B, device=rest.device)
+        tex = torch.cat([dm.maps(z), dm.mask.to(rest).expand(len(z), 1, T, T)], 1)  # (U or B, 4, T, T)
+        val = sample_texture_at(tex, which[px.bsel.index_select(0, on)], t * (2.0 / T) - 1)  # (P', 4)
         val[:, 3] *= front
         eyes = float(self.cfg.identity.detail_eyes)
         if eyes != 1.0:  # the drawn eyeballs keep part of their own detail (iris, pupil, catchlight)

@@ -287,6 +287,7 @@ class IdentityConfig:
     detail_model: str | None = None  # feature detail learnt from real faces (morphable.detail); None = off
     detail_strength: float = 1.0  # how far the learnt detail replaces the rendered (0..1)
     detail_eyes: float = 0.5  # the same on the drawn eyeballs, relative to detail_strength (0..1)
+    detail_jitter: float = 0.3  # per-image sd added to the identity's detail coefficients (prior sd = 1)
 
 
 @dataclass

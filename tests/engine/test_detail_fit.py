@@ -69,11 +69,3 @@ def test_real_faces_reads_people_and_names_bad_input(face_folder, tmp_path):
     with pytest.raises(SystemExit, match="--k"):
         D.main(["--real", str(face_folder), "--out", str(tmp_path / "o.npz"), "--k", "0"])
 
-
-def test_is_frontal_reads_the_nose_against_the_eyes():
-    from engine.detail_fit import is_frontal
-    lm = np.zeros((68, 2))
-    lm[36:42], lm[42:48], lm[30] = [40, 50], [72, 50], [56, 70]
-    assert is_frontal(lm) and not is_frontal(None)
-    lm[30] = [66, 70]  # the nose 10 px off the midline: turned
-    assert not is_frontal(lm)

@@ -1,5 +1,5 @@
 """benchmarks/judge_quick.py, judge_regions.py, judge_factors.py, judge_gender.py, judge_degradations.py,
-judge_warp.py and shape_proportions.py on tiny inputs (the tests that describe faces need the judge extra)."""
+judge_warp.py, judge_memorisation.py and shape_proportions.py on tiny inputs (the tests that describe faces need the judge extra)."""
 from __future__ import annotations
 
 import json
@@ -290,3 +290,33 @@ def test_sharpness_range_runs_end_to_end_on_a_tiny_real_folder(tmp_path, capsys)
     S.main(["--real", str(tmp_path), "--real-n", "3", "--ids", "2", "--per-id", "2", "--workers", "1", "--max-yaw", "90"])
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert lines[0]["set"] == "real" and lines[0]["n"] == 3 and lines[1]["set"] == "ours" and lines[1]["n"] == 4
+
+
+def test_nearest_real_distance_per_identity():
+    M = _load("judge_memorisation")
+    real = np.array([[0.0, 0.0], [10.0, 0.0]])
+    desc = np.array([[1.0, 0.0], [3.0, 0.0], [10.0, 2.0], [9.0, 0.0]])
+    assert np.allclose(M.nearest(desc, np.array([0, 0, 1, 1]), real), [1.0, 1.0])
+    s = M.summary("x", np.array([0.4, 0.55, 0.7, 0.9]))
+    assert s["under_0.6"] == 0.5 and s["under_0.5"] == 0.25 and s["identities"] == 4
+
+
+def test_judge_memorisation_prints_the_reference_and_both_sets(models, tmp_path, capsys, default_model):
+    M = _load("judge_memorisation")
+    (tmp_path / "real").mkdir()
+    _stand_in_real_folder(tmp_path / "real", 4)  # 8 people; P6, P7 held out of the "fit"
+    (tmp_path / "held.txt").write_text("P6\nP7\n")
+    from morphable.detail import fit_detail_model
+    lay = np.stack(np.meshgrid(np.linspace(30, 82, 9), np.linspace(34, 98, 8)), -1).reshape(-1, 2)[:68]
+    import torch
+    dm = fit_detail_model(torch.rand(4, 3, 112, 112) * 0.5 + 0.25, np.repeat(lay[None], 4, 0), lay, default_model.name, k=2)
+    dm.save(tmp_path / "d.npz")
+    M.main(["--real", str(tmp_path / "real"), "--exclude", str(tmp_path / "held.txt"), "--ids", "3", "--per-id", "1",
+            "--workers", "1", "-o", f"identity.detail_model={tmp_path / 'd.npz'}"])
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert lines[0]["real_faces"] == 6
+    sets = {x["set"]: x for x in lines[1:]}
+    assert set(sets) == {"real people not fitted", "ours, no detail model", "ours, with the detail model"}
+    assert sets["ours, no detail model"]["identities"] >= 1
+    for x in sets.values():
+        assert x["identities"] == 0 or (0.0 <= x["under_0.6"] <= 1.0 and x["nearest_real_mean"] > 0)
