@@ -8,6 +8,8 @@ Public API::
 Real-face judge (optional extra ``judge``: dlib): ``python -m engine.judge DATASET --real DIR`` or
 ``engine.judge_dataset(...)`` (see :mod:`engine.judge`). Real-vs-synthetic attribute report (same extra):
 ``python -m engine.attributes DATASET --real DIR`` or ``engine.attribute_report(...)`` (:mod:`engine.attributes`).
+Feature detail learnt from real faces for the morphable source (same extra): ``python -m engine.detail_fit
+--real DIR --out FILE`` (:mod:`engine.detail_fit`), rendered with ``-o identity.detail_model=FILE``.
 
 Kept light on purpose: worker processes import this package, so heavy modules load lazily.
 """

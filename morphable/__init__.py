@@ -11,7 +11,8 @@ Modules: ``model`` (the linear 3DMM), ``default_model`` (built from anny), ``loa
 ICT-FaceKit), ``variation`` (every knob, typed), ``source`` (sampling and the render stages),
 ``appearance`` (albedo, make-up, resting features), ``hair`` (hair geometry and styles),
 ``occlusion`` (ambient occlusion), ``raster`` / ``native`` (the rasterizer and the compiled CPU
-kernels), ``shading`` (the per-pixel lighting), ``camera``,
+kernels), ``shading`` (the per-pixel lighting), ``detail`` (feature detail learnt from real faces:
+``identity.detail_model``, fitted by ``python -m engine.detail_fit``), ``camera``,
 ``texture``, ``background``, ``occluders``, ``degrade``, ``rng`` (the batched counter-based random
 streams every per-image factor, background and noise field is drawn from).
 
@@ -21,6 +22,7 @@ logged by ``MorphableSource._factors`` into ``RenderBatch.factors`` (one ``metad
 """
 from .camera import ARCFACE_TEMPLATE, Camera, euler_to_matrix, similarity_transform, template
 from .default_model import load_default_model
+from .detail import DetailModel
 from .hair import STYLES as HAIR_STYLES
 from .model import LANDMARK_NAMES, MorphableModel
 from .raster import Fragments, interpolate, rasterize
@@ -36,7 +38,7 @@ def load_model(path, kind=None, **kw):
 
 
 __all__ = [
-    "ARCFACE_TEMPLATE", "Camera", "EXPRESSIONS", "Fragments", "HAIR_STYLES", "LANDMARK_NAMES", "MorphableModel", "MorphableSource",
+    "ARCFACE_TEMPLATE", "Camera", "DetailModel", "EXPRESSIONS", "Fragments", "HAIR_STYLES", "LANDMARK_NAMES", "MorphableModel", "MorphableSource",
     "PRESETS", "RenderConfig", "apply_overrides", "euler_to_matrix", "interpolate", "load_default_model", "load_model",
     "preset", "rasterize", "similarity_transform", "template",
 ]

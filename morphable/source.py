@@ -1,6 +1,7 @@
 """``MorphableSource``: the 3D morphable face model behind the identity-sampler interface."""
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -449,6 +450,8 @@ class _Surface:
 
 
 _SPACE = "whitened shape PCA + appearance / sqrt(dim)"
+#: identity config keys of the learnt detail, left out of :meth:`MorphableSource.config` when it is off
+_DETAIL_KEYS = ("detail_model", "detail_strength", "detail_eyes", "detail_jitter")
 _SEMANTIC = ("gender", "age", "african", "asian", "caucasian")
 #: appearance columns a mixed identity takes from its dominant parent (discrete, or meaningful only within a hair style)
 _DOMINANT_APPEARANCE = ("hair_style", "hair_length", "hair_thickness", "hair_phase", "bald", "hairline", "hair_density")
@@ -594,6 +597,8 @@ class MorphableSource(IdentitySampler):
         if not path:
             return
         dm = DetailModel.load(path)
+        with open(path, "rb") as f:
+            self._detail_sha1 = hashlib.sha1(f.read()).hexdigest()
         if dm.model != self.model_name:
             raise ValueError(f"identity.detail_model {path!r} was fitted to the layout of morphable model "
                              f"{dm.model!r}, not {self.model_name!r}: fit one for this model (python -m engine.detail_fit)")
@@ -671,6 +676,11 @@ class MorphableSource(IdentitySampler):
         cfg = to_dict(self.cfg)
         if not self.cfg.identity.mixup.enabled:  # off: the config (dataset.json) of before identity mixup
             cfg["identity"].pop("mixup", None)
+        if self._detail is None:  # off: the config of before the learnt detail
+            for k in _DETAIL_KEYS:
+                cfg["identity"].pop(k, None)
+        else:  # the model file's content, not only its path: a refitted file does not resume a dataset
+            cfg["identity"]["detail_model_sha1"] = self._detail_sha1
         return {"source": self.name, "preset": self.preset, "model": self.model_name,
                 "model_version": self.model.meta.get("version"), "sampling_version": SAMPLING_VERSION, **cfg}
 

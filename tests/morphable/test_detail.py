@@ -154,6 +154,14 @@ def test_per_image_jitter_is_keyed_by_the_image_not_its_batch(default_model, det
     assert float((batch - fixed).abs().max()) > 0.005  # the jitter moves each photograph's detail
 
 
+def test_config_names_the_model_file_by_content_and_is_unchanged_when_off(default_model, detail_file):
+    off = _source(default_model).config()
+    assert not {"detail_model", "detail_strength", "detail_eyes", "detail_jitter"} & set(off["identity"])  # as before
+    assert "detail_scale" in off["identity"]
+    on = _source(default_model, detail_model=detail_file).config()["identity"]
+    assert on["detail_model"] == detail_file and len(on["detail_model_sha1"]) == 40 and on["detail_jitter"] == 0.3
+
+
 def test_detail_config_errors(default_model, detail_file, tmp_path):
     with pytest.raises(ConfigError, match="detail_strength"):
         _source(default_model, detail_model=detail_file, detail_strength=1.5)
