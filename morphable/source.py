@@ -1322,7 +1322,8 @@ class MorphableSource(IdentitySampler):
         skin, lips and eyes (not hair or clothing): ``blur(image) * (1 + detail)``, the blur
         normalised over those pixels and as wide, relative to the face, as the detail model's
         ``sigma`` on its template; ``identity.detail_strength`` of the way, and on the drawn eyeballs
-        ``identity.detail_eyes`` of that (their iris and catchlight stay visible). The detail is looked up
+        ``identity.detail_eyes`` of that (their iris and catchlight stay visible). Each image's
+        coefficients are the identity's plus ``identity.detail_jitter`` sd of its own noise. The detail is looked up
         at each pixel's rest position (:meth:`_setup_detail`), so it moves with pose and expression;
         surfaces well behind the eyes (the sides of the head, :data:`morphable.detail.DETAIL_FRONT`) get none."""
         dm, strength = self._detail, float(self.cfg.identity.detail_strength)
@@ -1347,7 +1348,8 @@ class MorphableSource(IdentitySampler):
         if eyes != 1.0:  # the drawn eyeballs keep part of their own detail (iris, pupil, catchlight)
             val[:, 3] *= torch.where(px.region.index_select(0, on) == REGION_IDS["eye"], eyes, 1.0).to(val)
         maps = torch.zeros(B * S * S, 5, dtype=img.dtype, device=img.device)  # detail (3), weight, face
-        maps.index_copy_(0, px.flat.index_select(0, on), torch.cat([val.to(img.dtype), torch.ones(len(on), 1, dtype=img.dtype, device=img.device)], 1))
+        ones = torch.ones(len(on), 1, dtype=img.dtype, device=img.device)
+        maps.index_copy_(0, px.flat.index_select(0, on), torch.cat([val.to(img.dtype), ones], 1))
         maps = maps.view(B, S, S, 5).permute(0, 3, 1, 2)
         if ss > 1:
             maps = F.avg_pool2d(maps, ss)
