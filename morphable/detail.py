@@ -139,6 +139,11 @@ class DetailModel:
         """Template side T in px."""
         return int(self.mean.shape[-1])
 
+    def to(self, device: str | torch.device) -> "DetailModel":
+        """The same model with its mean, basis and mask on ``device``."""
+        return DetailModel(mean=self.mean.to(device), basis=self.basis.to(device), mask=self.mask.to(device),
+                           sigma=self.sigma, layout=self.layout, model=self.model, info=self.info)
+
     def maps(self, z: torch.Tensor) -> torch.Tensor:
         """(U, 3, T, T) detail of ``U`` identities from their coefficients ``z`` (U, K)."""
         if z.ndim != 2 or z.shape[1] != self.k:

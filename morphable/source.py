@@ -602,9 +602,7 @@ class MorphableSource(IdentitySampler):
         if dm.model != self.model_name:
             raise ValueError(f"identity.detail_model {path!r} was fitted to the layout of morphable model "
                              f"{dm.model!r}, not {self.model_name!r}: fit one for this model (python -m engine.detail_fit)")
-        dev = self.device
-        self._detail = DetailModel(mean=dm.mean.to(dev), basis=dm.basis.to(dev), mask=dm.mask.to(dev), sigma=dm.sigma,
-                                   layout=dm.layout, model=dm.model, info=dm.info)
+        self._detail = dm.to(self.device)
         L = self.model.landmark_points(self.model.mean[None])[0].float()
         M = similarity_transform(torch.stack([L[:, 0], -L[:, 1]], -1)[None], template(dm.size).to(L)[None])[0]
         self._detail_affine = M * torch.tensor([1.0, -1.0, 1.0], device=M.device)  # applies to (x, y, 1)

@@ -89,6 +89,8 @@ def test_save_and_load_round_trip_and_clear_errors(tmp_path):
     back = DetailModel.load(p)
     assert back.k == dm.k and back.model == dm.model and back.sigma == dm.sigma and back.info == dm.info
     assert torch.equal(back.mean, dm.mean) and torch.equal(back.mask, dm.mask)
+    moved = back.to("cpu")
+    assert torch.equal(moved.basis, back.basis) and moved.model == back.model and moved.sigma == back.sigma
     assert float((back.basis - dm.basis).abs().max()) <= 1e-3 * float(dm.basis.abs().max())  # float16 on disk
     with pytest.raises(FileNotFoundError, match="engine.detail_fit"):
         DetailModel.load(tmp_path / "missing.npz")
