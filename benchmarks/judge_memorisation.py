@@ -55,14 +55,15 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     J.require_dlib()
     models = J.find_models()
+    if a.exclude is not None and not a.exclude.is_file():
+        raise SystemExit(f"--exclude {a.exclude}: no such file")
     held = set(a.exclude.read_text().split()) if a.exclude else set()
     real, _ = real_faces(a.real, exclude=held)
     dr = J.describe_arrays([real[s:s + 256] for s in range(0, len(real), 256)], models, workers=a.workers)
     ref = dr.descriptors[dr.detected]
     print(json.dumps({"real_faces": int(len(real)), "detected": int(dr.detected.sum())}), flush=True)
     if held:
-        people = sorted(p.name for p in a.real.iterdir() if p.is_dir() and p.name in held)
-        others, names = real_faces(a.real, exclude=set(p.name for p in a.real.iterdir() if p.is_dir()) - set(people))
+        others, names = real_faces(a.real, exclude={p.name for p in a.real.iterdir() if p.is_dir()} - held)
         first = np.unique(np.array(names), return_index=True)[1]
         dh = J.describe_arrays([others[first]], models, workers=a.workers)
         print(json.dumps(summary("real people not fitted", nearest(dh.descriptors[dh.detected],
