@@ -20,6 +20,8 @@ dlib's landmarks: ``python -m engine.detail_fit`` (the judge extra). Nothing her
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -109,6 +111,7 @@ class DetailModel:
             warped to: our mean face's.
         model: name of the morphable model whose layout it is.
         info: provenance (faces and people fitted, source folder, explained variance).
+        sha1: the file's content hash when read by :meth:`load` (empty for a model fitted in memory).
     """
 
     mean: torch.Tensor
@@ -118,6 +121,7 @@ class DetailModel:
     layout: torch.Tensor
     model: str
     info: dict[str, Any] = field(default_factory=dict)
+    sha1: str = ""
 
     def __post_init__(self) -> None:
         T = self.mean.shape[-1]
@@ -142,7 +146,7 @@ class DetailModel:
     def to(self, device: str | torch.device) -> "DetailModel":
         """The same model with its mean, basis and mask on ``device``."""
         return DetailModel(mean=self.mean.to(device), basis=self.basis.to(device), mask=self.mask.to(device),
-                           sigma=self.sigma, layout=self.layout, model=self.model, info=self.info)
+                           sigma=self.sigma, layout=self.layout, model=self.model, info=self.info, sha1=self.sha1)
 
     def maps(self, z: torch.Tensor) -> torch.Tensor:
         """(U, 3, T, T) detail of ``U`` identities from their coefficients ``z`` (U, K)."""
@@ -166,15 +170,18 @@ class DetailModel:
         p = os.fspath(path)
         if not os.path.isfile(p):
             raise FileNotFoundError(f"detail model {p!r}: no such file (fit one with `python -m engine.detail_fit`)")
+        with open(p, "rb") as f:
+            data = f.read()
         try:
-            with np.load(p) as z:
+            with np.load(io.BytesIO(data)) as z:
                 cfg = json.loads(bytes(z["config"]).decode())
                 arrays = {k: torch.from_numpy(z[k].astype(np.float32)) for k in ("mean", "basis", "mask", "layout")}
         except (KeyError, ValueError, OSError) as e:
             raise ValueError(f"detail model {p!r}: not a synthface detail model ({e})") from e
         if cfg.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"detail model {p!r}: format version {cfg.get('format_version')}, this code reads {FORMAT_VERSION}")
-        return cls(sigma=float(cfg["sigma"]), model=str(cfg["model"]), info=dict(cfg.get("info", {})), **arrays)
+        return cls(sigma=float(cfg["sigma"]), model=str(cfg["model"]), info=dict(cfg.get("info", {})),
+                   sha1=hashlib.sha1(data).hexdigest(), **arrays)
 
 
 def fit_detail_model(images: torch.Tensor, landmarks: np.ndarray, layout: np.ndarray, model: str, k: int = 128,

@@ -1,7 +1,6 @@
 """``MorphableSource``: the 3D morphable face model behind the identity-sampler interface."""
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -597,8 +596,6 @@ class MorphableSource(IdentitySampler):
         if not path:
             return
         dm = DetailModel.load(path)
-        with open(path, "rb") as f:
-            self._detail_sha1 = hashlib.sha1(f.read()).hexdigest()
         if dm.model != self.model_name:
             raise ValueError(f"identity.detail_model {path!r} was fitted to the layout of morphable model "
                              f"{dm.model!r}, not {self.model_name!r}: fit one for this model (python -m engine.detail_fit)")
@@ -678,7 +675,7 @@ class MorphableSource(IdentitySampler):
             for k in _DETAIL_KEYS:
                 cfg["identity"].pop(k, None)
         else:  # the model file's content, not only its path: a refitted file does not resume a dataset
-            cfg["identity"]["detail_model_sha1"] = self._detail_sha1
+            cfg["identity"]["detail_model_sha1"] = self._detail.sha1
         return {"source": self.name, "preset": self.preset, "model": self.model_name,
                 "model_version": self.model.meta.get("version"), "sampling_version": SAMPLING_VERSION, **cfg}
 

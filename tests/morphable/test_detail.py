@@ -91,6 +91,8 @@ def test_save_and_load_round_trip_and_clear_errors(tmp_path):
     assert torch.equal(back.mean, dm.mean) and torch.equal(back.mask, dm.mask)
     moved = back.to("cpu")
     assert torch.equal(moved.basis, back.basis) and moved.model == back.model and moved.sigma == back.sigma
+    import hashlib
+    assert back.sha1 == moved.sha1 == hashlib.sha1(p.read_bytes()).hexdigest() and dm.sha1 == ""
     assert float((back.basis - dm.basis).abs().max()) <= 1e-3 * float(dm.basis.abs().max())  # float16 on disk
     with pytest.raises(FileNotFoundError, match="engine.detail_fit"):
         DetailModel.load(tmp_path / "missing.npz")
