@@ -4,7 +4,8 @@
     python -m engine.render --ids 200 --per-id 10 --preset frontal -o identity.detail_model=runs/detail.npz
 
 The real faces must be aligned to the ArcFace template (112 px, or square and resized to it), one
-folder per person (or a flat folder of images). dlib's 68 landmarks are found in each (the judge
+folder per person (or a flat folder of images); ``python -m engine.align PHOTOS ALIGNED`` makes such a
+folder from photographs of any size. dlib's 68 landmarks are found in each (the judge
 extra: ``pip install -e ".[judge]"``); frontal faces are kept (the nose tip near the eyes' midline),
 warped to the layout of our own mean face (the mean landmarks of frontal renders of the morphable
 model) and their fine detail fitted (:func:`morphable.detail.fit_detail_model`).
@@ -80,7 +81,8 @@ def real_faces(root: str | os.PathLike, exclude: set[str] = frozenset(), max_fac
     for f, _ in files:
         im = Image.open(f).convert("RGB")
         if im.width != im.height:
-            raise SystemExit(f"{f}: {im.width}x{im.height}; faces aligned to the ArcFace template (square) expected")
+            raise SystemExit(f"{f}: {im.width}x{im.height}; faces aligned to the ArcFace template (square) expected: "
+                             f"align a folder of photographs first with `python -m engine.align SRC OUT`")
         out.append(np.asarray(im if im.size == (size, size) else im.resize((size, size), Image.BICUBIC)))
     return np.stack(out), [n for _, n in files]
 
