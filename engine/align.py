@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -130,9 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     files = list_images(a.src)
     if not files:
         raise SystemExit(f"{a.src}: no images (a folder per person, or images)")
-    outs = [o for _, o in files]
-    if len(set(outs)) != len(outs):
-        dup = sorted({str(o) for o in outs if outs.count(o) > 1})[:3]
+    dup = sorted(str(o) for o, n in Counter(o for _, o in files).items() if n > 1)[:3]
+    if dup:
         raise SystemExit(f"{a.src}: images whose names differ only by extension would share an output: {dup}")
     from PIL import Image
 

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .formats import IMAGE_EXTENSIONS
+from .align import list_images
 
 __all__ = ["FRONTAL_NOSE", "is_frontal", "landmarks", "main", "our_layout", "real_faces"]
 
@@ -35,20 +35,12 @@ FRONTAL_NOSE = 0.12
 
 def landmarks(images: np.ndarray | Sequence[np.ndarray], shape_predictor: str) -> list[np.ndarray | None]:
     """dlib's 68 landmarks (68, 2) (pixel-index x, y) of the largest HOG-detected face of each uint8
-    (H, W, 3) image (upsampled once), or None where no face is found."""
+    (H, W, 3) image (:func:`engine.align.detect_landmarks`), or None where no face is found."""
+    from .align import detect_landmarks
     from .judge import require_dlib
     dlib = require_dlib()
     det, sp = dlib.get_frontal_face_detector(), dlib.shape_predictor(shape_predictor)
-    out: list[np.ndarray | None] = []
-    for im in images:
-        im = np.ascontiguousarray(im)
-        boxes = det(im, 1)
-        if len(boxes) == 0:
-            out.append(None)
-            continue
-        s = sp(im, max(boxes, key=lambda b: b.area()))
-        out.append(np.array([[q.x, q.y] for q in s.parts()], np.float64))
-    return out
+    return [detect_landmarks(im, det, sp) for im in images]
 
 
 def is_frontal(lm: np.ndarray | None) -> bool:
@@ -68,10 +60,8 @@ def real_faces(root: str | os.PathLike, exclude: set[str] = frozenset(), max_fac
     root = Path(root)
     if not root.is_dir():
         raise SystemExit(f"--real {root}: not a folder")
-    is_img = lambda p: p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS  # noqa: E731
-    files = [(f, p.name) for p in sorted(root.iterdir()) if p.is_dir() and p.name not in exclude
-             for f in sorted(p.iterdir()) if is_img(f)]
-    files += [(f, f.stem) for f in sorted(root.iterdir()) if is_img(f) and f.stem not in exclude]
+    files = [(f, rel.parent.name or f.stem) for f, rel in list_images(root)]  # person: the folder, or the file
+    files = [(f, n) for f, n in files if n not in exclude]
     if not files:
         raise SystemExit(f"--real {root}: no images (a folder per person, or images)")
     if max_faces and len(files) > max_faces:
