@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .align import list_images
+from .align import five_points, list_images
 
 __all__ = ["FRONTAL_NOSE", "is_frontal", "landmarks", "main", "our_layout", "real_faces"]
 
@@ -47,8 +47,8 @@ def is_frontal(lm: np.ndarray | None) -> bool:
     """Whether 68 landmarks show a frontal face (nose tip near the eyes' midline, :data:`FRONTAL_NOSE`)."""
     if lm is None:
         return False
-    le, re = lm[36:42].mean(0), lm[42:48].mean(0)
-    return bool(abs(lm[30, 0] - (le[0] + re[0]) / 2) / np.linalg.norm(re - le) < FRONTAL_NOSE)
+    le, re, nose = five_points(lm)[:3]
+    return bool(abs(nose[0] - (le[0] + re[0]) / 2) / np.linalg.norm(re - le) < FRONTAL_NOSE)
 
 
 def real_faces(root: str | os.PathLike, exclude: set[str] = frozenset(), max_faces: int = 0, seed: int = 0,
