@@ -320,3 +320,46 @@ def test_judge_memorisation_prints_the_reference_and_both_sets(models, tmp_path,
     assert sets["ours, no detail model"]["identities"] >= 1
     for x in sets.values():
         assert x["identities"] == 0 or (0.0 <= x["under_0.6"] <= 1.0 and x["nearest_real_mean"] > 0)
+
+
+def _tiny_detail_model(name: str, k: int = 3):
+    import torch
+    from morphable.detail import fit_detail_model
+    lay = np.stack(np.meshgrid(np.linspace(30, 82, 9), np.linspace(34, 98, 8)), -1).reshape(-1, 2)[:68]
+    g = torch.Generator().manual_seed(0)
+    return fit_detail_model(torch.rand(5, 3, 112, 112, generator=g) * 0.5 + 0.25, np.repeat(lay[None], 5, 0), lay, name, k=k)
+
+
+def test_detail_ablation_variants_keep_or_drop_what_they_name(default_model):
+    import torch
+    A = _load("detail_ablation")
+    dm = _tiny_detail_model(default_model.name)
+    assert A.variant(dm, "none") is None
+    assert torch.equal(A.variant(dm, "full").basis, dm.basis)
+    assert torch.equal(A.variant(dm, "k2").basis, dm.basis[:2])
+    z = torch.randn(4, 3)
+    mean = A.variant(dm, "mean")
+    assert torch.equal(mean.mean, dm.mean) and float(mean.maps(z[:, :1]).sub(dm.mean).abs().max()) == 0.0
+    assert float(A.variant(dm, "zero").maps(z[:, :1]).abs().max()) == 0.0
+    ours = torch.full_like(dm.mean, 0.1)
+    assert torch.equal(A.variant(dm, "ours_mean", ours).mean, ours)
+    m = A.variant(dm, "mean@eyes").mask
+    r0, r1, c0, c1 = A.REGIONS["eyes"]
+    assert torch.allclose(m[(r0 + r1) // 2, 56], dm.mask[(r0 + r1) // 2, 56])
+    assert float(m[95, 56]) == 0.0 and float(m[30, 56]) < 1e-3  # the mouth and brows keep our own detail
+    for bad in ("k9", "mean@ears", "blurred"):
+        with pytest.raises(ValueError):
+            A.variant(dm, bad)
+    with pytest.raises(ValueError, match="ours_mean"):
+        A.variant(dm, "ours_mean")
+
+
+def test_detail_ablation_prints_one_line_per_variant(models, default_model, tmp_path, capsys):
+    A = _load("detail_ablation")
+    _tiny_detail_model(default_model.name).save(tmp_path / "d.npz")
+    A.main(["--model", str(tmp_path / "d.npz"), "--ids", "2", "--per-id", "2", "--workers", "1",
+            "--variants", "none,mean,ours_mean,mean@mouth", "--ks", "1", "--ours", "8"])
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert 2 <= lines[0]["ours_mean_renders"] <= 8
+    assert [x["variant"] for x in lines[1:]] == ["none", "mean", "ours_mean", "mean@mouth", "k1"]
+    assert all(x["overrides"] == [] and 0.0 <= x["detection"] <= 1.0 for x in lines[1:])
