@@ -42,13 +42,15 @@ DEFAULT_VARIANTS = ("none", "full", "mean", "ours_mean", "zero") + tuple(f"mean@
 
 def region_mask(name: str, size: int = 112) -> torch.Tensor:
     """(size, size) soft box of region ``name`` (:data:`REGIONS`, given at 112 px): 1 inside, 0 outside."""
-    from morphable.detail import _blur
+    from kornia.filters import gaussian_blur2d
     if name not in REGIONS:
         raise ValueError(f"unknown region {name!r}; regions: {sorted(REGIONS)}")
     r0, r1, c0, c1 = (round(v * size / 112) for v in REGIONS[name])
     m = torch.zeros(1, 1, size, size)
     m[..., r0:r1, c0:c1] = 1
-    return _blur(m, REGION_EDGE * size / 112)[0, 0]
+    sd = REGION_EDGE * size / 112
+    k = 2 * int(4 * sd) + 1
+    return gaussian_blur2d(m, (k, k), (sd, sd), border_type="replicate")[0, 0]
 
 
 def variant(dm, name: str, ours_mean: torch.Tensor | None = None):
