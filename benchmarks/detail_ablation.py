@@ -26,7 +26,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -89,18 +88,14 @@ def our_mean_detail(dm, n: int, seed: int = 0) -> tuple[torch.Tensor, int]:
     averages: ``n`` identities of the ``frontal`` preset, one image each, the ones dlib's landmarks
     call frontal, fitted as ``engine.detail_fit`` fits real faces."""
     from engine.attributes import find_shape_predictor
-    from engine.detail_fit import is_frontal, landmarks
-    from morphable import MorphableSource
+    from engine.detail_fit import frontal_renders
     from morphable.detail import fit_detail_model
-    src = MorphableSource(preset="frontal", size=dm.size)
-    imgs = src.render(src.sample_identities(n, seed=seed), torch.arange(n), torch.zeros(n, dtype=torch.int64), seed=seed).images
-    u8 = (imgs.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    lms = landmarks(u8, str(find_shape_predictor().shape_predictor))
-    keep = [i for i, lm in enumerate(lms) if is_frontal(lm)]
-    if len(keep) < 2:
-        raise SystemExit(f"only {len(keep)} of {n} renders are frontal to dlib: raise --ours")
-    fit = fit_detail_model(imgs[keep].float(), np.stack([lms[i] for i in keep]), dm.layout.numpy(), dm.model, k=1, sigma=dm.sigma)
-    return fit.mean, len(keep)
+    u8, lms, _ = frontal_renders(str(find_shape_predictor().shape_predictor), ids=n, seed=seed, size=dm.size)
+    if len(lms) < 2:
+        raise SystemExit(f"only {len(lms)} of {n} renders are frontal to dlib: raise --ours")
+    images = torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255
+    fit = fit_detail_model(images, lms, dm.layout.numpy(), dm.model, k=1, sigma=dm.sigma)
+    return fit.mean, len(lms)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 
 from .align import five_points, list_images
 
-__all__ = ["FRONTAL_NOSE", "is_frontal", "landmarks", "main", "our_layout", "real_faces"]
+__all__ = ["FRONTAL_NOSE", "frontal_renders", "is_frontal", "landmarks", "main", "our_layout", "real_faces"]
 
 #: A face is kept when its nose tip (landmark 30) sits within this many eye distances of the eyes' midline.
 FRONTAL_NOSE = 0.12
@@ -77,11 +77,11 @@ def real_faces(root: str | os.PathLike, exclude: set[str] = frozenset(), max_fac
     return np.stack(out), [n for _, n in files]
 
 
-def our_layout(shape_predictor: str, model: str | None = None, ids: int = 64, seed: int = 0,
-               size: int = 112) -> tuple[np.ndarray, str, int]:
-    """The mean 68 landmarks (68, 2) of frontal renders of the morphable model (``ids`` identities of
-    the ``frontal`` preset, one image each, the frontal ones kept), the model's name, and how many
-    renders were averaged."""
+def frontal_renders(shape_predictor: str, model: str | None = None, ids: int = 64, seed: int = 0,
+                    size: int = 112) -> tuple[np.ndarray, np.ndarray, str]:
+    """Frontal renders of the morphable model: ``ids`` identities of the ``frontal`` preset, one image
+    each, the ones whose dlib landmarks are frontal (:func:`is_frontal`). (M, size, size, 3) uint8
+    images, their (M, 68, 2) landmarks, and the model's name."""
     import torch
 
     from morphable import MorphableSource
@@ -89,10 +89,20 @@ def our_layout(shape_predictor: str, model: str | None = None, ids: int = 64, se
     ids_ = src.sample_identities(ids, seed=seed)
     imgs = src.render(ids_, torch.arange(ids), torch.zeros(ids, dtype=torch.int64), seed=seed).images
     u8 = (imgs.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    lms = [lm for lm in landmarks(u8, shape_predictor) if is_frontal(lm)]
+    lms = landmarks(u8, shape_predictor)
+    keep = [i for i, lm in enumerate(lms) if is_frontal(lm)]
+    return u8[keep], np.array([lms[i] for i in keep], np.float64).reshape(-1, 68, 2), src.model_name
+
+
+def our_layout(shape_predictor: str, model: str | None = None, ids: int = 64, seed: int = 0,
+               size: int = 112) -> tuple[np.ndarray, str, int]:
+    """The mean 68 landmarks (68, 2) of frontal renders of the morphable model (``ids`` identities of
+    the ``frontal`` preset, one image each, the frontal ones kept: :func:`frontal_renders`), the
+    model's name, and how many renders were averaged."""
+    _, lms, name = frontal_renders(shape_predictor, model, ids, seed, size)
     if len(lms) < 8:
         raise SystemExit(f"only {len(lms)} of {ids} renders of our faces are frontal to dlib; need 8")
-    return np.mean(lms, 0), src.model_name, len(lms)
+    return lms.mean(0), name, len(lms)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
