@@ -301,16 +301,20 @@ def test_nearest_real_distance_per_identity():
     assert s["under_0.6"] == 0.5 and s["under_0.5"] == 0.25 and s["identities"] == 4
 
 
+def _tiny_detail_model(name: str, k: int = 3):
+    import torch
+    from morphable.detail import fit_detail_model
+    lay = np.stack(np.meshgrid(np.linspace(30, 82, 9), np.linspace(34, 98, 8)), -1).reshape(-1, 2)[:68]
+    g = torch.Generator().manual_seed(0)
+    return fit_detail_model(torch.rand(5, 3, 112, 112, generator=g) * 0.5 + 0.25, np.repeat(lay[None], 5, 0), lay, name, k=k)
+
+
 def test_judge_memorisation_prints_the_reference_and_both_sets(models, tmp_path, capsys, default_model):
     M = _load("judge_memorisation")
     (tmp_path / "real").mkdir()
     _stand_in_real_folder(tmp_path / "real", 4)  # 8 people; P6, P7 held out of the "fit"
     (tmp_path / "held.txt").write_text("P6\nP7\n")
-    from morphable.detail import fit_detail_model
-    lay = np.stack(np.meshgrid(np.linspace(30, 82, 9), np.linspace(34, 98, 8)), -1).reshape(-1, 2)[:68]
-    import torch
-    dm = fit_detail_model(torch.rand(4, 3, 112, 112) * 0.5 + 0.25, np.repeat(lay[None], 4, 0), lay, default_model.name, k=2)
-    dm.save(tmp_path / "d.npz")
+    _tiny_detail_model(default_model.name, k=2).save(tmp_path / "d.npz")
     M.main(["--real", str(tmp_path / "real"), "--exclude", str(tmp_path / "held.txt"), "--ids", "3", "--per-id", "1",
             "--workers", "1", "-o", f"identity.detail_model={tmp_path / 'd.npz'}"])
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
@@ -320,14 +324,6 @@ def test_judge_memorisation_prints_the_reference_and_both_sets(models, tmp_path,
     assert sets["ours, no detail model"]["identities"] >= 1
     for x in sets.values():
         assert x["identities"] == 0 or (0.0 <= x["under_0.6"] <= 1.0 and x["nearest_real_mean"] > 0)
-
-
-def _tiny_detail_model(name: str, k: int = 3):
-    import torch
-    from morphable.detail import fit_detail_model
-    lay = np.stack(np.meshgrid(np.linspace(30, 82, 9), np.linspace(34, 98, 8)), -1).reshape(-1, 2)[:68]
-    g = torch.Generator().manual_seed(0)
-    return fit_detail_model(torch.rand(5, 3, 112, 112, generator=g) * 0.5 + 0.25, np.repeat(lay[None], 5, 0), lay, name, k=k)
 
 
 def test_detail_ablation_variants_keep_or_drop_what_they_name(default_model):
