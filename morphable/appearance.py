@@ -68,6 +68,25 @@ ORBIT_SHADE = 0.6
 #: How much darker the nostrils' openings (6.5 mm either side of the midline, 7 mm below the nose
 #: tip) and the mouth's corners are than the skin around them, at their centres.
 CREASE_SHADES = {"nostril": 0.75, "mouth_corner": 0.4}
+#: Shades of the small hollows and rims around the eyes and the nose that the coarse mesh's geometry
+#: and occlusion do not resolve, as gaussians on the albedo in the mean head's rest frame, the same on
+#: both sides: ``(centre |x|, y), (sd x, sd y)`` in metres, the strength ``k`` (the albedo times
+#: ``1 - k`` at the centre: darker for k > 0, lighter for k < 0), and where: on the ``skin`` only, or on
+#: the skin and the ``eye``. The medial canthus is the hollow between the eye's inner corner and the
+#: nose's bridge; the nostrils' wings the outer part of their openings; the outer canthus the corner
+#: where the lids and lashes meet past the eye; the eye's centre is lit (the iris's catchlight side, the
+#: sclera below it) where the lids shade its corners; the lower lid's rim catches the light over the
+#: darker fold of the eye bag. Set by comparing our frontal renders' mean fine detail with real faces'
+#: (lfw-dev folds 1-3; BENCHMARKS.md, "Realism, session 28"): without them our faces' eyes were a
+#: compact dark iris between bright corners and their nostrils half as dark as real ones.
+FEATURE_SHADES = {
+    "medial_canthus": ((0.013, -0.003), (0.0035, 0.012), 0.5, "skin"),
+    "nostril_wing": ((0.0095, -0.0445), (0.004, 0.003), 0.95, "skin"),
+    "outer_canthus": ((0.047, 0.0), (0.004, 0.004), 0.7, "eye"),
+    "eye_centre": ((0.027, -0.001), (0.005, 0.003), -0.35, "eye"),
+    "lower_lid": ((0.035, -0.0077), (0.008, 0.0025), -0.2, "eye"),
+    "eye_bag": ((0.03, -0.014), (0.008, 0.003), 0.2, "eye"),
+}
 
 _K_MEL = torch.tensor([2.51, 3.06, 3.49])
 _K_HEM = torch.tensor([0.05, 0.50, 0.40])
@@ -187,6 +206,17 @@ def _record_draw_runs() -> list[tuple[str, int]]:
 
 #: the draw sequence of one identity (see :func:`appearance_draw_runs`)
 _DRAW_RUNS = _record_draw_runs()
+
+
+def _feature_shade(ax: torch.Tensor, y: torch.Tensor, where: str) -> torch.Tensor:
+    """Albedo factor of the :data:`FEATURE_SHADES` placed ``where`` (``skin`` or ``eye``) at rest positions
+    ``|x|`` = ``ax`` and ``y`` (tensors of one shape, metres): the product of their ``1 - k * gaussian``,
+    each at least 0.05; the same shape."""
+    f = torch.ones_like(ax)
+    for (cx, cy), (sx, sy), k, on in FEATURE_SHADES.values():
+        if on == where and k != 0:
+            f = f * (1 - k * torch.exp(-(((ax - cx) / sx) ** 2 + ((y - cy) / sy) ** 2))).clamp_min(0.05)
+    return f
 
 
 def _smoothstep(e0: float, e1: float, x: torch.Tensor) -> torch.Tensor:
@@ -433,6 +463,7 @@ def shade_albedo(
     on_skin = region == REGION_IDS["skin"]
     orbit = torch.exp(-(((ax - 0.032) / 0.0216) ** 2 + ((y + 0.002) / 0.0132) ** 2)) * on_skin
     alb = alb * (1 - ORBIT_SHADE * orbit)[..., None]
+    alb = alb * torch.where(on_skin, _feature_shade(ax, y, "skin"), 1.0)[..., None]
     # the nostrils' openings under the nose tip and the mouth's corners: small hollows, dark in
     # photographs, that the coarse mesh's ambient occlusion does not resolve
     nostril = torch.exp(-(((ax - 0.0065) / 0.003) ** 2 + ((y + 0.0475) / 0.0022) ** 2)) * (z > 0.012)
@@ -465,14 +496,14 @@ def shade_albedo(
     uc = uu.clamp(0, 1)
     peak = 0.62
     arch = torch.where(uc < peak, torch.sin(0.5 * math.pi * uc / peak), torch.cos(0.5 * math.pi * (uc - peak) / (1 - peak) * 0.9))
-    yc = 0.0105 + 0.0085 * a("brow_height") + 0.0055 * a("brow_arch") * arch - 0.004 * _smoothstep(0.75, 1.0, uc)
+    yc = 0.0085 + 0.0085 * a("brow_height") + 0.0055 * a("brow_arch") * arch - 0.004 * _smoothstep(0.75, 1.0, uc)
     th = (0.0028 + 0.0062 * a("brow_thickness")) * (1.2 - 0.75 * uc ** 1.5)
     dy = (y - yc) / th.clamp_min(1e-4)
     strands = noise(0.0012, slice(0, 12), (0.3, 1.0, 1.0)) * 0.5 + 0.5
     body = 1 - _smoothstep(0.35, 1.0, dy.abs())
-    brow = body * _smoothstep(-0.08, 0.06, uu) * (1 - _smoothstep(0.88, 1.04, uu))
+    brow = body * _smoothstep(-0.02, 0.14, uu) * (1 - _smoothstep(0.88, 1.04, uu))
     brow = brow * _smoothstep(-0.035, -0.02, z) * on_skin
-    brow = (brow * (0.7 + 0.3 * strands) * (0.55 + 0.45 * a("brow_density"))).clamp(0, 1)
+    brow = (brow * (0.85 + 0.15 * strands) * (0.8 + 0.2 * a("brow_density")) * 1.15).clamp(0, 1)
     bcol = hair_colour((a("brow_color") * 1.15 + 0.05).clamp(0, 1), a("hair_red"), a("hair_grey") * 0.5)
     alb = alb * (1 - brow[..., None]) + bcol * brow[..., None]
 
@@ -554,6 +585,10 @@ def shade_albedo(
         ecol = ecol * (1 - t_p) + pupil * t_p
         alb = torch.where(eye[..., None], ecol, alb)
         spec = torch.where(eye, 1.0, spec)
+
+    # the lids' corners, the eye's centre and the rims under it (FEATURE_SHADES), on the skin and the eye
+    on_eye = (region == REGION_IDS["skin"]) | (region == REGION_IDS["eye"])
+    alb = alb * torch.where(on_eye, _feature_shade(ax, y, "eye"), 1.0)[..., None]
 
     # ---- inside the mouth and the eye sockets
     cav = region == REGION_IDS["mouth_cavity"]

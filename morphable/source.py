@@ -141,8 +141,10 @@ def _near_rows(mask: torch.Tensor, k: int, above: bool) -> torch.Tensor:
 def _lid_shading(reg: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     """(P,) multiplicative shading at the covered pixels ``flat`` (:func:`_flat_index`) from the
     visible region map: the lash line (eye pixels just under skin, and the skin just above them), the
-    upper lid's shadow on the eye, and a fainter lower lash line. Screen-space, so it follows blinks, gaze and pose; its
-    widths scale with the image (1 px per 112 px)."""
+    upper lid's shadow on the eye, a fainter lower lash line (:data:`LID_SHADES`), the upper lid's fold
+    above the lash line (:data:`LID_FOLD`) and the lash line past the eye's corners
+    (:data:`LASH_CORNERS`). Screen-space, so it follows blinks, gaze and pose; its widths scale with the
+    image (1 px per 112 px)."""
     dev, S = reg.device, reg.shape[-1]
     eye, skin = reg == REGION_IDS["eye"], reg == REGION_IDS["skin"]
     k = max(1, round(S / 112))
@@ -156,7 +158,24 @@ def _lid_shading(reg: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     # one 4-bit code per pixel, read at the covered pixels, then a lookup table
     code = (lash.to(torch.uint8) | ((eye & near).to(torch.uint8) << 1) | (lower.to(torch.uint8) << 2)
             | ((skin & eye_below).to(torch.uint8) << 3))
-    return _LID_LUT.to(dev)[code.view(-1)[flat].long()]
+    f = _LID_LUT.to(dev)[code.view(-1)[flat].long()]
+    # the upper lid's fold over the lash line (skin 2, 3, ... rows above the eye) and the lash line
+    # past the eye's corners (skin 1, 2, ... columns beside it): each pixel takes its nearest band's shade
+    fac = torch.ones(reg.shape, dtype=f.dtype, device=dev)
+    taken = skin & eye_below
+    for i, v in enumerate(LID_FOLD):
+        m = skin & _near_rows(eye, (i + 2) * k, above=False) & ~taken
+        fac[m] = v
+        taken |= m
+    taken = torch.zeros_like(eye)
+    eye_t = eye.transpose(1, 2)
+    for i, v in enumerate(LASH_CORNERS):
+        d = (i + 1) * k
+        beside = (_near_rows(eye_t, d, above=True) | _near_rows(eye_t, d, above=False)).transpose(1, 2)
+        m = skin & beside & ~taken
+        fac[m] *= v
+        taken |= m
+    return f * fac.view(-1)[flat]
 
 
 def _image_sums(values: torch.Tensor, flat: torch.Tensor, B: int, S: int) -> torch.Tensor:
@@ -242,8 +261,10 @@ def _teeth(reg: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
 #: Shading factors of :func:`_mouth_shading`: the seam where the lips meet (and the lips' edge along an
 #: open mouth), and the least light that reaches the interior of a narrow opening. In photographs a
 #: closed or barely parted mouth reads as a dark line between the lips (the lips' shadow on each other
-#: and on the mouth's interior); ours read as one lip blob, or a pale line of lit tongue or teeth.
-MOUTH_SHADES = {"seam": 0.5, "narrow": 0.35}
+#: and on the mouth's interior); ours read as one lip blob, or a pale line of lit tongue or teeth. And
+#: the whole upper lip: it faces down, away from the light, and the mean real face's upper lip is
+#: darker than ours was (BENCHMARKS.md, "Realism, session 28").
+MOUTH_SHADES = {"seam": 0.5, "narrow": 0.35, "upper_lip": 0.7}
 #: The mouth opening (pixels per 112, measured down each column of the interior within
 #: :data:`MOUTH_WINDOW` px) at which the interior starts to get light, and at which it is fully lit.
 MOUTH_OPENING = (1.0, 5.0)
@@ -260,7 +281,8 @@ def _mouth_shading(reg: torch.Tensor, flat: torch.Tensor, upper: torch.Tensor) -
     the interior of the mouth (cavity, tongue, the teeth painted on them) darkened where the opening
     is narrow (:data:`MOUTH_OPENING`: the lips shade a gap of a pixel or two), and the lips' seam
     (:data:`MOUTH_SHADES`): upper-lip pixels just above lower-lip or interior pixels, lower-lip pixels
-    just below upper-lip or interior ones. Screen space, so it follows expressions and pose; widths
+    just below upper-lip or interior ones; and the whole upper lip, which faces down, away from the
+    light that falls on the lower one. Screen space, so it follows expressions and pose; widths
     scale with the image (1 px per 112 px)."""
     dev, B, S = reg.device, reg.shape[0], reg.shape[-1]
     out = torch.ones(B, S, S, device=dev)
@@ -283,6 +305,7 @@ def _mouth_shading(reg: torch.Tensor, flat: torch.Tensor, upper: torch.Tensor) -
         narrow = MOUTH_SHADES["narrow"]
         fac = torch.where(inside, narrow + (1 - narrow) * t * t * (3 - 2 * t), fac)
     up, low = lips & upper, lips & ~upper
+    fac = torch.where(up, fac * MOUTH_SHADES["upper_lip"], fac)
     # upper lip over lower lip or interior within k px; lower lip under upper lip or interior
     seam = (up & _near_rows(low | inside, k, above=False)) | (low & _near_rows(up | inside, k, above=True))
     out[:, y0:y1, x0:x1] = torch.where(seam, fac * MOUTH_SHADES["seam"], fac)
@@ -320,6 +343,14 @@ def _teeth_shade(x: torch.Tensor, y: torch.Tensor, left: torch.Tensor, right: to
 #: photographs (lighter values leave a bright, pasted-on eye that the real-face detector misses more
 #: often: see BENCHMARKS.md, session 10).
 LID_SHADES = {"lash": 0.15, "lash_skin": 0.35, "shadow": 0.5, "lower": 0.65}
+#: Shading of the upper lid's fold over the lash line: the skin 2, 3 and 4 px (at 112 px) above the
+#: eye. Real eyes at 112 px are a dark band whose top runs a few pixels above the lash line (the lid's
+#: margin, its fold and the lashes' shadow); without it our upper lids were brightest right above the
+#: lashes (BENCHMARKS.md, "Realism, session 28").
+LID_FOLD = (0.5, 0.7, 0.85)
+#: Shading of the lash line past the eye's corners: the skin 1 and 2 px beside the eye, where the lids
+#: and lashes meet (on top of :data:`LID_FOLD`'s and :data:`LID_SHADES`'s shades).
+LASH_CORNERS = (0.5, 0.75)
 #: The eyeball's ambient visibility relative to the mesh's ambient occlusion: in photographs the eye
 #: is dimmer than the skin around it (the mean real face at 112 px has evenly dark eyes; ours had
 #: bright sclera beside a black pupil).

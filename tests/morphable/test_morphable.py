@@ -470,9 +470,9 @@ def test_eye_softness_changes_the_eyes_only_and_is_checked(default_model):
         MorphableSource(preset="frontal", size=32, model=default_model, overrides={"camera": {"eye_softness": -1.0}})
 
 
-def test_lid_shading_darkens_the_lash_line_only():
+def test_lid_shading_darkens_the_lash_line_the_lid_fold_and_the_corners_only():
     from morphable.default_model import REGION_IDS
-    from morphable.source import LID_SHADES, _flat_index, _lid_shading, _region_map
+    from morphable.source import LASH_CORNERS, LID_FOLD, LID_SHADES, _flat_index, _lid_shading, _region_map
 
     S = 112
     reg = torch.full((1, S, S), REGION_IDS["skin"])
@@ -487,7 +487,23 @@ def test_lid_shading_darkens_the_lash_line_only():
     assert torch.all(f[0, 49, 40:60] == LID_SHADES["lash_skin"])  # skin just above: the lash line on the lid
     assert torch.all(f[0, 51, 40:60] < 1) and torch.all(f[0, 53, 40:60] == 1)  # lid shadow, then open eye
     assert torch.all(f[0, 55, 40:60] == LID_SHADES["lower"])  # lower lash line
+    # the lid's fold: the skin 2, 3 and 4 rows above the eye, lighter with distance
+    for d, v in zip((2, 3, 4), LID_FOLD):
+        torch.testing.assert_close(f[0, 50 - d, 42:58], torch.full((16,), v))
+    assert LID_FOLD[0] < LID_FOLD[-1] < 1 and torch.all(f[0, 50 - 2 - len(LID_FOLD), 40:60] == 1)
+    # the lash line past the corners: the skin 1 and 2 columns beside the eye
+    for d, v in zip((1, 2), LASH_CORNERS):
+        torch.testing.assert_close(f[0, 52:54, [40 - d, 59 + d]], torch.full((2, 2), v))
+    assert torch.all(f[0, 52:54, 40 - 1 - len(LASH_CORNERS)] == 1)
     assert torch.all(f[0, 10:40] == 1) and torch.all(f[0, 60:] == 1)  # elsewhere untouched
+    # at 224 px every band is 2 px wide
+    reg2 = torch.nn.functional.interpolate(reg[None].float(), scale_factor=2, mode="nearest")[0].long()
+    idx2 = (reg2 >= 0).nonzero(as_tuple=True)
+    flat2 = _flat_index(idx2, 2 * S)
+    f2 = torch.ones(1, 2 * S, 2 * S)
+    f2[idx2] = _lid_shading(_region_map(reg2[idx2], flat2, 1, 2 * S), flat2)
+    torch.testing.assert_close(f2[0, 96:98, 90], torch.full((2,), LID_FOLD[0]))  # rows 3-4 above the eye (row 100)
+    torch.testing.assert_close(f2[0, 104:108, [78, 79, 120, 121]], torch.full((4, 4), LASH_CORNERS[0]))
 
 
 def test_teeth_show_under_the_upper_lip_and_over_the_lower_lip():
@@ -530,10 +546,15 @@ def test_mouth_shading_draws_the_lip_seam_and_shades_a_narrow_opening():
     flat = _flat_index(idx, S)
     f = torch.ones(1, S, S)
     f[idx] = _mouth_shading(_region_map(reg[idx], flat, 1, S), flat, upper)
-    seam = MOUTH_SHADES["seam"]
-    assert torch.all(f[0, 72:74, 30:50] == seam)  # closed: the upper lip's last row and the lower lip's first
-    assert torch.all(f[0, 70:72, 30:50] == 1) and torch.all(f[0, 74, 30:50] == 1)  # the rest of the lips as lit
-    assert torch.all(f[0, 72, 60:90] == seam) and torch.all(f[0, 74, 60:75] == seam)  # the lips' edge at the opening
+    seam, up = MOUTH_SHADES["seam"], MOUTH_SHADES["upper_lip"]
+    assert 0 < up < 1
+    # closed: the upper lip's last row and the lower lip's first (the upper lip faces down, darker)
+    torch.testing.assert_close(f[0, 72, 30:50], torch.full((20,), seam * up))
+    assert torch.all(f[0, 73, 30:50] == seam)
+    torch.testing.assert_close(f[0, 70:72, 30:50], torch.full((2, 20), up))  # the rest of the upper lip
+    assert torch.all(f[0, 74, 30:50] == 1)  # the lower lip as lit
+    torch.testing.assert_close(f[0, 72, 60:90], torch.full((30,), seam * up))  # the lips' edge at the opening
+    assert torch.all(f[0, 74, 60:75] == seam)
     narrow, wide = float(f[0, 73, 65]), float(f[0, 78, 82])
     assert MOUTH_SHADES["narrow"] - 1e-6 <= narrow < 0.5 and wide == 1.0  # a 1 px gap lies in the lips' shadow
     assert torch.all(f[0, :60] == 1) and torch.all(f[0, 90:] == 1)  # nothing outside the mouth

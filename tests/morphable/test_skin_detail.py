@@ -82,7 +82,9 @@ def test_moles_add_a_few_dark_spots():
     assert float((none - many).clamp_min(0).max()) > 0.05
 
 
-def test_brown_irises_are_darker_than_light_ones_and_the_sclera():
+def test_brown_irises_are_darker_than_light_ones_and_the_sclera(monkeypatch):
+    import morphable.appearance as A
+    monkeypatch.setattr(A, "FEATURE_SHADES", {})  # the eye's own colours, without the lids' shades
     p = torch.tensor([[0.032 + 0.004, 0.0, 0.012], [0.032 + 0.011, 0.0, 0.008]])  # iris, sclera
     brown = _albedo(p, "eye", iris_melanin=1.0).mean(-1)
     light = _albedo(p, "eye", iris_melanin=0.0).mean(-1)
@@ -282,6 +284,28 @@ def test_nostrils_and_mouth_corners_are_dark_hollows(monkeypatch):
     torch.testing.assert_close(ratio[:2], torch.full((2, 3), 1 - k["nostril"]), atol=1e-4, rtol=0)
     torch.testing.assert_close(ratio[2], torch.full((3,), 1 - k["mouth_corner"]), atol=1e-3, rtol=0)
     torch.testing.assert_close(ratio[3:], torch.ones(2, 3), atol=1e-3, rtol=0)  # no hollow inside the head or on the bridge
+
+
+def test_feature_shades_darken_the_canthi_and_nostrils_and_light_the_eye_centre(monkeypatch):
+    import morphable.appearance as A
+    shades = dict(A.FEATURE_SHADES)
+    at = lambda name, side=1.0: [side * shades[name][0][0], shades[name][0][1]]  # noqa: E731
+    skin_pts = torch.tensor([at("medial_canthus") + [0.01], at("medial_canthus", -1) + [0.01], at("nostril_wing") + [0.02],
+                             at("outer_canthus") + [0.0], at("eye_bag") + [0.0], [0.06, -0.06, 0.0]])  # the last: the cheek
+    eye_pts = torch.tensor([at("outer_canthus") + [0.01], at("eye_centre") + [0.012]])
+    kw = dict(wrinkles=0.0, moles=0.0, beard=0.0, beard_shadow=0.0, eye_makeup=0.0, freckles=0.0)
+    skin, eye = _albedo(skin_pts, "skin", **kw), _albedo(eye_pts, "eye")
+    monkeypatch.setattr(A, "FEATURE_SHADES", {})
+    r_skin, r_eye = skin / _albedo(skin_pts, "skin", **kw), eye / _albedo(eye_pts, "eye")
+    k = {n: v[2] for n, v in shades.items()}
+    assert shades["medial_canthus"][3] == "skin" and shades["outer_canthus"][3] == "eye"
+    # at each centre the albedo is 1 - k times its own (the neighbours' tails add a little)
+    torch.testing.assert_close(r_skin[:2], torch.full((2, 3), 1 - k["medial_canthus"]), atol=0.02, rtol=0)  # both sides
+    torch.testing.assert_close(r_skin[2], torch.full((3,), 1 - k["nostril_wing"]), atol=0.02, rtol=0)
+    torch.testing.assert_close(r_skin[3], torch.full((3,), 1 - k["outer_canthus"]), atol=0.02, rtol=0)
+    assert float(r_skin[4].mean()) < 1 and float(r_skin[5].sub(1).abs().max()) < 1e-3  # the eye bag; the cheek as it was
+    torch.testing.assert_close(r_eye[0], torch.full((3,), 1 - k["outer_canthus"]), atol=0.02, rtol=0)  # the eye's corner
+    assert float(r_eye[1].mean()) > 1.2  # the eye's centre: lighter
 
 
 def test_a_grown_beard_is_dense_hair_that_widens_with_beard_and_stubble_is_sparser():
