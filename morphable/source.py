@@ -160,21 +160,35 @@ def _lid_shading(reg: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
             | ((skin & eye_below).to(torch.uint8) << 3))
     f = _LID_LUT.to(dev)[code.view(-1)[flat].long()]
     # the upper lid's fold over the lash line (skin 2, 3, ... rows above the eye) and the lash line
-    # past the eye's corners (skin 1, 2, ... columns beside it): each pixel takes its nearest band's shade
+    # past the eye's corners (skin 1, 2, ... columns beside it), worked out in the box around the eyes
+    rows = eye.any(2).any(0).nonzero().flatten()
+    if not len(rows):
+        return f
+    cols = eye.any(1).any(0).nonzero().flatten()
+    y0, y1 = max(0, int(rows[0]) - (len(LID_FOLD) + 1) * k), int(rows[-1]) + 1
+    x0, x1 = max(0, int(cols[0]) - len(LASH_CORNERS) * k), min(S, int(cols[-1]) + len(LASH_CORNERS) * k + 1)
+    e, sk = eye[:, y0:y1, x0:x1], skin[:, y0:y1, x0:x1]
     fac = torch.ones(reg.shape, dtype=f.dtype, device=dev)
-    taken = skin & eye_below
-    for i, v in enumerate(LID_FOLD):
-        m = skin & _near_rows(eye, (i + 2) * k, above=False) & ~taken
-        fac[m] = v
-        taken |= m
-    taken = torch.zeros_like(eye)
-    eye_t = eye.transpose(1, 2)
-    for i, v in enumerate(LASH_CORNERS):
-        d = (i + 1) * k
-        beside = (_near_rows(eye_t, d, above=True) | _near_rows(eye_t, d, above=False)).transpose(1, 2)
-        m = skin & beside & ~taken
-        fac[m] *= v
-        taken |= m
+    box = fac[:, y0:y1, x0:x1]
+    near = eye_below[:, y0:y1, x0:x1].clone()  # an eye pixel within d rows below
+    done, d = sk & near, k
+    for v in LID_FOLD:  # each pixel takes its nearest band's shade
+        for _ in range(k):
+            d += 1
+            near[:, :-d] |= e[:, d:]
+        m = sk & near & ~done
+        box[m] = v
+        done |= m
+    beside = torch.zeros_like(e)  # an eye pixel within d columns to the left or right
+    done, d = torch.zeros_like(e), 0
+    for v in LASH_CORNERS:
+        for _ in range(k):
+            d += 1
+            beside[:, :, d:] |= e[:, :, :-d]
+            beside[:, :, :-d] |= e[:, :, d:]
+        m = sk & beside & ~done
+        box[m] *= v
+        done |= m
     return f * fac.view(-1)[flat]
 
 
