@@ -83,14 +83,15 @@ def variant(dm, name: str, ours_mean: torch.Tensor | None = None):
                        info={"variant": name, **dm.info})
 
 
-def our_mean_detail(dm, n: int, seed: int = 0) -> tuple[torch.Tensor, int]:
+def our_mean_detail(dm, n: int, seed: int = 0, overrides: dict | None = None) -> tuple[torch.Tensor, int]:
     """Our own renders' mean ratio detail (3, T, T) in ``dm``'s layout, and how many renders it
-    averages: ``n`` identities of the ``frontal`` preset, one image each, the ones dlib's landmarks
-    call frontal, fitted as ``engine.detail_fit`` fits real faces."""
+    averages: ``n`` identities of the ``frontal`` preset (with the source ``overrides``), one image
+    each, the ones dlib's landmarks call frontal, fitted as ``engine.detail_fit`` fits real faces."""
     from engine.attributes import find_shape_predictor
     from engine.detail_fit import frontal_renders
     from morphable.detail import fit_detail_model
-    u8, lms, _ = frontal_renders(str(find_shape_predictor().shape_predictor), ids=n, seed=seed, size=dm.size)
+    u8, lms, _ = frontal_renders(str(find_shape_predictor().shape_predictor), ids=n, seed=seed, size=dm.size,
+                                 overrides=overrides)
     if len(lms) < 2:
         raise SystemExit(f"only {len(lms)} of {n} renders are frontal to dlib: raise --ours")
     images = torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255

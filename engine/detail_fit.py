@@ -78,14 +78,14 @@ def real_faces(root: str | os.PathLike, exclude: set[str] = frozenset(), max_fac
 
 
 def frontal_renders(shape_predictor: str, model: str | None = None, ids: int = 64, seed: int = 0,
-                    size: int = 112) -> tuple[np.ndarray, np.ndarray, str]:
-    """Frontal renders of the morphable model: ``ids`` identities of the ``frontal`` preset, one image
-    each, the ones whose dlib landmarks are frontal (:func:`is_frontal`). (M, size, size, 3) uint8
-    images, their (M, 68, 2) landmarks, and the model's name."""
+                    size: int = 112, overrides: dict | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Frontal renders of the morphable model: ``ids`` identities of the ``frontal`` preset (with the
+    source ``overrides``, a nested dict), one image each, the ones whose dlib landmarks are frontal
+    (:func:`is_frontal`). (M, size, size, 3) uint8 images, their (M, 68, 2) landmarks, and the model's name."""
     import torch
 
     from morphable import MorphableSource
-    src = MorphableSource(preset="frontal", size=size, model=model)
+    src = MorphableSource(preset="frontal", size=size, model=model, overrides=overrides)
     ids_ = src.sample_identities(ids, seed=seed)
     imgs = src.render(ids_, torch.arange(ids), torch.zeros(ids, dtype=torch.int64), seed=seed).images
     u8 = (imgs.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()

@@ -1,5 +1,5 @@
 """benchmarks/judge_quick.py, judge_regions.py, judge_factors.py, judge_gender.py, judge_degradations.py,
-judge_warp.py, judge_memorisation.py and shape_proportions.py on tiny inputs (the tests that describe faces need the judge extra)."""
+judge_warp.py, judge_memorisation.py, detail_ablation.py, mean_detail.py and shape_proportions.py on tiny inputs (the tests that describe faces need the judge extra)."""
 from __future__ import annotations
 
 import json
@@ -359,3 +359,33 @@ def test_detail_ablation_prints_one_line_per_variant(models, default_model, tmp_
     assert 2 <= lines[0]["ours_mean_renders"] <= 8
     assert [x["variant"] for x in lines[1:]] == ["none", "mean", "ours_mean", "mean@mouth", "k1"]
     assert all(x["overrides"] == [] and 0.0 <= x["detection"] <= 1.0 for x in lines[1:])
+
+
+def test_mean_detail_rms_is_zero_for_equal_means_and_grows_in_the_region_that_differs():
+    import torch
+    M = _load("mean_detail")
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand(3, 112, 112, generator=g) * 0.2 - 0.1
+    mask = torch.ones(112, 112)
+    same = M.region_rms(real, real, mask)
+    assert set(same) == {"all", *M.REGIONS} and all(v == 0 for v in same.values())
+    ours = real.clone()
+    r0, r1, c0, c1 = M.REGIONS["mouth"]
+    ours[:, r0:r1, c0:c1] += 0.1
+    rms = M.region_rms(ours, real, mask)
+    assert rms["mouth"] > 0.05 and rms["brows"] < 0.01 and 0 < rms["all"] < rms["mouth"]
+
+
+def test_mean_detail_prints_one_line_per_model_and_saves_our_mean(models, default_model, tmp_path, capsys):
+    import torch
+    M = _load("mean_detail")
+    _tiny_detail_model(default_model.name).save(tmp_path / "d.npz")
+    M.main(["--model", str(tmp_path / "d.npz"), "--model", str(tmp_path / "d.npz"), "--ours", "8",
+            "--save", str(tmp_path / "ours.pt"), "-o", "light.occlusion_power=1"])
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert len(lines) == 2 and lines[0] == lines[1]
+    assert 2 <= lines[0]["renders"] <= 8 and lines[0]["overrides"] == ["light.occlusion_power=1"]
+    assert all(v > 0 for v in lines[0]["rms"].values())
+    assert torch.load(tmp_path / "ours.pt").shape == (3, 112, 112)
+    with pytest.raises(SystemExit, match="--ours"):
+        M.main(["--model", str(tmp_path / "d.npz"), "--ours", "1"])
