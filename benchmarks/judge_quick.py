@@ -49,14 +49,14 @@ def render_batches(a: argparse.Namespace):
     return rows, (src.render(ids, rows[s:s + 64], var[s:s + 64], seed=a.seed) for s in range(0, len(rows), 64)), ids
 
 
-def quick_judge(a: argparse.Namespace, workers: int | None = None) -> dict:
+def quick_judge(a: argparse.Namespace) -> dict:
     """The quick judge's figures of the configured source (``render_parser``'s options): detection rate
     and mean score, genuine and impostor mean distance, FAR@0.6 and EER on detected faces."""
     from engine import judge as J
     J.require_dlib()
     rows, renders, _ = render_batches(a)
     batches = (b.images for b in renders)
-    d = J.describe_arrays(batches, J.find_models(), workers=a.workers if workers is None else workers)
+    d = J.describe_arrays(batches, J.find_models(), workers=a.workers)
     lab = rows.numpy()
     det = d.detected
     pairs = J.genuine_impostor_distances(d.descriptors[det], lab[det], seed=0)
