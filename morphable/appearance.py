@@ -587,7 +587,7 @@ def shade_albedo(
         spec = torch.where(eye, 1.0, spec)
 
     # the lids' corners, the eye's centre and the rims under it (FEATURE_SHADES), on the skin and the eye
-    on_eye = (region == REGION_IDS["skin"]) | (region == REGION_IDS["eye"])
+    on_eye = on_skin | (region == REGION_IDS["eye"])
     alb = alb * torch.where(on_eye, _feature_shade(ax, y, "eye"), 1.0)[..., None]
 
     # ---- inside the mouth and the eye sockets
