@@ -21,6 +21,8 @@ from .camera import (Camera, apply_affine, colour_temperature_rgb, direction, eu
 from .default_model import load_default_model
 from .degrade import apply_degradations, gaussian_blur
 from .detail import DETAIL_FRONT, DetailModel
+from . import mean_shades
+from .mean_shades import rest_to_template, shade_log_gain
 from .hair import HAIR_HIGHLIGHTS, build_rig, hair_highlights, hair_vertices, strand_tangent, style_index, style_table
 from .model import MorphableModel
 from .occlusion import model_occlusion
@@ -630,6 +632,10 @@ class MorphableSource(IdentitySampler):
                      if bool(self._baked.any()) else None)
         self._tex_noise = TexelNoise(self._tex["p"]) if self._tex is not None else None
         self._setup_hair()
+        # the front of the head: rest depths where the template's layers (learnt detail, mean shades)
+        # have faded out and where they are whole (the sides and back project onto the same pixels)
+        eyes_z = float(self.model.landmark_points(self.model.mean[None])[0].float()[:2, 2].mean())
+        self._front_depth = eyes_z - torch.tensor(DETAIL_FRONT, dtype=torch.float32)
         self._setup_detail()
 
     def _setup_detail(self) -> None:
@@ -645,11 +651,7 @@ class MorphableSource(IdentitySampler):
             raise ValueError(f"identity.detail_model {path!r} was fitted to the layout of morphable model "
                              f"{dm.model!r}, not {self.model_name!r}: fit one for this model (python -m engine.detail_fit)")
         self._detail = dm.to(self.device)
-        L = self.model.landmark_points(self.model.mean[None])[0].float()
-        M = similarity_transform(torch.stack([L[:, 0], -L[:, 1]], -1)[None], template(dm.size).to(L)[None])[0]
-        self._detail_affine = M * torch.tensor([1.0, -1.0, 1.0], device=M.device)  # applies to (x, y, 1)
-        # the front of the head only: the sides and back project onto the same template pixels
-        self._detail_front = float(L[:2, 2].mean()) - torch.tensor(DETAIL_FRONT, dtype=torch.float32)
+        self._detail_affine = rest_to_template(self.model, dm.size)  # applies to (x, y, 1)
 
     def _detail_coefficients(self, seed: int, candidates: torch.Tensor) -> torch.Tensor:
         """(n, K) standard-normal detail coefficients of the given candidate indices (n,): candidate
@@ -721,6 +723,8 @@ class MorphableSource(IdentitySampler):
                 cfg["identity"].pop(k, None)
         else:  # the model file's content, not only its path: a refitted file does not resume a dataset
             cfg["identity"]["detail_model_sha1"] = self._detail.sha1
+        if not cfg["identity"].get("mean_shades", 1):  # off: the config (and renders) of before them
+            cfg["identity"].pop("mean_shades", None)
         return {"source": self.name, "preset": self.preset, "model": self.model_name,
                 "model_version": self.model.meta.get("version"), "sampling_version": SAMPLING_VERSION, **cfg}
 
@@ -1047,6 +1051,7 @@ class MorphableSource(IdentitySampler):
         lin = self._light(b, geo, px, surf)
         back = self._background(b)
         img = self._composite(b, geo, px, lin, back)
+        img = self._mean_shades(px, img)
         img = self._learnt_detail(b, geo, px, img)
         img = self._occluders(b, geo, img)
         img = self._degrade(b, img)
@@ -1356,6 +1361,27 @@ class MorphableSource(IdentitySampler):
         img = img.clamp(0, 1) ** (1 / 2.2)
         return img
 
+    def _mean_shades(self, px: _Pixels, img: torch.Tensor) -> torch.Tensor:
+        """(B, 3, size, size) display image with :data:`~morphable.mean_shades.MEAN_SHADES` (scaled by
+        ``identity.mean_shades``) multiplied onto the face's skin, lips and eyes (not hair or clothing)
+        at each pixel's rest position, so they follow pose and expression; surfaces well behind the
+        eyes (the sides of the head) get none. After lighting: a shade reads the same under every light."""
+        k = float(self.cfg.identity.mean_shades)
+        if k == 0 or not mean_shades.MEAN_SHADES:
+            return img
+        B, S, ss = img.shape[0], self.cfg.size * self.cfg.supersample, self.cfg.supersample
+        on = (~px.hair & (px.region != REGION_IDS["clothing"])).nonzero().flatten()
+        rest = px.attrs[:, 6:9].index_select(0, on)
+        far, near = self._front_depth.tolist()
+        front = ((rest[:, 2] - far) / (near - far)).clamp(0, 1)
+        gain = shade_log_gain(rest[:, 0].abs(), rest[:, 1]) * (k * front)[:, None]
+        maps = torch.zeros(B * S * S, 3, dtype=img.dtype, device=img.device)
+        maps.index_copy_(0, px.flat.index_select(0, on), gain.to(img.dtype))
+        maps = maps.view(B, S, S, 3).permute(0, 3, 1, 2)
+        if ss > 1:
+            maps = F.avg_pool2d(maps, ss)
+        return (img * maps.exp()).clamp(0, 1)
+
     def _learnt_detail(self, b: _Batch, geo: _Geometry, px: _Pixels, img: torch.Tensor) -> torch.Tensor:
         """(B, 3, size, size) display image with the fine detail of its inner face replaced by the
         identity's learnt detail (``identity.detail_model``, :mod:`morphable.detail`), on the face's
@@ -1374,7 +1400,7 @@ class MorphableSource(IdentitySampler):
         on = (~px.hair & (px.region != REGION_IDS["clothing"])).nonzero().flatten()
         rest = px.attrs[:, 6:9].index_select(0, on)
         t = rest[:, :2] @ self._detail_affine[:, :2].T.to(rest) + self._detail_affine[:, 2].to(rest)  # template px
-        far, near = self._detail_front.tolist()
+        far, near = self._front_depth.tolist()
         front = ((rest[:, 2] - far) / (near - far)).clamp(0, 1)
         z, which = b.detail_u.to(rest), b.inv
         jitter = float(self.cfg.identity.detail_jitter)

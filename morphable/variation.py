@@ -268,7 +268,10 @@ class IdentityConfig:
     the project): each identity draws its own coefficients, and the fine detail of the rendered inner
     face is replaced by the identity's sample, ``detail_strength`` of the way (0..1), and on the drawn
     eyeballs ``detail_eyes`` of that (0..1: at 1 a sample's eyes blur our iris and catchlight, at 0 the
-    eyes stay drawn, sharp "stickers" on a photographic face; BENCHMARKS.md "Realism, session 25").
+    eyes stay drawn, sharp "stickers" on a photographic face; BENCHMARKS.md "Realism, session 25");
+    ``mean_shades``: scale of :data:`morphable.mean_shades.MEAN_SHADES`, soft light and dark patches
+    that bring the features' average look nearer real photographs' (0 = off; BENCHMARKS.md
+    "Realism, session 29").
     """
 
     shape_scale: float = 1.0
@@ -288,6 +291,7 @@ class IdentityConfig:
     detail_strength: float = 1.0  # how far the learnt detail replaces the rendered (0..1)
     detail_eyes: float = 0.5  # the same on the drawn eyeballs, relative to detail_strength (0..1)
     detail_jitter: float = 0.3  # per-image sd added to the identity's detail coefficients (prior sd = 1)
+    mean_shades: float = 1.0  # scale of the fitted mean shades (morphable.mean_shades); 0 = off
 
 
 @dataclass
@@ -417,6 +421,8 @@ def validate(cfg: Any, where: str = "") -> Any:
                 raise ConfigError(f"{path}: a probability must be in [0, 1], got {v:g}")
         elif f.name in ("detail_strength", "detail_eyes") and isinstance(v, (int, float)) and not 0.0 <= v <= 1.0:
             raise ConfigError(f"{path}: must be in [0, 1], got {v:g}")
+        elif f.name == "mean_shades" and isinstance(v, (int, float)) and not v >= 0:
+            raise ConfigError(f"{path}: must be >= 0, got {v:g}")
         elif f.name.endswith("_power") and isinstance(v, (int, float)) and not isinstance(v, bool) and not v > 0:
             raise ConfigError(f"{path}: an exponent must be > 0, got {v:g}")
     return cfg

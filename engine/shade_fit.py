@@ -1,0 +1,132 @@
+"""Fit the morphable renderer's mean shades (:mod:`morphable.mean_shades`) to a folder of real aligned faces.
+
+    python -m engine.shade_fit --real ../shared/data/lfw-dev/images --exclude folds45.txt --out runs/shades.json
+
+Real faces (aligned to the ArcFace template, one folder per person or a flat folder; the frontal ones
+by dlib's 68 landmarks, the judge extra) and ``--ours`` frontal renders of the morphable model drawn
+*without* mean shades (``identity.mean_shades=0``) are each warped to our renders' mean landmarks,
+divided channel by channel by their inner face's mean (no exposure or colour cast counts), and
+averaged. The log ratio of the two mean images over the feature regions (brows, eyes, nose:
+:data:`FIT_REGIONS`) is what the shades stand in for; :func:`morphable.mean_shades.fit_shades` fits
+``--pairs`` mirrored and ``--mids`` midline gaussians to it, placed on the rest surface through the
+model's front view. Prints one JSON line, and the shades as Python for
+:data:`morphable.mean_shades.MEAN_SHADES`; ``--out`` also writes them as JSON. Nothing is downloaded,
+and no picture of a real face is kept: the shades are a few numbers each.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .detail_fit import frontal_renders, is_frontal, landmarks, real_faces
+
+__all__ = ["FIT_REGIONS", "main", "mean_face", "region_weight"]
+
+#: Boxes (rows r0:r1, columns c0:c1 of the 112 px template) of the features the shades are fitted
+#: over: the brows, the eyes and the nose with the skin under it. The mouth is left out: real faces'
+#: mean mouth shows teeth (people in photographs smile), which a shade on a closed mouth would fake.
+FIT_REGIONS = {"brows": (26, 45, 20, 92), "eyes": (42, 62, 20, 92), "nose": (55, 84, 38, 74)}
+
+
+def mean_face(images, lms: np.ndarray, layout: np.ndarray):
+    """(3, T, T) mean of uint8 faces ``images`` (N, T, T, 3), each warped from its landmarks ``lms``
+    (N, 68, 2) to ``layout`` (68, 2) and divided per channel by its mean over the inner face."""
+    import torch
+
+    from morphable.detail import inner_face_mask, piecewise_affine
+    x = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float() / 255
+    m = inner_face_mask(x.shape[-1])
+    total = torch.zeros(3, *x.shape[-2:])
+    for i in range(len(x)):
+        w = piecewise_affine(x[i], lms[i], layout)
+        total += w / ((w * m).sum((1, 2), keepdim=True) / m.sum()).clamp_min(1e-3)
+    return total / max(len(x), 1)
+
+
+def region_weight(size: int = 112, edge: float = 1.5):
+    """(size, size) weight of :data:`FIT_REGIONS` (their union, edges softened by a gaussian of sd
+    ``edge`` px at 112) within the inner face."""
+    import torch
+
+    from morphable.detail import inner_face_mask
+    from morphable.mean_shades import _blur
+    box = torch.zeros(1, size, size)
+    for r0, r1, c0, c1 in FIT_REGIONS.values():
+        box[0, round(r0 * size / 112):round(r1 * size / 112), round(c0 * size / 112):round(c1 * size / 112)] = 1
+    return _blur(box, edge * size / 112)[0].clamp(0, 1) * inner_face_mask(size)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--real", required=True, type=Path, help="real faces aligned to the ArcFace template")
+    ap.add_argument("--exclude", type=Path, default=None, help="people to leave out: folder names, one a line")
+    ap.add_argument("--ours", type=int, default=600, help="frontal identities rendered (one image each)")
+    ap.add_argument("--pairs", type=int, default=10, help="mirrored shades")
+    ap.add_argument("--mids", type=int, default=4, help="shades on the midline")
+    ap.add_argument("--max-faces", type=int, default=0, help="at most this many real images (0 = all)")
+    ap.add_argument("--model", default=None, help="morphable model file (default: the built-in model)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None, help="also write the shades here (.json)")
+    a = ap.parse_args(argv)
+    if a.ours < 8 or a.pairs < 0 or a.mids < 0 or a.pairs + a.mids == 0 or a.max_faces < 0:
+        raise SystemExit(f"--ours must be >= 8, --pairs and --mids >= 0 and not both 0, --max-faces >= 0; "
+                         f"got {a.ours}, {a.pairs}, {a.mids}, {a.max_faces}")
+    exclude: set[str] = set()
+    if a.exclude is not None:
+        if not a.exclude.is_file():
+            raise SystemExit(f"--exclude {a.exclude}: no such file")
+        exclude = {ln.strip() for ln in a.exclude.read_text().splitlines() if ln.strip()}
+    import torch
+
+    from morphable import MorphableSource
+    from morphable.detail import inner_face_mask
+    from morphable.mean_shades import fit_shades, rest_to_template, template_rest_grid
+
+    from .attributes import find_shape_predictor
+    from .judge import require_dlib
+    require_dlib()
+    t0 = time.time()
+    predictor = str(find_shape_predictor().shape_predictor)
+    real, names = real_faces(a.real, exclude, a.max_faces, a.seed)
+    lms = landmarks(real, predictor)
+    keep = [i for i, lm in enumerate(lms) if is_frontal(lm)]
+    if len(keep) < 8:
+        raise SystemExit(f"{len(keep)} frontal faces found in {len(real)} images under {a.real}: need 8")
+    ours, our_lms, model_name = frontal_renders(predictor, a.model, ids=a.ours, seed=a.seed,
+                                                overrides={"identity": {"mean_shades": 0.0}})
+    if len(ours) < 8:
+        raise SystemExit(f"only {len(ours)} of {a.ours} renders are frontal to dlib: raise --ours")
+    layout = our_lms.mean(0)
+    real_mean = mean_face(real[keep], np.stack([lms[i] for i in keep]), layout)
+    our_mean = mean_face(ours, our_lms, layout)
+    target = torch.log((real_mean / our_mean.clamp_min(1e-3)).clamp(0.5, 2.0)) * inner_face_mask(real_mean.shape[-1])
+    src = MorphableSource(preset="frontal", size=112, model=a.model)
+    grid = template_rest_grid(rest_to_template(src.model, 112), 112)
+    torch.manual_seed(0)
+    shades, explained = fit_shades(target, region_weight(112), grid, pairs=a.pairs, mids=a.mids)
+    out = {"model": model_name, "real": str(a.real), "real_faces": len(keep),
+           "people": len({names[i] for i in keep}), "excluded_people": len(exclude), "renders": len(ours),
+           "explained": round(explained, 3), "shades": [asdict(s) for s in shades], "seconds": round(time.time() - t0, 1)}
+    if a.out is not None:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = a.out.with_name(a.out.name + ".tmp")
+        tmp.write_text(json.dumps(out, indent=1))
+        os.replace(tmp, a.out)
+    print(json.dumps(out))
+    print("MEAN_SHADES = (")
+    for s in shades:
+        print(f"    Shade(centre={s.centre}, sd={s.sd}, gain={s.gain}),")
+    print(")")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

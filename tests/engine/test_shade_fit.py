@@ -1,0 +1,54 @@
+"""engine.shade_fit: mean shades fitted to a folder of faces (dlib landmarks; the judge extra)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from morphable.mean_shades import Shade, shade_log_gain
+from tests.engine.test_detail_fit import face_folder  # noqa: F401  (the module-scoped fixture)
+
+
+def test_fit_prints_and_writes_shades(face_folder, tmp_path, capsys):  # noqa: F811
+    pytest.importorskip("dlib")
+    from engine import shade_fit as SF
+    try:
+        from engine.attributes import find_shape_predictor
+        find_shape_predictor()
+    except (ImportError, FileNotFoundError) as e:
+        pytest.skip(f"shape predictor unavailable: {e}")
+    (tmp_path / "exclude.txt").write_text("P01\n")
+    out = tmp_path / "s.json"
+    # the "real" faces are our renders with the shades, ours are drawn without: the fit finds a difference
+    assert SF.main(["--real", str(face_folder), "--exclude", str(tmp_path / "exclude.txt"), "--ours", "24",
+                    "--pairs", "2", "--mids", "1", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    line = json.loads(lines[0])
+    assert line["excluded_people"] == 1 and line["real_faces"] >= 8 and line["renders"] >= 8
+    assert len(line["shades"]) == 3 and 0 < line["explained"] <= 1
+    assert lines[1] == "MEAN_SHADES = (" and lines[-1] == ")" and len(lines) == 2 + 3 + 1
+    saved = json.loads(out.read_text())
+    shades = [Shade(centre=tuple(s["centre"]), sd=tuple(s["sd"]), gain=tuple(s["gain"])) for s in saved["shades"]]
+    assert shades[2].centre[0] == 0.0 and all(s.centre[0] > 0 for s in shades[:2])  # pairs, then the midline
+    g = shade_log_gain(torch.tensor([shades[0].centre[0]]), torch.tensor([shades[0].centre[1]]), shades)
+    assert g.shape == (1, 3) and bool(torch.isfinite(g).all())
+
+
+def test_bad_arguments_are_named(face_folder, tmp_path):  # noqa: F811
+    from engine import shade_fit as SF
+    with pytest.raises(SystemExit, match="--exclude"):
+        SF.main(["--real", str(face_folder), "--exclude", str(tmp_path / "nope.txt")])
+    with pytest.raises(SystemExit, match="--pairs"):
+        SF.main(["--real", str(face_folder), "--pairs", "0", "--mids", "0"])
+    with pytest.raises(SystemExit, match="--ours"):
+        SF.main(["--real", str(face_folder), "--ours", "2"])
+
+
+def test_region_weight_covers_the_features_not_the_mouth():
+    from engine.shade_fit import FIT_REGIONS, region_weight
+    w = region_weight(112)
+    assert w.shape == (112, 112) and float(w.max()) <= 1 and float(w.min()) >= 0
+    r0, r1, c0, c1 = FIT_REGIONS["eyes"]
+    assert float(w[(r0 + r1) // 2, (c0 + c1) // 2]) > 0.9
+    assert float(w[95, 56]) < 0.05 and float(w[5, 5]) == 0  # the mouth; the corner, outside the inner face
