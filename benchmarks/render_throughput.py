@@ -19,7 +19,7 @@ from morphable import MorphableSource
 
 #: MorphableSource's render stages, in order; (nested) ones run inside the stage above them
 STAGES = ("_batch", "_geometry", "_rasterize", "_albedo", "_bake", "_light", "_shadow", "_background", "_composite",
-          "_learnt_detail", "_occluders", "_degrade")
+          "_mean_shades", "_learnt_detail", "_occluders", "_degrade")
 NESTED = {"_bake": "_albedo", "_shadow": "_light"}
 
 

@@ -12,6 +12,10 @@ averaged. The log ratio of the two mean images over the feature regions (brows, 
 model's front view. Prints one JSON line, and the shades as Python for
 :data:`morphable.mean_shades.MEAN_SHADES`; ``--out`` also writes them as JSON. Nothing is downloaded,
 and no picture of a real face is kept: the shades are a few numbers each.
+
+``--evaluate`` fits nothing: it prints how far our renders' mean lies from the real faces' (rms of the
+log ratio over the fit regions, and per region) without the shades and with :data:`MEAN_SHADES`, e.g.
+on people the shades were not fitted to.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ import numpy as np
 
 from .detail_fit import frontal_renders, is_frontal, landmarks, real_faces
 
-__all__ = ["FIT_REGIONS", "main", "mean_face", "region_weight"]
+__all__ = ["FIT_REGIONS", "main", "mean_face", "offset_rms", "region_weight"]
 
 #: Boxes (rows r0:r1, columns c0:c1 of the 112 px template) of the features the shades are fitted
 #: over: the brows, the eyes and the nose with the skin under it. The mouth is left out: real faces'
@@ -54,14 +58,28 @@ def mean_face(images, lms: np.ndarray, layout: np.ndarray):
 def region_weight(size: int = 112, edge: float = 1.5):
     """(size, size) weight of :data:`FIT_REGIONS` (their union, edges softened by a gaussian of sd
     ``edge`` px at 112) within the inner face."""
+    return _region_weight(size, tuple(FIT_REGIONS), edge)
+
+
+def _region_weight(size: int, names: tuple[str, ...], edge: float = 1.5):
     import torch
 
     from morphable.detail import inner_face_mask
     from morphable.mean_shades import _blur
     box = torch.zeros(1, size, size)
-    for r0, r1, c0, c1 in FIT_REGIONS.values():
+    for r0, r1, c0, c1 in (FIT_REGIONS[n] for n in names):
         box[0, round(r0 * size / 112):round(r1 * size / 112), round(c0 * size / 112):round(c1 * size / 112)] = 1
     return _blur(box, edge * size / 112)[0].clamp(0, 1) * inner_face_mask(size)
+
+
+def offset_rms(off) -> dict[str, float]:
+    """rms of a (3, T, T) log-ratio map over :func:`region_weight` (``all``) and each of :data:`FIT_REGIONS`."""
+    T = off.shape[-1]
+    out = {}
+    for name in ("all", *FIT_REGIONS):
+        w = region_weight(T) if name == "all" else _region_weight(T, (name,))
+        out[name] = round(float(((off ** 2) * w).sum() / (3 * w.sum())) ** 0.5, 4)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="morphable model file (default: the built-in model)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="also write the shades here (.json)")
+    ap.add_argument("--evaluate", action="store_true", help="fit nothing: the distance without and with MEAN_SHADES")
     a = ap.parse_args(argv)
     if a.ours < 8 or a.pairs < 0 or a.mids < 0 or a.pairs + a.mids == 0 or a.max_faces < 0:
         raise SystemExit(f"--ours must be >= 8, --pairs and --mids >= 0 and not both 0, --max-faces >= 0; "
@@ -106,8 +125,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"only {len(ours)} of {a.ours} renders are frontal to dlib: raise --ours")
     layout = our_lms.mean(0)
     real_mean = mean_face(real[keep], np.stack([lms[i] for i in keep]), layout)
-    our_mean = mean_face(ours, our_lms, layout)
-    target = torch.log((real_mean / our_mean.clamp_min(1e-3)).clamp(0.5, 2.0)) * inner_face_mask(real_mean.shape[-1])
+    mask = inner_face_mask(real_mean.shape[-1])
+
+    def offset(our_mean):
+        return torch.log((real_mean / our_mean.clamp_min(1e-3)).clamp(0.5, 2.0)) * mask
+
+    target = offset(mean_face(ours, our_lms, layout))
+    if a.evaluate:
+        shaded, shaded_lms, _ = frontal_renders(predictor, a.model, ids=a.ours, seed=a.seed)
+        report = {"model": model_name, "real": str(a.real), "real_faces": len(keep), "excluded_people": len(exclude),
+                  "renders": [len(ours), len(shaded)],
+                  "without": offset_rms(target), "with": offset_rms(offset(mean_face(shaded, shaded_lms, layout))),
+                  "seconds": round(time.time() - t0, 1)}
+        print(json.dumps(report))
+        return 0
     src = MorphableSource(preset="frontal", size=112, model=a.model)
     grid = template_rest_grid(rest_to_template(src.model, 112), 112)
     torch.manual_seed(0)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["MEAN_SHADES", "Shade", "fit_shades", "rest_to_template", "shade_log_gain", "template_rest_grid"]
+__all__ = ["MEAN_SHADES", "Shade", "fit_shades", "rest_to_template", "shade_box", "shade_log_gain", "shade_texture", "template_rest_grid"]
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,38 @@ MEAN_SHADES: tuple[Shade, ...] = (
 
 def shade_log_gain(ax: torch.Tensor, y: torch.Tensor, shades: Sequence[Shade] | None = None) -> torch.Tensor:
     """(..., 3) summed log gain of ``shades`` (default :data:`MEAN_SHADES`) at rest positions
-    ``|x|`` = ``ax`` and ``y`` (tensors of one shape (...), metres)."""
-    out = torch.zeros(*ax.shape, 3, dtype=ax.dtype, device=ax.device)
-    for s in MEAN_SHADES if shades is None else shades:
-        (cx, cy), (sx, sy) = s.centre, s.sd
-        g = torch.exp(-(((ax - cx) / sx) ** 2 + ((y - cy) / sy) ** 2))
-        out = out + g[..., None] * torch.tensor(s.gain, dtype=ax.dtype, device=ax.device)
-    return out
+    ``|x|`` = ``ax`` and ``y`` (tensors of one shape (...), metres). All shades at once: a (..., K)
+    table of gaussians times the (K, 3) gains."""
+    shades = MEAN_SHADES if shades is None else shades
+    if not shades:
+        return torch.zeros(*ax.shape, 3, dtype=ax.dtype, device=ax.device)
+    t = torch.tensor([[*s.centre, *s.sd] for s in shades], dtype=ax.dtype, device=ax.device)  # (K, 4)
+    gain = torch.tensor([s.gain for s in shades], dtype=ax.dtype, device=ax.device)  # (K, 3)
+    d = ((ax[..., None] - t[:, 0]) / t[:, 2]).square_() + ((y[..., None] - t[:, 1]) / t[:, 3]).square_()
+    return d.neg_().exp_() @ gain
+
+
+def shade_box(shades: Sequence[Shade] | None = None, reach: float = 3.0) -> tuple[float, float, float]:
+    """``(max |x|, min y, max y)`` (metres) of the box holding every shade out to ``reach`` of its sds
+    (beyond 3 sds a shade's gain is under exp(-9) of its peak: 5e-5 at the largest gain here)."""
+    shades = MEAN_SHADES if shades is None else shades
+    if not shades:
+        return 0.0, 0.0, 0.0
+    return (max(s.centre[0] + reach * s.sd[0] for s in shades), min(s.centre[1] - reach * s.sd[1] for s in shades),
+            max(s.centre[1] + reach * s.sd[1] for s in shades))
+
+
+def shade_texture(shades: Sequence[Shade] | None = None, step: float = 0.00025) -> tuple[torch.Tensor, tuple[float, float, float]]:
+    """The shades' summed log gain baked on a grid of ``step`` metres over :func:`shade_box` (|x| from
+    0): a (3, H, W) texture, texel (i, j) at ``(|x|, y) = (j * step, y_min + i * step)``, and the box
+    ``(x_max, y_min, y_max)`` its far corners stand for. Read bilinearly, it differs from
+    :func:`shade_log_gain` by under 0.002 (a quarter millimetre against sds of 1.5 mm and more)."""
+    x_max, y_min, y_max = shade_box(shades)
+    w, h = max(2, math.ceil(x_max / step) + 1), max(2, math.ceil((y_max - y_min) / step) + 1)
+    xs = torch.arange(w, dtype=torch.float64) * step
+    ys = y_min + torch.arange(h, dtype=torch.float64) * step
+    tex = shade_log_gain(xs[None, :].expand(h, w), ys[:, None].expand(h, w), shades).permute(2, 0, 1)
+    return tex.float().contiguous(), (float(xs[-1]), float(ys[0]), float(ys[-1]))
 
 
 def rest_to_template(model, size: int = 112) -> torch.Tensor:

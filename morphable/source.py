@@ -22,7 +22,7 @@ from .default_model import load_default_model
 from .degrade import apply_degradations, gaussian_blur
 from .detail import DETAIL_FRONT, DetailModel
 from . import mean_shades
-from .mean_shades import rest_to_template, shade_log_gain
+from .mean_shades import rest_to_template
 from .hair import HAIR_HIGHLIGHTS, build_rig, hair_highlights, hair_vertices, strand_tangent, style_index, style_table
 from .model import MorphableModel
 from .occlusion import model_occlusion
@@ -636,6 +636,7 @@ class MorphableSource(IdentitySampler):
         # have faded out and where they are whole (the sides and back project onto the same pixels)
         eyes_z = float(self.model.landmark_points(self.model.mean[None])[0].float()[:2, 2].mean())
         self._front_depth = eyes_z - torch.tensor(DETAIL_FRONT, dtype=torch.float32)
+        self._shade_tex = None  # (shades, (1, 3, H, W) texture, box) of mean_shades.shade_texture, built on first use
         self._setup_detail()
 
     def _setup_detail(self) -> None:
@@ -1365,22 +1366,32 @@ class MorphableSource(IdentitySampler):
         """(B, 3, size, size) display image with :data:`~morphable.mean_shades.MEAN_SHADES` (scaled by
         ``identity.mean_shades``) multiplied onto the face's skin, lips and eyes (not hair or clothing)
         at each pixel's rest position, so they follow pose and expression; surfaces well behind the
-        eyes (the sides of the head) get none. After lighting: a shade reads the same under every light."""
+        eyes (the sides of the head) get none. After lighting: a shade reads the same under every light.
+        The gains are read bilinearly from :func:`~morphable.mean_shades.shade_texture` (one lookup per
+        pixel instead of every gaussian)."""
         k = float(self.cfg.identity.mean_shades)
         if k == 0 or not mean_shades.MEAN_SHADES:
             return img
+        if self._shade_tex is None or self._shade_tex[0] != mean_shades.MEAN_SHADES:
+            tex, box = mean_shades.shade_texture()
+            self._shade_tex = (mean_shades.MEAN_SHADES, tex.to(img.device, img.dtype)[None], box)
+        _, tex, (x_max, y_min, y_max) = self._shade_tex
         B, S, ss = img.shape[0], self.cfg.size * self.cfg.supersample, self.cfg.supersample
-        on = (~px.hair & (px.region != REGION_IDS["clothing"])).nonzero().flatten()
-        rest = px.attrs[:, 6:9].index_select(0, on)
+        # face pixels (not hair or clothing) inside the shades' box, in front of the eyes' depth
+        rest = px.attrs[:, 6:9]
         far, near = self._front_depth.tolist()
+        on = (~px.hair & (px.region != REGION_IDS["clothing"]) & (rest[:, 0].abs() < x_max) & (rest[:, 1] > y_min)
+              & (rest[:, 1] < y_max) & (rest[:, 2] > far)).nonzero().flatten()
+        rest = rest.index_select(0, on).to(img.dtype)
         front = ((rest[:, 2] - far) / (near - far)).clamp(0, 1)
-        gain = shade_log_gain(rest[:, 0].abs(), rest[:, 1]) * (k * front)[:, None]
+        grid = torch.stack([rest[:, 0].abs() * (2 / x_max) - 1, (rest[:, 1] - y_min) * (2 / (y_max - y_min)) - 1], -1)
+        gain = F.grid_sample(tex, grid.view(1, -1, 1, 2), mode="bilinear", align_corners=True)[0, :, :, 0].T  # (P', 3)
         maps = torch.zeros(B * S * S, 3, dtype=img.dtype, device=img.device)
-        maps.index_copy_(0, px.flat.index_select(0, on), gain.to(img.dtype))
+        maps.index_copy_(0, px.flat.index_select(0, on), gain * (k * front)[:, None])
         maps = maps.view(B, S, S, 3).permute(0, 3, 1, 2)
         if ss > 1:
             maps = F.avg_pool2d(maps, ss)
-        return (img * maps.exp()).clamp(0, 1)
+        return (img * maps.exp_()).clamp_(0, 1)
 
     def _learnt_detail(self, b: _Batch, geo: _Geometry, px: _Pixels, img: torch.Tensor) -> torch.Tensor:
         """(B, 3, size, size) display image with the fine detail of its inner face replaced by the

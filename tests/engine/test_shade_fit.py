@@ -33,6 +33,11 @@ def test_fit_prints_and_writes_shades(face_folder, tmp_path, capsys):  # noqa: F
     assert shades[2].centre[0] == 0.0 and all(s.centre[0] > 0 for s in shades[:2])  # pairs, then the midline
     g = shade_log_gain(torch.tensor([shades[0].centre[0]]), torch.tensor([shades[0].centre[1]]), shades)
     assert g.shape == (1, 3) and bool(torch.isfinite(g).all())
+    # --evaluate: the distance to the "real" mean without and with the shipped shades, nothing fitted
+    assert SF.main(["--real", str(face_folder), "--ours", "24", "--evaluate"]) == 0
+    ev = json.loads(capsys.readouterr().out.strip())
+    assert set(ev["without"]) == set(ev["with"]) == {"all", "brows", "eyes", "nose"}
+    assert ev["with"]["all"] < ev["without"]["all"]  # the "real" faces here are our renders with the shades
 
 
 def test_bad_arguments_are_named(face_folder, tmp_path):  # noqa: F811
