@@ -663,7 +663,9 @@ def test_render_stages_one_by_one(default_model):
     assert back.shape == (3, 3, S, S) and bool(torch.isfinite(back).all())
     img = src._composite(b, geo, px, lin, back)
     assert img.shape == (3, 3, 64, 64) and float(img.min()) >= 0 and float(img.max()) <= 1
-    img = src._degrade(b, src._occluders(b, geo, img))
+    shaded = src._mean_shades(px, img)  # the fitted shades: the face's features, not the image's corners
+    assert shaded.shape == img.shape and not torch.equal(shaded, img) and torch.equal(shaded[..., :4, :4], img[..., :4, :4])
+    img = src._degrade(b, src._occluders(b, geo, src._learnt_detail(b, geo, px, shaded)))
     # the stages chained by hand are the render, bit for bit
     ref = src.render(ids, rows, var, seed=0)
     assert torch.equal(img.float(), ref.images) and torch.equal(geo.landmarks.float(), ref.landmarks)
