@@ -27,7 +27,8 @@ import numpy as np
 
 from .align import five_points, list_images
 
-__all__ = ["FRONTAL_NOSE", "frontal_renders", "is_frontal", "landmarks", "main", "our_layout", "real_faces"]
+__all__ = ["FRONTAL_NOSE", "frontal_real_faces", "frontal_renders", "is_frontal", "landmarks", "main", "our_layout",
+           "read_people", "real_faces"]
 
 #: A face is kept when its nose tip (landmark 30) sits within this many eye distances of the eyes' midline.
 FRONTAL_NOSE = 0.12
@@ -77,6 +78,29 @@ def real_faces(root: str | os.PathLike, exclude: set[str] = frozenset(), max_fac
     return np.stack(out), [n for _, n in files]
 
 
+def read_people(path: Path | None) -> set[str]:
+    """The people (folder names, one a line) in the file ``path`` (``--exclude``); none for None."""
+    if path is None:
+        return set()
+    if not path.is_file():
+        raise SystemExit(f"--exclude {path}: no such file")
+    return {ln.strip() for ln in path.read_text().splitlines() if ln.strip()}
+
+
+def frontal_real_faces(root: str | os.PathLike, exclude: set[str] = frozenset(), max_faces: int = 0, seed: int = 0
+                       ) -> tuple[str, np.ndarray, list[str], list[np.ndarray | None], list[int]]:
+    """:func:`real_faces` under ``root`` with dlib's landmarks (the judge extra): the shape predictor's
+    path, the (N, 112, 112, 3) uint8 faces, their people, their landmarks (None where no face is found)
+    and the indices of the frontal ones (:func:`is_frontal`)."""
+    from .attributes import find_shape_predictor
+    from .judge import require_dlib
+    require_dlib()
+    predictor = str(find_shape_predictor().shape_predictor)
+    real, names = real_faces(root, exclude, max_faces, seed)
+    lms = landmarks(real, predictor)
+    return predictor, real, names, lms, [i for i, lm in enumerate(lms) if is_frontal(lm)]
+
+
 def frontal_renders(shape_predictor: str, model: str | None = None, ids: int = 64, seed: int = 0,
                     size: int = 112, overrides: dict | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """Frontal renders of the morphable model: ``ids`` identities of the ``frontal`` preset (with the
@@ -118,21 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.k < 1 or a.sigma <= 0 or a.max_faces < 0:
         raise SystemExit(f"--k must be >= 1, --sigma > 0 and --max-faces >= 0, got {a.k}, {a.sigma}, {a.max_faces}")
-    exclude: set[str] = set()
-    if a.exclude is not None:
-        if not a.exclude.is_file():
-            raise SystemExit(f"--exclude {a.exclude}: no such file")
-        exclude = {ln.strip() for ln in a.exclude.read_text().splitlines() if ln.strip()}
+    exclude = read_people(a.exclude)
     from morphable.detail import fit_detail_model
-
-    from .attributes import find_shape_predictor
-    from .judge import require_dlib
-    require_dlib()
     t0 = time.time()
-    predictor = str(find_shape_predictor().shape_predictor)
-    real, names = real_faces(a.real, exclude, a.max_faces, a.seed)
-    lms = landmarks(real, predictor)
-    keep = [i for i, lm in enumerate(lms) if is_frontal(lm)]
+    predictor, real, names, lms, keep = frontal_real_faces(a.real, exclude, a.max_faces, a.seed)
     if len(keep) <= a.k:
         raise SystemExit(f"{len(keep)} frontal faces found in {len(real)} images: --k {a.k} needs more (or a smaller --k)")
     layout, model_name, n_ours = our_layout(predictor, a.model, seed=a.seed)

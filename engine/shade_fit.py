@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .detail_fit import frontal_renders, is_frontal, landmarks, real_faces
+from .detail_fit import frontal_real_faces, frontal_renders, read_people
 
 __all__ = ["FIT_REGIONS", "main", "mean_face", "offset_rms", "region_weight"]
 
@@ -98,25 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.ours < 8 or a.pairs < 0 or a.mids < 0 or a.pairs + a.mids == 0 or a.max_faces < 0:
         raise SystemExit(f"--ours must be >= 8, --pairs and --mids >= 0 and not both 0, --max-faces >= 0; "
                          f"got {a.ours}, {a.pairs}, {a.mids}, {a.max_faces}")
-    exclude: set[str] = set()
-    if a.exclude is not None:
-        if not a.exclude.is_file():
-            raise SystemExit(f"--exclude {a.exclude}: no such file")
-        exclude = {ln.strip() for ln in a.exclude.read_text().splitlines() if ln.strip()}
+    exclude = read_people(a.exclude)
     import torch
 
     from morphable import MorphableSource
     from morphable.detail import inner_face_mask
     from morphable.mean_shades import fit_shades, rest_to_template, template_rest_grid
-
-    from .attributes import find_shape_predictor
-    from .judge import require_dlib
-    require_dlib()
     t0 = time.time()
-    predictor = str(find_shape_predictor().shape_predictor)
-    real, names = real_faces(a.real, exclude, a.max_faces, a.seed)
-    lms = landmarks(real, predictor)
-    keep = [i for i, lm in enumerate(lms) if is_frontal(lm)]
+    predictor, real, names, lms, keep = frontal_real_faces(a.real, exclude, a.max_faces, a.seed)
     if len(keep) < 8:
         raise SystemExit(f"{len(keep)} frontal faces found in {len(real)} images under {a.real}: need 8")
     ours, our_lms, model_name = frontal_renders(predictor, a.model, ids=a.ours, seed=a.seed,

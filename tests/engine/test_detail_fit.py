@@ -27,14 +27,19 @@ def face_folder(tmp_path_factory, default_model):
     return root
 
 
-def test_fit_writes_a_model_the_renderer_uses(face_folder, tmp_path, capsys, default_model):
+def need_landmarks() -> None:
+    """Skip unless dlib and its 68-point shape predictor are installed (the judge extra)."""
     pytest.importorskip("dlib")
-    from engine import detail_fit as D
     try:
         from engine.attributes import find_shape_predictor
         find_shape_predictor()
     except (ImportError, FileNotFoundError) as e:
         pytest.skip(f"shape predictor unavailable: {e}")
+
+
+def test_fit_writes_a_model_the_renderer_uses(face_folder, tmp_path, capsys, default_model):
+    need_landmarks()
+    from engine import detail_fit as D
     (tmp_path / "exclude.txt").write_text("P01\nP02\n")
     out = tmp_path / "d.npz"
     assert D.main(["--real", str(face_folder), "--out", str(out), "--k", "4", "--exclude", str(tmp_path / "exclude.txt")]) == 0

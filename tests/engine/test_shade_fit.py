@@ -7,17 +7,12 @@ import pytest
 import torch
 
 from morphable.mean_shades import Shade, shade_log_gain
-from tests.engine.test_detail_fit import face_folder  # noqa: F401  (the module-scoped fixture)
+from tests.engine.test_detail_fit import face_folder, need_landmarks  # noqa: F401  (face_folder: a module-scoped fixture)
 
 
 def test_fit_prints_and_writes_shades(face_folder, tmp_path, capsys):  # noqa: F811
-    pytest.importorskip("dlib")
+    need_landmarks()
     from engine import shade_fit as SF
-    try:
-        from engine.attributes import find_shape_predictor
-        find_shape_predictor()
-    except (ImportError, FileNotFoundError) as e:
-        pytest.skip(f"shape predictor unavailable: {e}")
     (tmp_path / "exclude.txt").write_text("P01\n")
     out = tmp_path / "s.json"
     # the "real" faces are our renders with the shades, ours are drawn without: the fit finds a difference
