@@ -146,8 +146,9 @@ def fit_shades(target: torch.Tensor, weight: torch.Tensor, rest_xy: torch.Tensor
         px_per_m: template pixels per metre of the rest frame (sets the sd bounds: 1-8 px, 0.8-8 px).
         max_gain: bound on each channel's log gain at a shade's centre.
 
-    Each shade starts at the largest remaining fine residual (mirror-averaged for pairs, near x = 0
-    for midline shades), then all are refined together. Deterministic. Returns the shades and the
+    Each shade starts at the largest remaining fine residual (a pair more than 2 px off the midline,
+    with its mirror image; a midline shade within 2 px of it) and the shades so far are refined
+    together; after the last, all of them for ``steps``. Deterministic. Returns the shades and the
     fraction of the weighted loss they explain.
     """
     C, T = target.shape[0], target.shape[-1]
@@ -179,7 +180,7 @@ def fit_shades(target: torch.Tensor, weight: torch.Tensor, rest_xy: torch.Tensor
         pair = i < pairs
         with torch.no_grad():
             res = (t_fine - fine(model(ps))).abs().mean(0) * weight[0]
-        # a pair's candidates: each pixel scored with its mirror image's residual too (ax is |x|)
+        # a pair starts off the midline (ax is |x|: its mirror image comes with it), a midline shade on it
         score = res * (ax > 2).float() if pair else res * (u[..., 0].abs() < 2).float()
         j = int(score.argmax())
         r, c = divmod(j, T)
