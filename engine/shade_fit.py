@@ -130,7 +130,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     src = MorphableSource(preset="frontal", size=112, model=a.model)
     grid = template_rest_grid(rest_to_template(src.model, 112), 112)
-    torch.manual_seed(0)
     shades, explained = fit_shades(target, region_weight(112), grid, pairs=a.pairs, mids=a.mids)
     out = {"model": model_name, "real": str(a.real), "real_faces": len(keep),
            "people": len({names[i] for i in keep}), "excluded_people": len(exclude), "renders": len(ours),
