@@ -31,9 +31,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.judge_quick import quick_judge, render_parser  # noqa: E402
+from morphable.detail import FEATURE_BOXES  # noqa: E402
 
 #: Regions of the 112 px template (our mean face's layout): rows and columns [r0, r1) x [c0, c1).
-REGIONS = {"brows": (26, 45, 20, 92), "eyes": (42, 62, 20, 92), "nose": (55, 84, 38, 74), "mouth": (80, 102, 30, 82)}
+REGIONS = FEATURE_BOXES
 #: Gaussian sd (px) of a region box's soft edge.
 REGION_EDGE = 1.5
 DEFAULT_VARIANTS = ("none", "full", "mean", "ours_mean", "zero") + tuple(f"mean@{r}" for r in REGIONS)

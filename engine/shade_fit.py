@@ -30,14 +30,17 @@ from typing import Sequence
 
 import numpy as np
 
+from morphable.detail import FEATURE_BOXES
+
 from .detail_fit import frontal_real_faces, frontal_renders, read_people
 
 __all__ = ["FIT_REGIONS", "main", "mean_face", "offset_rms", "region_weight"]
 
-#: Boxes (rows r0:r1, columns c0:c1 of the 112 px template) of the features the shades are fitted
-#: over: the brows, the eyes and the nose with the skin under it. The mouth is left out: real faces'
-#: mean mouth shows teeth (people in photographs smile), which a shade on a closed mouth would fake.
-FIT_REGIONS = {"brows": (26, 45, 20, 92), "eyes": (42, 62, 20, 92), "nose": (55, 84, 38, 74)}
+#: Boxes (rows r0:r1, columns c0:c1 of the 112 px template; :data:`morphable.detail.FEATURE_BOXES`) of
+#: the features the shades are fitted over: the brows, the eyes and the nose with the skin under it.
+#: The mouth is left out: real faces' mean mouth shows teeth (people in photographs smile), which a
+#: shade on a closed mouth would fake.
+FIT_REGIONS = {k: FEATURE_BOXES[k] for k in ("brows", "eyes", "nose")}
 
 
 def mean_face(images, lms: np.ndarray, layout: np.ndarray):

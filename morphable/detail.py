@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DETAIL_FRONT", "DETAIL_SIZE", "DetailModel", "INNER_FACE", "fit_detail_model", "inner_face_mask", "piecewise_affine",
+__all__ = ["DETAIL_FRONT", "DETAIL_SIZE", "DetailModel", "FEATURE_BOXES", "INNER_FACE", "fit_detail_model", "inner_face_mask", "piecewise_affine",
            "ratio_detail"]
 
 #: Side (px) of the template the detail lives in: the 112 px ArcFace template.
@@ -42,6 +42,10 @@ DETAIL_SIZE = 112
 #: session 18": a real inner face makes our faces as good a canvas as a real face; the outer part
 #: nothing), and fades out over the cheeks, forehead and chin so that no seam shows.
 INNER_FACE = ((56.0, 62.0), (40.0, 46.0), (0.8, 1.1))
+#: Boxes of the features in the 112 px template (our mean face's layout): rows and columns
+#: [r0, r1) x [c0, c1). The regions that ``engine.shade_fit`` fits over and the detail and mean-look
+#: benchmarks report on.
+FEATURE_BOXES = {"brows": (26, 45, 20, 92), "eyes": (42, 62, 20, 92), "nose": (55, 84, 38, 74), "mouth": (80, 102, 30, 82)}
 #: Depth (metres, in the model's rest frame) behind the eye centres where the detail has faded out and
 #: where it is whole: the template's pixels are reached from the front of the face only, not from the
 #: sides or back of the head that project onto them.
