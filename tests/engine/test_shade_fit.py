@@ -35,6 +35,25 @@ def test_fit_prints_and_writes_shades(face_folder, tmp_path, capsys):  # noqa: F
     assert ev["with"]["all"] < ev["without"]["all"]  # the "real" faces here are our renders with the shades
 
 
+def test_on_top_fits_the_residual_of_the_shipped_shades_over_chosen_regions(face_folder, capsys):  # noqa: F811
+    need_landmarks()
+    from engine import shade_fit as SF
+    from morphable import MorphableSource
+    from morphable.mean_shades import rest_to_template
+    assert SF.main(["--real", str(face_folder), "--ours", "24", "--pairs", "1", "--mids", "1",
+                    "--on-top", "--regions", "nose"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    line = json.loads(lines[0])
+    assert line["on_top"] is True and line["regions"] == ["nose"] and len(line["shades"]) == 2
+    assert lines[1] == "MEAN_SHADES = MEAN_SHADES + (" and lines[-1] == ")"
+    # each shade starts at the largest residual inside the nose's box and stays near it
+    A = rest_to_template(MorphableSource(preset="frontal", size=112).model, 112).double()
+    r0, r1, c0, c1 = SF.FIT_REGIONS["nose"]
+    for s in line["shades"]:
+        u, v = (A @ torch.tensor([s["centre"][0], s["centre"][1], 1.0], dtype=torch.float64)).tolist()
+        assert c0 - 8 < u < c1 + 8 and r0 - 8 < v < r1 + 8, (s, u, v)
+
+
 def test_bad_arguments_are_named(face_folder, tmp_path):  # noqa: F811
     from engine import shade_fit as SF
     with pytest.raises(SystemExit, match="--exclude"):
@@ -43,6 +62,9 @@ def test_bad_arguments_are_named(face_folder, tmp_path):  # noqa: F811
         SF.main(["--real", str(face_folder), "--pairs", "0", "--mids", "0"])
     with pytest.raises(SystemExit, match="--ours"):
         SF.main(["--real", str(face_folder), "--ours", "2"])
+    for bad in ("mouth", "nose,nose", ","):
+        with pytest.raises(SystemExit, match="--regions"):
+            SF.main(["--real", str(face_folder), "--regions", bad])
 
 
 def test_region_weight_covers_the_features_not_the_mouth():
