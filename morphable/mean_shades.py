@@ -8,12 +8,15 @@ layout by its landmarks), moves ``frontal`` impostor pairs from 0.662 to 0.691. 
 picture of real faces and does not ship. A :class:`Shade` is its parametric stand-in: an anisotropic
 gaussian on the face's rest surface with a log gain per colour channel, mirrored to both sides when
 its centre is off the midline. Fourteen of them, fitted to the map over the brows, eyes and nose
-(:func:`fit_shades`, ``python -m engine.shade_fit``), carry a third of the map's gain (0.662 -> 0.671)
-and hold nothing of any one face: a few numbers each, the mean of 2,200 faces.
+(:func:`fit_shades`, ``python -m engine.shade_fit``), carry a third of the map's gain (0.662 -> 0.671);
+ten more, fitted over the nose to what those left (session 30), take it to 0.677 (the quick judge).
+They hold nothing of any one face: a few numbers each, the mean of 2,200 faces.
 
 The renderer multiplies each face pixel of the displayed image by ``exp(sum of gains)`` at its rest
 position (``identity.mean_shades`` scales the gains; 0 turns them off), after lighting, so a shade
-reads the same under every light, as the map it stands in for.
+reads the same under every light, as the map it stands in for. The ``wild`` preset leaves them off:
+FR models trained on ``wild`` renders with them recognised unseen real people less well (BENCHMARKS.md,
+"Realism, session 30").
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ __all__ = ["MEAN_SHADES", "Shade", "fit_shades", "rest_to_template", "shade_box"
 class Shade:
     """A gaussian ``gain * exp(-((|x| - cx) / sx)^2 - ((y - cy) / sy)^2)`` of log gain on the rest
     surface (metres, the model's frame: x to the face's left, y up). ``cx > 0``: a mirrored pair at
-    ``x = +-cx``; ``cx = 0``: one shade on the midline."""
+    ``x = +-cx``; ``cx = 0``: one shade on the midline; ``cx < 0`` (a fitted pair that drifted past
+    the midline): one ridge across it, strongest at ``x = 0``."""
 
     centre: tuple[float, float]  # (cx, cy) metres
     sd: tuple[float, float]  # (sx, sy) metres
@@ -42,7 +46,9 @@ class Shade:
 #: faces' mean image to our ``frontal`` renders' without them (seed 0), over the brows, eyes and
 #: nose. In words: the eyes' surroundings lighter and warmer (our lids and sockets were darker than
 #: real ones), a darker line along the lids in a lighter eye, lighter brow heads and warmer brows,
-#: the nose's bridge and ridge lighter, the nostrils and the skin under the nose darker.
+#: the nose's bridge and ridge lighter, the nostrils and the skin under the nose darker. The last 10
+#: (session 30) were fitted over the nose alone to what the first 14 left: the nose's wings lighter
+#: with a darker groove around them, where real noses' alar lobes and alar-facial grooves show.
 MEAN_SHADES: tuple[Shade, ...] = (
     Shade(centre=(0.0332, -0.0002), sd=(0.0103, 0.0125), gain=(0.193, 0.273, 0.323)),
     Shade(centre=(0.0332, -0.0013), sd=(0.0139, 0.0051), gain=(0.018, -0.231, -0.4)),
@@ -58,6 +64,17 @@ MEAN_SHADES: tuple[Shade, ...] = (
     Shade(centre=(0.0, -0.0467), sd=(0.004, 0.0064), gain=(-0.08, -0.143, -0.151)),
     Shade(centre=(0.0, -0.0023), sd=(0.0071, 0.0114), gain=(0.106, 0.137, 0.17)),
     Shade(centre=(0.0, -0.0327), sd=(0.0051, 0.0139), gain=(0.053, 0.075, 0.16)),
+    # python -m engine.shade_fit ... --on-top --regions nose --pairs 8 --mids 2 (session 30), on the 14 above
+    Shade(centre=(0.0106, -0.0453), sd=(0.0026, 0.003), gain=(-0.022, -0.087, -0.142)),
+    Shade(centre=(0.0275, -0.0173), sd=(0.0049, 0.0035), gain=(-0.035, -0.086, -0.109)),
+    Shade(centre=(0.0204, -0.0443), sd=(0.0113, 0.0071), gain=(-0.225, -0.388, -0.374)),
+    Shade(centre=(0.0191, -0.0452), sd=(0.008, 0.0057), gain=(0.266, 0.389, 0.4)),
+    Shade(centre=(0.015, -0.0382), sd=(0.0034, 0.0038), gain=(0.115, 0.156, 0.21)),
+    Shade(centre=(0.0215, -0.0118), sd=(0.0039, 0.0041), gain=(-0.082, -0.12, -0.131)),
+    Shade(centre=(-0.0028, -0.0504), sd=(0.0112, 0.0052), gain=(0.4, 0.375, 0.375)),
+    Shade(centre=(0.0186, -0.0073), sd=(0.0024, 0.002), gain=(-0.086, -0.109, -0.115)),
+    Shade(centre=(0.0, -0.0521), sd=(0.0071, 0.0039), gain=(-0.319, -0.342, -0.371)),
+    Shade(centre=(0.0, -0.0464), sd=(0.0041, 0.0034), gain=(-0.192, -0.19, -0.193)),
 )
 
 

@@ -271,7 +271,7 @@ class IdentityConfig:
     eyes stay drawn, sharp "stickers" on a photographic face; BENCHMARKS.md "Realism, session 25");
     ``mean_shades``: scale of :data:`morphable.mean_shades.MEAN_SHADES`, soft light and dark patches
     that bring the features' average look nearer real photographs' (0 = off; BENCHMARKS.md
-    "Realism, session 29").
+    "Realism, session 29"; off in the ``wild`` preset, session 30).
     """
 
     shape_scale: float = 1.0
@@ -355,6 +355,10 @@ def _wild() -> RenderConfig:
     c.degradation.blur = Uniform(0.3, 1.0)
     c.degradation.noise = Uniform(0.005, 0.015)
     c.degradation.lowres = Uniform(0.5, 0.8)
+    # no mean shades (morphable.mean_shades): FR models trained on `wild` renders with them recognised
+    # the real people of lfw-dev's folds 4-5 less well (CPU FR benchmark, 3 seeds: extended-pair EER
+    # 26.7 -> 31.6, fine-tuned accuracy lower at every seed; BENCHMARKS.md, "Realism, session 30")
+    c.identity.mean_shades = 0.0
     return c
 
 
