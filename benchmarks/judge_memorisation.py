@@ -47,7 +47,7 @@ def summary(name: str, near: np.ndarray) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     from engine import judge as J
-    from engine.detail_fit import real_faces
+    from engine.detail_fit import read_people, real_faces
     ap = render_parser(__doc__, "frontal", 2)
     ap.add_argument("--real", type=Path, required=True, help="the real faces the detail model was fitted on")
     ap.add_argument("--exclude", type=Path, default=None,
@@ -55,9 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     J.require_dlib()
     models = J.find_models()
-    if a.exclude is not None and not a.exclude.is_file():
-        raise SystemExit(f"--exclude {a.exclude}: no such file")
-    held = set(a.exclude.read_text().split()) if a.exclude else set()
+    held = read_people(a.exclude)
     real, _ = real_faces(a.real, exclude=held)
     dr = J.describe_arrays([real[s:s + 256] for s in range(0, len(real), 256)], models, workers=a.workers)
     ref = dr.descriptors[dr.detected]
