@@ -6,7 +6,7 @@ Real faces (aligned to the ArcFace template, one folder per person or a flat fol
 by dlib's 68 landmarks, the judge extra) and ``--ours`` frontal renders of the morphable model drawn
 *without* mean shades (``identity.mean_shades=0``) are each warped to our renders' mean landmarks,
 divided channel by channel by their inner face's mean (no exposure or colour cast counts), and
-averaged. The log ratio of the two mean images over the feature regions (brows, eyes, nose:
+averaged. The log ratio of the two mean images over the feature regions (brows, eyes, nose, mouth:
 :data:`FIT_REGIONS`) is what the shades stand in for; :func:`morphable.mean_shades.fit_shades` fits
 ``--pairs`` mirrored and ``--mids`` midline gaussians to it, placed on the rest surface through the
 model's front view. Prints one JSON line, and the shades as Python for
@@ -15,8 +15,10 @@ and no picture of a real face is kept: the shades are a few numbers each.
 
 ``--on-top`` fits shades to add to the table instead: to what is left between the real faces' mean
 and our renders' drawn *with* :data:`~morphable.mean_shades.MEAN_SHADES` (the default renderer), over
-``--regions`` (a comma list of :data:`FIT_REGIONS`' names; all three by default). The default table
-was made so: the fit above, then ``--on-top --regions nose --pairs 8 --mids 2`` on its 14 shades.
+``--regions`` (a comma list of :data:`FIT_REGIONS`' names; all four by default). The default table
+was made so, each step on the table before it: the fit above over the brows, eyes and nose (14
+shades), then ``--on-top`` with ``--regions nose --pairs 8 --mids 2``, ``--regions mouth --pairs 6
+--mids 3``, ``--regions brows --pairs 6 --mids 2`` and ``--regions mouth,nose --pairs 6 --mids 3``.
 
 ``--evaluate`` fits nothing: it prints how far our renders' mean lies from the real faces' (rms of the
 log ratio over the fit regions, and per region) without the shades and with :data:`MEAN_SHADES`, e.g.
@@ -42,10 +44,10 @@ from .detail_fit import frontal_real_faces, frontal_renders, read_people
 __all__ = ["FIT_REGIONS", "main", "mean_face", "offset_rms", "region_weight"]
 
 #: Boxes (rows r0:r1, columns c0:c1 of the 112 px template; :data:`morphable.detail.FEATURE_BOXES`) of
-#: the features the shades are fitted over: the brows, the eyes and the nose with the skin under it.
-#: The mouth is left out: real faces' mean mouth shows teeth (people in photographs smile), which a
-#: shade on a closed mouth would fake.
-FIT_REGIONS = {k: FEATURE_BOXES[k] for k in ("brows", "eyes", "nose")}
+#: the features the shades are fitted over: the brows, the eyes, the nose with the skin under it, and
+#: the mouth. (Real faces' mean mouth shows some teeth, as people in photographs smile: the mouth's
+#: shades lighten the lips and their seam a little, which does not read as teeth on a closed mouth.)
+FIT_REGIONS = {k: FEATURE_BOXES[k] for k in ("brows", "eyes", "nose", "mouth")}
 
 
 def mean_face(images, lms: np.ndarray, layout: np.ndarray):

@@ -9,7 +9,8 @@ picture of real faces and does not ship. A :class:`Shade` is its parametric stan
 gaussian on the face's rest surface with a log gain per colour channel, mirrored to both sides when
 its centre is off the midline. Fourteen of them, fitted to the map over the brows, eyes and nose
 (:func:`fit_shades`, ``python -m engine.shade_fit``), carry a third of the map's gain (0.662 -> 0.671);
-ten more, fitted over the nose to what those left (session 30), take it to 0.677 (the quick judge).
+ten more, fitted over the nose to what those left (session 30), take it to 0.677, and 26 more over
+the mouth, the brows and the nose (session 31) to 0.687 (the quick judge).
 They hold nothing of any one face: a few numbers each, the mean of 2,200 faces.
 
 The renderer multiplies each face pixel of the displayed image by ``exp(sum of gains)`` at its rest
@@ -20,13 +21,15 @@ FR models trained on ``wild`` renders with them recognised unseen real people le
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["MEAN_SHADES", "Shade", "fit_shades", "rest_to_template", "shade_box", "shade_log_gain", "shade_texture", "template_rest_grid"]
+__all__ = ["MEAN_SHADES", "Shade", "fit_shades", "rest_to_template", "shade_box", "shade_log_gain", "shade_texture", "table_sha1",
+           "template_rest_grid"]
 
 
 @dataclass(frozen=True)
@@ -46,9 +49,13 @@ class Shade:
 #: faces' mean image to our ``frontal`` renders' without them (seed 0), over the brows, eyes and
 #: nose. In words: the eyes' surroundings lighter and warmer (our lids and sockets were darker than
 #: real ones), a darker line along the lids in a lighter eye, lighter brow heads and warmer brows,
-#: the nose's bridge and ridge lighter, the nostrils and the skin under the nose darker. The last 10
+#: the nose's bridge and ridge lighter, the nostrils and the skin under the nose darker. The next 10
 #: (session 30) were fitted over the nose alone to what the first 14 left: the nose's wings lighter
-#: with a darker groove around them, where real noses' alar lobes and alar-facial grooves show.
+#: with a darker groove around them, where real noses' alar lobes and alar-facial grooves show. The
+#: last 26 (session 31), each group to what the table before it left: over the mouth (lips and their
+#: seam lighter, as real mouths, which often show some teeth, are on average), over the brows (the
+#: brow heads lighter, the brows' outer parts and the skin above them a little darker), then over the
+#: mouth and nose together.
 MEAN_SHADES: tuple[Shade, ...] = (
     Shade(centre=(0.0332, -0.0002), sd=(0.0103, 0.0125), gain=(0.193, 0.273, 0.323)),
     Shade(centre=(0.0332, -0.0013), sd=(0.0139, 0.0051), gain=(0.018, -0.231, -0.4)),
@@ -75,7 +82,44 @@ MEAN_SHADES: tuple[Shade, ...] = (
     Shade(centre=(0.0186, -0.0073), sd=(0.0024, 0.002), gain=(-0.086, -0.109, -0.115)),
     Shade(centre=(0.0, -0.0521), sd=(0.0071, 0.0039), gain=(-0.319, -0.342, -0.371)),
     Shade(centre=(0.0, -0.0464), sd=(0.0041, 0.0034), gain=(-0.192, -0.19, -0.193)),
+    # python -m engine.shade_fit ... --on-top --regions mouth --pairs 6 --mids 3 (session 31), on the table above
+    Shade(centre=(0.0066, -0.0685), sd=(0.0096, 0.0017), gain=(0.282, 0.37, 0.391)),
+    Shade(centre=(0.0098, -0.0723), sd=(0.0046, 0.0018), gain=(0.251, 0.216, 0.26)),
+    Shade(centre=(0.0064, -0.0798), sd=(0.0139, 0.0048), gain=(0.177, 0.26, 0.346)),
+    Shade(centre=(0.0236, -0.0761), sd=(0.0049, 0.0029), gain=(0.065, 0.121, 0.158)),
+    Shade(centre=(0.0241, -0.0689), sd=(0.0025, 0.0019), gain=(0.168, 0.141, 0.027)),
+    Shade(centre=(0.0157, -0.0701), sd=(0.0032, 0.0019), gain=(0.218, 0.168, 0.182)),
+    Shade(centre=(0.0, -0.0626), sd=(0.011, 0.0055), gain=(0.27, 0.4, 0.4)),
+    Shade(centre=(0.0, -0.0684), sd=(0.0139, 0.0104), gain=(-0.296, -0.4, -0.381)),
+    Shade(centre=(0.0, -0.0711), sd=(0.0084, 0.0045), gain=(0.4, 0.353, 0.381)),
+    # python -m engine.shade_fit ... --on-top --regions brows --pairs 6 --mids 2 (session 31), on the table above
+    Shade(centre=(0.0168, 0.0142), sd=(0.0043, 0.0023), gain=(0.151, 0.16, 0.178)),
+    Shade(centre=(0.0258, 0.0142), sd=(0.0139, 0.0021), gain=(-0.001, -0.069, -0.143)),
+    Shade(centre=(0.026, 0.0418), sd=(0.0139, 0.0077), gain=(-0.066, -0.074, -0.074)),
+    Shade(centre=(0.0402, 0.0193), sd=(0.0049, 0.0025), gain=(-0.077, -0.075, -0.103)),
+    Shade(centre=(0.0393, 0.033), sd=(0.0119, 0.0073), gain=(-0.077, -0.064, -0.077)),
+    Shade(centre=(0.0525, 0.0159), sd=(0.0076, 0.0138), gain=(-0.09, -0.053, -0.081)),
+    Shade(centre=(0.0, 0.0437), sd=(0.0139, 0.0098), gain=(-0.068, -0.068, -0.053)),
+    Shade(centre=(0.0, 0.0233), sd=(0.0139, 0.0139), gain=(-0.011, -0.001, 0.044)),
+    # python -m engine.shade_fit ... --on-top --regions mouth,nose --pairs 6 --mids 3 (session 31), on the table above
+    Shade(centre=(0.015, -0.0687), sd=(0.0139, 0.0014), gain=(0.214, 0.256, 0.272)),
+    Shade(centre=(0.0266, -0.0618), sd=(0.0089, 0.0084), gain=(-0.118, -0.137, -0.147)),
+    Shade(centre=(0.0242, -0.0707), sd=(0.0026, 0.0057), gain=(0.108, 0.146, 0.127)),
+    Shade(centre=(0.0106, -0.0425), sd=(0.0035, 0.0029), gain=(-0.083, -0.132, -0.142)),
+    Shade(centre=(0.0178, -0.0702), sd=(0.0109, 0.0036), gain=(-0.224, -0.31, -0.4)),
+    Shade(centre=(0.0153, -0.0711), sd=(0.007, 0.0021), gain=(0.248, 0.26, 0.332)),
+    Shade(centre=(0.0, -0.044), sd=(0.0047, 0.003), gain=(-0.08, -0.093, -0.084)),
+    Shade(centre=(0.0, -0.0611), sd=(0.0139, 0.0025), gain=(0.036, 0.046, 0.091)),
+    Shade(centre=(0.0, -0.0694), sd=(0.0051, 0.0014), gain=(0.091, 0.085, 0.083)),
 )
+
+
+def table_sha1(shades: Sequence[Shade] | None = None) -> str:
+    """sha1 (hex, 12 digits) of ``shades`` (default :data:`MEAN_SHADES`): their numbers, in order. A
+    dataset's config records it, so that renders drawn with another table do not resume it."""
+    shades = MEAN_SHADES if shades is None else shades
+    text = ";".join(f"{s.centre!r},{s.sd!r},{s.gain!r}" for s in shades)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def shade_log_gain(ax: torch.Tensor, y: torch.Tensor, shades: Sequence[Shade] | None = None) -> torch.Tensor:

@@ -726,6 +726,8 @@ class MorphableSource(IdentitySampler):
             cfg["identity"]["detail_model_sha1"] = self._detail.sha1
         if not cfg["identity"].get("mean_shades", 1):  # off: the config (and renders) of before them
             cfg["identity"].pop("mean_shades", None)
+        else:  # the table itself, not only its scale: a dataset begun with other shades does not resume
+            cfg["identity"]["mean_shades_sha1"] = mean_shades.table_sha1()
         return {"source": self.name, "preset": self.preset, "model": self.model_name,
                 "model_version": self.model.meta.get("version"), "sampling_version": SAMPLING_VERSION, **cfg}
 

@@ -31,7 +31,7 @@ def test_fit_prints_and_writes_shades(face_folder, tmp_path, capsys):  # noqa: F
     # --evaluate: the distance to the "real" mean without and with the shipped shades, nothing fitted
     assert SF.main(["--real", str(face_folder), "--ours", "24", "--evaluate"]) == 0
     ev = json.loads(capsys.readouterr().out.strip())
-    assert set(ev["without"]) == set(ev["with"]) == {"all", "brows", "eyes", "nose"}
+    assert set(ev["without"]) == set(ev["with"]) == {"all", "brows", "eyes", "nose", "mouth"}
     assert ev["with"]["all"] < ev["without"]["all"]  # the "real" faces here are our renders with the shades
 
 
@@ -62,15 +62,17 @@ def test_bad_arguments_are_named(face_folder, tmp_path):  # noqa: F811
         SF.main(["--real", str(face_folder), "--pairs", "0", "--mids", "0"])
     with pytest.raises(SystemExit, match="--ours"):
         SF.main(["--real", str(face_folder), "--ours", "2"])
-    for bad in ("mouth", "nose,nose", ","):
+    for bad in ("lips", "nose,nose", ","):
         with pytest.raises(SystemExit, match="--regions"):
             SF.main(["--real", str(face_folder), "--regions", bad])
 
 
-def test_region_weight_covers_the_features_not_the_mouth():
+def test_region_weight_covers_the_features_not_the_cheeks():
     from engine.shade_fit import FIT_REGIONS, region_weight
     w = region_weight(112)
     assert w.shape == (112, 112) and float(w.max()) <= 1 and float(w.min()) >= 0
-    r0, r1, c0, c1 = FIT_REGIONS["eyes"]
-    assert float(w[(r0 + r1) // 2, (c0 + c1) // 2]) > 0.9
-    assert float(w[95, 56]) < 0.05 and float(w[5, 5]) == 0  # the mouth; the corner, outside the inner face
+    for name in ("brows", "eyes", "nose", "mouth"):
+        r0, r1, c0, c1 = FIT_REGIONS[name]
+        assert float(w[(r0 + r1) // 2, (c0 + c1) // 2]) > 0.9, name
+    # the cheek beside the nose and under the eyes, outside every box; the corner, outside the inner face
+    assert float(w[70, 25]) < 0.05 and float(w[5, 5]) == 0

@@ -76,11 +76,14 @@ def test_the_renderer_puts_the_shades_on_the_front_of_the_face(default_model, mo
     assert float(diff.mean()) > 1e-3
     assert float(diff[:, :12].max()) == 0 and float(diff[:, :, :6].max()) == 0  # background, hair: untouched
     assert "mean_shades" in on.config()["identity"] and "mean_shades" not in off.config()["identity"]
+    table = on.config()["identity"]["mean_shades_sha1"]
+    assert table == MS.table_sha1() and "mean_shades_sha1" not in off.config()["identity"]
     # one strong shade on the nose tip's rest position: the render darkens where the front view puts it
     M = rest_to_template(default_model, 112)
     tip = (0.0, -0.035)
     monkeypatch.setattr(MS, "MEAN_SHADES", (Shade(centre=tip, sd=(0.006, 0.006), gain=(-1.0, -1.0, -1.0)),))
     c = on.render(ids, rows, var, seed=0).images
+    assert on.config()["identity"]["mean_shades_sha1"] == MS.table_sha1() != table  # another table: another config
     ratio = ((c + 1e-3) / (b + 1e-3)).mean((0, 1))  # (112, 112)
     r, col = divmod(int(ratio.argmin()), 112)
     u, v = (M[:, :2] @ torch.tensor(tip) + M[:, 2]).tolist()
