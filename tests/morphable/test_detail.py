@@ -109,9 +109,11 @@ def detail_file(tmp_path_factory, default_model):
 
 
 def _source(default_model, **identity):
-    """``frontal`` at 48 px, facing the camera, without degradations (so that only the detail differs)."""
+    """``frontal`` at 48 px, facing the camera, without degradations or the camera's point spread (so
+    that only the detail differs, where it is drawn)."""
     over = {"identity": identity, "pose": {k: {"lo": 0, "hi": 0} for k in ("yaw", "pitch", "roll")},
-            "degradation": {"jpeg_prob": 0.0, "noise_prob": 0.0, "blur_prob": 0.0, "lowres_prob": 0.0, "jitter_prob": 0.0}}
+            "degradation": {"jpeg_prob": 0.0, "noise_prob": 0.0, "blur_prob": 0.0, "lowres_prob": 0.0, "jitter_prob": 0.0},
+            "camera": {"psf": {"lo": 0.0, "hi": 0.0}}}
     return MorphableSource(preset="frontal", size=48, model=default_model, overrides=over)
 
 

@@ -329,7 +329,7 @@ def test_flash_highlight_spares_the_eyes(default_model):
         src = MorphableSource(preset="frontal", size=96, model=default_model, overrides={
             "pose": {"yaw": {"lo": 0, "hi": 0}, "pitch": {"lo": 0, "hi": 0}, "roll": {"lo": 0, "hi": 0}},
             "expression": {"prob": 0.0}, "occluders": {"glasses_prob": 0.0}, "degradation": clean,
-            "camera": {"psf": {"lo": 0.0, "hi": 0.0}},  # pixel-sharp: no skin highlight blurred into the eyes
+            "camera": {"psf": {"lo": 0.0, "hi": 0.0}, "eye_softness": 0.0},  # pixel-sharp: no skin highlight blurred into the eyes
             "light": {"flash_prob": 1.0, "flash": {"lo": 0.9, "hi": 0.9}, "specular": {"lo": specular, "hi": specular}}})
         return src.render(src.sample_identities(2, seed=0), torch.tensor([0, 1]), torch.tensor([0, 0]), seed=0)
 
