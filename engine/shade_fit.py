@@ -18,11 +18,13 @@ and our renders' drawn *with* :data:`~morphable.mean_shades.MEAN_SHADES` (the de
 ``--regions`` (a comma list of :data:`FIT_REGIONS`' names; all four by default). The default table
 was made so, each step on the table before it: the fit above over the brows, eyes and nose (14
 shades), then ``--on-top`` with ``--regions nose --pairs 8 --mids 2``, ``--regions mouth --pairs 6
---mids 3``, ``--regions brows --pairs 6 --mids 2`` and ``--regions mouth,nose --pairs 6 --mids 3``.
+--mids 3``, ``--regions brows --pairs 6 --mids 2`` and ``--regions mouth,nose --pairs 6 --mids 3``, all
+on ``frontal`` renders drawn pixel-sharp (before the preset's ``camera.psf`` and ``eye_softness``; a
+fit on top of them now adds nothing: BENCHMARKS.md, "Realism, session 32").
 
 ``--evaluate`` fits nothing: it prints how far our renders' mean lies from the real faces' (rms of the
-log ratio over the fit regions, and per region) without the shades and with :data:`MEAN_SHADES`, e.g.
-on people the shades were not fitted to.
+log ratio over ``--regions``, and per region) without the shades and with :data:`MEAN_SHADES`, e.g.
+on people the shades were not fitted to; it takes no ``--on-top``.
 """
 from __future__ import annotations
 
@@ -82,12 +84,14 @@ def _region_weight(size: int, names: tuple[str, ...], edge: float = 1.5):
     return _blur(box, edge * size / 112)[0].clamp(0, 1) * inner_face_mask(size)
 
 
-def offset_rms(off) -> dict[str, float]:
-    """rms of a (3, T, T) log-ratio map over :func:`region_weight` (``all``) and each of :data:`FIT_REGIONS`."""
+def offset_rms(off, regions: Sequence[str] = tuple(FIT_REGIONS)) -> dict[str, float]:
+    """rms of a (3, T, T) log-ratio map over the union of ``regions`` (names of :data:`FIT_REGIONS`;
+    all four by default) as ``all``, and over each of them."""
     T = off.shape[-1]
+    regions = tuple(regions)
     out = {}
-    for name in ("all", *FIT_REGIONS):
-        w = region_weight(T) if name == "all" else _region_weight(T, (name,))
+    for name in ("all", *regions):
+        w = _region_weight(T, regions) if name == "all" else _region_weight(T, (name,))
         out[name] = round(float(((off ** 2) * w).sum() / (3 * w.sum())) ** 0.5, 4)
     return out
 
@@ -107,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help=f"comma list of the regions to fit over, of {', '.join(FIT_REGIONS)} [default: all]")
     ap.add_argument("--on-top", action="store_true",
                     help="fit shades to add to MEAN_SHADES: to the residual of renders drawn with them")
-    ap.add_argument("--evaluate", action="store_true", help="fit nothing: the distance without and with MEAN_SHADES")
+    ap.add_argument("--evaluate", action="store_true",
+                    help="fit nothing: the distance without and with MEAN_SHADES, over --regions")
     a = ap.parse_args(argv)
     if a.ours < 8 or a.pairs < 0 or a.mids < 0 or a.pairs + a.mids == 0 or a.max_faces < 0:
         raise SystemExit(f"--ours must be >= 8, --pairs and --mids >= 0 and not both 0, --max-faces >= 0; "
@@ -116,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = [r for r in regions if r not in FIT_REGIONS]
     if bad or not regions or len(set(regions)) != len(regions):
         raise SystemExit(f"--regions must be distinct names of {', '.join(FIT_REGIONS)}; got {a.regions!r}")
+    if a.evaluate and a.on_top:
+        raise SystemExit("--evaluate measures renders without and with MEAN_SHADES and fits nothing; "
+                         "--on-top fits shades to add to it: give one of them")
     exclude = read_people(a.exclude)
     import torch
 
@@ -127,8 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(keep) < 8:
         raise SystemExit(f"{len(keep)} frontal faces found in {len(real)} images under {a.real}: need 8")
     ours, our_lms, model_name = frontal_renders(predictor, a.model, ids=a.ours, seed=a.seed,
-                                                overrides=None if a.on_top and not a.evaluate
-                                                else {"identity": {"mean_shades": 0.0}})
+                                                overrides=None if a.on_top else {"identity": {"mean_shades": 0.0}})
     if len(ours) < 8:
         raise SystemExit(f"only {len(ours)} of {a.ours} renders are frontal to dlib: raise --ours")
     layout = our_lms.mean(0)
@@ -143,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         shaded, shaded_lms, _ = frontal_renders(predictor, a.model, ids=a.ours, seed=a.seed)
         report = {"model": model_name, "real": str(a.real), "real_faces": len(keep), "excluded_people": len(exclude),
                   "renders": [len(ours), len(shaded)],
-                  "without": offset_rms(target), "with": offset_rms(offset(mean_face(shaded, shaded_lms, layout))),
+                  "regions": list(regions), "without": offset_rms(target, regions),
+                  "with": offset_rms(offset(mean_face(shaded, shaded_lms, layout)), regions),
                   "seconds": round(time.time() - t0, 1)}
         print(json.dumps(report))
         return 0

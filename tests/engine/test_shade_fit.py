@@ -65,6 +65,19 @@ def test_bad_arguments_are_named(face_folder, tmp_path):  # noqa: F811
     for bad in ("lips", "nose,nose", ","):
         with pytest.raises(SystemExit, match="--regions"):
             SF.main(["--real", str(face_folder), "--regions", bad])
+    with pytest.raises(SystemExit, match="--evaluate .* --on-top"):
+        SF.main(["--real", str(face_folder), "--evaluate", "--on-top"])
+
+
+def test_offset_rms_reports_the_chosen_regions():
+    from engine.shade_fit import FIT_REGIONS, offset_rms
+    off = torch.zeros(3, 112, 112)
+    r0, r1, c0, c1 = FIT_REGIONS["mouth"]
+    off[:, r0:r1, c0:c1] = 0.1  # a residual over the mouth only
+    every, mouth, brows = offset_rms(off), offset_rms(off, ["mouth"]), offset_rms(off, ("brows",))
+    assert set(every) == {"all", *FIT_REGIONS} and set(mouth) == {"all", "mouth"} and set(brows) == {"all", "brows"}
+    assert mouth["all"] == mouth["mouth"] == every["mouth"] and 0.05 < mouth["all"] <= 0.1
+    assert every["all"] < mouth["all"] and brows["all"] == brows["brows"] < 0.01
 
 
 def test_region_weight_covers_the_features_not_the_cheeks():
