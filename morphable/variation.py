@@ -163,11 +163,11 @@ class CameraConfig:
     gaussian sd, in pixels of a 112 px image (scaled with the size, as ``degradation.blur``), of a
     lens and sensor's point spread, on the images that ``degradation`` neither blurs nor downsamples
     (those carry their own softness; their ``camera_psf`` is logged as 0). Off by default (``lo = hi
-    = 0``: pixel-sharp, as before). Nearly
-    half of ``frontal``'s renders were crisper than 99% of lfw-dev's faces at 112 px; ``Uniform(0.4,
-    0.8)`` (the ``frontal`` preset's) puts them in the real faces' sharpness range and a real-face
-    recogniser finds the people a little further apart, but ``wild`` loses detection and FR training
-    on softened ``wild`` renders generalises worse (BENCHMARKS.md, "Realism, session 23")."""
+    = 0``). Pixel-sharp, most of ``frontal``'s renders were crisper than 99% of lfw-dev's faces at
+    112 px; ``Uniform(0.4, 0.8)`` (the ``frontal`` preset's) puts them in the real faces'
+    sharpness range and a real-face recogniser finds the people a little further apart, but ``wild``
+    loses detection and FR training on softened ``wild`` renders generalises worse (BENCHMARKS.md,
+    "Realism, session 23" and "Realism, session 32")."""
 
     distance: Dist = field(default_factory=lambda: Uniform(0.45, 2.0))
     focal_mm: Dist = field(default_factory=lambda: Uniform(28, 85))
@@ -327,8 +327,8 @@ def _frontal() -> RenderConfig:
                           tint=Normal(0, 0.01, -0.03, 0.03), specular=Uniform(0.08, 0.3), shadows=0.6,
                           white_balance=Uniform(0.9, 1.0),
                           exposure=Normal(0, 0.08, -0.2, 0.2))
-    # portraits as a camera takes them: a lens and sensor's point spread (pixel-sharp, nearly half of them
-    # were crisper than 99% of lfw-dev's faces at 112 px) and eyes softened by 1 mm (drawn, their lash
+    # portraits as a camera takes them: a lens and sensor's point spread (pixel-sharp, 60% of them were
+    # crisper than 99% of lfw-dev's faces at 112 px) and eyes softened by 1 mm (drawn, their lash
     # line, iris and sclera had twice real faces' pixel-scale contrast); a real-face recogniser finds the
     # people further apart. Not in `wild`, whose FR training lost by them (BENCHMARKS.md, "Realism,
     # session 32")
