@@ -329,7 +329,7 @@ def _frontal() -> RenderConfig:
                           exposure=Normal(0, 0.08, -0.2, 0.2))
     # portraits as a camera takes them: a lens and sensor's point spread (pixel-sharp, 60% of them were
     # crisper than 99% of lfw-dev's faces at 112 px) and eyes softened by 1 mm (drawn, their lash
-    # line, iris and sclera had twice real faces' pixel-scale contrast); a real-face recogniser finds the
+    # line, iris and sclera had 1.5 times real faces' pixel-scale contrast); a real-face recogniser finds the
     # people further apart. Not in `wild`, whose FR training lost by them (BENCHMARKS.md, "Realism,
     # session 32")
     c.camera = CameraConfig(distance=Uniform(0.8, 1.5), focal_mm=Uniform(50, 85), jitter=0.0, eye_softness=1.0,

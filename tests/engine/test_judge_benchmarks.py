@@ -267,6 +267,22 @@ def test_face_sharpness_falls_with_blur_and_rises_with_noise():
         S.face_sharpness(faces[:, :64])
 
 
+def test_band_contrast_puts_fine_texture_in_the_finest_band_of_its_box():
+    S = _load("sharpness_range")
+    rng = np.random.default_rng(0)
+    flat = np.full((2, 112, 112, 3), 128, np.uint8)
+    speckled = flat.copy()
+    r0, r1, c0, c1 = S.CHEEK_BOX
+    speckled[:, r0:r1, c0:c1] = rng.integers(88, 168, (2, r1 - r0, c1 - c0, 1))  # pixel-scale grey speckle
+    a, b = S.band_contrast(flat), S.band_contrast(speckled)
+    assert set(a) == {"brows", "eyes", "nose", "mouth", "cheek"} and all(v == [0.0, 0.0, 0.0] for v in a.values())
+    fine, mid, coarse = b["cheek"]
+    assert fine > 2 * mid > 0 and mid > coarse
+    assert b["brows"] == [0.0, 0.0, 0.0]  # far from the speckle
+    with pytest.raises(ValueError, match="aligned faces"):
+        S.band_contrast(flat[:, :64])
+
+
 def test_sharpness_compare_counts_ours_outside_the_real_range_and_splits_by_degradation():
     S = _load("sharpness_range")
     real = np.linspace(1.0, 2.0, 101)
@@ -287,9 +303,13 @@ def test_sharpness_range_runs_end_to_end_on_a_tiny_real_folder(tmp_path, capsys)
     for i in range(3):
         (tmp_path / f"P{i}").mkdir()
         Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)).save(tmp_path / f"P{i}" / "0.png")
-    S.main(["--real", str(tmp_path), "--real-n", "3", "--ids", "2", "--per-id", "2", "--workers", "1", "--max-yaw", "90"])
+    S.main(["--real", str(tmp_path), "--real-n", "3", "--ids", "2", "--per-id", "2", "--workers", "1",
+            "--max-yaw", "90", "--bands"])
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert lines[0]["set"] == "real" and lines[0]["n"] == 3 and lines[1]["set"] == "ours" and lines[1]["n"] == 4
+    real_b, ours_b = lines[-2], lines[-1]
+    assert real_b["set"].startswith("real, bands") and real_b["n"] == 3 and len(real_b["eyes"]) == 3
+    assert ours_b["set"].startswith("ours, bands") and ours_b["n"] == 4
 
 
 def test_nearest_real_distance_per_identity():
