@@ -590,6 +590,10 @@ class MorphableSource(IdentitySampler):
         psf_lo = getattr(self.cfg.camera.psf, "lo", 0.0)
         if not psf_lo >= 0:  # a Uniform's or a truncated Normal's lower bound (a sigma in pixels)
             raise ValueError(f"camera.psf must not go below 0 (a gaussian sd in pixels), got {self.cfg.camera.psf}")
+        W = self.model.regions.get("semantic_weights")
+        if self.cfg.identity.ancestry_contrast > 0 and (W is None or W.shape[1] < 4):
+            raise ValueError(f"identity.ancestry_contrast needs a model that estimates ancestry from its shape "
+                             f"(regions['semantic_weights'], as the default model has); {self.model.name!r} has none")
         if self.cfg.identity.sex_features < 0:
             raise ValueError(f"identity.sex_features must be >= 0 (standard deviations), got {self.cfg.identity.sex_features}")
         if self.cfg.identity.feature_shape > 0:
@@ -724,6 +728,9 @@ class MorphableSource(IdentitySampler):
                 cfg["identity"].pop(k, None)
         else:  # the model file's content, not only its path: a refitted file does not resume a dataset
             cfg["identity"]["detail_model_sha1"] = self._detail.sha1
+        if not cfg["identity"].get("ancestry_contrast", 0):  # off: the config of before the ancestry push
+            cfg["identity"].pop("ancestry_contrast", None)
+            cfg["identity"].pop("ancestry_shares", None)
         if not cfg["identity"].get("mean_shades", 1):  # off: the config (and renders) of before them
             cfg["identity"].pop("mean_shades", None)
         else:  # the table itself, not only its scale: a dataset begun with other shades does not resume
@@ -740,7 +747,8 @@ class MorphableSource(IdentitySampler):
         Candidate ``c`` draws from its own ``generator(seed, "identity", c)``, in this order: shape
         ``randn(num_shape)``; with the model's semantic regression, the gender push's side
         ``rand(1)`` and jitter ``randn(1)``; the appearance draws (:func:`~.appearance.appearance_draw_runs`);
-        the noise offset ``rand(3)``; the relief coefficients ``randn(NUM_RELIEF)``, then the feature-shape coefficients ``randn(NUM_FEATURE)``. Each run of same-kind draws is one call (bit-identical to single
+        the noise offset ``rand(3)``; the relief coefficients ``randn(NUM_RELIEF)``, then the feature-shape coefficients ``randn(NUM_FEATURE)``. With
+        ``identity.ancestry_contrast``, the ancestry push draws from ``generator(seed, "ancestry", c)`` (:meth:`_push_ancestry`). Each run of same-kind draws is one call (bit-identical to single
         draws: ``rand`` fills serially, and ``randn`` of fewer than 16 values too), the shape push and
         the semantic regression run per candidate as before, and the appearance arithmetic (most of the
         work) is batched over the ``n`` candidates: the same bits as drawing each candidate alone
@@ -764,6 +772,7 @@ class MorphableSource(IdentitySampler):
         if W is not None:
             Wc = W.cpu()
             Z = self._push_gender(Z, Wc, U[:, 0], N[:, 0])
+            Z = self._push_ancestry(Z, Wc, seed, start)
         Z = self._shrink_proportions(Z)
         if W is not None:
             # the regression per candidate, (1, K+1) @ (K+1, 5) as before (a batched product may sum differently)
@@ -857,6 +866,45 @@ class MorphableSource(IdentitySampler):
         target = torch.where(side < 0.5, lo, hi) + 0.07 * jit.double()
         scale = (c * (target - gen)).float()
         return z + scale[:, None] * w / w.dot(w).clamp_min(1e-12)
+
+    def _push_ancestry(self, z: torch.Tensor, W: torch.Tensor, seed: int, start: int) -> torch.Tensor:
+        """Move the shape coefficients ``z`` (n, K) of candidates ``start .. start+n`` towards one
+        ancestry by ``identity.ancestry_contrast`` (0: unchanged).
+
+        The model's regression ``W`` (K+1, 5) estimates gender, age and the African / East Asian /
+        European blend weights from the coefficients. Candidate ``c`` draws from its own
+        ``generator(seed, "ancestry", c)`` (apart from the identity stream, so the option leaves every
+        other draw alone): a uniform that picks the ancestry by ``identity.ancestry_shares`` and two
+        normals that jitter the target blend (sd 0.05). Its coefficients then move by the minimum-norm
+        change that takes the African and East Asian estimates ``contrast`` of the way to the target
+        (pure: weight 1) and leaves the gender and age estimates where they were. A Gaussian over the
+        model's coefficients makes most faces blends of all three (5-95% of each weight: -0.2 .. 0.85);
+        people mostly are not. Each row gets the bits of the one-candidate computation (its own dot
+        products, then elementwise arithmetic)."""
+        c = float(self.cfg.identity.ancestry_contrast)
+        n, K = z.shape
+        if c <= 0 or n == 0:
+            return z
+        A = W[:K, :4].T.double().clone()  # (4, K): the gender, age, African and East Asian regressions
+        A[:, self.num_shape:] = 0
+        P = torch.linalg.solve(A @ A.T, A)  # (4, K): row j moves estimate j by one, the others not at all
+        shares = torch.tensor(self.cfg.identity.ancestry_shares, dtype=torch.float64)
+        bounds = torch.cumsum(shares / shares.sum(), 0)[:2]
+        out = []
+        for i in range(n):
+            g = generator(seed, "ancestry", start + i)
+            u = torch.rand(1, generator=g, dtype=torch.float64)
+            jit = torch.randn(2, generator=g, dtype=torch.float64)
+            k = int((u >= bounds).sum())  # 0 African, 1 East Asian, 2 European
+            target = torch.zeros(2, dtype=torch.float64)
+            if k < 2:
+                target[k] = 1.0
+            target = target + 0.05 * jit
+            zi = z[i].clone().double()
+            cur = torch.stack([torch.dot(zi, A[2]), torch.dot(zi, A[3])]) + W[-1, 2:4].double()
+            d = c * (target - cur)
+            out.append((zi + d[0] * P[2] + d[1] * P[3]).float())
+        return torch.stack(out)
 
     def _embedding(self, shape: torch.Tensor, app: torch.Tensor) -> torch.Tensor:
         """Identity embedding: whitened shape coefficients + appearance parameters scaled to unit

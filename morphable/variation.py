@@ -245,6 +245,12 @@ class IdentityConfig:
     bobs, long hair, buns, curls) to models that have a cranium (the default model);
     ``gender_contrast`` moves each identity's shape along the model's gender direction towards a
     clearly female- or male-read face (1) or leaves the model's own, mostly androgynous spread (0);
+    ``ancestry_contrast`` moves each identity's shape along the model's ancestry directions (its
+    African / East Asian / European regressions, gender and age held) towards one ancestry, drawn with
+    probabilities ``ancestry_shares`` (African, East Asian, European; normalised): 1 reaches the
+    model's pure ancestry, more goes past it, 0 (off, the default) leaves the model's own Gaussian
+    spread, in which most faces are blends of all three (BENCHMARKS.md "Realism, session 33"); skin,
+    hair and iris colours follow the moved shape's estimates as always;
     ``relief`` is the rms (metres) of per-identity fine facial relief outside the shape model's span
     (brow ridge, nasal bridge, cheekbones, chin: :mod:`morphable.relief`);
     ``feature_shape`` scales the per-identity proportions of the eyes and the nose outside the shape
@@ -283,6 +289,8 @@ class IdentityConfig:
     hair_volume: float = 0.012  # metres of scalp-hair thickness at full density (0 = painted hair only)
     hair_mesh: bool = True
     gender_contrast: float = 1.0  # 0: the model's gender spread (mostly androgynous); 1: female- or male-read
+    ancestry_contrast: float = 0.0  # 0: the model's ancestry spread (mostly blends); 1: one ancestry's pure shape
+    ancestry_shares: tuple[float, float, float] = (1.0, 1.0, 1.0)  # African, East Asian, European (normalised)
     relief: float = 0.0011  # metres rms of per-identity fine facial relief (morphable.relief; 0 = off)
     feature_shape: float = 1.0  # scale of the eye and nose proportions (morphable.relief.FEATURE_SD; 0 = off)
     proportions: float = 0.4  # scale of the face's vertical proportions' spread (eye-nose, eye-mouth); 1 = the model's own
@@ -432,8 +440,10 @@ def validate(cfg: Any, where: str = "") -> Any:
                 raise ConfigError(f"{path}: a probability must be in [0, 1], got {v:g}")
         elif f.name in ("detail_strength", "detail_eyes") and isinstance(v, (int, float)) and not 0.0 <= v <= 1.0:
             raise ConfigError(f"{path}: must be in [0, 1], got {v:g}")
-        elif f.name == "mean_shades" and isinstance(v, (int, float)) and not v >= 0:
+        elif f.name in ("mean_shades", "ancestry_contrast") and isinstance(v, (int, float)) and not v >= 0:
             raise ConfigError(f"{path}: must be >= 0, got {v:g}")
+        elif f.name == "ancestry_shares" and (len(v) != 3 or min(v) < 0 or not sum(v) > 0):
+            raise ConfigError(f"{path}: three shares >= 0 (African, East Asian, European) with a positive sum, got {list(v)}")
         elif f.name.endswith("_power") and isinstance(v, (int, float)) and not isinstance(v, bool) and not v > 0:
             raise ConfigError(f"{path}: an exponent must be > 0, got {v:g}")
     return cfg

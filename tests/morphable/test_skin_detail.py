@@ -217,6 +217,44 @@ def test_sex_features_shift_eyes_and_nose_by_the_gender_estimate():
         MorphableSource(preset="frontal", size=64, overrides={"identity": {"sex_features": -1}})
 
 
+def test_ancestry_contrast_moves_faces_to_one_ancestry_and_keeps_gender_and_age():
+    from morphable import MorphableSource
+
+    a, b, on = _paired_candidates("ancestry_contrast", 0.0, 1.0, 300)
+    # the gender and age estimates are held (age to the proportions' shrink, which follows the push)
+    torch.testing.assert_close(b[3][:, 0], a[3][:, 0], atol=2e-4, rtol=0)
+    torch.testing.assert_close(b[3][:, 1], a[3][:, 1], atol=0.03, rtol=0)
+    assert torch.equal(b[2], a[2])  # the identity stream's other draws are untouched (noise offset)
+    wa, wb = a[3][:, 2:5], b[3][:, 2:5]  # African, East Asian, European estimates
+    # the model's Gaussian makes most faces blends; pushed, each face reads as one ancestry
+    assert float(wa.max(1).values.mean()) < 0.75 and float(wb.max(1).values.mean()) > 0.9
+    share = torch.bincount(wb.argmax(1), minlength=3).float() / 300
+    assert bool((share > 0.25).all()) and bool((share < 0.42).all())
+    # the skin follows the pushed estimates, as it follows the model's own
+    mel = b[1][:, APPEARANCE_PARAMS.index("melanin")]
+    assert float(mel[wb.argmax(1) == 0].mean()) > float(mel[wb.argmax(1) == 2].mean()) + 0.3
+    # one candidate at a time gives the bits of the batch
+    one = on._candidates(0, 17, 1)
+    assert torch.equal(one[0][0], b[0][17])
+    only = MorphableSource(preset="frontal", size=64, overrides={"identity": {"ancestry_contrast": 1.0,
+                                                                           "ancestry_shares": [0, 0, 1]}})
+    assert bool((only._candidates(0, 0, 50)[3][:, 2:5].argmax(1) == 2).all())
+    # off, the dataset config is that of before the option; on, it records it
+    assert "ancestry_contrast" not in MorphableSource(preset="frontal", size=64).config()["identity"]
+    assert on.config()["identity"]["ancestry_contrast"] == 1.0
+    for bad, match in (({"ancestry_contrast": -1}, "identity.ancestry_contrast"),
+                       ({"ancestry_shares": [1, 1]}, "identity.ancestry_shares"),
+                       ({"ancestry_shares": [0, 0, 0]}, "identity.ancestry_shares")):
+        with pytest.raises(ValueError, match=match):
+            MorphableSource(preset="frontal", size=64, overrides={"identity": bad})
+    from morphable.model import MorphableModel
+    m = on.model
+    bare = MorphableModel(**{**{k: getattr(m, k) for k in m.__dataclass_fields__},
+                             "regions": {k: v for k, v in m.regions.items() if k != "semantic_weights"}})
+    with pytest.raises(ValueError, match="semantic_weights"):
+        MorphableSource(preset="frontal", size=64, model=bare, overrides={"identity": {"ancestry_contrast": 1.0}})
+
+
 def test_brows_and_make_up_follow_the_gender_estimate():
     from morphable import MorphableSource
     from morphable.appearance import APPEARANCE_PARAMS
