@@ -122,6 +122,24 @@ def test_gender_direction_and_auc_separate_two_gaussian_classes():
     assert G.is_female_name("Mary_Smith") and not G.is_female_name("John_Smith")
 
 
+def test_spread_by_direction_recovers_a_known_shortfall():
+    S = _load("judge_spread")
+    rng = np.random.default_rng(0)
+    scale = np.array([3.0, 2.0, 1.0, 1.0])
+    real = rng.normal(size=(4000, 4)) * scale
+    ours = rng.normal(size=(4000, 4)) * scale * np.array([0.5, 1.0, 1.0, 1.0]) + 5.0  # half the sd along the first
+    s = S.spread_by_direction(real, ours)
+    assert abs(s["ratio"][0] - 0.25) < 0.03 and all(abs(v - 1) < 0.1 for v in s["ratio"][1:])
+    assert abs(s["share"][0] - 9 / 15) < 0.03 and abs(s["share"].sum() - 1) < 1e-9
+    assert abs(s["shortfall"][0] - 0.75 * 9 / 15) < 0.03  # the offset of our mean does not count
+    assert abs(s["total_ratio"] - (1 - 0.75 * 9 / 15)) < 0.03
+    assert abs(S.spread_by_direction(real, real)["total_ratio"] - 1) < 1e-9
+    with pytest.raises(ValueError, match="one D"):
+        S.spread_by_direction(real, ours[:, :3])
+    with pytest.raises(ValueError, match="at least 2"):
+        S.spread_by_direction(real, ours[:1])
+
+
 def _stand_in_real_folder(root: Path, people: int, name=lambda i: f"P{i}") -> None:
     """``root/<name(i)>/<name(i)>_0001.jpg``: 2 * ``people`` rendered faces as a real face folder,
     one image per person."""
@@ -141,6 +159,16 @@ def test_judge_gender_prints_real_and_synthetic_figures(models, tmp_path, capsys
     assert line["real_people"] >= 8 and 0 < line["real_female"] < line["real_people"]
     assert 0.0 <= line["auc"] <= 1.0 or np.isnan(line["auc"])
     assert 0.0 <= line["detection"] <= 1.0 and line["impostor"] > 0
+
+
+def test_judge_spread_prints_the_directions(models, tmp_path, capsys):
+    S = _load("judge_spread")
+    _stand_in_real_folder(tmp_path, 6)  # 12 people
+    S.main(["--real", str(tmp_path), "--ids", "6", "--workers", "1", "--show", "3"])
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["real_people"] >= 8 and 2 <= line["ours"] <= 6 and line["total_ratio"] > 0
+    assert [d["k"] for d in line["directions"]] == [0, 1, 2]
+    assert all(0 < d["share"] <= 1 and d["ratio"] >= 0 for d in line["directions"])
 
 
 def test_judge_degradations_prints_real_and_synthetic_detection(models, tmp_path, capsys):
