@@ -290,7 +290,7 @@ class IdentityConfig:
     hair_mesh: bool = True
     gender_contrast: float = 1.0  # 0: the model's gender spread (mostly androgynous); 1: female- or male-read
     ancestry_contrast: float = 0.0  # 0: the model's ancestry spread (mostly blends); 1: one ancestry's pure shape
-    ancestry_shares: tuple[float, float, float] = (1.0, 1.0, 1.0)  # African, East Asian, European (normalised)
+    ancestry_shares: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # African, East Asian, European (normalised)
     relief: float = 0.0011  # metres rms of per-identity fine facial relief (morphable.relief; 0 = off)
     feature_shape: float = 1.0  # scale of the eye and nose proportions (morphable.relief.FEATURE_SD; 0 = off)
     proportions: float = 0.4  # scale of the face's vertical proportions' spread (eye-nose, eye-mouth); 1 = the model's own
